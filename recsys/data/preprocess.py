@@ -1,0 +1,95 @@
+"""Preprocessing as in LlamaRec: drop untitled items, iterative 5-core, dense ids, time order, leave-one-out."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys.data.catalog import Catalog, Movie
+from recsys.data.movielens import READERS, Rating, RawMovie
+from recsys.data.sources import find_dataset_dir
+from recsys.data.titles import clean_title, split_year
+
+MIN_INTERACTIONS = 5  # 5-core: users and items with at least this many interactions
+
+
+@dataclass
+class SequenceDataset:
+    """Time-ordered item sequences per user, with leave-one-out splits.
+
+    `sequences[u]` is user u's full sequence of dense item ids (1..num_items); the last item is
+    the test target, the second-last the validation target, the rest is training data.
+    """
+
+    name: str
+    sequences: dict[int, list[int]]
+    catalog: Catalog
+
+    @property
+    def num_users(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.catalog)
+
+    @property
+    def num_interactions(self) -> int:
+        return sum(len(s) for s in self.sequences.values())
+
+    def train(self, user: int) -> list[int]:
+        """Training items of `user` (all but the last two)."""
+        return self.sequences[user][:-2]
+
+    def val_input(self, user: int) -> tuple[list[int], int]:
+        """(history, target) for validation: train items -> second-last item."""
+        seq = self.sequences[user]
+        return seq[:-2], seq[-2]
+
+    def test_input(self, user: int) -> tuple[list[int], int]:
+        """(history, target) for test: train + validation items -> last item."""
+        seq = self.sequences[user]
+        return seq[:-1], seq[-1]
+
+    def statistics(self) -> dict:
+        """Users, items, interactions, average sequence length and density."""
+        n = self.num_interactions
+        return {"users": self.num_users, "items": self.num_items, "interactions": n,
+                "avg_length": round(n / max(self.num_users, 1), 2),
+                "density": round(n / max(self.num_users * self.num_items, 1), 4)}
+
+
+def k_core(ratings: list[Rating], k: int = MIN_INTERACTIONS) -> list[Rating]:
+    """Drop users and items with fewer than `k` interactions, repeatedly, until both are stable."""
+    while True:
+        item_counts = Counter(r.item for r in ratings)
+        user_counts = Counter(r.user for r in ratings)
+        kept = [r for r in ratings if item_counts[r.item] >= k and user_counts[r.user] >= k]
+        if len(kept) == len(ratings):
+            return kept
+        ratings = kept
+
+
+def build_dataset(name: str, ratings: list[Rating], movies: list[RawMovie]) -> SequenceDataset:
+    """Apply the paper's preprocessing to raw rows and return the dataset with its catalog."""
+    titled = {m.item: m for m in movies if m.title}
+    ratings = k_core([r for r in ratings if r.item in titled])
+    item_map = {item: i for i, item in enumerate(sorted({r.item for r in ratings}), start=1)}
+    user_map = {user: u for u, user in enumerate(sorted({r.user for r in ratings}), start=1)}
+    per_user: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for r in ratings:
+        per_user[user_map[r.user]].append((r.timestamp, item_map[r.item]))
+    sequences = {u: [item for _, item in sorted(per_user[u])] for u in sorted(per_user)}
+    catalog_rows = []
+    for raw_id, item_id in item_map.items():
+        raw = titled[raw_id]
+        catalog_rows.append(Movie(item_id, clean_title(raw.title), split_year(raw.title)[1], raw.genres, raw_id))
+    return SequenceDataset(name, sequences, Catalog(catalog_rows, name))
+
+
+def load_dataset(name: str = "ml-latest-small", data_dir: str | Path | None = None) -> SequenceDataset:
+    """Find the raw files of `name` (see recsys.data.sources), read and preprocess them."""
+    folder = find_dataset_dir(name, data_dir)
+    ratings, movies = READERS[name](folder)
+    return build_dataset(name, ratings, movies)

@@ -1,0 +1,43 @@
+"""Top-k metrics with one relevant item per user: Recall (hit rate), NDCG and MRR."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+
+KS = (1, 5, 10, 20, 50)
+
+
+def ranks_of_targets(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each target among its row's scores (B, N) -> (B,); ties count against the target."""
+    target_scores = scores.gather(1, targets.view(-1, 1))
+    return (scores >= target_scores).sum(dim=1)
+
+
+def metrics_from_ranks(ranks: Iterable[float], ks: Sequence[int] = KS) -> dict[str, float]:
+    """Mean Recall@k, NDCG@k and MRR@k over users, from each user's 1-based target rank.
+
+    A rank of `math.inf` (target not retrieved) counts as a miss. Keys look like "R@10", "N@10", "M@10".
+    """
+    ranks = [float(r) for r in ranks]
+    if not ranks:
+        raise ValueError("no ranks to average")
+    result: dict[str, float] = {}
+    for k in ks:
+        hits = [r for r in ranks if r <= k]
+        result[f"R@{k}"] = len(hits) / len(ranks)
+        result[f"N@{k}"] = sum(1 / math.log2(r + 1) for r in hits) / len(ranks)
+        result[f"M@{k}"] = sum(1 / r for r in hits) / len(ranks)
+    return result
+
+
+def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str]) -> str:
+    """A plain-text table: one row per name, one column per metric key, 4 decimals."""
+    name_width = max(len(n) for n in rows) + 2
+    lines = [" " * name_width + "".join(f"{c:>9}" for c in columns)]
+    for name, values in rows.items():
+        cells = "".join(f"{values[c]:>9.4f}" if c in values else f"{'-':>9}" for c in columns)
+        lines.append(f"{name:<{name_width}}{cells}")
+    return "\n".join(lines)
