@@ -1,0 +1,155 @@
+"""Data layer: title cleaning, 5-core filter, preprocessing, errors naming file and line, download."""
+
+import hashlib
+import http.server
+import io
+import threading
+import zipfile
+from functools import partial
+
+import pytest
+
+from recsys.data import Catalog, load_dataset
+from recsys.data.errors import DataFileError
+from recsys.data.movielens import Rating, RawMovie, read_ml_latest_small
+from recsys.data.preprocess import build_dataset, k_core
+from recsys.data import sources
+from recsys.data.sources import download, find_dataset_dir
+from recsys.data.titles import clean_title, split_year
+
+
+@pytest.mark.parametrize("raw, cleaned", [
+    ("Matrix, The (1999)", "The Matrix (1999)"),
+    ("City of Lost Children, The (Cité des enfants perdus, La) (1995)", "The City of Lost Children (1995)"),
+    ("Shawshank Redemption, The (1994)", "The Shawshank Redemption (1994)"),
+    ("American President, An (1995)", "An American President (1995)"),
+    ("Toy Story (1995)", "Toy Story (1995)"),
+    ("Babylon 5", "Babylon 5"),
+    ("Stranger Things (2016) ", "Stranger Things (2016)"),
+])
+def test_clean_title(raw, cleaned):
+    assert clean_title(raw) == cleaned
+
+
+def test_split_year():
+    assert split_year("Heat (1995)") == ("Heat", 1995)
+    assert split_year("Cosmos") == ("Cosmos", None)
+
+
+def _ratings(pairs):
+    return [Rating(u, i, t) for t, (u, i) in enumerate(pairs)]
+
+
+def test_k_core_is_iterative():
+    # users 1..5 rate items 1..5 (a 5-core); user 6 rates items 1..4 and 6: item 6 has one rating,
+    # so it goes; then user 6 has 4 ratings and goes too, which a single pass would have kept.
+    pairs = [(u, i) for u in range(1, 6) for i in range(1, 6)] + [(6, i) for i in (1, 2, 3, 4, 6)]
+    kept = k_core(_ratings(pairs), k=5)
+    assert {r.user for r in kept} == {1, 2, 3, 4, 5}
+    assert {r.item for r in kept} == {1, 2, 3, 4, 5}
+
+
+def test_build_dataset_order_reindex_and_split():
+    movies = [RawMovie(i, f"Movie {i}, The ({1990 + i})", ("Drama",)) for i in (10, 20, 30, 40, 50)]
+    movies.append(RawMovie(60, "", ()))  # untitled: dropped
+    # newer items first in time, except that user 7 saw items 20 and 10 at the same time 0
+    ratings = [Rating(u, i, 0 if (u, i) in ((7, 10), (7, 20)) else 100 - i)
+               for u in (7, 8, 9, 11, 12) for i in (20, 10, 30, 40, 50, 60)]
+    dataset = build_dataset("toy", ratings, movies)
+    assert dataset.num_users == 5 and dataset.num_items == 5
+    assert dataset.catalog.title(1) == "The Movie 10 (2000)"
+    # user 7 (dense 1): items 10 and 20 at t=0 (by id), then 50, 40, 30 by time
+    assert dataset.sequences[1] == [1, 2, 5, 4, 3]
+    assert dataset.train(1) == [1, 2, 5]
+    assert dataset.val_input(1) == ([1, 2, 5], 4)
+    assert dataset.test_input(1) == ([1, 2, 5, 4], 3)
+
+
+def test_ml_latest_small_statistics_match_the_paper():
+    dataset = load_dataset("ml-latest-small")
+    stats = dataset.statistics()
+    assert (stats["users"], stats["items"], stats["avg_length"]) == (610, 3650, 147.99)
+
+
+def test_catalog_round_trip(tmp_path):
+    dataset = load_dataset("ml-latest-small")
+    dataset.catalog.save(tmp_path)
+    loaded = Catalog.load(tmp_path)
+    assert loaded.movies == dataset.catalog.movies
+    assert "The Matrix (1999)" in loaded.titles(range(1, len(loaded) + 1))
+
+
+def _write_ml_small(folder, ratings_text, movies_text="movieId,title,genres\n1,Heat (1995),Action\n"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ratings.csv").write_text(ratings_text)
+    (folder / "movies.csv").write_text(movies_text)
+    return folder
+
+
+def test_bad_line_names_file_and_line(tmp_path):
+    folder = _write_ml_small(tmp_path / "ml-latest-small",
+                             "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,abc,4.0,964981247\n")
+    with pytest.raises(DataFileError, match=r"ratings\.csv, line 3"):
+        read_ml_latest_small(folder)
+
+
+def test_wrong_columns_named(tmp_path):
+    folder = _write_ml_small(tmp_path / "ml-latest-small", "user,item,rating,time\n1,1,4.0,1\n")
+    with pytest.raises(DataFileError, match=r"ratings\.csv, line 1: expected columns"):
+        read_ml_latest_small(folder)
+
+
+def test_missing_file_is_named(tmp_path, monkeypatch):
+    folder = tmp_path / "ml-latest-small"
+    folder.mkdir()
+    (folder / "movies.csv").write_text("movieId,title,genres\n")
+    with pytest.raises(DataFileError, match=r"ratings\.csv: file not found"):
+        read_ml_latest_small(folder)
+    monkeypatch.setattr(sources, "REPO_ROOT", tmp_path / "repo")  # hide data/ and ../shared
+    monkeypatch.delenv(sources.ENV_VAR, raising=False)
+    with pytest.raises(FileNotFoundError, match="recsys.data.download"):
+        find_dataset_dir("ml-latest-small", tmp_path / "nowhere")
+
+
+def test_data_dir_takes_precedence(tmp_path):
+    folder = _write_ml_small(tmp_path / "ml-latest-small", "userId,movieId,rating,timestamp\n")
+    assert find_dataset_dir("ml-latest-small", tmp_path) == folder
+
+
+@pytest.fixture
+def local_server(tmp_path):
+    """A static HTTP server on 127.0.0.1 serving tmp_path/www."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _zip_bytes():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        zipped.writestr("ml-latest-small/ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,1\n")
+        zipped.writestr("ml-latest-small/movies.csv", "movieId,title,genres\n1,Heat (1995),Action\n")
+    return buffer.getvalue()
+
+
+def test_download_verifies_checksum_and_unpacks(local_server, tmp_path):
+    root, url = local_server
+    archive = _zip_bytes()
+    (root / "ml-latest-small.zip").write_bytes(archive)
+    (root / "ml-latest-small.zip.md5").write_text(f"{hashlib.md5(archive).hexdigest()}  ml-latest-small.zip\n")
+    folder = download("ml-latest-small", tmp_path / "data", base_url=url)
+    assert (folder / "ratings.csv").read_text().startswith("userId")
+
+
+def test_download_rejects_a_bad_checksum(local_server, tmp_path):
+    root, url = local_server
+    (root / "ml-latest-small.zip").write_bytes(_zip_bytes())
+    (root / "ml-latest-small.zip.md5").write_text("0" * 32 + "  ml-latest-small.zip\n")
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        download("ml-latest-small", tmp_path / "data", base_url=url)
+    assert not (tmp_path / "data" / "ml-latest-small").exists()
