@@ -83,7 +83,10 @@ def prepare_default_model() -> Path:
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # save_pretrained refuses GGUF-loaded models: copy the dequantized weights into a plain model.
-    plain = type(model)(model.config)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the copy is plain float32, not GGUF-quantized
+    plain = type(model)(config)
     plain.load_state_dict(model.state_dict())
     partial = folder.with_name(folder.name + ".part")
     plain.save_pretrained(partial)
