@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+RETRIEVER_ORDER = 1000.0  # a weight this large reproduces the retriever's order
+WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, RETRIEVER_ORDER)
 
 
 def fused_scores(llm_probabilities: torch.Tensor, retriever_scores: torch.Tensor, weight: float) -> torch.Tensor:

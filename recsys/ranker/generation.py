@@ -1,0 +1,133 @@
+"""The generation-based ranking baseline: the model writes the candidate titles as a ranked list.
+
+Same model, history and candidates as the verbalizer, and the same prompt builder; only the
+instruction differs. Decoding is greedy with the KV cache and stops at EOS or once the output is
+as long as all candidate titles together, one per line (the paper's rule, Fig. 3). The text is
+parsed back into a ranking: exact title matches first, then fuzzy ones; duplicates and invented
+titles are ignored and candidates never named follow in retriever order.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import time
+from dataclasses import dataclass
+
+import torch
+
+from recsys.ranker.prompt import PromptConfig, build_prompt
+from recsys.timing import synchronize
+
+GENERATION_INSTRUCTION = ("Given the user's watch history in chronological order, rank all movies in the "
+                          "candidate pool from the most to the least likely to be watched next. Answer with "
+                          "their titles only, best first, one per line.")
+FUZZY_CUTOFF = 0.75  # difflib similarity a line needs to count as a (misspelt or cut) candidate title
+_LIST_MARKER = re.compile(r"^\s*(?:\(\s*[A-Za-z0-9]{1,2}\s*\)|[A-Za-z0-9]{1,2}[.):]|[-*•])\s+")
+
+
+@dataclass
+class GenerationResult:
+    """One generated ranking and what it cost."""
+
+    ranking: list[int]  # candidate indices (0-based, into candidate_titles), best first; a permutation of range(n)
+    text: str  # the raw generated text
+    num_generated_tokens: int  # tokens produced before EOS or the length budget (EOS not counted)
+    seconds: float  # total wall time (prompt tokenization + prefill + decode)
+    prefill_seconds: float  # the prompt's forward pass, which also yields the first token
+    decode_seconds: float  # every later token, one forward pass each
+
+
+def _normalize(text: str) -> str:
+    return " ".join(text.casefold().split()).strip(" \t.,;:\"'")
+
+
+def _line_variants(line: str) -> list[str]:
+    """The line as written and without a leading list marker ("1.", "(A)", "- "), normalized."""
+    variants = [_normalize(line)]
+    stripped = _LIST_MARKER.sub("", line, count=1)
+    if stripped != line:
+        variants.append(_normalize(stripped))
+    return [v for v in variants if v]
+
+
+def _match_line(line: str, normalized_titles: list[str]) -> int | None:
+    """Index of the candidate a line names: an exact match, else the most similar title above FUZZY_CUTOFF."""
+    variants = _line_variants(line)
+    for variant in variants:
+        if variant in normalized_titles:
+            return normalized_titles.index(variant)
+    best, best_score = None, FUZZY_CUTOFF
+    for variant in variants:
+        for index, title in enumerate(normalized_titles):
+            score = difflib.SequenceMatcher(None, variant, title).ratio()
+            if score >= best_score:
+                best, best_score = index, score
+    return best
+
+
+def parse_ranking(text: str, candidate_titles: list[str]) -> list[int]:
+    """Turn generated text into a ranking of the candidates: 0-based indices, best first, a permutation.
+
+    Each non-empty line is matched to one candidate: exactly (case and spacing ignored, with or
+    without a leading list marker), else fuzzily (difflib ratio >= FUZZY_CUTOFF, which also accepts
+    a title cut off by the length budget). Lines naming an already ranked candidate and lines that
+    match none are ignored; candidates never named are appended in their given (retriever) order.
+    """
+    normalized_titles = [_normalize(t) for t in candidate_titles]
+    ranking: list[int] = []
+    for line in text.splitlines():
+        index = _match_line(line, normalized_titles)
+        if index is not None and index not in ranking:
+            ranking.append(index)
+    return ranking + [i for i in range(len(candidate_titles)) if i not in ranking]
+
+
+def _eos_token_ids(model, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return {i for i in ids if i is not None}
+
+
+def answer_length(tokenizer, candidate_titles: list[str]) -> int:
+    """Tokens of all candidate titles together, one per line: the generation budget (paper's rule)."""
+    return len(tokenizer("\n".join(candidate_titles), add_special_tokens=False).input_ids)
+
+
+@torch.inference_mode()
+def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titles: list[str],
+                     prompt_config: PromptConfig = PromptConfig(),
+                     max_new_tokens: int | None = None) -> GenerationResult:
+    """Rank the candidates by letting the model write their titles, best first, one per line.
+
+    Greedy decoding, one token per forward pass on the KV cache. `max_new_tokens` defaults to
+    `answer_length` of the (cut) candidate titles shown in the prompt. The returned ranking indexes
+    `candidate_titles`.
+    """
+    start = time.perf_counter()
+    prompt = build_prompt(tokenizer, history_titles, candidate_titles, prompt_config,
+                          instruction=GENERATION_INSTRUCTION)
+    budget = answer_length(tokenizer, prompt.candidate_titles) if max_new_tokens is None else max_new_tokens
+    input_ids = tokenizer(prompt.text, return_tensors="pt").input_ids.to(model.device)
+    eos_ids = _eos_token_ids(model, tokenizer)
+    prefill_start = time.perf_counter()
+    outputs = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+    next_token = outputs.logits[:, -1].argmax(dim=-1, keepdim=True)
+    synchronize(model.device)
+    decode_start = time.perf_counter()
+    generated: list[int] = []
+    while len(generated) < budget:
+        token = int(next_token)  # waits for the device, so the decode clock needs no extra sync
+        if token in eos_ids:
+            break
+        generated.append(token)
+        if len(generated) == budget:
+            break
+        outputs = model(input_ids=next_token, cache=outputs.cache, use_cache=True)
+        next_token = outputs.logits[:, -1].argmax(dim=-1, keepdim=True)
+    end = time.perf_counter()
+    text = tokenizer.decode(generated, skip_special_tokens=True)
+    return GenerationResult(ranking=parse_ranking(text, prompt.candidate_titles), text=text,
+                            num_generated_tokens=len(generated), seconds=end - start,
+                            prefill_seconds=decode_start - prefill_start, decode_seconds=end - decode_start)

@@ -1,0 +1,101 @@
+"""The generation baseline: parsing generated lists back into rankings, and the greedy decoding loop."""
+
+import pytest
+import torch
+
+from recsys.ranker.generation import GENERATION_INSTRUCTION, answer_length, generate_ranking, parse_ranking
+from recsys.ranker.prompt import PromptConfig, build_prompt
+from conftest import TINY_TITLES, make_llama
+
+CANDIDATES = ["Toy Story (1995)", "Toy Story 2 (1999)", "The Matrix (1999)", "Fargo (1996)", "Heat (1995)"]
+
+
+def test_parse_exact_order():
+    assert parse_ranking("\n".join(CANDIDATES), CANDIDATES) == [0, 1, 2, 3, 4]
+
+
+def test_parse_reordered_with_list_markers_and_case():
+    text = "1. Heat (1995)\n(B) toy story 2 (1999)\n- THE MATRIX (1999)\n  Fargo  (1996)\nA) Toy Story (1995)"
+    assert parse_ranking(text, CANDIDATES) == [4, 1, 2, 3, 0]
+
+
+def test_parse_partial_appends_the_rest_in_retriever_order():
+    assert parse_ranking("Fargo (1996)\nThe Matrix (1999)", CANDIDATES) == [3, 2, 0, 1, 4]
+
+
+def test_parse_garbage_keeps_retriever_order():
+    assert parse_ranking("", CANDIDATES) == [0, 1, 2, 3, 4]
+    assert parse_ranking("The answer is:\n\n###\nzzzz qqq\n42", CANDIDATES) == [0, 1, 2, 3, 4]
+
+
+def test_parse_ignores_duplicates_without_stealing_a_similar_title():
+    text = "Toy Story 2 (1999)\nToy Story 2 (1999)\ntoy story 2 (1999).\nToy Story 2 (199\nHeat (1995)"
+    assert parse_ranking(text, CANDIDATES) == [1, 4, 0, 2, 3]
+
+
+def test_parse_ignores_invented_titles():
+    text = "Jurassic Park (1993)\nHeat (1995)\nThe Godfather (1972)\nFargo (1996)"
+    assert parse_ranking(text, CANDIDATES) == [4, 3, 0, 1, 2]
+
+
+def test_parse_fuzzy_misspelt_and_cut_titles():
+    text = "The Matrx (1999)\nToy Story 2 (199"
+    assert parse_ranking(text, CANDIDATES) == [2, 1, 0, 3, 4]
+
+
+def test_parse_title_that_looks_like_a_list_marker():
+    titles = ["A.I. Artificial Intelligence (2001)", "I. Robot (2004)"]
+    assert parse_ranking("A.I. Artificial Intelligence (2001)", titles) == [0, 1]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_tokenizer):
+    return tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model(tiny_llama):
+    return tiny_llama
+
+
+def test_generation_ranking_is_a_permutation(model, tokenizer):
+    candidates = TINY_TITLES[-20:]
+    result = generate_ranking(model, tokenizer, TINY_TITLES[:4], candidates, PromptConfig(max_title_tokens=6))
+    assert sorted(result.ranking) == list(range(len(candidates)))
+    assert 0 < result.num_generated_tokens
+    assert result.prefill_seconds > 0 and result.decode_seconds > 0
+    assert result.prefill_seconds + result.decode_seconds <= result.seconds
+
+
+def test_generation_stops_at_the_length_of_all_titles(model, tokenizer):
+    config = PromptConfig(max_title_tokens=4)
+    candidates = TINY_TITLES[-6:]
+    prompt = build_prompt(tokenizer, TINY_TITLES[:3], candidates, config, instruction=GENERATION_INSTRUCTION)
+    budget = answer_length(tokenizer, prompt.candidate_titles)
+    result = generate_ranking(model, tokenizer, TINY_TITLES[:3], candidates, config)
+    assert result.num_generated_tokens <= budget
+    short = generate_ranking(model, tokenizer, TINY_TITLES[:3], candidates, config, max_new_tokens=3)
+    assert short.num_generated_tokens <= 3
+
+
+def test_greedy_loop_matches_transformers_generate(model, tokenizer):
+    config = PromptConfig(max_title_tokens=6)
+    result = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=12)
+    prompt = build_prompt(tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, instruction=GENERATION_INSTRUCTION)
+    input_ids = tokenizer(prompt.text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        reference = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
+                                   max_new_tokens=12, eos_token_id=tokenizer.eos_token_id,
+                                   pad_token_id=tokenizer.pad_token_id)
+    reference_tokens = [t for t in reference[0, input_ids.shape[1]:].tolist() if t != tokenizer.eos_token_id]
+    assert tokenizer.decode(reference_tokens, skip_special_tokens=True) == result.text
+
+
+def test_generation_stops_at_eos(tokenizer):
+    model = make_llama(tokenizer)
+    with torch.no_grad():  # make EOS the most likely token everywhere
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(len(tokenizer)))
+        model.lm_head.bias[tokenizer.eos_token_id] = 1e4
+    result = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:])
+    assert result.num_generated_tokens == 0 and result.text == ""
+    assert result.ranking == [0, 1, 2, 3, 4]

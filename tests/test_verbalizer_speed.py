@@ -1,0 +1,75 @@
+"""Verbalizer speed-ups give the same numbers: last-position scoring, batching, the cached instruction prefix.
+
+The tiny random Llama (2 layers, hidden 64) and byte-level BPE tokenizer of conftest.py stand in
+for the real model; nothing is downloaded.
+"""
+
+import pytest
+import torch
+from conftest import TINY_TITLES
+
+from recsys.ranker.prompt import PromptConfig, build_prompt
+from recsys.ranker.verbalizer import (build_prefix_cache, cached_candidate_probabilities, cached_letter_logits,
+                                      candidate_probabilities, letter_logits, letter_token_ids, position_ids,
+                                      shared_prefix_ids, tokenize_prompts)
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_tokenizer):
+    return tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model(tiny_llama):
+    return tiny_llama
+
+
+def prompts_of(tokenizer, sizes=((3, 20), (0, 7), (5, 12))):
+    """Prompts of different lengths (history size, number of candidates), so that batches need padding."""
+    config = PromptConfig(max_title_tokens=8)
+    return [build_prompt(tokenizer, TINY_TITLES[:h], TINY_TITLES[-c:], config) for h, c in sizes]
+
+
+def test_last_position_scoring_equals_full_forward(model, tokenizer):
+    letter_ids = letter_token_ids(tokenizer)
+    texts = [p.text for p in prompts_of(tokenizer)]
+    fast = letter_logits(model, tokenizer, texts, letter_ids)
+    batch = tokenize_prompts(tokenizer, texts, model.device)
+    with torch.no_grad():
+        full = model(**batch, position_ids=position_ids(batch["attention_mask"])).logits
+    assert full.shape[1] == batch["input_ids"].shape[1]  # every position went through the LM head
+    assert torch.allclose(fast, full[:, -1, letter_ids], atol=1e-5)
+
+
+def test_batched_equals_one_by_one(model, tokenizer):
+    letter_ids = letter_token_ids(tokenizer)
+    prompts = prompts_of(tokenizer)
+    batched = candidate_probabilities(model, tokenizer, prompts, letter_ids)
+    alone = [candidate_probabilities(model, tokenizer, [p], letter_ids)[0] for p in prompts]
+    for b, a in zip(batched, alone):
+        assert torch.allclose(b, a, atol=1e-5)
+
+
+def test_cached_prefix_equals_plain(model, tokenizer):
+    letter_ids = letter_token_ids(tokenizer)
+    prompts = prompts_of(tokenizer)
+    prefix = build_prefix_cache(model, tokenizer)
+    assert len(prefix.token_ids) > 10  # the instruction and headers, not a token or two
+    plain = candidate_probabilities(model, tokenizer, prompts, letter_ids)
+    cached = cached_candidate_probabilities(model, tokenizer, prompts, letter_ids, prefix)
+    for p, c in zip(plain, cached):
+        assert c.shape == p.shape
+        assert torch.allclose(c, p, atol=1e-5)
+    again = cached_candidate_probabilities(model, tokenizer, prompts[:1], letter_ids, prefix)
+    assert torch.allclose(again[0], plain[0], atol=1e-5)  # the stored prefix is not grown by use
+
+
+def test_shared_prefix_is_a_prefix_of_real_prompts(tokenizer):
+    prefix_ids = shared_prefix_ids(tokenizer)
+    for prompt in prompts_of(tokenizer):
+        assert tokenizer(prompt.text).input_ids[: len(prefix_ids)] == prefix_ids
+
+
+def test_cached_prefix_rejects_other_instructions(model, tokenizer):
+    prefix = build_prefix_cache(model, tokenizer, instruction="Something else entirely.")
+    with pytest.raises(ValueError, match="cached prefix"):
+        cached_letter_logits(model, tokenizer, [prompts_of(tokenizer)[0].text], letter_token_ids(tokenizer), prefix)
