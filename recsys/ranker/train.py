@@ -31,6 +31,9 @@ from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
 
 
+TRAINING_LOG_FILE = "training_log.json"
+
+
 @dataclass
 class RankerTrainConfig:
     """Ranker training recipe (defaults: the paper's, with the SmolLM2 base)."""
@@ -128,15 +131,18 @@ def train(config: RankerTrainConfig) -> dict:
     print(f"{len(train_set)} training examples; {len(val_rows)} validation users in the valid-retrieval subset")
 
     history: list[dict] = []
+    log = {"examples": len(train_set), "batch_size": config.batch_size, "validation_history": history}
 
     def validate(step: int) -> float:
         scored = score_subset(model, tokenizer, dataset.catalog, dataset, "val", candidates["val"], prompt_config,
                               val_rows, progress=False)
         ndcg = two_stage_metrics(scored, 0.0)["subset"]["two_stage"]["N@10"]
         best = max([h["val_N@10"] for h in history], default=-1.0)
-        history.append({"step": step, "val_N@10": round(ndcg, 4), "elapsed_s": round(time.time() - started, 1)})
+        history.append({"step": step, "examples_seen": step * config.batch_size, "val_N@10": round(ndcg, 4),
+                        "elapsed_s": round(time.time() - started, 1)})
         if ndcg > best:
             model.save_pretrained(output)
+        (output / TRAINING_LOG_FILE).write_text(json.dumps(log, indent=2) + "\n")
         tqdm.write(f"step {step}: validation subset NDCG@10 {ndcg:.4f} (best {max(best, ndcg):.4f})")
         return ndcg
 
@@ -150,10 +156,25 @@ def train(config: RankerTrainConfig) -> dict:
     trainer.train()
     if trainer.state.global_step % config.eval_every:
         validate(trainer.state.global_step)
-    best_step = max(history, key=lambda h: (h["val_N@10"], -h["step"]))["step"]
-    train_seconds = time.time() - started
-
     shutil.rmtree(output / "trainer", ignore_errors=True)
+    return finalize(config)
+
+
+def finalize(config: RankerTrainConfig) -> dict:
+    """Evaluate the best saved adapter: choose the fusion weight on all validation users of the subset, then
+    score the test users; writes metrics.json and ranker_config.json next to the adapter.
+
+    Also callable on its own (`--finalize-only`) after an interrupted training run.
+    """
+    output = Path(config.output)
+    prompt_config = PromptConfig(config.max_history, config.max_title_tokens, config.max_prompt_tokens)
+    load_config = RankerLoadConfig(base_model=config.base_model, quantization=config.quantization)
+    dataset = load_dataset("ml-latest-small", config.data_dir)
+    candidates = load_candidates(config.retriever)
+    log = json.loads((output / TRAINING_LOG_FILE).read_text())
+    history = log["validation_history"]
+    best = max(history, key=lambda h: (h["val_N@10"], -h["step"]))
+    tokenizer = load_tokenizer(config.base_model)
     model = load_adapter(load_base_model(load_config), output).eval()
     val_scored = score_subset(model, tokenizer, dataset.catalog, dataset, "val", candidates["val"], prompt_config,
                               subset_rows(candidates["val"]))
@@ -161,13 +182,13 @@ def train(config: RankerTrainConfig) -> dict:
     test_scored = score_subset(model, tokenizer, dataset.catalog, dataset, "test", candidates["test"], prompt_config,
                                subset_rows(candidates["test"]))
     test = two_stage_metrics(test_scored, weight)
-    test_llm_only = two_stage_metrics(test_scored, 0.0)
     print_report(test, f"test, fusion weight {weight} (chosen on validation)")
-    metrics = {"examples_seen": int(trainer.state.global_step * config.batch_size), "optimizer_steps": trainer.state.global_step,
-               "best_step": best_step, "train_wall_time_s": round(train_seconds, 1),
-               "device": str(pick_device(load_config.device)),
+    metrics = {"training_examples": log["examples"], "best_step": best["step"],
+               "examples_seen_at_best": best["examples_seen"], "examples_seen": history[-1]["examples_seen"],
+               "train_wall_time_s": history[-1]["elapsed_s"], "device": str(pick_device(load_config.device)),
                "validation_history": history, "val_ndcg10_by_fusion_weight": weights, "fusion_weight": weight,
-               "val": two_stage_metrics(val_scored, weight), "test": test, "test_llm_only": test_llm_only,
+               "val": two_stage_metrics(val_scored, weight), "test": test,
+               "test_llm_only": two_stage_metrics(test_scored, 0.0),
                "test_users_in_subset": len(test_scored.rows), "test_users": test_scored.total_users}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (output / RANKER_CONFIG_FILE).write_text(json.dumps(
@@ -175,14 +196,18 @@ def train(config: RankerTrainConfig) -> dict:
     return metrics
 
 
-def parse_args(argv=None) -> RankerTrainConfig:
-    """Flags: one per RankerTrainConfig field."""
+def parse_args(argv=None) -> tuple[RankerTrainConfig, bool]:
+    """Flags: one per RankerTrainConfig field, plus --finalize-only."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for field in fields(RankerTrainConfig):
         kind = {"int": int, "float": float, "int | None": int}.get(field.type, str)
         parser.add_argument("--" + field.name.replace("_", "-"), type=kind, default=field.default)
-    return RankerTrainConfig(**vars(parser.parse_args(argv)))
+    parser.add_argument("--finalize-only", action="store_true",
+                        help="skip training: evaluate the adapter already saved in --output")
+    args = vars(parser.parse_args(argv))
+    return RankerTrainConfig(**{k: v for k, v in args.items() if k != "finalize_only"}), args["finalize_only"]
 
 
 if __name__ == "__main__":
-    train(parse_args())
+    train_config, finalize_only = parse_args()
+    finalize(train_config) if finalize_only else train(train_config)
