@@ -1,0 +1,302 @@
+"""The two-stage pipeline behind the demo and the app benchmark: history -> LRURec candidates -> verbalizer ranking.
+
+`Pipeline.load(PipelineConfig())` loads the committed retriever checkpoint (model, catalog, test
+users) and the ranker (base model + the committed adapter when present) once. `recommend` retrieves
+the 20 candidates and ranks them with one forward pass of the verbalizer; `race` runs the
+generation baseline on the same history and candidates for the timing comparison.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from recsys import NUM_CANDIDATES
+from recsys.data.catalog import Catalog
+from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
+from recsys.data.test_users import TestUsers, load_test_users
+from recsys.ranker.evaluate import read_fusion_weight, read_prompt_config
+from recsys.ranker.fusion import final_order
+from recsys.ranker.generation import generate_ranking
+from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, describe, load_ranker, pick_device, use_4bit
+from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
+from recsys.ranker.prompt import LETTERS, PromptConfig, RankingPrompt, build_prompt
+from recsys.ranker.verbalizer import candidate_probabilities, letter_token_ids
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, load_catalog, load_model
+from recsys.retriever.model import LRURec
+
+MAX_INPUT_ITEMS = 5000  # longest history accepted at all (the longest ml-latest-small user has 2,131 test items)
+
+
+class HistoryError(ValueError):
+    """A watch history the pipeline cannot use; the message says what to change."""
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo (False elsewhere)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_dtype(precision: str) -> torch.dtype:
+    """The dtype of an unquantized ranker on CPU for a `cpu_precision` setting."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"cpu precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision == "auto":
+        precision = "bf16" if native_cpu_bf16() else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def default_adapter() -> Path | None:
+    """The committed ranker adapter folder when it holds an adapter, else None (base model alone)."""
+    files = ("adapter_config.json", "adapter_model.safetensors")
+    return DEFAULT_ADAPTER if all((DEFAULT_ADAPTER / f).is_file() for f in files) else None
+
+
+@dataclass
+class PipelineConfig:
+    """What the pipeline loads."""
+
+    retriever: str | Path = DEFAULT_CHECKPOINT  # LRURec checkpoint folder (model, catalog, test users)
+    ranker: RankerLoadConfig = field(default_factory=lambda: RankerLoadConfig(adapter=default_adapter()))
+    prompt: PromptConfig | None = None  # None: the budgets the adapter was trained with (paper's without one)
+    fusion_weight: float | None = None  # None: the weight saved with the adapter (0 = the LLM alone)
+    generation_max_new_tokens: int | None = None  # None: the generation baseline's own default
+    cpu_precision: str = "auto"  # unquantized ranker on CPU: "fp32", "bf16" or "auto" (bf16 where the CPU has it)
+
+
+@dataclass
+class Candidate:
+    """One retrieved candidate, with the ranker's verdict when the ranker ran."""
+
+    item_id: int
+    title: str
+    letter: str  # its index letter in the prompt ("A" = the retriever's top-1)
+    retriever_rank: int  # 1-based
+    retriever_score: float
+    probability: float | None = None  # verbalizer probability (softmax over the candidates' letters)
+    final_rank: int | None = None  # 1-based rank after the ranker
+
+
+@dataclass
+class Recommendation:
+    """The result of one `recommend` call."""
+
+    history: list[int]  # the history the models saw: known ids, duplicates collapsed, oldest first
+    candidates: list[Candidate]  # in retriever (= letter) order
+    ranking: list[int] | None  # candidate indices best first; None when the ranker failed
+    prompt: RankingPrompt | None  # the exact prompt the ranker read; None when it could not be built
+    retrieval_ms: float
+    ranking_ms: float | None
+    notices: list[str] = field(default_factory=list)  # changes made to the input history, for the user
+    ranker_error: str | None = None  # why the ranker failed (retrieval results are still valid)
+
+    def ranked(self) -> list[Candidate]:
+        """Candidates in final order (the retriever's order when the ranker failed)."""
+        if self.ranking is None:
+            return list(self.candidates)
+        return [self.candidates[i] for i in self.ranking]
+
+    def index_of(self, item_id: int | None) -> int | None:
+        """Index of `item_id` among the candidates, or None."""
+        return next((i for i, c in enumerate(self.candidates) if c.item_id == item_id), None)
+
+
+@dataclass
+class RaceResult:
+    """Verbalizer ranking against generating the ranked list, on the same history and candidates."""
+
+    recommendation: Recommendation
+    generated_text: str = ""
+    generated_ranking: list[int] = field(default_factory=list)  # candidate indices parsed from the text
+    num_generated_tokens: int = 0
+    generation_ms: float | None = None
+    error: str | None = None  # why the baseline did not run or failed
+
+    @property
+    def ratio(self) -> float | None:
+        """Generation time over verbalizer ranking time (None when either is missing)."""
+        verbalizer_ms = self.recommendation.ranking_ms
+        if self.generation_ms is None or not verbalizer_ms:
+            return None
+        return self.generation_ms / verbalizer_ms
+
+
+class Pipeline:
+    """Catalog + LRURec + ranker LM, loaded once and shared read-only by every caller."""
+
+    def __init__(self, catalog: Catalog, retriever: LRURec, model, tokenizer,
+                 prompt_config: PromptConfig = PromptConfig(), fusion_weight: float = 0.0,
+                 test_users: TestUsers | None = None, adapter: str | Path | None = None,
+                 info: dict[str, str] | None = None, generation_max_new_tokens: int | None = None):
+        if retriever.config.num_items != len(catalog):
+            raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog has "
+                                  f"{len(catalog)}: they come from different runs. "
+                                  f"Re-create both with: {TRAIN_COMMAND}")
+        self.catalog = catalog
+        self.retriever = retriever.eval()
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.prompt_config = prompt_config
+        self.fusion_weight = fusion_weight
+        self.test_users = test_users
+        self.adapter = adapter  # the ranker's adapter folder; None when the base model ranks alone
+        self.info = dict(info or {})
+        self.generation_max_new_tokens = generation_max_new_tokens
+        self.letter_ids = letter_token_ids(tokenizer)
+
+    @classmethod
+    def load(cls, config: PipelineConfig | None = None) -> "Pipeline":
+        """Load what `config` names (default: the committed checkpoints), once, and warm it up.
+
+        Raises CheckpointError / RuntimeError whose message names the command that fixes the problem.
+        """
+        config = config or PipelineConfig()
+        folder = Path(config.retriever)
+        device = pick_device(config.ranker.device)
+        catalog = load_catalog(folder)
+        retriever = load_model(folder, device=str(device))
+        try:
+            test_users = load_test_users(folder)
+            test_users_note = f"{len(test_users)} test users of {test_users.dataset}"
+        except FileNotFoundError:
+            test_users, test_users_note = None, f"none in {folder} (create them with: {TEST_USERS_COMMAND})"
+        except ValueError as error:
+            raise CheckpointError(str(error)) from error
+        model, tokenizer = load_ranker(config.ranker)
+        adapter = config.ranker.adapter
+        quantized = use_4bit(config.ranker, device)
+        if adapter and not quantized:
+            model = model.merge_and_unload()  # inference only: fold LoRA into the weights, saving 2 matmuls a layer
+        info = describe(config.ranker)
+        if device.type == "cpu" and not quantized and cpu_dtype(config.cpu_precision) == torch.bfloat16:
+            model = model.to(torch.bfloat16)  # ~2x faster than fp32 on CPUs with native bf16
+            info["quantization"] = "bf16 (on a CPU with native bf16)"
+        if not adapter:
+            info["adapter"] = f"none: the base model ranks alone (train an adapter with: {RANKER_TRAIN_COMMAND})"
+        info.update(retriever=f"LRURec, {folder.name} ({len(catalog)} items, window {retriever.config.max_len})",
+                    test_users=test_users_note)
+        fusion_weight = read_fusion_weight(adapter) if config.fusion_weight is None else config.fusion_weight
+        pipeline = cls(catalog, retriever, model, tokenizer, prompt_config=config.prompt or read_prompt_config(adapter),
+                       fusion_weight=fusion_weight, test_users=test_users, adapter=adapter, info=info,
+                       generation_max_new_tokens=config.generation_max_new_tokens)
+        pipeline.warm_up()
+        return pipeline
+
+    @property
+    def window(self) -> int:
+        """How many of the latest history items LRURec reads."""
+        return self.retriever.config.max_len
+
+    def describe(self) -> dict[str, str]:
+        """Facts for the About tab: device, base model, quantization, adapter, retriever, prompt, fusion."""
+        prompt = self.prompt_config
+        return {**self.info,
+                "prompt": f"last {prompt.max_history} history titles, {prompt.max_title_tokens} tokens a title, "
+                          f"{prompt.max_prompt_tokens} tokens in all",
+                "final_ranking": ("verbalizer probabilities alone (the paper's LlamaRec)" if self.fusion_weight == 0
+                                  else f"verbalizer log-probabilities + {self.fusion_weight:g} x the retriever's "
+                                       "log-softmax (weight chosen on validation users)")}
+
+    def warm_up(self) -> None:
+        """One throw-away recommendation, so the first user's click does not pay for lazy initialisation."""
+        self.recommend([1])
+
+    def check_history(self, item_ids) -> tuple[list[int], list[str]]:
+        """Validate a history (oldest first): returns (usable item ids, notices about what changed).
+
+        Raises HistoryError for an empty or oversized history or unknown ids. Repeated items are
+        kept once, at their latest position.
+        """
+        if not item_ids:
+            raise HistoryError("The watch history is empty: add at least one movie, load a preset or a test user.")
+        if len(item_ids) > MAX_INPUT_ITEMS:
+            raise HistoryError(f"The history has {len(item_ids)} items, over the limit of {MAX_INPUT_ITEMS}: "
+                               "remove some or clear it.")
+        try:
+            ids = [int(i) for i in item_ids]
+        except (TypeError, ValueError) as error:
+            raise HistoryError(f"History items must be catalog item ids ({error}).") from error
+        unknown = [i for i in ids if i not in self.catalog]
+        if unknown:
+            raise HistoryError(f"Unknown item ids {unknown[:5]}: the catalog has ids 1..{len(self.catalog)}.")
+        notices = []
+        latest = list(dict.fromkeys(reversed(ids)))[::-1]  # each item once, at its latest position
+        if len(latest) < len(ids):
+            repeated = [item for item, count in Counter(ids).items() if count > 1]
+            names = ", ".join(self.catalog.titles(repeated[:3])) + (" ..." if len(repeated) > 3 else "")
+            notices.append(f"{len(ids) - len(latest)} repeated viewing(s) collapsed to the latest one ({names}).")
+        if len(latest) > self.window:
+            notices.append(f"The history has {len(latest)} movies; LRURec reads only the latest {self.window} "
+                           f"(the {len(latest) - self.window} oldest are dropped, but never recommended).")
+        return latest, notices
+
+    @torch.inference_mode()
+    def retrieve(self, history: list[int]) -> tuple[list[Candidate], float]:
+        """LRURec's top-20 unseen items for a checked history, and the time it took (ms)."""
+        start = time.perf_counter()
+        ids, scores = self.retriever.retrieve([history], NUM_CANDIDATES)
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        pairs = [(i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist()) if math.isfinite(s)]
+        if not pairs:
+            raise HistoryError("Every catalog item is already in the history: nothing is left to recommend.")
+        candidates = [Candidate(item_id, self.catalog.title(item_id), LETTERS[rank], rank + 1, score)
+                      for rank, (item_id, score) in enumerate(pairs)]
+        return candidates, elapsed_ms
+
+    def recommend(self, history_item_ids) -> Recommendation:
+        """Retrieve candidates for a history (item ids, oldest first) and rank them with the verbalizer.
+
+        Raises HistoryError for unusable input. A ranker failure does not raise: the retrieval results
+        come back with `ranker_error` set and no ranking.
+        """
+        history, notices = self.check_history(history_item_ids)
+        candidates, retrieval_ms = self.retrieve(history)
+        result = Recommendation(history, candidates, None, None, retrieval_ms, None, notices)
+        start = time.perf_counter()
+        try:
+            result.prompt = build_prompt(self.tokenizer, self.catalog.titles(history[-self.prompt_config.max_history:]),
+                                         [c.title for c in candidates], self.prompt_config)
+            probabilities = candidate_probabilities(self.model, self.tokenizer, [result.prompt], self.letter_ids)[0]
+            scores = torch.tensor([c.retriever_score for c in candidates])
+            result.ranking = final_order(probabilities, scores, self.fusion_weight)
+        except Exception as error:  # noqa: BLE001 (any ranker failure is reported beside the retrieval results)
+            result.ranker_error = f"{type(error).__name__}: {error}"
+            return result
+        result.ranking_ms = (time.perf_counter() - start) * 1000
+        for rank, index in enumerate(result.ranking, start=1):
+            candidates[index].final_rank = rank
+        for candidate, probability in zip(candidates, probabilities.tolist()):
+            candidate.probability = probability
+        return result
+
+    def race(self, recommendation: Recommendation) -> RaceResult:
+        """Run the generation baseline on the recommendation's history and candidates and time it.
+
+        Never raises for a failing baseline: the error is returned in `RaceResult.error`.
+        """
+        race = RaceResult(recommendation)
+        if recommendation.ranking is None:
+            race.error = f"The verbalizer did not run ({recommendation.ranker_error}), so there is nothing to race."
+            return race
+        try:
+            history_titles = self.catalog.titles(recommendation.history[-self.prompt_config.max_history:])
+            generated = generate_ranking(self.model, self.tokenizer, history_titles,
+                                         [c.title for c in recommendation.candidates], self.prompt_config,
+                                         self.generation_max_new_tokens)
+        except Exception as error:  # noqa: BLE001 (a failed baseline is shown, never crashes the app)
+            race.error = f"{type(error).__name__}: {error}"
+            return race
+        race.generated_text = generated.text
+        race.generated_ranking = list(generated.ranking)
+        race.num_generated_tokens = generated.num_generated_tokens
+        race.generation_ms = generated.seconds * 1000
+        return race

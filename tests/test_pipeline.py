@@ -1,0 +1,286 @@
+"""The pipeline on tiny models: retrieval -> verbalizer ranking, input checks, failures, the race, loading;
+the test users file; the plots."""
+
+import json
+
+import pytest
+import torch
+from conftest import make_llama, make_pipeline
+
+from recsys import NUM_CANDIDATES
+from recsys.data.preprocess import SequenceDataset
+from recsys.data.test_users import (COMMAND, LICENSE_FILE, TEST_USERS_FILE, check_catalog, license_notice,
+                                    load_test_users, write_test_users)
+from recsys.pipeline import HistoryError, Pipeline, PipelineConfig, cpu_dtype, default_adapter
+from recsys.plots import HIGHLIGHT_COLOR, TRANSPARENT, probability_figure, timing_figure
+from recsys.ranker.generation import GenerationResult
+from recsys.ranker.model import RankerLoadConfig
+from recsys.ranker.prompt import LETTERS
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, save_checkpoint
+
+
+def test_recommend_ranks_the_retrievers_top_20(tiny_pipeline):
+    history = [1, 2, 3, 4, 5, 6]
+    result = tiny_pipeline.recommend(history)
+    ids, _ = tiny_pipeline.retriever.retrieve([history], NUM_CANDIDATES)
+    assert [c.item_id for c in result.candidates] == ids[0].tolist()
+    assert [c.letter for c in result.candidates] == list(LETTERS)
+    assert [c.retriever_rank for c in result.candidates] == list(range(1, 21))
+    assert not {c.item_id for c in result.candidates} & set(history)
+    assert sorted(result.ranking) == list(range(20))
+    assert sum(c.probability for c in result.candidates) == pytest.approx(1.0, abs=1e-5)
+    ranked = result.ranked()
+    assert [c.final_rank for c in ranked] == list(range(1, 21))
+    assert all(a.probability >= b.probability for a, b in zip(ranked, ranked[1:]))  # fusion weight 0: LLM alone
+    assert result.ranker_error is None and result.retrieval_ms > 0 and result.ranking_ms > 0
+    for c in result.candidates:
+        assert f"({c.letter}) {c.title}" in result.prompt.text
+
+
+def test_probabilities_equal_a_full_forward_pass(tiny_pipeline):
+    """The pipeline's verbalizer (last position only) against the full-vocabulary logits of a plain forward pass."""
+    result = tiny_pipeline.recommend([7, 8, 9])
+    ids = tiny_pipeline.tokenizer(result.prompt.text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = tiny_pipeline.model(input_ids=ids).logits[0, -1]
+    expected = torch.softmax(logits[tiny_pipeline.letter_ids], dim=-1)
+    got = torch.tensor([c.probability for c in result.candidates])
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_prompt_shows_the_last_history_titles(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
+    from recsys.ranker.prompt import PromptConfig
+
+    pipeline = make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer,
+                             prompt_config=PromptConfig(max_history=5, max_title_tokens=64))
+    history = list(range(1, 15))
+    assert pipeline.recommend(history).prompt.history_titles == tiny_catalog.titles(history[-5:])
+
+
+@pytest.mark.parametrize("history, message", [
+    ([], "empty"), ([0], "Unknown item ids"), ([1, 999], "Unknown item ids"), (["x"], "item ids"),
+    (list(range(1, 10)) * 600, "over the limit"),
+])
+def test_bad_histories_raise_a_message(tiny_pipeline, history, message):
+    with pytest.raises(HistoryError, match=message):
+        tiny_pipeline.recommend(history)
+
+
+def test_duplicates_collapse_to_the_latest_viewing(tiny_pipeline):
+    history, notices = tiny_pipeline.check_history([3, 1, 2, 3, 1])
+    assert history == [2, 3, 1]
+    assert len(notices) == 1 and "collapsed" in notices[0] and tiny_pipeline.catalog.title(3) in notices[0]
+
+
+def test_history_longer_than_the_window_gets_a_notice(tiny_pipeline):
+    history = list(range(1, tiny_pipeline.window + 6))
+    result = tiny_pipeline.recommend(history)
+    assert any(f"only the latest {tiny_pipeline.window}" in n for n in result.notices)
+    assert not {c.item_id for c in result.candidates} & set(history)  # dropped items are still never recommended
+
+
+def test_history_of_almost_the_whole_catalog_returns_fewer_candidates(tiny_pipeline):
+    result = tiny_pipeline.recommend(list(range(1, len(tiny_pipeline.catalog) - 4)))
+    assert len(result.candidates) == 5 and sorted(result.ranking) == list(range(5))
+    with pytest.raises(HistoryError, match="nothing is left"):
+        tiny_pipeline.recommend(list(range(1, len(tiny_pipeline.catalog) + 1)))
+
+
+def test_ranker_failure_keeps_the_retrieval_results(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
+    pipeline = make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer)
+
+    class BrokenModel:
+        device = torch.device("cpu")
+
+        def __call__(self, **kwargs):
+            raise RuntimeError("CUDA out of memory")
+
+    pipeline.model = BrokenModel()
+    result = pipeline.recommend([1, 2, 3])
+    assert result.ranking is None and result.ranking_ms is None
+    assert result.ranker_error == "RuntimeError: CUDA out of memory"
+    assert len(result.candidates) == 20 and [c.retriever_rank for c in result.ranked()] == list(range(1, 21))
+    assert pipeline.race(result).error.startswith("The verbalizer did not run")
+
+
+def test_prompt_over_budget_is_a_ranker_error(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
+    from recsys.ranker.prompt import PromptConfig
+
+    pipeline = make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer,
+                             prompt_config=PromptConfig(max_prompt_tokens=50))
+    result = pipeline.recommend([1, 2])
+    assert result.ranking is None and "over the budget" in result.ranker_error and result.prompt is None
+
+
+def test_race_runs_generation_on_the_same_history_and_candidates(tiny_pipeline, monkeypatch):
+    seen = {}
+
+    def fake_generate(model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens):
+        seen.update(history=history_titles, candidates=candidate_titles, config=prompt_config)
+        order = list(range(len(candidate_titles)))[::-1]
+        return GenerationResult(order, "\n".join(candidate_titles[i] for i in order), 77, 2.0, 0.5, 1.5)
+
+    monkeypatch.setattr("recsys.pipeline.generate_ranking", fake_generate)
+    result = tiny_pipeline.recommend([4, 5, 6])
+    race = tiny_pipeline.race(result)
+    assert seen["history"] == tiny_pipeline.catalog.titles([4, 5, 6])
+    assert seen["candidates"] == [c.title for c in result.candidates]
+    assert seen["config"] == tiny_pipeline.prompt_config
+    assert race.generated_ranking == list(range(20))[::-1] and race.num_generated_tokens == 77
+    assert race.generation_ms == 2000.0 and race.ratio == pytest.approx(2000.0 / result.ranking_ms)
+    assert race.error is None
+
+
+def test_failed_baseline_is_reported(tiny_pipeline, monkeypatch):
+    def failing(*args, **kwargs):
+        raise ValueError("cannot parse")
+
+    monkeypatch.setattr("recsys.pipeline.generate_ranking", failing)
+    race = tiny_pipeline.race(tiny_pipeline.recommend([1, 2]))
+    assert race.error == "ValueError: cannot parse" and race.ratio is None and race.generated_ranking == []
+
+
+def test_race_with_the_real_baseline_on_the_tiny_model(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
+    pipeline = make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, generation_max_new_tokens=12)
+    race = pipeline.race(pipeline.recommend([1, 2, 3]))
+    assert race.error is None and sorted(race.generated_ranking) == list(range(20))
+    assert 0 < race.num_generated_tokens <= 12 and race.generation_ms > 0
+
+
+def test_catalog_and_retriever_must_match(tiny_catalog, tiny_llama, tiny_tokenizer):
+    from conftest import make_lrurec
+
+    with pytest.raises(CheckpointError, match=TRAIN_COMMAND):
+        Pipeline(tiny_catalog, make_lrurec(num_items=10), tiny_llama, tiny_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory, tiny_catalog, tiny_tokenizer, tiny_lrurec):
+    """A retriever checkpoint folder (with test users) and a tiny base model folder, as the app loads them."""
+    root = tmp_path_factory.mktemp("saved")
+    retriever = save_checkpoint(tiny_lrurec, root / "retriever", catalog=tiny_catalog)
+    dataset = SequenceDataset("tiny", {1: [1, 2, 3, 4], 2: [5, 6, 7, 8, 9]}, tiny_catalog)
+    write_test_users(dataset, retriever, "the license")
+    base = root / "base"
+    make_llama(tiny_tokenizer).save_pretrained(base)
+    tiny_tokenizer.save_pretrained(base)
+    return retriever, base
+
+
+def test_load_from_folders(saved_models):
+    retriever, base = saved_models
+    pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=None),
+                                            cpu_precision="fp32"))
+    assert pipeline.model.dtype == torch.float32 and pipeline.describe()["quantization"] == "fp32"
+    assert pipeline.adapter is None and "base model ranks alone" in pipeline.describe()["adapter"]
+    assert pipeline.describe()["device"] == "CPU" and "2 test users" in pipeline.describe()["test_users"]
+    assert pipeline.test_users[2].history == (5, 6, 7, 8) and pipeline.test_users[2].target == 9
+    assert len(pipeline.recommend([1, 2]).candidates) == 20
+
+
+def test_load_with_an_adapter_reads_its_settings_and_merges_it(saved_models, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    retriever, base = saved_models
+    adapter = tmp_path / "adapter"
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"))
+    lora.save_pretrained(adapter)
+    prompt = {"max_history": 5, "max_title_tokens": 10, "max_prompt_tokens": 900}
+    (adapter / "ranker_config.json").write_text(json.dumps({"fusion_weight": 0.5, "prompt": prompt}))
+    pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=str(adapter)),
+                                            cpu_precision="fp32"))
+    assert pipeline.fusion_weight == 0.5 and pipeline.prompt_config.max_history == 5
+    assert "0.5 x the retriever" in pipeline.describe()["final_ranking"]
+    assert type(pipeline.model).__name__ == "LlamaForCausalLM"  # LoRA folded into the weights
+    result = pipeline.recommend([1, 2, 3])
+    with torch.no_grad():  # the merged model gives the adapter's logits
+        ids = pipeline.tokenizer(result.prompt.text, return_tensors="pt").input_ids
+        expected = torch.softmax(lora(input_ids=ids).logits[0, -1, pipeline.letter_ids], dim=-1)
+    assert torch.allclose(torch.tensor([c.probability for c in result.candidates]), expected, atol=1e-4)
+
+
+def test_bf16_on_cpu(saved_models, monkeypatch):
+    retriever, base = saved_models
+    pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base)), cpu_precision="bf16"))
+    assert pipeline.model.dtype == torch.bfloat16 and pipeline.describe()["quantization"].startswith("bf16")
+    result = pipeline.recommend([1, 2, 3])
+    assert sum(c.probability for c in result.candidates) == pytest.approx(1.0, abs=1e-4)
+    monkeypatch.setattr("recsys.pipeline.native_cpu_bf16", lambda: False)
+    assert cpu_dtype("auto") == torch.float32 and cpu_dtype("bf16") == torch.bfloat16
+    monkeypatch.setattr("recsys.pipeline.native_cpu_bf16", lambda: True)
+    assert cpu_dtype("auto") == torch.bfloat16 and cpu_dtype("fp32") == torch.float32
+    with pytest.raises(ValueError, match="auto, fp32 or bf16"):
+        cpu_dtype("fp8")
+
+
+def test_missing_or_corrupt_checkpoints_name_the_fix(saved_models, tmp_path):
+    retriever, base = saved_models
+    with pytest.raises(CheckpointError, match="python -m recsys.retriever.train"):
+        Pipeline.load(PipelineConfig(tmp_path / "nothing", RankerLoadConfig(base_model=str(base))))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "model.safetensors", "catalog.json"):
+        (broken / name).write_bytes((retriever / name).read_bytes())
+    (broken / TEST_USERS_FILE).write_text("{not json")
+    with pytest.raises(CheckpointError, match=COMMAND):
+        Pipeline.load(PipelineConfig(broken, RankerLoadConfig(base_model=str(base))))
+    (broken / TEST_USERS_FILE).unlink()
+    pipeline = Pipeline.load(PipelineConfig(broken, RankerLoadConfig(base_model=str(base))))
+    assert pipeline.test_users is None and COMMAND in pipeline.describe()["test_users"]
+
+
+def test_test_users_round_trip_and_license(tmp_path, tiny_catalog):
+    readme = tmp_path / "README.txt"
+    readme.write_text("Summary\n=======\n\nabout\n\nUsage License\n=============\n\nBe nice.\n\n"
+                      "Citation\n========\n\nCite us.\n\n\nFurther Information\n===================\n\nmore\n")
+    notice = license_notice(readme)
+    assert "Be nice." in notice and "Cite us." in notice and "more" not in notice
+    dataset = SequenceDataset("tiny", {1: [1, 2, 3], 2: [4, 5, 6, 7]}, tiny_catalog)
+    write_test_users(dataset, tmp_path, notice)
+    users = load_test_users(tmp_path)
+    assert users.ids() == [1, 2] and users[2].history == (4, 5, 6) and users[2].target == 7
+    assert "Be nice." in users.license_text and "Be nice." in (tmp_path / LICENSE_FILE).read_text()
+    with pytest.raises(KeyError):
+        users[3]
+    with pytest.raises(FileNotFoundError, match=COMMAND):
+        load_test_users(tmp_path / "missing")
+
+
+def test_test_users_refuse_a_different_catalog(tmp_path, tiny_catalog):
+    from conftest import make_catalog
+
+    make_catalog(list(reversed(tiny_catalog.titles(range(1, len(tiny_catalog) + 1))))).save(tmp_path)
+    with pytest.raises(ValueError, match="does not match"):
+        check_catalog(SequenceDataset("tiny", {}, tiny_catalog), tmp_path)
+
+
+def test_committed_test_users_fit_the_committed_catalog():
+    path = DEFAULT_CHECKPOINT / TEST_USERS_FILE
+    users = load_test_users(DEFAULT_CHECKPOINT)
+    num_items = len(json.loads((DEFAULT_CHECKPOINT / "catalog.json").read_text())["movies"])
+    assert path.stat().st_size < 10_000_000 and len(users) == 610
+    assert all(1 <= i <= num_items for u in users.by_id.values() for i in (*u.history, u.target))
+    assert "GroupLens" in users.license_text and (DEFAULT_CHECKPOINT / LICENSE_FILE).is_file()
+
+
+def test_default_adapter_is_used_only_when_complete():
+    adapter = default_adapter()
+    assert adapter is None or (adapter / "adapter_model.safetensors").is_file()
+
+
+def test_probability_figure_is_sorted_labelled_and_highlighted():
+    figure = probability_figure(["A", "B", "C"], ["Heat (1995)", "A very long title " * 5, "Fargo (1996)"],
+                                [0.2, 0.5, 0.3], highlight=2)
+    bar = figure.data[0]
+    assert list(bar.x) == [0.2, 0.3, 0.5]  # plotly draws the first bar lowest: the best is on top
+    assert bar.y[1].startswith("(C) Fargo") and bar.y[1].endswith("★") and bar.marker.color[1] == HIGHLIGHT_COLOR
+    assert len(bar.y[2]) < 60 and figure.layout.height > 0
+    assert figure.layout.paper_bgcolor == TRANSPARENT and figure.layout.plot_bgcolor == TRANSPARENT
+
+
+def test_timing_figure():
+    figure = timing_figure({"retrieval": 5.0, "verbalizer ranking": 800.0, "generation": 12000.0})
+    assert list(figure.data[0].y) == ["generation", "verbalizer ranking", "retrieval"]
+    assert figure.data[0].text[0] == "12,000 ms" and figure.layout.height > 0
