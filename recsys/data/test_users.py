@@ -37,6 +37,8 @@ _LICENSE_SECTIONS = ("Usage License", "Citation")
 class TestUser:
     """One test user: their history (dense item ids, oldest first) and the held-out next item."""
 
+    __test__ = False
+
     user: int
     history: tuple[int, ...]
     target: int
@@ -44,6 +46,8 @@ class TestUser:
 
 class TestUsers:
     """Read-only test users by user id, with the license notice they were saved with."""
+
+    __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, users: list[TestUser], dataset: str, license_text: str):
         self.by_id = {u.user: u for u in users}
@@ -60,6 +64,7 @@ class TestUsers:
 
     def ids(self) -> list[int]:
         """All user ids, ascending."""
+    __test__ = False  # not a pytest class
         return sorted(self.by_id)
 
 
