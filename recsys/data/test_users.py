@@ -64,7 +64,6 @@ class TestUsers:
 
     def ids(self) -> list[int]:
         """All user ids, ascending."""
-    __test__ = False  # not a pytest class
         return sorted(self.by_id)
 
 
