@@ -65,8 +65,7 @@ class Catalog:
         if path.is_dir():
             path = path / CATALOG_FILE
         if not path.exists():
-            raise FileNotFoundError(f"{path}: catalog not found; train the retriever "
-                                    "(python -m recsys.retriever.train) to create it")
+            raise FileNotFoundError(f"{path}: catalog not found")
         try:
             payload = json.loads(path.read_text())
             movies = [Movie(int(i), str(t), None if y is None else int(y), tuple(g), int(s))
