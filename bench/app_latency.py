@@ -13,7 +13,6 @@ Goals on 2 CPU cores: cold start < 20 s, Recommend p50 < 1.5 s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -27,6 +26,9 @@ import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from recsys.results import write_json  # noqa: E402
 GOALS = {"cold_start_s": 20.0, "p50_ms": 1500.0}
 STAGE_TIMES = re.compile(r"\*\*(?:retrieval|verbalizer ranking)\*\* ([\d,.]+) ms", re.I)  # from the summary
 PRESETS = ["Sci-fi fan", "Animation & family", "Crime classics", "Romantic comedies", "Horror night", "World cinema"]
@@ -134,9 +136,7 @@ def main(argv=None) -> dict:
           f"{result['server_verbalizer_p50_ms']:,.0f} | |\n"
           f"({result['requests']} requests, {result['cpu_cores']} CPU cores, "
           f"1-min load average at the end {result['load_average_1min_at_end']})")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return result
 
 

@@ -7,12 +7,12 @@ Paper: Table 3 (valid-retrieval subset, N@10 / R@10) and Table 1 (all users), ML
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recsys.results import write_json  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
 from recsys.metrics import format_table  # noqa: E402
 from recsys.ranker.evaluate import (read_fusion_weight, read_prompt_config, score_subset, subset_rows,  # noqa: E402
@@ -60,9 +60,7 @@ def main(argv=None) -> dict:
         print(format_table(rows_to_print, KEYS))
     gain = result["subset"]["two_stage"]["N@10"] / max(result["subset"]["retriever"]["N@10"], 1e-9) - 1
     print(f"\nsubset NDCG@10 change over the retriever's order: {gain:+.1%} (paper, 7B: +11.9%)")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return result
 
 

@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recsys.results import write_json  # noqa: E402
 from recsys import NUM_CANDIDATES  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
 from recsys.metrics import format_table, metrics_from_ranks  # noqa: E402
@@ -42,9 +42,7 @@ def main(argv=None) -> dict:
     print(" " * 17 + "".join(f"{v:>9}" for v in verdict))
     print(f"coverage@{NUM_CANDIDATES} (target in top-{NUM_CANDIDATES}): {coverage:.4f}  (paper: about 0.20)")
     result = {"ours": ours, "paper": PAPER_LRUREC, f"coverage@{NUM_CANDIDATES}": coverage, "users": len(ranks)}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return result
 
 

@@ -24,6 +24,7 @@ from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
 from recsys.ranker.prompt import PromptConfig, build_prompt
 from recsys.ranker.verbalizer import candidate_probabilities, letter_token_ids
 from recsys.retriever.candidates import SplitCandidates, load_candidates
+from recsys.results import write_json
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 EVAL_KS = (1, 5, 10)
@@ -146,9 +147,7 @@ def main(argv=None) -> dict:
                   llm_only=two_stage_metrics(scored, 0.0)["subset"]["two_stage"])
     print_report(result, f"{args.split}: {len(rows)} users in the valid-retrieval subset of {scored.total_users}; "
                          f"fusion weight {weight}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return result
 
 
