@@ -125,3 +125,15 @@ def tiny_lrurec(tiny_catalog):
 def tiny_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
     """A shared, read-only tiny pipeline (tests that change it build their own with `make_pipeline`)."""
     return make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_tokenizer):
+    """Short name for the tiny tokenizer, used by the generation and verbalizer-speed tests."""
+    return tiny_tokenizer
+
+
+@pytest.fixture(scope="session")
+def model(tiny_llama):
+    """Short name for the tiny Llama, used by the generation and verbalizer-speed tests."""
+    return tiny_llama

@@ -1,6 +1,5 @@
 """The generation baseline: parsing generated lists back into rankings, and the greedy decoding loop."""
 
-import pytest
 import torch
 
 from recsys.ranker.generation import GENERATION_INSTRUCTION, answer_length, generate_ranking, parse_ranking
@@ -46,16 +45,6 @@ def test_parse_fuzzy_misspelt_and_cut_titles():
 def test_parse_title_that_looks_like_a_list_marker():
     titles = ["A.I. Artificial Intelligence (2001)", "I. Robot (2004)"]
     assert parse_ranking("A.I. Artificial Intelligence (2001)", titles) == [0, 1]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_tokenizer):
-    return tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def model(tiny_llama):
-    return tiny_llama
 
 
 def test_generation_ranking_is_a_permutation(model, tokenizer):

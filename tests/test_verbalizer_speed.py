@@ -13,16 +13,6 @@ from recsys.ranker.verbalizer import (build_prefix_cache, cached_candidate_proba
                                       candidate_probabilities, letter_logits, letter_token_ids, position_ids,
                                       shared_prefix_ids, tokenize_prompts)
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_tokenizer):
-    return tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def model(tiny_llama):
-    return tiny_llama
-
-
 def prompts_of(tokenizer, sizes=((3, 20), (0, 7), (5, 12))):
     """Prompts of different lengths (history size, number of candidates), so that batches need padding."""
     config = PromptConfig(max_title_tokens=8)
