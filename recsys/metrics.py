@@ -33,6 +33,25 @@ def metrics_from_ranks(ranks: Iterable[float], ks: Sequence[int] = KS) -> dict[s
     return result
 
 
+def ndcg_at(rank: float, k: int) -> float:
+    """One user's NDCG@k for a 1-based target rank (0 beyond k or when not retrieved)."""
+    return 1 / math.log2(rank + 1) if rank <= k else 0.0
+
+
+def paired_bootstrap(ours: Sequence[float], baseline: Sequence[float], resamples: int = 1000,
+                     seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of mean(ours - baseline) over users resampled with replacement (paired)."""
+    if len(ours) != len(baseline) or not ours:
+        raise ValueError("need the same, non-zero number of users in both")
+    differences = torch.tensor(ours, dtype=torch.float64) - torch.tensor(baseline, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(differences), (resamples, len(differences)), generator=generator)
+    means = differences[picks].mean(dim=1)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return low, high
+
+
 def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str]) -> str:
     """A plain-text table: one row per name, one column per metric key, 4 decimals."""
     name_width = max(len(n) for n in rows) + 2

@@ -23,7 +23,8 @@ from recsys.data.test_users import TestUsers, load_test_users
 from recsys.ranker.evaluate import read_fusion_weight, read_prompt_config
 from recsys.ranker.fusion import final_order
 from recsys.ranker.generation import generate_ranking
-from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, describe, load_ranker, pick_device, use_4bit
+from recsys.ranker.model import (DEFAULT_ADAPTER, RankerLoadConfig, cpu_dtype, describe, load_ranker, pick_device,
+                                 use_4bit)
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.prompt import LETTERS, PromptConfig, RankingPrompt, build_prompt
 from recsys.ranker.verbalizer import candidate_probabilities, letter_token_ids
@@ -35,24 +36,6 @@ MAX_INPUT_ITEMS = 5000  # longest history accepted at all (the longest ml-latest
 
 class HistoryError(ValueError):
     """A watch history the pipeline cannot use; the message says what to change."""
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo (False elsewhere)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def cpu_dtype(precision: str) -> torch.dtype:
-    """The dtype of an unquantized ranker on CPU for a `cpu_precision` setting."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"cpu precision must be auto, fp32 or bf16, got {precision!r}")
-    if precision == "auto":
-        precision = "bf16" if native_cpu_bf16() else "fp32"
-    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def default_adapter() -> Path | None:

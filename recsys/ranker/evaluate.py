@@ -18,10 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys.data import Catalog, SequenceDataset, load_dataset
-from recsys.metrics import format_table, metrics_from_ranks
+from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
 from recsys.ranker.fusion import WEIGHT_GRID, final_order
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
-from recsys.ranker.prompt import PromptConfig, build_prompt
+from recsys.ranker.prompt import PromptConfig, build_prompt, item_texts
 from recsys.ranker.verbalizer import candidate_probabilities, letter_token_ids
 from recsys.retriever.candidates import SplitCandidates, load_candidates
 from recsys.results import write_json
@@ -68,8 +68,8 @@ def score_subset(model, tokenizer, catalog: Catalog, dataset: SequenceDataset, s
     was_training = model.training
     model.eval()
     for start in tqdm(range(0, len(rows), batch_size), desc=f"verbalizer ({split})", disable=not progress, leave=False):
-        prompts = [build_prompt(tokenizer, catalog.titles(h), catalog.titles(candidates.candidate_ids[r].tolist()),
-                                prompt_config)
+        prompts = [build_prompt(tokenizer, item_texts(catalog, h, prompt_config),
+                                item_texts(catalog, candidates.candidate_ids[r].tolist(), prompt_config), prompt_config)
                    for h, r in zip(histories[start:start + batch_size], rows[start:start + batch_size])]
         probabilities += candidate_probabilities(model, tokenizer, prompts, letter_ids)
     model.train(was_training)
@@ -78,16 +78,29 @@ def score_subset(model, tokenizer, catalog: Catalog, dataset: SequenceDataset, s
                         int(candidates.users.numel()))
 
 
+def two_stage_ranks(scored: ScoredSubset, weight: float) -> list[int]:
+    """Each subset user's 1-based target rank in the final (fused) order."""
+    return [final_order(probs, scores, weight).index(p) + 1
+            for probs, scores, p in zip(scored.probabilities, scored.retriever_scores, scored.target_positions)]
+
+
+def ndcg_difference_interval(scored: ScoredSubset, weight: float, resamples: int = 1000,
+                             seed: int = 0) -> tuple[float, float]:
+    """Paired-bootstrap 95% interval of subset NDCG@10, two-stage minus the retriever's order."""
+    ours = [ndcg_at(r, 10) for r in two_stage_ranks(scored, weight)]
+    baseline = [ndcg_at(p + 1, 10) for p in scored.target_positions]
+    return paired_bootstrap(ours, baseline, resamples, seed)
+
+
 def two_stage_metrics(scored: ScoredSubset, weight: float) -> dict[str, dict[str, dict[str, float]]]:
     """{"subset"|"overall": {"retriever"|"two_stage": metrics}} at k in EVAL_KS."""
     retriever_ranks = [p + 1 for p in scored.target_positions]
-    two_stage_ranks = [final_order(probs, scores, weight).index(p) + 1
-                       for probs, scores, p in zip(scored.probabilities, scored.retriever_scores, scored.target_positions)]
+    final_ranks = two_stage_ranks(scored, weight)
     misses = [math.inf] * (scored.total_users - len(scored.rows))
     return {"subset": {"retriever": metrics_from_ranks(retriever_ranks, EVAL_KS),
-                       "two_stage": metrics_from_ranks(two_stage_ranks, EVAL_KS)},
+                       "two_stage": metrics_from_ranks(final_ranks, EVAL_KS)},
             "overall": {"retriever": metrics_from_ranks(retriever_ranks + misses, EVAL_KS),
-                        "two_stage": metrics_from_ranks(two_stage_ranks + misses, EVAL_KS)}}
+                        "two_stage": metrics_from_ranks(final_ranks + misses, EVAL_KS)}}
 
 
 def choose_weight(scored: ScoredSubset, grid=WEIGHT_GRID) -> tuple[float, dict[float, float]]:
@@ -132,10 +145,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of the subset")
     parser.add_argument("--fusion-weight", type=float, default=None, help="default: the adapter's saved weight")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="unquantized CPU weights (auto: bf16 where the CPU has it natively, as the app)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     adapter = None if args.adapter == "none" else args.adapter
-    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=adapter))
+    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=adapter,
+                                                   cpu_precision=args.precision))
     dataset = load_dataset("ml-latest-small", args.data_dir)
     candidates = load_candidates(args.retriever)[args.split]
     rows = subset_rows(candidates, args.max_users)

@@ -32,7 +32,26 @@ class RankerLoadConfig:
     adapter: str | None = None  # a peft adapter folder (adapter_config.json + adapter_model.safetensors)
     device: str = "auto"  # "auto" = cuda when available, else cpu
     quantization: str = "auto"  # "auto" = 4-bit NF4 on CUDA, none on CPU; or "4bit" / "none"
+    cpu_precision: str = "fp32"  # unquantized weights on CPU: "fp32", "bf16" or "auto" (bf16 where the CPU has it)
     lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo (False elsewhere)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_dtype(precision: str) -> torch.dtype:
+    """The dtype of an unquantized ranker on CPU for a precision setting: "fp32", "bf16" or "auto"."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"cpu precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision == "auto":
+        precision = "bf16" if native_cpu_bf16() else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -63,7 +82,8 @@ def load_tokenizer(base_model: str | None):
 
 
 def load_base_model(config: RankerLoadConfig, for_training: bool = False):
-    """The causal LM: 4-bit NF4 + double quantization + bf16 compute when quantizing, else bf16 on CUDA / fp32 on CPU.
+    """The causal LM: 4-bit NF4 + double quantization + bf16 compute when quantizing, else bf16 on CUDA and
+    `config.cpu_precision` on CPU.
 
     For training a quantized model, gradient checkpointing is enabled through peft's k-bit preparation.
     """
@@ -79,7 +99,7 @@ def load_base_model(config: RankerLoadConfig, for_training: bool = False):
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
         kwargs["dtype"] = torch.bfloat16
     else:
-        kwargs["dtype"] = torch.bfloat16 if device.type == "cuda" else torch.float32
+        kwargs["dtype"] = torch.bfloat16 if device.type == "cuda" else cpu_dtype(config.cpu_precision)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if "quantization_config" in kwargs:
         if for_training:
@@ -92,7 +112,7 @@ def load_base_model(config: RankerLoadConfig, for_training: bool = False):
 
 
 def add_lora(model, settings: LoraSettings = LoraSettings()):
-    """Wrap `model` with fresh trainable LoRA adapters (peft)."""
+    """Wrap `model` with fresh trainable LoRA adapters (peft); they are fp32 even over bf16 base weights."""
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,

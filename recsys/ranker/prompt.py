@@ -38,6 +38,22 @@ class PromptConfig:
     max_history: int = MAX_HISTORY
     max_title_tokens: int = 32
     max_prompt_tokens: int = 1536
+    genres: bool = False  # beyond the paper: each title followed by up to MAX_GENRES of its genres
+
+
+MAX_GENRES = 3
+
+
+def item_text(movie, genres: bool = False) -> str:
+    """How a catalog movie appears in the prompt: its title, plus "[Genre, Genre]" when `genres`."""
+    if genres and movie.genres:
+        return f"{movie.title} [{', '.join(movie.genres[:MAX_GENRES])}]"
+    return movie.title
+
+
+def item_texts(catalog, item_ids, config: PromptConfig) -> list[str]:
+    """`item_text` of several catalog item ids, in order, as `config` asks."""
+    return [item_text(catalog[int(i)], config.genres) for i in item_ids]
 
 
 @dataclass(frozen=True)

@@ -72,11 +72,14 @@ def make_optimizer(model: LRURec, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def train(config: TrainConfig) -> dict:
-    """Train, keep the best validation checkpoint, evaluate it on val and test; returns metrics.json's content."""
+def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
+    """Train, keep the best validation checkpoint, evaluate it on val and test; returns metrics.json's content.
+
+    `dataset` replaces the one `config` names (e.g. a truncated copy for held-out ranker examples).
+    """
     started = time.time()
     torch.manual_seed(config.seed)
-    dataset = load_dataset(config.dataset, config.data_dir)
+    dataset = dataset or load_dataset(config.dataset, config.data_dir)
     print(f"{config.dataset}: {dataset.statistics()}")
     output = Path(config.output or REPO_ROOT / "checkpoints" / f"lrurec-{config.dataset}")
     state_path = Path(config.state_dir or REPO_ROOT / "runs" / f"lrurec-{config.dataset}") / "train_state.pt"
