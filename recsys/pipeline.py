@@ -21,13 +21,13 @@ from recsys.data.catalog import Catalog
 from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
 from recsys.data.test_users import TestUsers, load_test_users
 from recsys.ranker.evaluate import read_fusion_weight, read_prompt_config
-from recsys.ranker.fusion import final_order
+from recsys.ranker.fusion import final_order, order_at_share
 from recsys.ranker.generation import generate_ranking
-from recsys.ranker.model import (DEFAULT_ADAPTER, RankerLoadConfig, cpu_dtype, describe, load_ranker, pick_device,
-                                 use_4bit)
+from recsys.ranker.model import (DEFAULT_ADAPTER, BaseWeights, RankerLoadConfig, cpu_dtype, describe, load_ranker,
+                                 merge_keeping_base, pick_device, use_4bit)
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
-from recsys.ranker.prompt import LETTERS, PromptConfig, RankingPrompt, build_prompt
-from recsys.ranker.verbalizer import candidate_probabilities, letter_token_ids
+from recsys.ranker.prompt import LETTERS, PromptConfig, RankingPrompt, build_prompt, item_texts
+from recsys.ranker.verbalizer import letter_token_ids, read_next_token
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, load_catalog, load_model
 from recsys.retriever.model import LRURec
 
@@ -67,6 +67,7 @@ class Candidate:
     retriever_score: float
     probability: float | None = None  # verbalizer probability (softmax over the candidates' letters)
     final_rank: int | None = None  # 1-based rank after the ranker
+    base_probability: float | None = None  # the base model's probability, without the adapter (when asked for)
 
 
 @dataclass
@@ -81,6 +82,20 @@ class Recommendation:
     ranking_ms: float | None
     notices: list[str] = field(default_factory=list)  # changes made to the input history, for the user
     ranker_error: str | None = None  # why the ranker failed (retrieval results are still valid)
+    letter_mass: float | None = None  # share of the next-token probability on the candidates' letters
+    top_other_tokens: list[tuple[str, float]] = field(default_factory=list)  # likeliest non-letter next tokens
+    base_letter_mass: float | None = None  # the same share for the base model (when compared)
+
+    def retriever_probabilities(self) -> list[float]:
+        """Softmax of the retriever's scores over the candidates (the retriever's opinion as probabilities)."""
+        return torch.softmax(torch.tensor([c.retriever_score for c in self.candidates]), dim=-1).tolist()
+
+    def order_at(self, share: float) -> list[int] | None:
+        """Candidate indices best first with the LLM's share `share` of the fused score (None without probabilities)."""
+        if self.ranking is None:
+            return None
+        return order_at_share(torch.tensor([c.probability for c in self.candidates]),
+                              torch.tensor([c.retriever_score for c in self.candidates]), share)
 
     def ranked(self) -> list[Candidate]:
         """Candidates in final order (the retriever's order when the ranker failed)."""
@@ -119,7 +134,8 @@ class Pipeline:
     def __init__(self, catalog: Catalog, retriever: LRURec, model, tokenizer,
                  prompt_config: PromptConfig = PromptConfig(), fusion_weight: float = 0.0,
                  test_users: TestUsers | None = None, adapter: str | Path | None = None,
-                 info: dict[str, str] | None = None, generation_max_new_tokens: int | None = None):
+                 info: dict[str, str] | None = None, generation_max_new_tokens: int | None = None,
+                 base_weights: BaseWeights | None = None):
         if retriever.config.num_items != len(catalog):
             raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog has "
                                   f"{len(catalog)}: they come from different runs. "
@@ -134,6 +150,7 @@ class Pipeline:
         self.adapter = adapter  # the ranker's adapter folder; None when the base model ranks alone
         self.info = dict(info or {})
         self.generation_max_new_tokens = generation_max_new_tokens
+        self.base_weights = base_weights  # the adapted layers' base weights when the adapter is merged
         self.letter_ids = letter_token_ids(tokenizer)
 
     @classmethod
@@ -154,23 +171,26 @@ class Pipeline:
             test_users, test_users_note = None, f"none in {folder} (create them with: {TEST_USERS_COMMAND})"
         except ValueError as error:
             raise CheckpointError(str(error)) from error
-        model, tokenizer = load_ranker(config.ranker)
         adapter = config.ranker.adapter
+        fusion_weight = read_fusion_weight(adapter) if config.fusion_weight is None else config.fusion_weight
+        prompt_config = config.prompt or read_prompt_config(adapter)  # both read before the slow model load
+        model, tokenizer = load_ranker(config.ranker)
         quantized = use_4bit(config.ranker, device)
-        if adapter and not quantized:
-            model = model.merge_and_unload()  # inference only: fold LoRA into the weights, saving 2 matmuls a layer
+        base_weights = None
+        if adapter and not quantized:  # inference only: fold LoRA into the weights, saving 2 matmuls a layer
+            model, base_weights = merge_keeping_base(model)
         info = describe(config.ranker)
         if device.type == "cpu" and not quantized and cpu_dtype(config.cpu_precision) == torch.bfloat16:
             model = model.to(torch.bfloat16)  # ~2x faster than fp32 on CPUs with native bf16
+            base_weights = base_weights.to(torch.bfloat16) if base_weights else None
             info["quantization"] = "bf16 (on a CPU with native bf16)"
         if not adapter:
             info["adapter"] = f"none: the base model ranks alone (train an adapter with: {RANKER_TRAIN_COMMAND})"
         info.update(retriever=f"LRURec, {folder.name} ({len(catalog)} items, window {retriever.config.max_len})",
                     test_users=test_users_note)
-        fusion_weight = read_fusion_weight(adapter) if config.fusion_weight is None else config.fusion_weight
-        pipeline = cls(catalog, retriever, model, tokenizer, prompt_config=config.prompt or read_prompt_config(adapter),
+        pipeline = cls(catalog, retriever, model, tokenizer, prompt_config=prompt_config,
                        fusion_weight=fusion_weight, test_users=test_users, adapter=adapter, info=info,
-                       generation_max_new_tokens=config.generation_max_new_tokens)
+                       generation_max_new_tokens=config.generation_max_new_tokens, base_weights=base_weights)
         pipeline.warm_up()
         return pipeline
 
@@ -235,26 +255,48 @@ class Pipeline:
                       for rank, (item_id, score) in enumerate(pairs)]
         return candidates, elapsed_ms
 
-    def recommend(self, history_item_ids) -> Recommendation:
+    @property
+    def can_compare_base(self) -> bool:
+        """Whether an adapter is loaded, so that the base model's opinion differs from the ranker's."""
+        return self.adapter is not None
+
+    def without_adapter(self):
+        """A context in which the ranker computes as the base model (no second copy of the model)."""
+        if self.base_weights is not None:
+            return self.base_weights.swapped_into(self.model)
+        return self.model.disable_adapter()  # an unmerged peft model (4-bit on CUDA)
+
+    def recommend(self, history_item_ids, compare_base: bool = False) -> Recommendation:
         """Retrieve candidates for a history (item ids, oldest first) and rank them with the verbalizer.
 
-        Raises HistoryError for unusable input. A ranker failure does not raise: the retrieval results
-        come back with `ranker_error` set and no ranking.
+        With `compare_base` (and an adapter loaded) one more forward pass gives the base model's
+        probabilities for the same prompt. Raises HistoryError for unusable input. A ranker failure
+        does not raise: the retrieval results come back with `ranker_error` set and no ranking.
         """
         history, notices = self.check_history(history_item_ids)
         candidates, retrieval_ms = self.retrieve(history)
         result = Recommendation(history, candidates, None, None, retrieval_ms, None, notices)
         start = time.perf_counter()
         try:
-            result.prompt = build_prompt(self.tokenizer, self.catalog.titles(history[-self.prompt_config.max_history:]),
-                                         [c.title for c in candidates], self.prompt_config)
-            probabilities = candidate_probabilities(self.model, self.tokenizer, [result.prompt], self.letter_ids)[0]
+            result.prompt = build_prompt(
+                self.tokenizer, item_texts(self.catalog, history[-self.prompt_config.max_history:], self.prompt_config),
+                item_texts(self.catalog, [c.item_id for c in candidates], self.prompt_config), self.prompt_config)
+            reading = read_next_token(self.model, self.tokenizer, result.prompt, self.letter_ids)
+            probabilities = reading.probabilities
             scores = torch.tensor([c.retriever_score for c in candidates])
             result.ranking = final_order(probabilities, scores, self.fusion_weight)
+            result.ranking_ms = (time.perf_counter() - start) * 1000
+            result.letter_mass, result.top_other_tokens = reading.letter_mass, reading.top_other_tokens
+            if compare_base and self.can_compare_base:
+                with self.without_adapter():
+                    base = read_next_token(self.model, self.tokenizer, result.prompt, self.letter_ids)
+                result.base_letter_mass = base.letter_mass
+                for candidate, probability in zip(candidates, base.probabilities.tolist()):
+                    candidate.base_probability = probability
         except Exception as error:  # noqa: BLE001 (any ranker failure is reported beside the retrieval results)
+            result.ranking, result.ranking_ms = None, None
             result.ranker_error = f"{type(error).__name__}: {error}"
             return result
-        result.ranking_ms = (time.perf_counter() - start) * 1000
         for rank, index in enumerate(result.ranking, start=1):
             candidates[index].final_rank = rank
         for candidate, probability in zip(candidates, probabilities.tolist()):

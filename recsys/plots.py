@@ -1,7 +1,7 @@
 """Plotly figures for the demo, benchmarks and README.
 
-Every figure has an explicit height (autosized figures can render at zero height in Gradio) and
-transparent backgrounds, so that it reads in light and dark themes.
+Every figure has an explicit height (autosized figures can render at zero height in Gradio),
+transparent backgrounds and a neutral grey font that reads on light and dark themes alike.
 """
 
 from __future__ import annotations
@@ -9,7 +9,11 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 BAR_COLOR = "#6b8fd6"
-HIGHLIGHT_COLOR = "#e4572e"
+RETRIEVER_COLOR = "#8cb369"
+BASE_COLOR = "#b8a1d9"
+FONT_COLOR = "#808896"  # mid grey: contrast ~3.6:1 on white and ~5:1 on Gradio's dark background
+GRID_COLOR = "rgba(128,128,128,0.25)"
+PAPER_GENERATION_S = 56.16  # the paper's Fig. 3: generating a ranked list of titles, average title length 20
 STAGE_COLORS = {"retrieval": "#8cb369", "verbalizer ranking": "#6b8fd6", "generation": "#e4572e"}
 MAX_LABEL_CHARS = 42
 TRANSPARENT = "rgba(0,0,0,0)"
@@ -23,8 +27,8 @@ def short_label(text: str, limit: int = MAX_LABEL_CHARS) -> str:
 def _layout(figure: go.Figure, title: str, height: int) -> go.Figure:
     figure.update_layout(title=title, height=height, paper_bgcolor=TRANSPARENT, plot_bgcolor=TRANSPARENT,
                          margin={"l": 10, "r": 30, "t": 50, "b": 40}, showlegend=False,
-                         font={"size": 12}, title_font={"size": 15})
-    figure.update_xaxes(gridcolor="rgba(128,128,128,0.25)", zeroline=False)
+                         font={"size": 12, "color": FONT_COLOR}, title_font={"size": 15, "color": FONT_COLOR})
+    figure.update_xaxes(gridcolor=GRID_COLOR, zeroline=False)
     figure.update_yaxes(automargin=True)
     return figure
 
@@ -38,20 +42,27 @@ def message_figure(message: str, height: int = 200) -> go.Figure:
     return _layout(figure, "", height)
 
 
-def probability_figure(letters: list[str], titles: list[str], probabilities: list[float],
-                       highlight: int | None = None, title: str = "Verbalizer probabilities") -> go.Figure:
-    """Horizontal bars of candidate probabilities, highest on top, labelled "letter · title".
-
-    `highlight` is the index (into the given lists) of a candidate to colour, e.g. the held-out movie.
-    """
-    order = sorted(range(len(probabilities)), key=lambda i: probabilities[i])  # plotly draws the first bar lowest
-    labels = [f"({letters[i]}) {short_label(titles[i])}" + (" ★" if i == highlight else "") for i in order]
-    colors = [HIGHLIGHT_COLOR if i == highlight else BAR_COLOR for i in order]
-    figure = go.Figure(go.Bar(x=[probabilities[i] for i in order], y=labels, orientation="h", marker_color=colors,
-                              text=[f"{probabilities[i]:.1%}" for i in order], textposition="outside",
-                              cliponaxis=False, hovertemplate="%{y}<br>p = %{x:.4f}<extra></extra>"))
+def opinions_figure(letters: list[str], titles: list[str], llm_probabilities: list[float],
+                    retriever_probabilities: list[float], order: list[int], highlight: int | None = None,
+                    base_probabilities: list[float] | None = None,
+                    title: str = "LLM vs retriever probabilities") -> go.Figure:
+    """Per candidate, the LLM's probability beside the retriever's softmax probability (and the base model's when
+    given), candidates in `order` (best first, drawn on top). `highlight` indexes a candidate to star."""
+    shown = list(reversed(order))  # plotly draws the first category lowest
+    labels = [f"({letters[i]}) {short_label(titles[i])}" + (" ★" if i == highlight else "") for i in shown]
+    series = [("LLM (fine-tuned)" if base_probabilities else "LLM", llm_probabilities, BAR_COLOR),
+              ("Retriever (softmax of scores)", retriever_probabilities, RETRIEVER_COLOR)]
+    if base_probabilities:
+        series.insert(1, ("LLM base model (no adapter)", base_probabilities, BASE_COLOR))
+    figure = go.Figure([go.Bar(name=name, x=[values[i] for i in shown], y=labels, orientation="h", marker_color=color,
+                               hovertemplate="%{y}<br>" + name + ": %{x:.4f}<extra></extra>")
+                        for name, values, color in series])
     figure.update_xaxes(title="probability", tickformat=".0%", rangemode="tozero")
-    return _layout(figure, title, height=120 + 26 * len(probabilities))
+    figure = _layout(figure, title, height=150 + (10 + 9 * len(series)) * len(order))
+    figure.update_layout(barmode="group", bargap=0.25, showlegend=True,
+                         legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom", "font": {"size": 11}},
+                         margin={"l": 10, "r": 20, "t": 80, "b": 40})
+    return figure
 
 
 def timing_figure(stage_ms: dict[str, float], title: str = "Time per stage (ms)") -> go.Figure:

@@ -10,6 +10,9 @@ import pytest
 from conftest import make_pipeline
 
 import app
+from recsys.demo import handlers as demo_handlers
+from recsys.demo import pages
+from recsys.demo.handlers import HELD_OUT, PRESETS, DemoHandlers, new_session
 from recsys.ranker.generation import GenerationResult
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.retriever.checkpoint import TRAIN_COMMAND
@@ -18,7 +21,7 @@ from recsys.retriever.checkpoint import TRAIN_COMMAND
 @pytest.fixture(scope="module")
 def handlers(tiny_pipeline):
     """The app's handlers over the shared tiny pipeline."""
-    return app.DemoHandlers(tiny_pipeline)
+    return DemoHandlers(tiny_pipeline)
 
 
 def titles_of(table: pd.DataFrame) -> list[str]:
@@ -31,7 +34,7 @@ def test_analytics_are_off_before_gradio_starts():
 
 
 def test_add_by_id_title_and_unique_partial_title(handlers):
-    session, table, remove, notice = handlers.add(app.new_session(), 6)
+    session, table, remove, notice = handlers.add(new_session(), 6)
     session, table, remove, notice = handlers.add(session, "heat (1995)")
     session, table, remove, notice = handlers.add(session, "Godfather: Part")
     assert titles_of(table) == ["The Matrix (1999)", "Heat (1995)", "The Godfather: Part II (1974)"]
@@ -41,87 +44,88 @@ def test_add_by_id_title_and_unique_partial_title(handlers):
 
 @pytest.mark.parametrize("movie, message", [
     (None, "Pick a movie"), ("", "Pick a movie"), ("Casablanca (1942)", "Unknown title"),
-    ("Toy Story", "matches 2 movies"), (9999, "Unknown title"),
+    ("Alie", "matches 2 movies"), (9999, "Unknown title"),
 ])
 def test_bad_movies_get_a_message(handlers, movie, message):
-    start = {**app.new_session(), "history": [1]}
+    start = {**new_session(), "history": [1]}
     session, table, _, notice = handlers.add(start, movie)
     assert message in notice and session["history"] == [1] and len(table) == 1
 
 
 def test_duplicate_moves_to_the_latest_viewing(handlers):
-    session, *_ = handlers.add(app.new_session(), 1)
+    session, *_ = handlers.add(new_session(), 1)
     session, *_ = handlers.add(session, 2)
     session, table, _, notice = handlers.add(session, 1)
     assert session["history"] == [2, 1] and "already in the history" in notice
 
 
 def test_history_is_capped(handlers, monkeypatch):
-    monkeypatch.setattr(app, "MAX_INPUT_ITEMS", 3)
-    session = {**app.new_session(), "history": [1, 2, 3]}
+    monkeypatch.setattr(demo_handlers, "MAX_INPUT_ITEMS", 3)
+    session = {**new_session(), "history": [1, 2, 3]}
     session, _, _, notice = handlers.add(session, 4)
     assert session["history"] == [1, 2, 3] and "full" in notice
 
 
 def test_long_history_notes_the_window(handlers, tiny_pipeline):
-    session = {**app.new_session(), "history": list(range(1, tiny_pipeline.window + 2))}
+    session = {**new_session(), "history": list(range(1, tiny_pipeline.window + 2))}
     _, _, _, notice = handlers.add(session, tiny_pipeline.window + 5)
     assert f"only the latest {tiny_pipeline.window}" in notice
 
 
 def test_remove_and_clear(handlers):
-    session = {**app.new_session(), "history": [1, 2, 3]}
+    session = {**new_session(), "history": [1, 2, 3]}
     session, table, _, _ = handlers.remove(session, 2)
     assert session["history"] == [1, 3]
     session, _, _, notice = handlers.remove(session, 2)
     assert "Pick a movie of the history" in notice and session["history"] == [1, 3]
     session, table, _, notice = handlers.clear({**session, "target": 5, "user": 1})
-    assert session == app.new_session() and len(table) == 0
+    assert session == new_session() and len(table) == 0
 
 
 def test_presets_resolve_against_the_catalog(handlers, tiny_pipeline, monkeypatch):
     assert tiny_pipeline.catalog.titles(handlers.presets["World cinema"]) == ["Amelie (2001)", "Spirited Away (2001)"]
-    monkeypatch.setitem(app.PRESETS, "Classics", ["Casablanca (1942)"])
-    assert "Classics" not in app.DemoHandlers(tiny_pipeline).presets  # no title of it in the catalog
-    session, table, _, notice = handlers.load_preset(app.new_session(), "Crime classics")
-    assert titles_of(table) == app.PRESETS["Crime classics"] and "Loaded preset" in notice
+    monkeypatch.setitem(PRESETS, "Classics", ["Casablanca (1942)"])
+    assert "Classics" not in DemoHandlers(tiny_pipeline).presets  # no title of it in the catalog
+    session, table, _, notice = handlers.load_preset(new_session(), "Crime classics")
+    assert titles_of(table) == PRESETS["Crime classics"] and "Loaded preset" in notice
     session, _, _, notice = handlers.load_preset(session, "Nope")
     assert "Unknown preset" in notice
 
 
 def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pipeline, monkeypatch):
-    session, table, _, notice = handlers.load_test_user(app.new_session(), 1)
+    session, table, _, notice = handlers.load_test_user(new_session(), 1)
     user = tiny_pipeline.test_users[1]
     assert session == {"history": list(user.history), "target": user.target, "user": 1} and "held-out" in notice
-    summary, results, figure, prompt = handlers.recommend(session)
+    summary, results, figure, prompt, reading, result = handlers.recommend(session)
     held_out = tiny_pipeline.catalog.title(user.target)
-    assert f"{app.HELD_OUT}: **{held_out}**, retriever rank 5" in summary
-    assert [t for t in titles_of(results) if app.HELD_OUT in t] == [f"{held_out}  {app.HELD_OUT}"]
+    assert f"{HELD_OUT}: **{held_out}**, retriever rank 5" in summary
+    assert [t for t in titles_of(results) if HELD_OUT in t] == [f"{held_out}  {HELD_OUT}"]
     bar = figure.data[0]
     assert [y for y in bar.y if y.endswith("★")] == [f"(E) {held_out} ★"]
+    assert [trace.name for trace in figure.data] == ["LLM", "Retriever (softmax of scores)"]
     assert "### Response:" in prompt
     monkeypatch.setattr("recsys.pipeline.generate_ranking", lambda model, tokenizer, h, c, config, n: GenerationResult(
         list(range(len(c))), "\n".join(c), 50, 1.0, 0.2, 0.8))
     *_, race_summary, timing, text, comparison = handlers.race(session)
-    assert sum(app.HELD_OUT in v for v in comparison["Verbalizer"]) == 1
-    assert comparison["Generation (parsed)"][4].endswith(app.HELD_OUT)  # generation kept the retriever's order
+    assert sum(HELD_OUT in v for v in comparison["Verbalizer"]) == 1
+    assert comparison["Generation (parsed)"][4].endswith(HELD_OUT)  # generation kept the retriever's order
 
 
 def test_held_out_movie_outside_the_candidates_is_said(handlers, tiny_pipeline):
-    session, *_ = handlers.load_test_user(app.new_session(), 2)
+    session, *_ = handlers.load_test_user(new_session(), 2)
     summary, results, *_ = handlers.recommend(session)
-    assert "is not among LRURec's 20 candidates" in summary and not any(app.HELD_OUT in t for t in titles_of(results))
+    assert "is not among LRURec's 20 candidates" in summary and not any(HELD_OUT in t for t in titles_of(results))
 
 
 def test_unknown_test_user(handlers):
-    session, _, _, notice = handlers.load_test_user(app.new_session(), 999)
-    assert "Unknown test user" in notice and session == app.new_session()
+    session, _, _, notice = handlers.load_test_user(new_session(), 999)
+    assert "Unknown test user" in notice and session == new_session()
 
 
 def test_recommend_table_and_chart(handlers, tiny_pipeline):
-    session = {**app.new_session(), "history": [1, 2, 3]}
-    summary, table, figure, prompt = handlers.recommend(session)
-    assert list(table.columns) == ["Final rank", "Letter", "Title", "Probability", "Retriever rank", "Change"]
+    session = {**new_session(), "history": [1, 2, 3]}
+    summary, table, figure, prompt, reading, result = handlers.recommend(session)
+    assert list(table.columns) == ["Final rank", "Letter", "Title", "LLM", "Retriever", "Retriever rank", "Change"]
     assert list(table["Final rank"]) == list(range(1, 21)) and len(figure.data[0].x) == 20
     expected = tiny_pipeline.recommend([1, 2, 3])
     assert titles_of(table) == [c.title for c in expected.ranked()]
@@ -132,29 +136,29 @@ def test_recommend_table_and_chart(handlers, tiny_pipeline):
 
 
 def test_fusion_weight_is_explained(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
-    handlers = app.DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, fusion_weight=2.0))
-    summary, table, figure, prompt = handlers.recommend({**app.new_session(), "history": [1, 2, 3]})
+    handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, fusion_weight=2.0))
+    summary, table, figure, prompt, reading, result = handlers.recommend({**new_session(), "history": [1, 2, 3]})
     assert "Final rank = the verbalizer's log-probability + 2 × the retriever's" in summary
     assert list(table["Final rank"]) == list(range(1, 21))
 
 
 def test_empty_history_gets_a_message_not_a_crash(handlers):
-    summary, table, figure, prompt = handlers.recommend(app.new_session())
+    summary, table, figure, prompt, reading, result = handlers.recommend(new_session())
     assert "empty" in summary and len(table) == 0 and prompt == ""
-    outputs = handlers.race(app.new_session())
-    assert len(outputs) == 8 and "empty" in outputs[0] and "empty" in outputs[4]
+    outputs = handlers.race(new_session())
+    assert len(outputs) == 10 and "empty" in outputs[0] and "empty" in outputs[6]
 
 
 def test_ranker_failure_shows_retrieval_with_the_error(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
     from recsys.ranker.prompt import PromptConfig
 
-    handlers = app.DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer,
+    handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer,
                                               prompt_config=PromptConfig(max_prompt_tokens=50)))
-    summary, table, figure, prompt = handlers.recommend({**app.new_session(), "history": [1, 2]})
+    summary, table, figure, prompt, reading, result = handlers.recommend({**new_session(), "history": [1, 2]})
     assert "The ranker failed" in summary and "over the budget" in summary
     assert list(table["Retriever rank"]) == list(range(1, 21)) and table["Final rank"].isna().all()
     assert "ranker failed" in figure.layout.annotations[0].text
-    *_, race_summary, timing, text, comparison = handlers.race({**app.new_session(), "history": [1, 2]})
+    *_, race_summary, timing, text, comparison = handlers.race({**new_session(), "history": [1, 2]})
     assert "verbalizer did not run" in race_summary
 
 
@@ -163,18 +167,18 @@ def test_failed_baseline_gets_a_message(handlers, monkeypatch):
         raise RuntimeError("generation exploded")
 
     monkeypatch.setattr("recsys.pipeline.generate_ranking", failing)
-    summary, table, figure, prompt, race_summary, timing, text, comparison = handlers.race(
-        {**app.new_session(), "history": [1, 2]})
+    summary, table, figure, prompt, reading, result, race_summary, timing, text, comparison = handlers.race(
+        {**new_session(), "history": [1, 2]})
     assert len(table) == 20 and "generation baseline failed" in race_summary and "generation exploded" in race_summary
     assert list(timing.data[0].y) == ["verbalizer ranking", "retrieval"]
 
 
 def test_about_and_benchmark_tabs(tiny_pipeline, tmp_path, monkeypatch):
-    facts = app.facts_markdown(tiny_pipeline)
+    facts = pages.facts_markdown(tiny_pipeline)
     assert "| Prompt budgets |" in facts and "DATA_LICENSE" in facts
-    monkeypatch.setattr(app, "RESULTS_DIR", tmp_path)
-    empty = app.benchmarks_markdown()
-    for command in app.BENCH_COMMANDS.values():
+    monkeypatch.setattr(pages, "RESULTS_DIR", tmp_path)
+    empty = pages.benchmarks_markdown()
+    for command in pages.BENCH_COMMANDS.values():
         assert command in empty
     metrics = {"M@5": 0.04, "N@5": 0.05, "R@5": 0.07, "M@10": 0.05, "N@10": 0.07, "R@10": 0.14}
     retriever = {"ours": metrics, "paper": metrics, "coverage@20": 0.2}
@@ -186,7 +190,7 @@ def test_about_and_benchmark_tabs(tiny_pipeline, tmp_path, monkeypatch):
                   "throughput": {"batch_1": {"requests_per_second": 1.1}}, "device": "CPU"}
     (tmp_path / "efficiency.json").write_text(json.dumps(efficiency))
     (tmp_path / "app_latency.json").write_text(json.dumps({"cold_start_s": 12.0, "p50_ms": 900, "p95_ms": 1400}))
-    full = app.benchmarks_markdown()
+    full = pages.benchmarks_markdown()
     assert "Not measured yet" not in full
     assert "| LRURec, ours | 0.0400 |" in full and "Coverage@20" in full and "120 users" in full
     assert "| LlamaRec (Llama-2-7b), paper | – | 0.3766 | 0.7560 |" in full
@@ -261,12 +265,15 @@ def test_client_builds_a_history_and_recommends(served, tiny_pipeline):
     assert [row[1] for row in table["data"]] == ["The Matrix (1999)", "Blade Runner (1982)"]
     table, remove, notice = client.predict("no such film", api_name="/add")
     assert "Unknown title" in notice and len(table["data"]) == 2
-    summary, results, plot, prompt = client.predict(api_name="/recommend")
+    summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
     expected = tiny_pipeline.recommend([6, 3])
     assert [row[2] for row in results["data"]] == [c.title for c in expected.ranked()]
     assert plot["type"] == "plotly" and prompt == expected.prompt.text
+    retriever_order, _ = client.predict(0.0, api_name="/explore_fusion")  # the slider, no model call
+    assert [row[5] for row in retriever_order["data"]] == list(range(1, 21))
+    assert {row[6] for row in retriever_order["data"]} == {"="}
     client.predict(api_name="/clear")
-    summary, results, plot, prompt = client.predict(api_name="/recommend")
+    summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
     assert "empty" in summary
 
 
@@ -279,7 +286,7 @@ def test_eight_concurrent_sessions_get_their_own_results(served, tiny_pipeline):
         client = Client(served, verbose=False)
         for item in history:
             client.predict(item, api_name="/add")
-        summary, results, plot, prompt = client.predict(api_name="/recommend")
+        summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
         return [row[2] for row in results["data"]], prompt
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -298,7 +305,7 @@ def test_client_race(served, monkeypatch):
         list(range(len(c)))[::-1], "\n".join(c[::-1]), 40, 0.5, 0.1, 0.4))
     client = Client(served, verbose=False)
     client.predict("Sci-fi fan", api_name="/load_preset")
-    summary, results, plot, prompt, race_summary, timing, text, comparison = client.predict(api_name="/race")
+    summary, results, plot, prompt, reading, race_summary, timing, text, comparison = client.predict(api_name="/race")
     assert "**Generation** 500 ms for 40 tokens" in race_summary and timing["type"] == "plotly"
     best_letter, best_title = results["data"][0][1:3]
     last_title = next(row[2] for row in results["data"] if row[1] == "T")
@@ -313,9 +320,9 @@ def test_default_models_recommend_a_preset():
     if not (converted_dir() / "model.safetensors").is_file():
         pytest.skip("default base model not prepared (python -m recsys.ranker.base_model --prepare)")
     pipeline = app.load_pipeline(app.parse_args([]))
-    handlers = app.DemoHandlers(pipeline)
-    assert set(handlers.presets) == set(app.PRESETS)  # every preset title is in the real catalog
+    handlers = DemoHandlers(pipeline)
+    assert set(handlers.presets) == set(PRESETS)  # every preset title is in the real catalog
     assert (pipeline.adapter is None) == (RANKER_TRAIN_COMMAND in pipeline.describe()["adapter"])
-    session, *_ = handlers.load_preset(app.new_session(), "Sci-fi fan")
-    summary, table, figure, prompt = handlers.recommend(session)
+    session, *_ = handlers.load_preset(new_session(), "Sci-fi fan")
+    summary, table, figure, prompt, reading, result = handlers.recommend(session)
     assert len(table) == 20 and "verbalizer ranking" in summary and prompt.endswith("### Response:\n")

@@ -34,7 +34,8 @@ def launch_app(pipeline, temp_dir: Path) -> tuple[object, str]:
     import app
 
     demo = app.build_demo(pipeline)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            **app.launch_style())
     return demo, url
 
 
@@ -53,20 +54,50 @@ def add_movie(page, search: str, title: str) -> None:
     history.get_by_text(title, exact=True).filter(visible=True).first.wait_for(timeout=TIMEOUT_MS)
 
 
-def recommend_in_browser(url: str, movies: list[tuple[str, str]], screenshot: Path) -> dict:
-    """Open the app, add `movies` ((search text, title) pairs), click Recommend, wait for the chart, screenshot.
+# The chart's text colour and the colour it is drawn on (the first opaque background behind the transparent plot).
+CHART_COLOURS_JS = """() => {
+    const text = document.querySelector('.js-plotly-plot .ytick text');
+    let node = document.querySelector('.js-plotly-plot');
+    let background = 'rgba(0, 0, 0, 0)';
+    while (node) {
+        const colour = getComputedStyle(node).backgroundColor;
+        if (colour && colour !== 'rgba(0, 0, 0, 0)' && colour !== 'transparent') { background = colour; break; }
+        node = node.parentElement;
+    }
+    if (background === 'rgba(0, 0, 0, 0)') background = getComputedStyle(document.body).backgroundColor;
+    return {text: getComputedStyle(text).fill, background: background};
+}"""
 
-    Returns what the page showed: {"ranked_titles": [...], "outside_requests": [...]}.
+
+def relative_luminance(css_colour: str) -> float:
+    """WCAG relative luminance of an "rgb(r, g, b)" / "rgba(r, g, b, a)" colour."""
+    channels = [float(v) / 255 for v in css_colour[css_colour.index("(") + 1:-1].split(",")[:3]]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG contrast ratio of two CSS colours (1 = identical, 21 = black on white)."""
+    high, low = sorted((relative_luminance(first), relative_luminance(second)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def recommend_in_browser(url: str, movies: list[tuple[str, str]], screenshot: Path, theme: str = "light",
+                         width: int = 1400) -> dict:
+    """Open the app in `theme` at `width` px, add `movies` ((search text, title) pairs), click Recommend, wait for
+    the chart, screenshot.
+
+    Returns what the page showed: {"ranked_titles", "outside_requests", "chart_colours", "table_width"}.
     """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": width, "height": 1000})
         outside = []
         page.on("request", lambda request: outside.append(request.url)
                 if urlparse(request.url).hostname not in ("127.0.0.1", "localhost", None) else None)
-        page.goto(url, wait_until="load")
+        page.goto(f"{url}?__theme={theme}", wait_until="load")
         page.get_by_label("Find a movie").wait_for(timeout=TIMEOUT_MS)
         for search, title in movies:
             add_movie(page, search, title)
@@ -78,24 +109,34 @@ def recommend_in_browser(url: str, movies: list[tuple[str, str]], screenshot: Pa
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot), full_page=True)
         ranked = page.locator(".js-plotly-plot .ytick text").all_text_contents()
+        colours = page.evaluate(CHART_COLOURS_JS)
+        table_width = page.locator(".results-table table").first.bounding_box()["width"]
         browser.close()
-    return {"ranked_titles": ranked, "outside_requests": outside}
+    return {"ranked_titles": ranked, "outside_requests": outside, "chart_colours": colours, "table_width": table_width}
+
+
+@pytest.fixture(scope="module")
+def served_url(tiny_pipeline, tmp_path_factory):
+    """The app on the tiny pipeline, launched with its real theme and CSS."""
+    pytest.importorskip("playwright")
+    demo, url = launch_app(tiny_pipeline, tmp_path_factory.mktemp("gradio"))
+    yield url
+    demo.close()
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian chromium not installed")
-def test_add_movies_recommend_and_see_the_chart(tiny_pipeline, tmp_path):
-    pytest.importorskip("playwright")
-    demo, url = launch_app(tiny_pipeline, tmp_path / "gradio")
-    try:
-        shown = recommend_in_browser(url, [("matrix", "The Matrix (1999)"), ("heat", "Heat (1995)"),
-                                           ("fargo", "Fargo (1996)")], tmp_path / "screenshot.png")
-    finally:
-        demo.close()
+@pytest.mark.parametrize("theme, width", [("light", 1400), ("dark", 420)])
+def test_add_movies_recommend_and_read_the_chart(served_url, tiny_pipeline, tmp_path, theme, width):
+    shown = recommend_in_browser(served_url, [("matrix", "The Matrix (1999)"), ("heat", "Heat (1995)"),
+                                              ("fargo", "Fargo (1996)")], tmp_path / f"{theme}.png", theme, width)
     expected = tiny_pipeline.recommend([6, 14, 16])
     labels = {f"({c.letter}) {c.title}" for c in expected.candidates}
     assert len(shown["ranked_titles"]) == 20 and set(shown["ranked_titles"]) == labels
-    assert (tmp_path / "screenshot.png").stat().st_size > 20_000
+    assert (tmp_path / f"{theme}.png").stat().st_size > 20_000
     assert shown["outside_requests"] == []  # fonts and scripts all come from the local server
+    colours = shown["chart_colours"]
+    assert contrast(colours["text"], colours["background"]) >= 3, colours  # readable, not dark on dark
+    assert shown["table_width"] >= 640  # at 420 px the table scrolls sideways instead of breaking words
 
 
 def main(argv=None) -> None:

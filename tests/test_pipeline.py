@@ -11,8 +11,9 @@ from recsys import NUM_CANDIDATES
 from recsys.data.preprocess import SequenceDataset
 from recsys.data.test_users import (COMMAND, LICENSE_FILE, TEST_USERS_FILE, check_catalog, license_notice,
                                     load_test_users, write_test_users)
-from recsys.pipeline import HistoryError, Pipeline, PipelineConfig, cpu_dtype, default_adapter
-from recsys.plots import HIGHLIGHT_COLOR, TRANSPARENT, probability_figure, timing_figure
+from recsys.pipeline import HistoryError, Pipeline, PipelineConfig, default_adapter
+from recsys.ranker.model import cpu_dtype
+from recsys.plots import FONT_COLOR, TRANSPARENT, opinions_figure, timing_figure
 from recsys.ranker.generation import GenerationResult
 from recsys.ranker.model import RankerLoadConfig
 from recsys.ranker.prompt import LETTERS
@@ -207,9 +208,9 @@ def test_bf16_on_cpu(saved_models, monkeypatch):
     assert pipeline.model.dtype == torch.bfloat16 and pipeline.describe()["quantization"].startswith("bf16")
     result = pipeline.recommend([1, 2, 3])
     assert sum(c.probability for c in result.candidates) == pytest.approx(1.0, abs=1e-4)
-    monkeypatch.setattr("recsys.pipeline.native_cpu_bf16", lambda: False)
+    monkeypatch.setattr("recsys.ranker.model.native_cpu_bf16", lambda: False)
     assert cpu_dtype("auto") == torch.float32 and cpu_dtype("bf16") == torch.bfloat16
-    monkeypatch.setattr("recsys.pipeline.native_cpu_bf16", lambda: True)
+    monkeypatch.setattr("recsys.ranker.model.native_cpu_bf16", lambda: True)
     assert cpu_dtype("auto") == torch.bfloat16 and cpu_dtype("fp32") == torch.float32
     with pytest.raises(ValueError, match="auto, fp32 or bf16"):
         cpu_dtype("fp8")
@@ -270,14 +271,18 @@ def test_default_adapter_is_used_only_when_complete():
     assert adapter is None or (adapter / "adapter_model.safetensors").is_file()
 
 
-def test_probability_figure_is_sorted_labelled_and_highlighted():
-    figure = probability_figure(["A", "B", "C"], ["Heat (1995)", "A very long title " * 5, "Fargo (1996)"],
-                                [0.2, 0.5, 0.3], highlight=2)
-    bar = figure.data[0]
-    assert list(bar.x) == [0.2, 0.3, 0.5]  # plotly draws the first bar lowest: the best is on top
-    assert bar.y[1].startswith("(C) Fargo") and bar.y[1].endswith("★") and bar.marker.color[1] == HIGHLIGHT_COLOR
-    assert len(bar.y[2]) < 60 and figure.layout.height > 0
+def test_opinions_figure_orders_labels_highlights_and_reads_in_both_themes():
+    figure = opinions_figure(["A", "B", "C"], ["Heat (1995)", "A very long title " * 5, "Fargo (1996)"],
+                             [0.2, 0.5, 0.3], [0.6, 0.3, 0.1], order=[1, 2, 0], highlight=2)
+    llm, retriever = figure.data
+    assert list(llm.x) == [0.2, 0.3, 0.5] and list(retriever.x) == [0.6, 0.1, 0.3]  # the best is drawn on top
+    assert llm.y[1].startswith("(C) Fargo") and llm.y[1].endswith("★") and len(llm.y[2]) < 60
+    assert figure.layout.height > 0 and figure.layout.barmode == "group"
     assert figure.layout.paper_bgcolor == TRANSPARENT and figure.layout.plot_bgcolor == TRANSPARENT
+    assert figure.layout.font.color == FONT_COLOR  # neutral grey: readable on light and dark backgrounds
+    with_base = opinions_figure(["A"], ["Heat (1995)"], [1.0], [1.0], [0], base_probabilities=[0.7])
+    assert [t.name for t in with_base.data] == ["LLM (fine-tuned)", "LLM base model (no adapter)",
+                                                "Retriever (softmax of scores)"]
 
 
 def test_timing_figure():

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from recsys.data.errors import one_line
+
 CATALOG_FILE = "catalog.json"
 
 
@@ -67,9 +69,9 @@ class Catalog:
         if not path.exists():
             raise FileNotFoundError(f"{path}: catalog not found")
         try:
-            payload = json.loads(path.read_text())
+            payload = json.loads(path.read_text(encoding="utf-8"))
             movies = [Movie(int(i), str(t), None if y is None else int(y), tuple(g), int(s))
                       for i, t, y, g, s in payload["movies"]]
             return cls(movies, payload["dataset"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{path}: corrupt catalog ({error})") from error
+        except (ValueError, KeyError, TypeError) as error:  # ValueError covers bad JSON and bad UTF-8
+            raise ValueError(f"{path}: corrupt catalog ({one_line(error)})") from error

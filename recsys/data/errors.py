@@ -1,4 +1,4 @@
-"""The one error type the data layer raises for bad raw files."""
+"""The one error type the data layer raises for bad raw files, and `one_line` for error messages."""
 
 
 class DataFileError(ValueError):
@@ -9,3 +9,9 @@ class DataFileError(ValueError):
         super().__init__(f"{where}: {message}")
         self.path = path
         self.line = line
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """An error's message on one line (its lines joined, whitespace collapsed), cut to `limit` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."

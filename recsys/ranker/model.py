@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from recsys.data.errors import one_line as _one_line
 from recsys.ranker.base_model import resolve_base_model
 
 DEFAULT_ADAPTER = Path(__file__).resolve().parents[2] / "checkpoints" / "llamarec-smollm2-135m-ml-latest-small"
 TRAIN_COMMAND = "python -m recsys.ranker.train"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 
 
 @dataclass
@@ -121,18 +124,81 @@ def add_lora(model, settings: LoraSettings = LoraSettings()):
 
 
 def load_adapter(model, adapter: str | Path, trainable: bool = False):
-    """Attach a saved peft adapter to `model`; raises RuntimeError naming the training command when unusable."""
-    from peft import PeftModel
+    """Attach a saved peft adapter to `model`.
+
+    Raises RuntimeError with a one-line message naming the unusable file (adapter_config.json or
+    adapter_model.safetensors) and the training command that re-creates it.
+    """
+    from peft import PeftConfig, PeftModel
+    from safetensors import SafetensorError, safe_open
 
     folder = Path(adapter)
-    if not (folder / "adapter_config.json").is_file() or not (folder / "adapter_model.safetensors").is_file():
-        raise RuntimeError(f"{folder} is not a ranker adapter (adapter_config.json and adapter_model.safetensors "
+    config_file, weights_file = folder / ADAPTER_CONFIG_FILE, folder / ADAPTER_WEIGHTS_FILE
+    if not config_file.is_file() or not weights_file.is_file():
+        raise RuntimeError(f"{folder} is not a ranker adapter ({ADAPTER_CONFIG_FILE} and {ADAPTER_WEIGHTS_FILE} "
                            f"are needed). Create one with: {TRAIN_COMMAND}")
     try:
-        return PeftModel.from_pretrained(model, str(folder), is_trainable=trainable)
-    except (ValueError, OSError, RuntimeError, json.JSONDecodeError) as error:
-        raise RuntimeError(f"{folder}: adapter cannot be loaded ({str(error).splitlines()[0]}). "
+        config = PeftConfig.from_pretrained(str(folder))  # the subclass its peft_type names, e.g. LoraConfig
+        if config.peft_type is None:
+            raise ValueError("no peft_type")
+        for name in ("r", "lora_alpha"):  # LoRA's sizes: peft would fail on them only deep inside the model
+            value = getattr(config, name, 1)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name} {value!r}")
+    except (ValueError, TypeError, KeyError, AttributeError, OSError) as error:  # ValueError covers bad JSON
+        raise RuntimeError(f"{config_file} is corrupt ({_one_line(error)}). "
                            f"Re-create it with: {TRAIN_COMMAND}") from error
+    try:
+        with safe_open(str(weights_file), framework="pt"):  # reads the header only: catches truncated files
+            pass
+    except (SafetensorError, OSError) as error:
+        raise RuntimeError(f"{weights_file} is corrupt ({_one_line(error)}). "
+                           f"Re-create it with: {TRAIN_COMMAND}") from error
+    try:
+        return PeftModel.from_pretrained(model, str(folder), config=config, is_trainable=trainable)
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError, SafetensorError) as error:
+        raise RuntimeError(f"{weights_file} cannot be loaded onto the base model ({_one_line(error)}). "
+                           f"Re-create it with: {TRAIN_COMMAND}") from error
+
+
+@dataclass
+class BaseWeights:
+    """The base model's own weights of the layers a merged LoRA adapter changed, to rank without the adapter.
+
+    Only those layers are kept (the query and value projections: about a tenth of the model), never
+    a second copy of the model. `swapped_into` points the layers at them for the duration of a
+    `with` block: exact, and the merged fast path stays as it is.
+    """
+
+    weights: dict[str, torch.Tensor]  # module name in the merged model -> its base weight
+
+    def to(self, dtype: torch.dtype) -> "BaseWeights":
+        """The same weights in `dtype` (match the model's after casting it)."""
+        return BaseWeights({name: w.to(dtype) for name, w in self.weights.items()})
+
+    @contextmanager
+    def swapped_into(self, model):
+        """Within the block `model` computes with the base weights; the merged ones come back afterwards."""
+        modules = dict(model.named_modules())
+        merged = {}
+        try:
+            for name, weight in self.weights.items():
+                merged[name] = modules[name].weight.data
+                modules[name].weight.data = weight
+            yield model
+        finally:
+            for name, weight in merged.items():
+                modules[name].weight.data = weight
+
+
+def merge_keeping_base(model) -> tuple[object, BaseWeights]:
+    """Fold a peft LoRA model's adapter into its weights (no extra matmuls) and keep the adapted layers' base weights."""
+    from peft.tuners.lora import LoraLayer
+
+    prefix = "base_model.model."
+    base = {name.removeprefix(prefix): module.get_base_layer().weight.detach().clone()
+            for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+    return model.merge_and_unload(), BaseWeights(base)
 
 
 def load_ranker(config: RankerLoadConfig):

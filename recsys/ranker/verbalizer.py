@@ -76,6 +76,30 @@ def candidate_probabilities(model, tokenizer, prompts: list[RankingPrompt], lett
     return _softmax_per_prompt(logits, prompts)
 
 
+@dataclass
+class VerbalizerReading:
+    """What the verbalizer reads from one prompt's next-token distribution."""
+
+    probabilities: torch.Tensor  # (num_candidates,) softmax over the candidates' letters
+    letter_mass: float  # share of the full next-token probability that falls on those letters
+    top_other_tokens: list[tuple[str, float]]  # the likeliest non-letter tokens and their full-vocabulary probability
+
+
+@torch.inference_mode()
+def read_next_token(model, tokenizer, prompt: RankingPrompt, letter_ids: list[int], top: int = 5) -> VerbalizerReading:
+    """One forward pass: the candidates' probabilities, the letters' share of the mass and the top other tokens."""
+    batch = tokenize_prompts(tokenizer, [prompt.text], model.device)
+    outputs = model(**batch, position_ids=position_ids(batch["attention_mask"]), logits_to_keep=1, use_cache=False)
+    distribution = torch.softmax(outputs.logits[0, -1, :].float(), dim=-1).cpu()
+    letters = letter_ids[: len(prompt.candidate_titles)]
+    mass = distribution[letters]
+    others = distribution.clone()
+    others[letters] = -1.0
+    values, ids = torch.topk(others, top)
+    return VerbalizerReading(mass / mass.sum(), float(mass.sum()),
+                             [(tokenizer.decode([i]), float(v)) for i, v in zip(ids.tolist(), values.tolist())])
+
+
 def _softmax_per_prompt(logits: torch.Tensor, prompts: list[RankingPrompt]) -> list[torch.Tensor]:
     return [torch.softmax(row[: len(p.candidate_titles)], dim=-1).cpu() for row, p in zip(logits, prompts)]
 

@@ -10,6 +10,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from recsys.data.catalog import Catalog
+from recsys.data.errors import one_line
 from recsys.retriever.model import LRURec, LRURecConfig
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "lrurec-ml-latest-small"
@@ -42,9 +43,12 @@ def load_config(folder: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path} not found: not an LRURec checkpoint. Create one with: {TRAIN_COMMAND}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is corrupt ({error}). Re-create it with: {TRAIN_COMMAND}") from error
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # bad JSON or bad UTF-8
+        raise CheckpointError(f"{path} is corrupt ({one_line(error)}). Re-create it with: {TRAIN_COMMAND}") from error
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} is corrupt (not a JSON object). Re-create it with: {TRAIN_COMMAND}")
+    return config
 
 
 def load_model(folder: str | Path, device: str = "cpu") -> LRURec:
@@ -52,13 +56,17 @@ def load_model(folder: str | Path, device: str = "cpu") -> LRURec:
     folder = Path(folder)
     raw = load_config(folder)
     names = {f.name for f in fields(LRURecConfig)}
-    model = LRURec(LRURecConfig(**{k: v for k, v in raw.items() if k in names}))
+    try:
+        model = LRURec(LRURecConfig(**{k: v for k, v in raw.items() if k in names}))
+    except (TypeError, ValueError, RuntimeError) as error:  # e.g. a size that is not a positive number
+        raise CheckpointError(f"{folder / 'config.json'} is corrupt ({one_line(error)}). "
+                              f"Re-create it with: {TRAIN_COMMAND}") from error
     weights = folder / "model.safetensors"
     try:
         state = load_file(weights, device="cpu")
         model.load_state_dict(state)
     except (FileNotFoundError, SafetensorError, RuntimeError, OSError) as error:
-        raise CheckpointError(f"{weights} cannot be loaded ({str(error).splitlines()[0]}). "
+        raise CheckpointError(f"{weights} cannot be loaded ({one_line(error)}). "
                               f"Re-create it with: {TRAIN_COMMAND}") from error
     return model.to(device).eval()
 
@@ -67,5 +75,5 @@ def load_catalog(folder: str | Path) -> Catalog:
     """The catalog saved with a checkpoint; raises CheckpointError with a fix on failure."""
     try:
         return Catalog.load(folder)
-    except (FileNotFoundError, ValueError) as error:
-        raise CheckpointError(f"{error}. Re-create it with: {TRAIN_COMMAND}") from error
+    except (OSError, ValueError) as error:  # the message names catalog.json
+        raise CheckpointError(f"{one_line(error, limit=400)}. Re-create it with: {TRAIN_COMMAND}") from error

@@ -1,0 +1,296 @@
+"""The demo's event handlers and the views they build: plain functions from values to values over one pipeline.
+
+Tested without a browser; `app.py` only wires them to Gradio components.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from recsys import plots
+from recsys.demo.search import TitleSearch
+from recsys.pipeline import MAX_INPUT_ITEMS, HistoryError, Pipeline, RaceResult, Recommendation
+from recsys.ranker.fusion import llm_share
+
+HELD_OUT = "★ held out"
+RESULT_COLUMNS = ["Final rank", "Letter", "Title", "LLM", "Retriever", "Retriever rank", "Change"]
+BASE_COLUMN = "Base LLM"
+COMPARISON_COLUMNS = ["Position", "Verbalizer", "Generation (parsed)"]
+WHY_ONE_PASS = ("The answer is a single token, so one forward pass gives its whole distribution: reading it at the "
+                "letters A–T scores every candidate at once, where generating a ranked list needs a pass per token.")
+
+PRESETS = {  # classroom histories named by taste, oldest viewing first
+    "Sci-fi fan": ["The Terminator (1984)", "Alien (1979)", "Blade Runner (1982)",
+                   "Star Wars: Episode IV - A New Hope (1977)", "Back to the Future (1985)", "The Matrix (1999)",
+                   "Inception (2010)", "Interstellar (2014)"],
+    "Animation & family": ["Beauty and the Beast (1991)", "Aladdin (1992)", "The Lion King (1994)", "Toy Story (1995)",
+                           "Toy Story 2 (1999)", "Monsters, Inc. (2001)", "Shrek (2001)", "Finding Nemo (2003)"],
+    "Crime classics": ["The Godfather (1972)", "The Godfather: Part II (1974)", "Goodfellas (1990)",
+                       "Reservoir Dogs (1992)", "Pulp Fiction (1994)", "Heat (1995)", "The Usual Suspects (1995)",
+                       "Fargo (1996)"],
+    "Romantic comedies": ["When Harry Met Sally... (1989)", "Pretty Woman (1990)", "Sleepless in Seattle (1993)",
+                          "Four Weddings and a Funeral (1994)", "Notting Hill (1999)", "Love Actually (2003)"],
+    "Horror night": ["The Exorcist (1973)", "Halloween (1978)", "The Shining (1980)",
+                     "The Silence of the Lambs (1991)", "Scream (1996)"],
+    "World cinema": ["Seven Samurai (1954)", "Cinema Paradiso (1989)", "Life Is Beautiful (1997)",
+                     "Crouching Tiger, Hidden Dragon (2000)", "Amelie (2001)", "Spirited Away (2001)",
+                     "Pan's Labyrinth (2006)"],
+}
+
+
+def marked(text: str, item_id: int, target: int | None) -> str:
+    """`text` with the held-out marker when `item_id` is the session's held-out movie."""
+    return f"{text}  {HELD_OUT}" if item_id == target else text
+
+
+def new_session() -> dict:
+    """A user's per-session state: history (item ids, oldest first), held-out item and test user (or None)."""
+    return {"history": [], "target": None, "user": None}
+
+
+def change_label(retriever_rank: int, final_rank: int | None) -> str:
+    """How far the final rank moved from the retriever's: "=", "▲ n" (up) or "▼ n" (down); "" when unranked."""
+    if final_rank is None:
+        return ""
+    if final_rank == retriever_rank:
+        return "="
+    return f"▲ {retriever_rank - final_rank}" if final_rank < retriever_rank else f"▼ {final_rank - retriever_rank}"
+
+
+class DemoHandlers:
+    """The event handlers over one shared, read-only pipeline."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.catalog = pipeline.catalog
+        self.search = TitleSearch(self.catalog)
+        self.presets = {name: ids for name, titles in PRESETS.items()
+                        if (ids := [m[0].item_id for t in titles if len(m := self.search.find(t)) == 1])}
+
+    @property
+    def validation_share(self) -> float:
+        """The LLM's share of the final score that the validation-chosen fusion weight amounts to."""
+        return llm_share(self.pipeline.fusion_weight)
+
+    def movie_choices(self) -> list[tuple[str, int]]:
+        """(title with year, item id) for the catalog dropdown, sorted by title."""
+        return sorted(((m.title, m.item_id) for m in self.catalog.movies), key=lambda c: c[0].lower())
+
+    def user_choices(self) -> list[tuple[str, int]]:
+        """(label, user id) for the test-user dropdown."""
+        users = self.pipeline.test_users
+        if users is None:
+            return []
+        return [(f"User {u} ({len(users[u].history)} movies)", u) for u in users.ids()]
+
+    def find_movie(self, movie) -> int:
+        """An item id from a dropdown value: an id, or a typed title (forgiving; exact beats partial)."""
+        if movie is None or str(movie).strip() == "":
+            raise HistoryError("Pick a movie in the search box first.")
+        text = str(movie).strip()
+        if text.isdigit() and int(text) in self.catalog:
+            return int(text)
+        matches = self.search.find(text)
+        if len(matches) == 1:
+            return matches[0].item_id
+        if matches:
+            shown = ", ".join(m.title for m in matches[:4]) + (" ..." if len(matches) > 4 else "")
+            raise HistoryError(f"'{text}' matches {len(matches)} movies ({shown}): pick one from the list.")
+        raise HistoryError(f"Unknown title '{text}': it is not in the catalog. Pick a movie from the list.")
+
+    # --- the watch history -------------------------------------------------------------------------------------
+
+    def history_view(self, session: dict, notice: str = ""):
+        """Outputs after a history change: (session, history table, remove-dropdown update, notice)."""
+        history = session["history"]
+        table = pd.DataFrame({"#": range(1, len(history) + 1), "Title": self.catalog.titles(history),
+                              "Genres": [", ".join(self.catalog[i].genres) for i in history]})
+        notes = [notice] if notice else []
+        if len(history) > self.pipeline.window:
+            notes.append(f"LRURec reads only the latest {self.pipeline.window} of these {len(history)} movies "
+                         "(the oldest are dropped from its input).")
+        if session["user"] is not None:
+            notes.append(f"Test user {session['user']}: the held-out next movie is hidden until you click "
+                         "Recommend, then marked ★ in every result.")
+        remove = gr.update(choices=[(f"{n}. {t}", i) for n, (t, i) in
+                                    enumerate(zip(self.catalog.titles(history), history), start=1)], value=None)
+        return session, table, remove, "\n\n".join(notes)
+
+    def add(self, session: dict, movie):
+        """Append a movie (id or title) to the history; a repeat moves it to the latest position."""
+        try:
+            item_id = self.find_movie(movie)
+        except HistoryError as error:
+            return self.history_view(session, f"⚠️ {error}")
+        history = list(session["history"])
+        notice = ""
+        if item_id in history:
+            history.remove(item_id)
+            notice = f"'{self.catalog.title(item_id)}' was already in the history: moved to the latest viewing."
+        if len(history) >= MAX_INPUT_ITEMS:
+            return self.history_view(session, f"⚠️ The history is full ({len(history)} movies): remove some first.")
+        history.append(item_id)
+        return self.history_view({**session, "history": history}, notice)
+
+    def remove(self, session: dict, item_id):
+        """Remove one movie (by item id) from the history."""
+        if item_id is None or item_id not in session["history"]:
+            return self.history_view(session, "⚠️ Pick a movie of the history to remove.")
+        return self.history_view({**session, "history": [i for i in session["history"] if i != item_id]})
+
+    def clear(self, session: dict):
+        """Empty the history and forget any test user."""
+        return self.history_view(new_session(), "History cleared.")
+
+    def load_test_user(self, session: dict, user):
+        """Replace the history with a real test user's; their held-out next movie is kept for the results."""
+        users = self.pipeline.test_users
+        if users is None:
+            return self.history_view(session, "⚠️ No test users in this checkpoint; create them with: "
+                                              "python -m recsys.data.test_users")
+        try:
+            test_user = users[int(user)]
+        except (KeyError, TypeError, ValueError):
+            return self.history_view(session, f"⚠️ Unknown test user {user!r}: pick one from the list.")
+        return self.history_view({"history": list(test_user.history), "target": test_user.target,
+                                  "user": test_user.user}, f"Loaded test user {test_user.user}.")
+
+    def load_preset(self, session: dict, name):
+        """Replace the history with a preset named by taste."""
+        if name not in self.presets:
+            return self.history_view(session, f"⚠️ Unknown preset {name!r}: pick one from the list.")
+        return self.history_view({**new_session(), "history": list(self.presets[name])}, f"Loaded preset '{name}'.")
+
+    # --- results ------------------------------------------------------------------------------------------------
+
+    def summary_markdown(self, session: dict, result: Recommendation) -> str:
+        """Timings, notices, where the held-out movie landed and how the final rank is made."""
+        target = session["target"]
+        held_out = result.index_of(target)
+        lines = [f"**Retrieval** {result.retrieval_ms:,.0f} ms"
+                 + (f" · **verbalizer ranking** {result.ranking_ms:,.0f} ms" if result.ranking_ms is not None else "")
+                 + f" · history of {len(result.history)} movies"
+                 + (f" (the prompt shows the last {len(result.prompt.history_titles)})" if result.prompt else "")]
+        lines += [f"ℹ️ {n}" for n in result.notices]
+        if target is not None:
+            if held_out is None:
+                lines.append(f"{HELD_OUT}: **{self.catalog.title(target)}** is not among LRURec's "
+                             f"{len(result.candidates)} candidates, so the ranker cannot find it.")
+            else:
+                found = result.candidates[held_out]
+                final = f", final rank **{found.final_rank}**" if found.final_rank else ""
+                lines.append(f"{HELD_OUT}: **{found.title}**, retriever rank {found.retriever_rank}{final} "
+                             "(at the validation-chosen fusion).")
+        if result.ranker_error:
+            lines.append(f"⚠️ **The ranker failed**: {result.ranker_error}. The table shows the retriever's order.")
+        elif self.pipeline.fusion_weight:
+            lines.append(f"ℹ️ Final rank = the verbalizer's log-probability + {self.pipeline.fusion_weight:g} × the "
+                         "retriever's log-softmax score (weight chosen on validation users). Move the fusion slider "
+                         "to see the retriever's order, the LLM alone, or anything between.")
+        return "\n\n".join(lines)
+
+    def reading_markdown(self, result: Recommendation) -> str:
+        """What the verbalizer read: the letters' share of the next-token probability and the top other tokens."""
+        if result.letter_mass is None:
+            return "_The verbalizer did not run._"
+        others = ", ".join(f"`{token!r}` {p:.1%}" for token, p in result.top_other_tokens)
+        base = (f" (the base model without the adapter: {result.base_letter_mass:.1%})"
+                if result.base_letter_mass is not None else "")
+        return (f"**What the verbalizer reads.** The {len(result.candidates)} candidate letters hold "
+                f"**{result.letter_mass:.1%}** of the next-token probability{base}; the likeliest other tokens: "
+                f"{others}. The probabilities shown are the letters' share renormalised to 1. {WHY_ONE_PASS}")
+
+    def ranking_view(self, session: dict, result: Recommendation | None, share: float | None = None):
+        """(results table, opinions chart) of a recommendation at the LLM's `share` of the fused score; no model call.
+
+        `share` None is the validation-chosen fusion; 0 is the retriever's order, 1 the LLM alone.
+        """
+        if result is None:
+            return pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure("Click Recommend first.")
+        share = self.validation_share if share is None else min(max(float(share), 0.0), 1.0)
+        target = session["target"]
+        candidates = result.candidates
+        order = result.order_at(share)
+        final = {index: rank for rank, index in enumerate(order, start=1)} if order else {}
+        retriever_probabilities = result.retriever_probabilities()
+        compared = any(c.base_probability is not None for c in candidates)
+        rows = []
+        for index in order or range(len(candidates)):
+            c = candidates[index]
+            row = {"Final rank": final.get(index), "Letter": c.letter, "Title": marked(c.title, c.item_id, target),
+                   "LLM": None if c.probability is None else round(c.probability, 4),
+                   "Retriever": round(retriever_probabilities[index], 4), "Retriever rank": c.retriever_rank,
+                   "Change": change_label(c.retriever_rank, final.get(index))}
+            if compared:
+                row[BASE_COLUMN] = round(c.base_probability, 4)
+            rows.append(row)
+        columns = RESULT_COLUMNS[:4] + ([BASE_COLUMN] if compared else []) + RESULT_COLUMNS[4:]
+        if order is None:
+            return pd.DataFrame(rows, columns=columns), plots.message_figure(
+                "No probabilities: the ranker failed (see above).")
+        held_out = result.index_of(target)
+        figure = plots.opinions_figure(
+            [c.letter for c in candidates], [c.title for c in candidates], [c.probability for c in candidates],
+            retriever_probabilities, order, highlight=held_out,
+            base_probabilities=[c.base_probability for c in candidates] if compared else None,
+            title=f"LLM vs retriever, final order at LLM share {share:.2f}"
+                  + (" (★ = held-out movie)" if held_out is not None else ""))
+        return pd.DataFrame(rows, columns=columns), figure
+
+    def error_results(self, message: str):
+        """Results outputs that only carry a message."""
+        return (f"⚠️ {message}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(message), "", "", None)
+
+    def results_view(self, session: dict, result: Recommendation, share: float | None = None):
+        """(summary, table, chart, prompt, verbalizer reading, result) of a recommendation."""
+        table, figure = self.ranking_view(session, result, share)
+        prompt = result.prompt.text if result.prompt else ""
+        return self.summary_markdown(session, result), table, figure, prompt, self.reading_markdown(result), result
+
+    def recommend(self, session: dict, share: float | None = None, compare_base: bool = False,
+                  progress=gr.Progress()):
+        """Retrieve and rank for the session's history: (summary, table, chart, prompt, reading, result)."""
+        progress(0.1, desc="Retrieving with LRURec, then ranking with the verbalizer")
+        try:
+            result = self.pipeline.recommend(session["history"], compare_base=bool(compare_base))
+        except HistoryError as error:
+            return self.error_results(str(error))
+        return self.results_view(session, result, share)
+
+    def race_view(self, session: dict, race: RaceResult):
+        """(race summary, timing chart, generated text, ranking comparison table) of a race."""
+        result = race.recommendation
+        stages = {"retrieval": result.retrieval_ms}
+        if result.ranking_ms is not None:
+            stages["verbalizer ranking"] = result.ranking_ms
+        if race.error:
+            summary = f"⚠️ **The generation baseline failed**: {race.error}"
+        else:
+            stages["generation"] = race.generation_ms
+            summary = (f"**Generation** {race.generation_ms:,.0f} ms for {race.num_generated_tokens} tokens vs "
+                       f"**verbalizer** {result.ranking_ms:,.0f} ms for one forward pass: generation takes "
+                       f"**{race.ratio:,.1f}×** as long (the paper: {plots.PAPER_GENERATION_S} s vs under 1 s with "
+                       "Llama-2-7b).")
+        ratio = f" — generation / verbalizer = {race.ratio:,.1f}×" if race.ratio else ""
+        figure = plots.timing_figure(stages, title=f"Time per stage (ms){ratio}")
+
+        names = [marked(f"({c.letter}) {c.title}", c.item_id, session["target"]) for c in result.candidates]
+        verbalizer = [names[i] for i in result.ranking or []]
+        generated = [names[i] for i in race.generated_ranking]
+        size = max(len(verbalizer), len(generated))
+        table = pd.DataFrame(zip(range(1, size + 1), verbalizer + [""] * (size - len(verbalizer)),
+                                 generated + [""] * (size - len(generated))), columns=COMPARISON_COLUMNS)
+        return summary, figure, race.generated_text, table
+
+    def race(self, session: dict, share: float | None = None, compare_base: bool = False, progress=gr.Progress()):
+        """Recommend, then run the generation baseline on the same prompt: results outputs + race outputs."""
+        progress(0.05, desc="Retrieving and ranking with the verbalizer")
+        try:
+            result = self.pipeline.recommend(session["history"], compare_base=bool(compare_base))
+        except HistoryError as error:
+            return (*self.error_results(str(error)), f"⚠️ {error}", plots.message_figure(str(error)), "",
+                    pd.DataFrame(columns=COMPARISON_COLUMNS))
+        progress(0.3, desc="Generating the ranked list token by token (the slow way)")
+        race = self.pipeline.race(result)
+        return (*self.results_view(session, result, share), *self.race_view(session, race))

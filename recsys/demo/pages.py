@@ -1,0 +1,115 @@
+"""The demo's text pages: what is loaded (About) and the measured results beside the paper's (Benchmarks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from recsys.pipeline import Pipeline
+from recsys.plots import PAPER_GENERATION_S
+
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
+BENCH_COMMANDS = {
+    "retriever_quality": "python bench/retriever_quality.py --json bench/results/retriever_quality.json",
+    "ranker_quality": "python bench/ranker_quality.py --json bench/results/ranker_quality.json",
+    "efficiency": "python bench/efficiency.py --json bench/results/efficiency.json",
+    "app_latency": "python bench/app_latency.py --json bench/results/app_latency.json",
+}
+# The paper's ML (ml-latest-small) numbers: Table 3 (valid-retrieval subset) and Table 1 (all users).
+PAPER_RANKER = {"subset": {"retriever": {"N@10": 0.3367, "R@10": 0.6654},
+                           "two_stage": {"N@10": 0.3766, "R@10": 0.7560}},
+                "overall": {"retriever": {"M@10": 0.0491, "N@10": 0.0705, "R@10": 0.1426},
+                            "two_stage": {"M@10": 0.0529, "N@10": 0.0759, "R@10": 0.1524}}}
+
+
+def facts_markdown(pipeline: Pipeline) -> str:
+    """The About tab: what is loaded, as a table."""
+    names = {"device": "Device", "base_model": "Base model", "quantization": "Quantization", "adapter": "Adapter",
+             "retriever": "Retriever", "test_users": "Test users", "prompt": "Prompt budgets",
+             "final_ranking": "Final ranking"}
+    facts = pipeline.describe()
+    rows = "\n".join(f"| {names.get(k, k)} | {v} |" for k, v in facts.items())
+    return (f"| Part | Setting |\n|---|---|\n{rows}\n| CPU threads | {torch.get_num_threads()} |\n\n"
+            "Data: MovieLens ml-latest-small (GroupLens Research, University of Minnesota), preprocessed as in "
+            "LlamaRec; redistributed under its license (`checkpoints/lrurec-ml-latest-small/DATA_LICENSE.txt`).")
+
+
+def _read_result(name: str) -> dict | None:
+    path = RESULTS_DIR / f"{name}.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def _missing(name: str) -> str:
+    return f"_Not measured yet: run `{BENCH_COMMANDS[name]}`._"
+
+
+def _inline(results: dict) -> str:
+    """A results dict (nested dicts allowed) as one line of text: "a b 1; c: d 2"."""
+    return "; ".join(f"{key.replace('_', ' ')}: {_inline(value)}" if isinstance(value, dict)
+                     else f"{key.replace('_', ' ')} {value}" for key, value in results.items())
+
+
+def _metric_table(rows: dict[str, dict], columns: list[str]) -> str:
+    head = "| | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns)
+    body = "\n".join(f"| {name} | " + " | ".join(f"{values[c]:.4f}" if c in values else "–" for c in columns) + " |"
+                     for name, values in rows.items())
+    return f"{head}\n{body}"
+
+
+def benchmarks_markdown() -> str:
+    """The Benchmarks tab: our measured results beside the paper's, read from bench/results/*.json."""
+    parts = ["### Retriever (LRURec), all test users"]
+    retriever = _read_result("retriever_quality")
+    columns = ["M@5", "N@5", "R@5", "M@10", "N@10", "R@10"]
+    if retriever:
+        parts.append(_metric_table({"LRURec, ours": retriever.get("ours", {}),
+                                    "LRURec, paper (Table 1)": retriever.get("paper", {})}, columns))
+        if "coverage@20" in retriever:
+            parts.append(f"Coverage@20 (test users whose next movie is among the 20 candidates): "
+                         f"{retriever['coverage@20']:.1%}.")
+    else:
+        parts.append(_missing("retriever_quality"))
+    parts.append("### Two-stage ranking (LRURec → verbalizer)")
+    ranker = _read_result("ranker_quality")
+    if ranker:
+        weight = ranker.get("fusion_weight")
+        for part, label in (("subset", "valid-retrieval subset"), ("overall", "all test users")):
+            ours = ranker.get(part, {})
+            paper = ranker.get("paper", PAPER_RANKER)[part]
+            parts.append(f"**{label.capitalize()}**" + (f" ({ranker['users']} users in the subset)"
+                                                        if part == "subset" and "users" in ranker else ""))
+            rows = {"LRURec order, ours": ours.get("retriever", {})}
+            if "llm_only" in ours:
+                rows["LLM alone, ours"] = ours["llm_only"]
+            rows["Two-stage, ours" + (f" (fusion weight {weight:g})" if weight else "")] = ours.get("two_stage", {})
+            rows.update({"LRURec, paper": paper["retriever"], "LlamaRec (Llama-2-7b), paper": paper["two_stage"]})
+            parts.append(_metric_table(rows, ["M@10", "N@10", "R@10"]))
+    else:
+        parts.append(_missing("ranker_quality"))
+    parts.append("### Efficiency: verbalizer vs generation")
+    efficiency = _read_result("efficiency")
+    if efficiency:
+        rows = "\n".join(f"| {length} | {v.get('verbalizer_ms', 0):,.0f} | {v.get('generation_ms', 0):,.0f} | "
+                         f"{v.get('ratio', 0):,.1f}× |" for length, v in efficiency.get("by_title_len", {}).items())
+        parts.append(f"Device: {efficiency.get('device', 'unknown')}. Paper (Llama-2-7b): verbalizer under 1 s at "
+                     f"every title length, generation {PAPER_GENERATION_S} s at title length 20.\n\n"
+                     "| Title tokens | Verbalizer (ms) | Generation (ms) | Ratio |\n|---|---|---|---|\n" + rows)
+        if efficiency.get("throughput"):
+            parts.append(f"Throughput: {_inline(efficiency['throughput'])}.")
+    else:
+        parts.append(_missing("efficiency"))
+    parts.append("### This app's latency")
+    latency = _read_result("app_latency")
+    if latency:
+        parts.append(f"Cold start {latency['cold_start_s']:.1f} s; Recommend p50 {latency['p50_ms']:,.0f} ms, "
+                     f"p95 {latency['p95_ms']:,.0f} ms (goals: < 10 s, p50 < 500 ms)"
+                     + (f"; with the base model compared, p50 {latency['compare_base_p50_ms']:,.0f} ms"
+                        if "compare_base_p50_ms" in latency else "") + ".")
+    else:
+        parts.append(_missing("app_latency"))
+    return "\n\n".join(parts)

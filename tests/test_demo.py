@@ -1,0 +1,126 @@
+"""The teaching panels: fusion explorer, base model beside the adapter, what the verbalizer reads, forgiving search."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from conftest import make_catalog, make_llama, make_pipeline
+
+from recsys.demo.handlers import BASE_COLUMN, DemoHandlers, new_session
+from recsys.demo.search import TitleSearch, search_key
+from recsys.ranker.fusion import llm_share
+from recsys.ranker.model import LoraSettings, add_lora, merge_keeping_base
+from recsys.ranker.verbalizer import candidate_probabilities, letter_logits
+
+
+def adapted_llama(tokenizer, seed: int = 2):
+    """A tiny Llama with a LoRA adapter that changes its outputs (B initialised non-zero)."""
+    model = add_lora(make_llama(tokenizer, seed=seed), LoraSettings())
+    torch.manual_seed(5)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def adapted_pipeline(tiny_catalog, tiny_lrurec, tiny_tokenizer, tmp_path_factory):
+    """The tiny pipeline with a merged adapter, as `Pipeline.load` builds it (base weights kept aside)."""
+    merged, base_weights = merge_keeping_base(adapted_llama(tiny_tokenizer))
+    return make_pipeline(tiny_catalog, tiny_lrurec, merged, tiny_tokenizer, fusion_weight=1.0,
+                         adapter=tmp_path_factory.mktemp("adapter"), base_weights=base_weights)
+
+
+def test_fusion_slider_spans_retriever_order_to_llm_alone_without_a_model_call(adapted_pipeline, monkeypatch):
+    handlers = DemoHandlers(adapted_pipeline)
+    session = {**new_session(), "history": [1, 2, 3, 4]}
+    *_, result = handlers.recommend(session)
+    assert handlers.validation_share == pytest.approx(0.5)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the slider must not run the model")
+
+    monkeypatch.setattr(adapted_pipeline, "model", no_model)
+    start = time.perf_counter()
+    retriever_table, _ = handlers.ranking_view(session, result, 0.0)
+    elapsed = time.perf_counter() - start
+    assert list(retriever_table["Retriever rank"]) == list(range(1, 21)) and set(retriever_table["Change"]) == {"="}
+    llm_table, chart = handlers.ranking_view(session, result, 1.0)
+    probabilities = [c.probability for c in result.candidates]
+    assert list(llm_table["LLM"]) == sorted((round(p, 4) for p in probabilities), reverse=True)
+    assert set(llm_table["Change"]) != {"="}  # the random adapter disagrees with the retriever
+    chosen, _ = handlers.ranking_view(session, result, None)  # the validation-chosen fusion
+    assert list(chosen["Title"]) == [c.title for c in result.ranked()]
+    llm_bars, retriever_bars = chart.data
+    assert list(llm_bars.x)[::-1] == pytest.approx(list(llm_table["LLM"]), abs=1e-4)  # best on top
+    assert sum(retriever_bars.x) == pytest.approx(1.0, abs=1e-5)  # the retriever's softmax probabilities
+    assert elapsed < 0.05
+
+
+def test_llm_share_matches_the_fusion_weight(tiny_pipeline):
+    result = tiny_pipeline.recommend([1, 2, 3])
+    for weight in (0.0, 0.5, 2.0, 1000.0):
+        from recsys.ranker.fusion import final_order
+        probabilities = torch.tensor([c.probability for c in result.candidates])
+        scores = torch.tensor([c.retriever_score for c in result.candidates])
+        assert result.order_at(llm_share(weight)) == final_order(probabilities, scores, weight)
+
+
+def test_base_model_beside_the_adapter_in_one_more_pass(adapted_pipeline, tiny_tokenizer):
+    handlers = DemoHandlers(adapted_pipeline)
+    session = {**new_session(), "history": [5, 6, 7]}
+    summary, table, chart, prompt, reading, result = handlers.recommend(session, None, True)
+    base = candidate_probabilities(make_llama(tiny_tokenizer, seed=2), tiny_tokenizer, [result.prompt],
+                                   adapted_pipeline.letter_ids)[0]
+    got = torch.tensor([c.base_probability for c in result.candidates])
+    assert torch.allclose(got, base, atol=1e-5)  # exactly the base model, not an approximation
+    with_adapter = torch.tensor([c.probability for c in result.candidates])
+    assert not torch.allclose(with_adapter, base, atol=1e-3)
+    again = adapted_pipeline.recommend([5, 6, 7])  # the merged weights are back afterwards
+    assert torch.equal(torch.tensor([c.probability for c in again.candidates]), with_adapter)
+    assert BASE_COLUMN in table.columns and [t.name for t in chart.data][1] == "LLM base model (no adapter)"
+    assert "the base model without the adapter" in reading
+    default = adapted_pipeline.recommend([5, 6, 7])
+    assert all(c.base_probability is None for c in default.candidates)  # off by default: no extra pass
+
+
+def test_compare_is_refused_quietly_without_an_adapter(tiny_pipeline):
+    result = tiny_pipeline.recommend([1, 2], compare_base=True)
+    assert not tiny_pipeline.can_compare_base and all(c.base_probability is None for c in result.candidates)
+
+
+def test_verbalizer_reading_is_the_letters_share_of_the_next_token(tiny_pipeline, tiny_llama, tiny_tokenizer):
+    result = tiny_pipeline.recommend([1, 2, 3])
+    batch = tiny_tokenizer([result.prompt.text], return_tensors="pt")
+    with torch.no_grad():
+        full = torch.softmax(tiny_llama(**batch).logits[0, -1].float(), dim=-1)
+    assert result.letter_mass == pytest.approx(full[tiny_pipeline.letter_ids].sum().item(), rel=1e-4)
+    top_token, top_probability = result.top_other_tokens[0]
+    others = full.clone()
+    others[tiny_pipeline.letter_ids] = 0
+    assert top_probability == pytest.approx(others.max().item(), rel=1e-4)
+    assert top_token == tiny_tokenizer.decode([int(others.argmax())])
+    logits = letter_logits(tiny_llama, tiny_tokenizer, [result.prompt.text], tiny_pipeline.letter_ids)[0]
+    assert torch.allclose(torch.tensor([c.probability for c in result.candidates]), torch.softmax(logits, -1),
+                          atol=1e-5)
+    reading = DemoHandlers(tiny_pipeline).reading_markdown(result)
+    assert f"{result.letter_mass:.1%}" in reading and "one forward pass" in reading
+
+
+@pytest.mark.parametrize("typed, title", [
+    ("Amélie", "Amelie (2001)"), ("AMELIE", "Amelie (2001)"), ("Matrix, The", "The Matrix (1999)"),
+    ("the matrix", "The Matrix (1999)"), ("matrix (1999)", "The Matrix (1999)"), ("Se7en", "Se7en (1995)"),
+    ("Toy Story", "Toy Story (1995)"),  # exact beats the partial "Toy Story 2 (1999)"
+    ("godfather part ii", "The Godfather: Part II (1974)"),
+])
+def test_search_forgives_accents_case_punctuation_and_articles(typed, title):
+    assert [m.title for m in TitleSearch(make_catalog()).find(typed)] == [title]
+
+
+def test_search_keeps_partial_matches_when_nothing_is_exact():
+    found = {m.title for m in TitleSearch(make_catalog()).find("godfa")}
+    assert found == {"The Godfather (1972)", "The Godfather: Part II (1974)"}
+    assert TitleSearch(make_catalog()).find("  ,.  ") == []
+    assert search_key("Bug's Life, A (1998)") == search_key("A Bug’s Life (1998)") == "bugs life 1998"

