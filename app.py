@@ -38,6 +38,7 @@ QUEUE_SIZE = 64
 CSS = """
 .results-table table { min-width: 640px; }  /* narrow screens scroll the table instead of breaking words */
 .results-table td, .results-table th { word-break: normal !important; overflow-wrap: normal !important; }
+.results-table th { white-space: nowrap; }
 """
 
 
@@ -102,7 +103,8 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
                     chart = gr.Plot(label="LLM vs retriever probabilities")
                 with gr.Column(scale=4, min_width=300):
                     table = gr.Dataframe(pd.DataFrame(columns=RESULT_COLUMNS), label="Ranked candidates",
-                                         interactive=False, max_height=640, wrap=True, elem_classes="results-table")
+                                         interactive=False, max_height=640, wrap=True, elem_classes="results-table",
+                                         column_widths=["10%", "8%", "34%", "11%", "12%", "13%", "12%"])
             reading = gr.Markdown()
             with gr.Accordion("The exact prompt", open=False):
                 prompt = gr.Textbox(label="Prompt", lines=12, max_lines=60, interactive=False, buttons=["copy"])

@@ -185,7 +185,7 @@ def test_about_and_benchmark_tabs(tiny_pipeline, tmp_path, monkeypatch):
     (tmp_path / "retriever_quality.json").write_text(json.dumps(retriever))
     two = {"retriever": {"N@10": 0.3, "R@10": 0.6, "M@10": 0.2}, "two_stage": {"N@10": 0.35, "R@10": 0.7, "M@10": 0.25}}
     (tmp_path / "ranker_quality.json").write_text(json.dumps({"subset": two, "overall": two, "users": 120,
-                                                              "fusion_weight": 2.0}))
+                                                              "fusion_weight": 2.0, "ci95_diff_N@10": [0.01, 0.09]}))
     efficiency = {"by_title_len": {"20": {"verbalizer_ms": 900, "generation_ms": 30000, "ratio": 33.3}},
                   "throughput": {"batch_1": {"requests_per_second": 1.1}}, "device": "CPU"}
     (tmp_path / "efficiency.json").write_text(json.dumps(efficiency))
@@ -196,6 +196,7 @@ def test_about_and_benchmark_tabs(tiny_pipeline, tmp_path, monkeypatch):
     assert "| LlamaRec (Llama-2-7b), paper | – | 0.3766 | 0.7560 |" in full
     assert "| Two-stage, ours (fusion weight 2) | 0.2500 | 0.3500 | 0.7000 |" in full and "| 20 | 900 | 30,000 | 33.3× |" in full
     assert "Cold start 12.0 s" in full and "batch 1: requests per second 1.1" in full
+    assert "paired-bootstrap 95% interval [+0.0100, +0.0900]" in full
 
 
 def test_adapter_warning_only_without_an_adapter(tiny_pipeline):

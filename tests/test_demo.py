@@ -124,3 +124,23 @@ def test_search_keeps_partial_matches_when_nothing_is_exact():
     assert found == {"The Godfather (1972)", "The Godfather: Part II (1974)"}
     assert TitleSearch(make_catalog()).find("  ,.  ") == []
     assert search_key("Bug's Life, A (1998)") == search_key("A Bug’s Life (1998)") == "bugs life 1998"
+
+
+def test_about_tab_gives_the_adapters_recipe_and_measured_effect(tmp_path):
+    import json
+
+    from recsys.demo.pages import training_markdown
+
+    assert "base model ranks alone" in training_markdown(None)
+    assert "no training record" in training_markdown(tmp_path)
+    (tmp_path / "ranker_config.json").write_text(json.dumps({"fusion_weight": 1.0, "training": {
+        "examples": "heldout", "heldout_dir": "runs/heldout-30", "loss": "letters", "lr": 5e-4, "batch_size": 8,
+        "epochs": 1.0, "max_history": 10, "genres": False}}))
+    subset = {"retriever": {"N@10": 0.36}, "two_stage": {"N@10": 0.38}}
+    (tmp_path / "metrics.json").write_text(json.dumps({
+        "training_examples": 3639, "best_step": 300, "fusion_weight": 1.0, "test_users_in_subset": 119,
+        "test": {"subset": subset}, "test_llm_only": {"subset": {"two_stage": {"N@10": 0.35}}},
+        "test_ci95_diff_N@10": [-0.01, 0.05]}))
+    text = training_markdown(tmp_path)
+    assert "3639 ranking tasks" in text and "never saw those positions" in text and "20 letter logits" in text
+    assert "retriever order 0.3600, LLM alone 0.3500, two-stage 0.3800" in text and "[-0.0100, +0.0500]" in text

@@ -32,8 +32,45 @@ def facts_markdown(pipeline: Pipeline) -> str:
     facts = pipeline.describe()
     rows = "\n".join(f"| {names.get(k, k)} | {v} |" for k, v in facts.items())
     return (f"| Part | Setting |\n|---|---|\n{rows}\n| CPU threads | {torch.get_num_threads()} |\n\n"
-            "Data: MovieLens ml-latest-small (GroupLens Research, University of Minnesota), preprocessed as in "
+            + training_markdown(pipeline.adapter) +
+            "\n\nData: MovieLens ml-latest-small (GroupLens Research, University of Minnesota), preprocessed as in "
             "LlamaRec; redistributed under its license (`checkpoints/lrurec-ml-latest-small/DATA_LICENSE.txt`).")
+
+
+def training_markdown(adapter: str | Path | None) -> str:
+    """How the loaded adapter was trained and what it measurably changed, from its ranker_config.json and metrics.json."""
+    if adapter is None:
+        return "### The ranker\nNo adapter is loaded: the base model ranks alone."
+    try:
+        config = json.loads((Path(adapter) / "ranker_config.json").read_text()).get("training", {})
+        metrics = json.loads((Path(adapter) / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "### The ranker\n_This adapter has no training record (ranker_config.json, metrics.json)._"
+    source = ("LRURec's own top-20, in its order, from a second LRURec that never saw those positions "
+              f"(`{config.get('heldout_dir')}`)" if config.get("examples") == "heldout"
+              else "the ground truth among 19 random items, shuffled (the paper's)")
+    loss = ("cross-entropy over the 20 letter logits" if config.get("loss") == "letters"
+            else "next-token loss on the letter + EOS over the whole vocabulary (the paper's)")
+    test, alone = metrics.get("test", {}).get("subset", {}), metrics.get("test_llm_only", {}).get("subset", {})
+    retriever = test.get("retriever", {}).get("N@10")
+    lines = [
+        "### How the ranker was trained",
+        f"- Examples: {metrics.get('training_examples')} ranking tasks; candidates are {source}.",
+        f"- Loss: {loss}; LoRA on the base model, lr {config.get('lr')}, batch {config.get('batch_size')}, "
+        f"{config.get('epochs')} epoch(s), last {config.get('max_history')} history titles"
+        + (", titles with genres" if config.get("genres") else "") + ".",
+        f"- Kept: step {metrics.get('best_step')} (best validation NDCG@10); fusion weight "
+        f"{metrics.get('fusion_weight')} chosen on validation users.",
+    ]
+    if retriever is not None:
+        interval = metrics.get("test_ci95_diff_N@10")
+        lines.append(
+            f"- Test, valid-retrieval subset ({metrics.get('test_users_in_subset')} users), NDCG@10: retriever order "
+            f"{retriever:.4f}, LLM alone {alone.get('two_stage', {}).get('N@10', float('nan')):.4f}, two-stage "
+            f"{test['two_stage']['N@10']:.4f}"
+            + (f" (paired-bootstrap 95% interval of two-stage minus retriever: [{interval[0]:+.4f}, "
+               f"{interval[1]:+.4f}])" if interval else "") + ".")
+    return "\n".join(lines)
 
 
 def _read_result(name: str) -> dict | None:
@@ -89,6 +126,11 @@ def benchmarks_markdown() -> str:
             rows["Two-stage, ours" + (f" (fusion weight {weight:g})" if weight else "")] = ours.get("two_stage", {})
             rows.update({"LRURec, paper": paper["retriever"], "LlamaRec (Llama-2-7b), paper": paper["two_stage"]})
             parts.append(_metric_table(rows, ["M@10", "N@10", "R@10"]))
+        if "ci95_diff_N@10" in ranker:
+            low, high = ranker["ci95_diff_N@10"]
+            parts.append(f"Two-stage minus the retriever's order, subset NDCG@10: paired-bootstrap 95% interval "
+                         f"[{low:+.4f}, {high:+.4f}] (1,000 resamples of the subset's users; with so few users it "
+                         "is wide).")
     else:
         parts.append(_missing("ranker_quality"))
     parts.append("### Efficiency: verbalizer vs generation")
