@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# The paper's full ranker recipe (every training prefix, ~88k examples; QLoRA on CUDA) for a lent GPU.
+# The ranker recipes for a lent GPU (QLoRA on CUDA).
 # Usage: bash bench/train_ranker_gpu.sh [BASE_MODEL] [OUTPUT]
 #   BASE_MODEL: default smollm2-135m-instruct; e.g. meta-llama/Llama-2-7b-hf with hub access.
+#   RECIPE=paper (default): every training prefix (~88k examples), random negatives, full-vocabulary loss.
+#   RECIPE=heldout: the committed CPU recipe (held-out LRURec candidates, letter loss), paper budgets.
 # Several GPUs: replace `python -m` with `accelerate launch -m`.
 set -euo pipefail
 base=${1:-smollm2-135m-instruct}
-output=${2:-runs/ranker-full-$(basename "$base")}
+recipe=${RECIPE:-paper}
+output=${2:-runs/ranker-$recipe-$(basename "$base")}
 python -m recsys.retriever.candidates
-python -m recsys.ranker.train --base-model "$base" --output "$output" \
-  --lr 1e-4 --batch-size 16 --per-device-batch-size 4 --epochs 1 --warmup-steps 100 --eval-every 100 \
-  --max-history 20 --max-title-tokens 32 --max-prompt-tokens 1536
+budgets=(--max-history 20 --max-title-tokens 32 --max-prompt-tokens 1536)
+if [ "$recipe" = heldout ]; then
+  python -m recsys.ranker.heldout --holdout 30 --resume
+  python -m recsys.ranker.train --base-model "$base" --output "$output" --examples heldout --loss letters \
+    --lr 5e-4 --batch-size 8 --per-device-batch-size 8 --epochs 1 --warmup-steps 20 --eval-every 75 "${budgets[@]}"
+else
+  python -m recsys.ranker.train --base-model "$base" --output "$output" \
+    --lr 1e-4 --batch-size 16 --per-device-batch-size 4 --epochs 1 --warmup-steps 100 --eval-every 100 "${budgets[@]}"
+fi
 python bench/ranker_quality.py --base-model "$base" --adapter "$output" --json "$output/ranker_quality.json"
