@@ -24,7 +24,7 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from recsys.demo.handlers import COMPARISON_COLUMNS, RESULT_COLUMNS, DemoHandlers, new_session
+from recsys.demo.handlers import COMPARISON_COLUMNS, RESULT_COLUMNS, SLIDER_STEP, DemoHandlers, new_session
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
 from recsys.pipeline import Pipeline, PipelineConfig, default_adapter
 from recsys.ranker.base_model import cache_description
@@ -88,7 +88,7 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
                 recommend = gr.Button("Recommend", variant="primary", size="lg")
                 race = gr.Button("Race against generation", variant="secondary", size="lg")
             with gr.Row():
-                fusion = gr.Slider(0.0, 1.0, value=share, step=0.01, scale=4,
+                fusion = gr.Slider(0.0, 1.0, value=round(share, 2), step=SLIDER_STEP, scale=4,
                                    label="Fusion: 0 = the retriever's order … 1 = the LLM alone",
                                    info=f"The LLM's share s of the final score s·log p(LLM) + (1−s)·log p(retriever). "
                                         f"Validation chose s = {share:.2f} (fusion weight "
@@ -141,7 +141,7 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
                    concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
         fusion.change(handlers.ranking_view, [session, last, fusion], [table, chart], api_name="explore_fusion",
                       show_progress="hidden")
-        reset.click(lambda: share, None, fusion, api_visibility="private")
+        reset.click(lambda: round(share, 2), None, fusion, api_visibility="private")
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=8)
 
 

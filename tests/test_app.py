@@ -325,5 +325,9 @@ def test_default_models_recommend_a_preset():
     assert set(handlers.presets) == set(PRESETS)  # every preset title is in the real catalog
     assert (pipeline.adapter is None) == (RANKER_TRAIN_COMMAND in pipeline.describe()["adapter"])
     session, *_ = handlers.load_preset(new_session(), "Sci-fi fan")
-    summary, table, figure, prompt, reading, result = handlers.recommend(session)
+    summary, table, figure, prompt, reading, result = handlers.recommend(session, None, True)
     assert len(table) == 20 and "verbalizer ranking" in summary and prompt.endswith("### Response:\n")
+    if pipeline.adapter is not None:  # the committed adapter is trained: it moves candidates and differs from the base
+        llm_alone, _ = handlers.ranking_view(session, result, 1.0)
+        assert set(llm_alone["Change"]) != {"="}
+        assert any(abs(c.probability - c.base_probability) > 1e-3 for c in result.candidates)

@@ -154,7 +154,7 @@ def main(argv=None) -> None:
         demo, url = launch_app(pipeline, Path(temp_dir))
         try:
             movies = [("alien (1979)", "Alien (1979)"), ("blade runner", "Blade Runner (1982)"),
-                      ("the matrix", "The Matrix (1999)"), ("inception", "Inception (2010)")]
+                      ("the matrix (1999)", "The Matrix (1999)"), ("inception (2010)", "Inception (2010)")]
             shown = recommend_in_browser(url, movies, Path(args.screenshot))
         finally:
             demo.close()

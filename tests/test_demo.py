@@ -53,6 +53,8 @@ def test_fusion_slider_spans_retriever_order_to_llm_alone_without_a_model_call(a
     assert set(llm_table["Change"]) != {"="}  # the random adapter disagrees with the retriever
     chosen, _ = handlers.ranking_view(session, result, None)  # the validation-chosen fusion
     assert list(chosen["Title"]) == [c.title for c in result.ranked()]
+    shown, _ = handlers.ranking_view(session, result, 0.501)  # the slider's 2-decimal value of it
+    assert list(shown["Title"]) == list(chosen["Title"])
     llm_bars, retriever_bars = chart.data
     assert list(llm_bars.x)[::-1] == pytest.approx(list(llm_table["LLM"]), abs=1e-4)  # best on top
     assert sum(retriever_bars.x) == pytest.approx(1.0, abs=1e-5)  # the retriever's softmax probabilities

@@ -16,6 +16,7 @@ from recsys.ranker.fusion import llm_share
 HELD_OUT = "★ held out"
 RESULT_COLUMNS = ["Final rank", "Letter", "Title", "LLM", "Retriever", "Retriever rank", "Change"]
 BASE_COLUMN = "Base LLM"
+SLIDER_STEP = 0.01  # the fusion slider's resolution
 COMPARISON_COLUMNS = ["Position", "Verbalizer", "Generation (parsed)"]
 WHY_ONE_PASS = ("The answer is a single token, so one forward pass gives its whole distribution: reading it at the "
                 "letters A–T scores every candidate at once, where generating a ranked list needs a pass per token.")
@@ -204,11 +205,14 @@ class DemoHandlers:
     def ranking_view(self, session: dict, result: Recommendation | None, share: float | None = None):
         """(results table, opinions chart) of a recommendation at the LLM's `share` of the fused score; no model call.
 
-        `share` None is the validation-chosen fusion; 0 is the retriever's order, 1 the LLM alone.
+        `share` None (or the slider's rounding of it) is the validation-chosen fusion; 0 is the retriever's order,
+        1 the LLM alone.
         """
         if result is None:
             return pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure("Click Recommend first.")
         share = self.validation_share if share is None else min(max(float(share), 0.0), 1.0)
+        if abs(share - self.validation_share) < SLIDER_STEP / 2:  # the slider shows the chosen share to 2 decimals
+            share = self.validation_share
         target = session["target"]
         candidates = result.candidates
         order = result.order_at(share)
