@@ -15,7 +15,7 @@ from recsys.data.movielens import Rating, RawMovie, read_ml_latest_small
 from recsys.data.preprocess import build_dataset, k_core
 from recsys.data import sources
 from recsys.data.sources import download, find_dataset_dir
-from recsys.data.titles import clean_title, split_year
+from recsys.data.titles import alternative_titles, clean_title, split_year
 
 
 @pytest.mark.parametrize("raw, cleaned", [
@@ -26,9 +26,33 @@ from recsys.data.titles import clean_title, split_year
     ("Toy Story (1995)", "Toy Story (1995)"),
     ("Babylon 5", "Babylon 5"),
     ("Stranger Things (2016) ", "Stranger Things (2016)"),
+    ("(500) Days of Summer (2009)", "(500) Days of Summer (2009)"),  # parentheses that are the title stay
+    ("Evangelion: 3.0 You Can (Not) Redo (2012)", "Evangelion: 3.0 You Can (Not) Redo (2012)"),
+    ("Misérables, Les (1995)", "Les Misérables (1995)"),
+    ("Dolce Vita, La (1960)", "La Dolce Vita (1960)"),
+    ("Auberge espagnole, L' (2002)", "L'Auberge espagnole (2002)"),
+    ("Boot, Das (Boat, The) (1981)", "Das Boot (1981)"),
+    ("300 (2007)", "300 (2007)"),
 ])
 def test_clean_title(raw, cleaned):
     assert clean_title(raw) == cleaned
+
+
+def test_alternative_titles_are_kept_for_search():
+    assert alternative_titles("Boot, Das (Boat, The) (1981)") == ["The Boat"]
+    assert alternative_titles("Léon: The Professional (a.k.a. The Professional) (Léon) (1994)") == ["The Professional", "Léon"]
+    assert alternative_titles("School of Flesh, The (École de la chair, L') (1998)") == ["L'École de la chair"]
+    assert alternative_titles("(500) Days of Summer (2009)") == []
+
+
+def test_committed_catalog_has_real_titles():
+    from recsys.data.catalog import Catalog
+    from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
+
+    titles = {m.title: m for m in Catalog.load(DEFAULT_CHECKPOINT).movies}
+    assert "(500) Days of Summer (2009)" in titles and "Days of Summer (2009)" not in titles
+    assert "Les Misérables (1995)" in titles and "Das Boot (1981)" in titles
+    assert titles["Das Boot (1981)"].alternative_titles == ("The Boat",)
 
 
 def test_split_year():

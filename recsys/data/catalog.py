@@ -20,6 +20,7 @@ class Movie:
     year: int | None
     genres: tuple[str, ...]
     source_id: int  # the raw MovieLens movieId
+    alternative_titles: tuple[str, ...] = ()  # other names in the raw MovieLens title, for search
 
 
 class Catalog:
@@ -55,8 +56,10 @@ class Catalog:
         """Write `catalog.json` into `folder` and return its path."""
         path = Path(folder) / CATALOG_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [[m.item_id, m.title, m.year, list(m.genres), m.source_id] for m in self.movies]
-        payload = {"dataset": self.dataset, "columns": ["item_id", "title", "year", "genres", "source_id"], "movies": rows}
+        rows = [[m.item_id, m.title, m.year, list(m.genres), m.source_id, list(m.alternative_titles)]
+                for m in self.movies]
+        payload = {"dataset": self.dataset, "columns": ["item_id", "title", "year", "genres", "source_id",
+                                                        "alternative_titles"], "movies": rows}
         path.write_text(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
         return path
 
@@ -70,8 +73,9 @@ class Catalog:
             raise FileNotFoundError(f"{path}: catalog not found")
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
-            movies = [Movie(int(i), str(t), None if y is None else int(y), tuple(g), int(s))
-                      for i, t, y, g, s in payload["movies"]]
+            movies = [Movie(int(i), str(t), None if y is None else int(y), tuple(g), int(s),
+                            tuple(str(a) for a in (alt[0] if alt else ())))
+                      for i, t, y, g, s, *alt in payload["movies"]]
             return cls(movies, payload["dataset"])
         except (ValueError, KeyError, TypeError) as error:  # ValueError covers bad JSON and bad UTF-8
             raise ValueError(f"{path}: corrupt catalog ({one_line(error)})") from error

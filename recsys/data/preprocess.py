@@ -9,7 +9,7 @@ from pathlib import Path
 from recsys.data.catalog import Catalog, Movie
 from recsys.data.movielens import READERS, Rating, RawMovie
 from recsys.data.sources import find_dataset_dir
-from recsys.data.titles import clean_title, split_year
+from recsys.data.titles import alternative_titles, clean_title, split_year
 
 MIN_INTERACTIONS = 5  # 5-core: users and items with at least this many interactions
 
@@ -84,7 +84,8 @@ def build_dataset(name: str, ratings: list[Rating], movies: list[RawMovie]) -> S
     catalog_rows = []
     for raw_id, item_id in item_map.items():
         raw = titled[raw_id]
-        catalog_rows.append(Movie(item_id, clean_title(raw.title), split_year(raw.title)[1], raw.genres, raw_id))
+        catalog_rows.append(Movie(item_id, clean_title(raw.title), split_year(raw.title)[1], raw.genres, raw_id,
+                                  tuple(alternative_titles(raw.title))))
     return SequenceDataset(name, sequences, Catalog(catalog_rows, name))
 
 

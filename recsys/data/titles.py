@@ -1,10 +1,21 @@
-"""MovieLens title cleaning, as in the LlamaRec reference preprocessing."""
+"""MovieLens title cleaning: the display title (paper-style) and the alternative titles of a raw MovieLens name.
+
+MovieLens writes "Main title, Article (Alternative title) (a.k.a. Another) (Year)". The paper's
+cleaning keeps the main title, moves its trailing article to the front and re-appends the year.
+Here only the parenthesised groups at the *end* of the name are alternative titles, so parentheses
+inside a title survive ("(500) Days of Summer (2009)"), and articles of the languages MovieLens uses
+are moved, not only The/A/An ("Misérables, Les" -> "Les Misérables").
+"""
 
 import re
 
 _YEAR = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
-_PARENS = re.compile(r"\s*\([^()]*\)")
-_ARTICLE = re.compile(r"^(.*), (The|A|An)$")
+_TRAILING_GROUP = re.compile(r"\s*\(([^()]*)\)\s*$")
+# Trailing articles seen in MovieLens titles: English, French, Spanish, Italian, German, Scandinavian.
+ARTICLES = ("The", "A", "An", "Le", "La", "Les", "L'", "El", "Los", "Las", "Lo", "Il", "I", "Gli", "Der", "Die",
+            "Das", "Den", "Det", "Un", "Une")
+_ARTICLE = re.compile(r"^(.*), (" + "|".join(re.escape(a) for a in ARTICLES) + r")$")
+_AKA = re.compile(r"^a\.k\.a\.\s*", re.IGNORECASE)
 
 
 def split_year(raw_title: str) -> tuple[str, int | None]:
@@ -16,16 +27,39 @@ def split_year(raw_title: str) -> tuple[str, int | None]:
     return title[: match.start()].strip(), int(match.group(1))
 
 
-def clean_title(raw_title: str) -> str:
-    """Clean a MovieLens title for the LLM prompt.
+def front_article(title: str) -> str:
+    """Move a trailing article to the front: "Matrix, The" -> "The Matrix", "Auberge espagnole, L'" -> "L'Auberge espagnole"."""
+    match = _ARTICLE.match(title.strip())
+    if match is None:
+        return title.strip()
+    body, article = match.groups()
+    return f"{article}{body}" if article.endswith("'") else f"{article} {body}"
 
-    Strips the trailing year, drops other parenthesised text (alternative titles), moves a
-    trailing article to the front and re-appends the year:
-    "City of Lost Children, The (Cité des enfants perdus, La) (1995)" -> "The City of Lost Children (1995)".
+
+def split_title(raw_title: str) -> tuple[str, list[str], int | None]:
+    """(main title, alternative titles, year) of a raw MovieLens name, articles in front.
+
+    "City of Lost Children, The (Cité des enfants perdus, La) (1995)" ->
+    ("The City of Lost Children", ["La Cité des enfants perdus"], 1995).
+    A title that is only parentheses keeps them: "(500) Days of Summer (2009)" -> ("(500) Days of Summer", [], 2009).
     """
     title, year = split_year(raw_title)
-    title = _PARENS.sub("", title).strip()
-    match = _ARTICLE.match(title)
-    if match is not None:
-        title = f"{match.group(2)} {match.group(1)}"
+    alternatives = []
+    while (match := _TRAILING_GROUP.search(title)) is not None and match.start() > 0:
+        alternatives.insert(0, front_article(_AKA.sub("", match.group(1))))
+        title = title[: match.start()].rstrip()
+    return front_article(title), [a for a in alternatives if a], year
+
+
+def clean_title(raw_title: str) -> str:
+    """The display title used in the catalog, the search and the LLM's prompt: main title, article in front, year.
+
+    "City of Lost Children, The (Cité des enfants perdus, La) (1995)" -> "The City of Lost Children (1995)".
+    """
+    title, _, year = split_title(raw_title)
     return title if year is None else f"{title} ({year})"
+
+
+def alternative_titles(raw_title: str) -> list[str]:
+    """The alternative titles in a raw MovieLens name (for search), articles in front, "a.k.a." dropped."""
+    return split_title(raw_title)[1]
