@@ -10,6 +10,12 @@ times are read from the result summary. Every response carries the teaching pane
 retriever chart, what the verbalizer reads); `compare_base_p50_ms` times the same clicks with "compare
 with the base model" ticked (one more forward pass). Extra app.py flags follow `--`, e.g. `-- --threads 1`.
 Goals on 2 idle CPU cores (warm model cache): cold start < 10 s, Recommend p50 < 500 ms.
+
+The floor: once the app has stopped, a plain matmul is timed at each of the served prompt's shapes
+(the median prompt of the clicks, tokenized as the app does), in the app's dtype with the app's torch
+threads (`recsys.floor`). Recommend p50 / floor and the server's verbalizer p50 / floor say how far
+the serving path is from what this machine's matmuls allow. The JSON names the machine (CPU model,
+flags, the app's dtype and threads, load average at the start).
 """
 
 from __future__ import annotations
@@ -25,12 +31,18 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from recsys.floor import against_floor, prompt_floor  # noqa: E402
+from recsys.machine import describe_machine, machine_record  # noqa: E402
 from recsys.results import write_json  # noqa: E402
+
 GOALS = {"cold_start_s": 10.0, "p50_ms": 500.0}
 STAGE_TIMES = re.compile(r"\*\*(?:retrieval|verbalizer ranking)\*\* ([\d,.]+) ms", re.I)  # from the summary
 PRESETS = ["Sci-fi fan", "Animation & family", "Crime classics", "Romantic comedies", "Horror night", "World cinema"]
@@ -68,11 +80,57 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+@dataclass
+class ServedSetting:
+    """What app.py runs with for the given flags: base model, device, dtype and torch threads."""
+
+    base_model: str | None
+    device: torch.device
+    dtype: torch.dtype
+    precision: str  # as the JSON records it: the dtype, or "4-bit NF4" on CUDA
+    threads: int
+
+
+def served_setting(app_args: list[str]) -> ServedSetting:
+    """Read app.py's own flag parsing and defaults for `app_args` (the same rules the app applies)."""
+    import app
+    from recsys.ranker.model import RankerLoadConfig, cpu_dtype, pick_device, use_4bit
+
+    args = app.parse_args(app_args)
+    device = pick_device("auto")
+    quantized = use_4bit(RankerLoadConfig(base_model=args.base_model), device)
+    dtype = torch.bfloat16 if device.type == "cuda" else cpu_dtype(args.precision)
+    precision = "4-bit NF4" if quantized else str(dtype).replace("torch.", "")
+    return ServedSetting(args.base_model, device, dtype, precision, args.threads or app.default_threads())
+
+
+def prompt_tokens(base_model: str | None, prompt_texts: list[str]) -> int:
+    """Median token count of the prompts the app showed, with the base model's tokenizer."""
+    from recsys.ranker.model import load_tokenizer
+
+    tokenizer = load_tokenizer(base_model)
+    return int(statistics.median(len(tokenizer(text).input_ids) for text in prompt_texts))
+
+
+def served_floor(setting: ServedSetting, num_tokens: int) -> dict:
+    """`recsys.floor.prompt_floor` of a `num_tokens` prompt for the served model, with the app's dtype and threads."""
+    from transformers import AutoConfig
+
+    from recsys.ranker.base_model import resolve_base_model
+
+    config = AutoConfig.from_pretrained(resolve_base_model(setting.base_model))
+    torch.set_num_threads(setting.threads)
+    return prompt_floor(config, num_tokens, setting.dtype, setting.device)
+
+
 def measure(requests: int, app_args: list[str], start_timeout_s: float) -> dict:
-    """Start the app, time the cold start and `requests` Recommend clicks; returns the result dict."""
+    """Start the app, time the cold start and `requests` Recommend clicks, then the floor; returns the result dict."""
     from gradio_client import Client
 
-    load_at_start = round(os.getloadavg()[0], 2)
+    setting = served_setting(app_args)
+    machine = machine_record(setting.precision, setting.device, setting.threads)
+    print(f"machine: {describe_machine(machine)}", flush=True)
+    load_at_start = machine["load_average_1min_at_start"]
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": tempfile.mkdtemp()}
@@ -89,7 +147,7 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float) -> dict:
         cold_start_s = time.perf_counter() - start
         client = Client(url, verbose=False)
         users = [value for _, value in _user_choices(client)]
-        latencies, stages, compared = [], [], []
+        latencies, stages, compared, prompts = [], [], [], []
         share = _default_share(client)
         for index in range(requests):
             if index % 2 == 0 or not users:
@@ -97,8 +155,9 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float) -> dict:
             else:
                 client.predict(users[(index * 37) % len(users)], api_name="/load_test_user")
             began = time.perf_counter()
-            summary, table, *_ = client.predict(share, False, api_name="/recommend")
+            summary, table, _, prompt, *_ = client.predict(share, False, api_name="/recommend")
             latencies.append((time.perf_counter() - began) * 1000)
+            prompts.append(prompt)
             if len(table["data"]) == 0:
                 raise SystemExit(f"Recommend returned no results: {summary}")
             stages.append([float(v.replace(",", "")) for v in STAGE_TIMES.findall(summary)])
@@ -108,15 +167,18 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float) -> dict:
     finally:
         process.terminate()
         process.wait(timeout=30)
-    return {"cold_start_s": round(cold_start_s, 2), "p50_ms": round(percentile(latencies, 50), 1),
+    floor = served_floor(setting, prompt_tokens(setting.base_model, prompts))  # with the app stopped: no contention
+    p50_ms, verbalizer_ms = percentile(latencies, 50), statistics.median(s[1] for s in stages)
+    floor.update(against_floor(floor, recommend_p50=p50_ms, server_verbalizer_p50=verbalizer_ms))
+    return {"cold_start_s": round(cold_start_s, 2), "p50_ms": round(p50_ms, 1),
             "p95_ms": round(percentile(latencies, 95), 1), "mean_ms": round(statistics.mean(latencies), 1),
             "server_retrieval_p50_ms": round(statistics.median(s[0] for s in stages), 1),
-            "server_verbalizer_p50_ms": round(statistics.median(s[1] for s in stages), 1),
+            "server_verbalizer_p50_ms": round(verbalizer_ms, 1), "floor": floor,
             "compare_base_p50_ms": round(percentile(compared, 50), 1),
             "requests": requests, "latencies_ms": [round(v, 1) for v in latencies],
             "cpu_cores": os.cpu_count(), "load_average_1min_at_start": load_at_start,
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-            "platform": platform.platform(), "app_args": app_args, "goals": GOALS}
+            "platform": platform.platform(), "app_args": app_args, "goals": GOALS, "machine": machine}
 
 
 def _user_choices(client) -> list[tuple[str, int]]:
@@ -146,6 +208,7 @@ def main(argv=None) -> dict:
     parser.add_argument("app_args", nargs="*", help="extra flags for app.py (after --), e.g. -- --adapter none")
     args = parser.parse_args(argv)
     result = measure(args.requests, args.app_args, args.start_timeout)
+    floor = result["floor"]
     print(f"| metric | measured | goal |\n|---|---|---|\n"
           f"| cold start (s) | {result['cold_start_s']:.1f} | < {GOALS['cold_start_s']:.0f} |\n"
           f"| Recommend p50 (ms) | {result['p50_ms']:,.0f} | < {GOALS['p50_ms']:,.0f} |\n"
@@ -153,9 +216,13 @@ def main(argv=None) -> dict:
           f"| Recommend + base model, p50 (ms) | {result['compare_base_p50_ms']:,.0f} | |\n"
           f"| of which retrieval / verbalizer, p50 (ms) | {result['server_retrieval_p50_ms']:,.0f} / "
           f"{result['server_verbalizer_p50_ms']:,.0f} | |\n"
+          f"| floor: the prompt's matmuls alone (ms; {floor['prompt_tokens']} tokens, {floor['forward_gflops']} "
+          f"GFLOP, {floor['dtype']}, {floor['threads']} thread(s)) | {floor['floor_ms']:,.0f} | |\n"
+          f"| Recommend p50 / floor | {floor['recommend_p50_over_floor']:.2f}x | |\n"
+          f"| server verbalizer p50 / floor | {floor['server_verbalizer_p50_over_floor']:.2f}x | |\n"
           f"({result['requests']} requests, {result['cpu_cores']} CPU cores, "
           f"1-min load average at the start {result['load_average_1min_at_start']}, "
-          f"at the end {result['load_average_1min_at_end']})")
+          f"at the end {result['load_average_1min_at_end']})\nmachine: {describe_machine(result['machine'])}")
     write_json(args.json, result)
     return result
 

@@ -6,14 +6,20 @@ For a few real test users (history + the retriever's top-20), with candidate tit
 20 and 40 tokens and uncut, it times on the same prompts in one run: the verbalizer (one forward
 pass, 20 letter logits) and the generation baseline (greedy decoding of the ranked titles, KV
 cache, stopped at EOS or at the length of all titles). Then the verbalizer's throughput at batch 1
-and 8, a ladder of speed-ups each timed before and after, and the time floor: the prompt's forward
-FLOPs over the measured matmul rate. Writes JSON and a figure like the paper's Fig. 3.
+and 8, a ladder of speed-ups each timed before and after, and the time floor: a plain matmul timed
+at each of the prompt's shapes, in the model's dtype with the run's threads (`recsys.floor`).
+Writes JSON (with the machine: CPU, flags, dtype, threads, load at the start) and a figure like
+the paper's Fig. 3.
+
+Steps the hardware can only emulate are skipped, and the output says so: bf16 on a CPU without
+AVX512-BF16 or AMX (slower than fp32 there, not faster), and 4-bit NF4 on any CPU. Asking for
+them explicitly (--dtype bfloat16, --quantization 4bit) on such a CPU stops with a message;
+--allow-emulated measures them anyway.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,13 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys import NUM_CANDIDATES  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
+from recsys.floor import against_floor, prompt_floor  # noqa: E402
+from recsys.machine import auto_dtype, describe_machine, emulation, machine_record  # noqa: E402
 from recsys.ranker.generation import answer_length, generate_ranking  # noqa: E402
-from recsys.ranker.model import RankerLoadConfig, describe, load_ranker  # noqa: E402
+from recsys.ranker.model import RankerLoadConfig, describe, load_ranker, pick_device  # noqa: E402
 from recsys.ranker.prompt import PromptConfig, build_prompt  # noqa: E402
 from recsys.ranker.verbalizer import (build_prefix_cache, cached_letter_logits, candidate_probabilities,  # noqa: E402
                                       letter_logits, letter_token_ids, position_ids, tokenize_prompts)
+from recsys.results import write_json  # noqa: E402
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model  # noqa: E402
-from recsys.timing import TimingConfig, matmul_flops_per_second, median, time_call  # noqa: E402
+from recsys.timing import TimingConfig, median, time_call  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLE_LENGTHS = ("5", "10", "20", "40", "uncut")  # the paper's sweep of title lengths, plus the titles as they are
@@ -60,6 +69,7 @@ class EfficiencyConfig:
     data_dir: str | None = None
     title_lengths: tuple[str, ...] = TITLE_LENGTHS
     speed_steps: bool = True
+    allow_emulated: bool = False  # measure bf16 / 4-bit even where the hardware only emulates them
     figure: str = str(ROOT / "assets" / "efficiency.png")
     json: str | None = None
 
@@ -92,33 +102,12 @@ class SweepPoint:
     sample_output: str = field(default="", repr=False)
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 matmuls natively (CUDA with bf16, or a CPU with AVX512-BF16 or AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch.cpu probes, absent in old torch
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"auto" -> bfloat16 when `native_bf16(device)`, else float32; or the dtype named."""
+    """"auto" -> bfloat16 where `device` computes it natively (`recsys.machine.auto_dtype`), else float32;
+    or the dtype named."""
     if name == "auto":
-        return torch.bfloat16 if native_bf16(device) else torch.float32
+        return auto_dtype(device)
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
-
-
-def forward_flops(config, num_tokens: int, scored_positions: int = 1) -> float:
-    """FLOPs of one Llama-style forward over `num_tokens`.
-
-    Matmuls only: the linear layers, causal attention (QK^T and AV), the LM head on `scored_positions`.
-    """
-    hidden, heads = config.hidden_size, config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
-    per_layer = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + 3 * hidden * config.intermediate_size
-    linear = 2 * num_tokens * per_layer * config.num_hidden_layers
-    attention = 2 * 2 * config.num_hidden_layers * heads * head_dim * num_tokens * (num_tokens + 1) / 2
-    return linear + attention + 2 * hidden * config.vocab_size * scored_positions
 
 
 def load_requests(config: EfficiencyConfig, count: int) -> list[Request]:
@@ -224,8 +213,9 @@ def speed_steps(model, tokenizer, texts: list[str], letter_ids: list[int], confi
     Starts from a plain full-precision forward (no_grad, eager attention, LM head on every position)
     and adds inference_mode, last-position LM head, SDPA, the cached instruction prefix, batching
     and bf16, in that order. The batch repeats the first prompt, so that per-request times compare
-    like for like (padding costs show in `throughput`, on different prompts). Leaves the model in
-    bf16 when it was not quantized.
+    like for like (padding costs show in `throughput`, on different prompts). The bf16 rows are
+    skipped, with a row saying why, where the device only emulates bf16 (unless allow_emulated);
+    otherwise the model is left in bf16 when it was not quantized.
     """
     one, batch = texts[:1], texts[:1] * config.batch_size
     timing = TimingConfig(1, config.repeats)
@@ -254,7 +244,11 @@ def speed_steps(model, tokenizer, texts: list[str], letter_ids: list[int], confi
             lambda: cached_letter_logits(model, tokenizer, one, letter_ids, prefix))
     measure(f"+ batch of {len(batch)} (time per request)",
             lambda: cached_letter_logits(model, tokenizer, batch, letter_ids, prefix), len(batch))
-    if not quantized:
+    bf16_emulated = None if config.allow_emulated else emulation(model.device, torch.bfloat16)
+    if not quantized and bf16_emulated:
+        rows.append({"step": "+ bf16 weights and activations", "skipped": bf16_emulated})
+        print(f"  {'+ bf16 weights and activations':<58} skipped: {bf16_emulated}", flush=True)
+    elif not quantized:
         full_precision = letter_logits(model, tokenizer, texts, letter_ids)
         model.to(torch.bfloat16)
         prefix = build_prefix_cache(model, tokenizer)
@@ -279,17 +273,12 @@ def agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
 
 
 def time_floor(model, tokenizer, text: str, measured_ms: float) -> dict:
-    """The prompt's forward FLOPs over the measured matmul rate in the model's dtype, beside the measured time."""
+    """`recsys.floor.prompt_floor` of `text` in the model's compute dtype (bf16 for 4-bit), beside the measured time."""
     dtype = next(model.parameters()).dtype
-    num_tokens = len(tokenizer(text).input_ids)
-    flops = forward_flops(model.config, num_tokens)
-    size = 4096 if model.device.type == "cuda" else 1024
-    rate = matmul_flops_per_second(model.device, dtype, size, TimingConfig(2, 5))
-    floor_ms = 1000 * flops / rate
-    return {"prompt_tokens": num_tokens, "forward_gflops": round(flops / 1e9, 2),
-            "matmul_gflops_per_second": round(rate / 1e9, 1), "dtype": str(dtype).replace("torch.", ""),
-            "floor_ms": round(floor_ms, 1), "measured_ms": round(measured_ms, 1),
-            "measured_over_floor": round(measured_ms / floor_ms, 2)}
+    dtype = torch.bfloat16 if getattr(model, "is_loaded_in_4bit", False) else dtype  # NF4 computes in bf16
+    floor = prompt_floor(model.config, len(tokenizer(text).input_ids), dtype, model.device)
+    return {**floor, "measured_ms": round(measured_ms, 1),
+            "measured_over_floor": against_floor(floor, measured=measured_ms)["measured_over_floor"]}
 
 
 def plot(points: dict[str, SweepPoint], setting: str, path: str | Path) -> Path:
@@ -345,6 +334,10 @@ def run(config: EfficiencyConfig) -> dict:
         torch.set_num_threads(config.threads)
     load_config_ = RankerLoadConfig(base_model=config.base_model, adapter=config.adapter, device=config.device,
                                     quantization=config.quantization)
+    target = pick_device(config.device)
+    reason = None if config.allow_emulated else emulation(target, pick_dtype(config.dtype, target), config.quantization)
+    if reason:
+        raise SystemExit(f"not measured: {reason}. Pass --allow-emulated to measure it anyway.")
     model, tokenizer = load_ranker(load_config_)
     facts = describe(load_config_)
     gpu = model.device.type == "cuda"
@@ -353,6 +346,8 @@ def run(config: EfficiencyConfig) -> dict:
         model.to(pick_dtype(config.dtype, model.device))
     precision = facts["quantization"] if quantized else str(next(model.parameters()).dtype).replace("torch.", "")
     threads = torch.get_num_threads()
+    machine = machine_record(precision, model.device)
+    print(f"machine: {describe_machine(machine)}", flush=True)
     device = facts["device"] if gpu else f"CPU, {threads} thread{'s' if threads > 1 else ''}"
     if not torch.cuda.is_available():
         device += " (no GPU available)"
@@ -381,9 +376,10 @@ def run(config: EfficiencyConfig) -> dict:
     single_ms = 1000 * time_call(lambda: letter_logits(model, tokenizer, headline_texts[:1], letter_ids),
                                  model.device, TimingConfig(1, config.repeats)).median_seconds
     floor = time_floor(model, tokenizer, headline_texts[0], single_ms)
-    print(f"floor: {floor['forward_gflops']} GFLOP for {floor['prompt_tokens']} tokens at "
-          f"{floor['matmul_gflops_per_second']} GFLOP/s ({floor['dtype']} matmul) = {floor['floor_ms']} ms; "
-          f"measured {floor['measured_ms']} ms = {floor['measured_over_floor']}x the floor")
+    print(f"floor: {floor['forward_gflops']} GFLOP for {floor['prompt_tokens']} tokens, each matmul timed at its "
+          f"shape ({floor['dtype']}, {floor['threads']} thread(s)): {floor['floor_ms']} ms "
+          f"({floor['achieved_gflops_per_second']} GFLOP/s); verbalizer measured {floor['measured_ms']} ms = "
+          f"{floor['measured_over_floor']}x the floor")
     steps = []
     if config.speed_steps:
         print("verbalizer speed-ups (cumulative, same prompt):")
@@ -399,6 +395,7 @@ def run(config: EfficiencyConfig) -> dict:
         "speed_steps": steps,
         "floor": floor,
         "device": device,
+        "machine": machine,
         "gpu_available": torch.cuda.is_available(),
         "base_model": facts["base_model"],
         "precision": precision,
@@ -413,8 +410,7 @@ def run(config: EfficiencyConfig) -> dict:
     figure = plot(points, f"{facts['base_model']}, {precision}, {device}", config.figure)
     print(f"figure: {figure}")
     if config.json:
-        Path(config.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(config.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(config.json, result)
         print(f"json: {config.json}")
     print(f"done in {result['seconds']:.0f} s")
     return result
@@ -440,6 +436,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--title-lengths", nargs="+", default=list(defaults.title_lengths),
                         help="token limits and/or 'uncut'")
     parser.add_argument("--no-speed-steps", dest="speed_steps", action="store_false")
+    parser.add_argument("--allow-emulated", action="store_true",
+                        help="also measure bf16 / 4-bit where the hardware only emulates them (minutes a step)")
     parser.add_argument("--figure", default=defaults.figure)
     parser.add_argument("--json", default=defaults.json)
     args = parser.parse_args(argv)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recsys.machine import machine_record  # noqa: E402
 from recsys.results import write_json  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
 from recsys.metrics import format_table  # noqa: E402
@@ -45,6 +46,7 @@ def main(argv=None) -> dict:
     adapter = None if args.adapter == "none" else args.adapter
     model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=adapter,
                                                     cpu_precision=args.precision))
+    machine = machine_record("4-bit NF4" if getattr(model, "is_loaded_in_4bit", False) else model.dtype, model.device)
     dataset = load_dataset("ml-latest-small", args.data_dir)
     candidates = load_candidates(args.retriever)["test"]
     rows = subset_rows(candidates, args.max_users)
@@ -71,7 +73,7 @@ def main(argv=None) -> dict:
     gain = result["subset"]["two_stage"]["N@10"] / max(result["subset"]["retriever"]["N@10"], 1e-9) - 1
     print(f"\nsubset NDCG@10 change over the retriever's order: {gain:+.1%} (paper, 7B: +11.9%); "
           f"paired-bootstrap 95% interval of the difference [{low:+.4f}, {high:+.4f}] over {len(rows)} users")
-    write_json(args.json, result)
+    write_json(args.json, result, machine)
     return result
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recsys.machine import machine_record  # noqa: E402
 from recsys.results import write_json  # noqa: E402
 from recsys import NUM_CANDIDATES  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
@@ -30,6 +31,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     model = load_model(args.checkpoint)
+    machine = machine_record("float32")  # LRURec scores in fp32 on the CPU
     dataset = load_dataset(load_config(args.checkpoint).get("dataset", "ml-latest-small"), args.data_dir)
     _, histories, targets = split_inputs(dataset, "test")
     ranks = target_ranks(model, histories, targets)
@@ -42,7 +44,7 @@ def main(argv=None) -> dict:
     print(" " * 17 + "".join(f"{v:>9}" for v in verdict))
     print(f"coverage@{NUM_CANDIDATES} (target in top-{NUM_CANDIDATES}): {coverage:.4f}  (paper: about 0.20)")
     result = {"ours": ours, "paper": PAPER_LRUREC, f"coverage@{NUM_CANDIDATES}": coverage, "users": len(ranks)}
-    write_json(args.json, result)
+    write_json(args.json, result, machine)
     return result
 
 
