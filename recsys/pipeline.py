@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -303,10 +304,12 @@ class Pipeline:
             candidate.probability = probability
         return result
 
-    def race(self, recommendation: Recommendation) -> RaceResult:
+    def race(self, recommendation: Recommendation, on_token: Callable[[int], None] | None = None) -> RaceResult:
         """Run the generation baseline on the recommendation's history and candidates and time it.
 
-        Never raises for a failing baseline: the error is returned in `RaceResult.error`.
+        `on_token` receives each generated token id as it is chosen (see `generate_ranking`: keep it cheap,
+        it runs inside the timed loop). Never raises for a failing baseline: the error is returned in
+        `RaceResult.error`.
         """
         race = RaceResult(recommendation)
         if recommendation.ranking is None:
@@ -316,7 +319,7 @@ class Pipeline:
             history_titles = self.catalog.titles(recommendation.history[-self.prompt_config.max_history:])
             generated = generate_ranking(self.model, self.tokenizer, history_titles,
                                          [c.title for c in recommendation.candidates], self.prompt_config,
-                                         self.generation_max_new_tokens)
+                                         self.generation_max_new_tokens, on_token=on_token)
         except Exception as error:  # noqa: BLE001 (a failed baseline is shown, never crashes the app)
             race.error = f"{type(error).__name__}: {error}"
             return race

@@ -88,3 +88,13 @@ def test_generation_stops_at_eos(tokenizer):
     result = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:])
     assert result.num_generated_tokens == 0 and result.text == ""
     assert result.ranking == [0, 1, 2, 3, 4]
+
+
+def test_on_token_receives_each_generated_token_as_chosen(model, tokenizer):
+    config = PromptConfig(max_title_tokens=6)
+    received = []
+    streamed = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=12,
+                                on_token=received.append)
+    plain = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=12)
+    assert len(received) == streamed.num_generated_tokens == plain.num_generated_tokens > 0
+    assert tokenizer.decode(received, skip_special_tokens=True) == streamed.text == plain.text

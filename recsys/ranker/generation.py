@@ -13,6 +13,7 @@ import difflib
 import re
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -98,12 +99,15 @@ def answer_length(tokenizer, candidate_titles: list[str]) -> int:
 @torch.inference_mode()
 def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titles: list[str],
                      prompt_config: PromptConfig = PromptConfig(),
-                     max_new_tokens: int | None = None) -> GenerationResult:
+                     max_new_tokens: int | None = None,
+                     on_token: Callable[[int], None] | None = None) -> GenerationResult:
     """Rank the candidates by letting the model write their titles, best first, one per line.
 
     Greedy decoding, one token per forward pass on the KV cache. `max_new_tokens` defaults to
     `answer_length` of the (cut) candidate titles shown in the prompt. The returned ranking indexes
-    `candidate_titles`.
+    `candidate_titles`. `on_token`, when given, receives each generated token id (EOS excluded) as
+    soon as it is chosen, on this thread and inside the timed loop: keep it as cheap as `queue.put`
+    and decode elsewhere.
     """
     start = time.perf_counter()
     prompt = build_prompt(tokenizer, history_titles, candidate_titles, prompt_config,
@@ -122,6 +126,8 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
         if token in eos_ids:
             break
         generated.append(token)
+        if on_token is not None:
+            on_token(token)
         if len(generated) == budget:
             break
         outputs = model(input_ids=next_token, cache=outputs.cache, use_cache=True)
