@@ -1,79 +1,119 @@
-"""Two-stage quality: the retriever's order vs LlamaRec re-ranking on the test users, beside the paper.
+"""Two-stage quality, ablated: which part of the final ranking each opinion (retriever, co-watch, LLM) earns.
 
 `python bench/ranker_quality.py --json bench/results/ranker_quality.json`
-Paper: Table 3 (valid-retrieval subset, N@10 / R@10) and Table 1 (all users), ML = ml-latest-small.
-`ci95_diff_N@10` is a paired bootstrap (1,000 resamples over the subset's users) of two-stage minus
-the retriever's order, subset NDCG@10: with ~120 users it is wide.
+`python bench/ranker_quality.py --dataset ml-100k --retriever runs/lrurec-ml-100k --json bench/results/ranker_quality_ml-100k.json`
+
+Rows, on the test users' valid-retrieval subset and on all test users, each with a paired bootstrap
+(1,000 resamples over the subset's users) against the retriever's order: the retriever; the LLM
+alone; retriever + LLM; retriever + co-watch; retriever + co-watch + LLM (the final). The LLM's own
+contribution is the final minus retriever + co-watch, with its interval. Paper: Table 3 (subset,
+N@10 / R@10) and Table 1 (all users), ML = ml-latest-small.
+
+Because ~120 subset users give wide intervals, a secondary figure cross-fits validation and test:
+the LLM's fusion weight is chosen on one split and scored on the other, and the 255 users are pooled.
+For classic ml-100k the retriever and the co-watch counts are its own (same window, span and
+weights as chosen on ml-latest-small); the adapter is the ml-latest-small one.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys.machine import machine_record  # noqa: E402
-from recsys.results import write_json  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
-from recsys.metrics import format_table  # noqa: E402
-from recsys.ranker.evaluate import (ndcg_difference_interval, read_fusion_weight, read_prompt_config,  # noqa: E402
-                                    score_subset, subset_rows, two_stage_metrics)
+from recsys.machine import machine_record  # noqa: E402
+from recsys.metrics import format_table, ndcg_at, paired_bootstrap  # noqa: E402
+from recsys.ranker.cowatch import CoWatchCounts  # noqa: E402
+from recsys.ranker.evaluate import (RETRIEVER, ablation, read_cowatch, read_fusion_weights,  # noqa: E402
+                                    read_prompt_config, score_llm, split_rows, target_ranks)
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker  # noqa: E402
+from recsys.ranker.prior import training_counts  # noqa: E402
+from recsys.ranker.train import choose_llm_weight  # noqa: E402
+from recsys.results import write_json  # noqa: E402
 from recsys.retriever.candidates import load_candidates  # noqa: E402
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 
-PAPER = {"subset": {"retriever": {"N@10": 0.3367, "R@10": 0.6654}, "two_stage": {"N@10": 0.3766, "R@10": 0.7560}},
-         "overall": {"retriever": {"M@10": 0.0491, "N@10": 0.0705, "R@10": 0.1426},
-                     "two_stage": {"M@10": 0.0529, "N@10": 0.0759, "R@10": 0.1524}}}
-KEYS = ("M@10", "N@10", "R@10")
+PAPER = {"subset": {"retriever": {"N@10": 0.3367, "R@10": 0.6654}, "final": {"N@10": 0.3766, "R@10": 0.7560}},
+         "overall": {"retriever": {"M@5": 0.0390, "N@5": 0.0468, "R@5": 0.0705,
+                                   "M@10": 0.0491, "N@10": 0.0705, "R@10": 0.1426},
+                     "final": {"M@5": 0.0440, "N@5": 0.0543, "R@5": 0.0852,
+                               "M@10": 0.0529, "N@10": 0.0759, "R@10": 0.1524}}}
+KEYS = ("M@5", "N@5", "R@5", "M@10", "N@10", "R@10")
+LABELS = {"retriever": "retriever (LRURec order)", "llm_alone": "LLM alone", "retriever+llm": "retriever + LLM",
+          "retriever+cowatch": "retriever + co-watch", "final": "retriever + co-watch + LLM (final)"}
+
+
+def cross_fitted(val_rows, test_rows, prior) -> dict:
+    """Choose the LLM's weight on one split, score the other; pool both: final minus retriever NDCG@10 with interval."""
+    ours, baseline, chosen = [], [], {}
+    for choose_on, score_on, name in ((val_rows, test_rows, "test"), (test_rows, val_rows, "val")):
+        weights, _ = choose_llm_weight(choose_on, prior)
+        chosen[name] = weights.llm
+        ours += [ndcg_at(r, 10) for r in target_ranks(score_on, weights).tolist()]
+        baseline += [ndcg_at(r, 10) for r in target_ranks(score_on, RETRIEVER).tolist()]
+    low, high = paired_bootstrap(ours, baseline)
+    mean_ours, mean_base = sum(ours) / len(ours), sum(baseline) / len(baseline)
+    return {"users": len(ours), "llm_weight_chosen_on_the_other_split": chosen, "retriever_N@10": round(mean_base, 4),
+            "final_N@10": round(mean_ours, 4), "gain": round(mean_ours / mean_base - 1, 4),
+            "ci95_diff_N@10": [round(low, 4), round(high, 4)]}
 
 
 def main(argv=None) -> dict:
-    """Score the test subset with the verbalizer, print ours beside the paper, write JSON."""
+    """Score the validation and test subsets with the verbalizer, print the ablation beside the paper, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", default=None)
     parser.add_argument("--adapter", default=str(DEFAULT_ADAPTER), help="peft adapter folder, or 'none'")
-    parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument("--dataset", default="ml-latest-small", choices=["ml-latest-small", "ml-100k"])
+    parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT), help="folder with candidates.safetensors")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--max-users", type=int, default=None, help="a seeded sample of the subset (faster)")
+    parser.add_argument("--max-users", type=int, default=None, help="a seeded sample of each subset (faster)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="unquantized CPU weights (auto: bf16 where the CPU has it natively, as the app)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     adapter = None if args.adapter == "none" else args.adapter
+    dataset = load_dataset(args.dataset, args.data_dir)
+    weights = read_fusion_weights(adapter)
+    counts: CoWatchCounts | None = read_cowatch(adapter)
+    if counts is not None and args.dataset != "ml-latest-small":  # its own counts, the adapter's window and span
+        counts = training_counts(dataset, counts.config)
     model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=adapter,
                                                     cpu_precision=args.precision))
-    machine = machine_record("4-bit NF4" if getattr(model, "is_loaded_in_4bit", False) else model.dtype, model.device)
-    dataset = load_dataset("ml-latest-small", args.data_dir)
-    candidates = load_candidates(args.retriever)["test"]
-    rows = subset_rows(candidates, args.max_users)
-    scored = score_subset(model, tokenizer, dataset.catalog, dataset, "test", candidates, read_prompt_config(adapter), rows,
-                          batch_size=8)
-    weight = read_fusion_weight(adapter)
-    metrics = two_stage_metrics(scored, weight)
-    llm_only = two_stage_metrics(scored, 0.0)
-    result = {part: {stage: {k: round(metrics[part][stage][k], 4) for k in KEYS} for stage in ("retriever", "two_stage")}
-              for part in ("subset", "overall")}
-    for part in ("subset", "overall"):
-        result[part]["llm_only"] = {k: round(llm_only[part]["two_stage"][k], 4) for k in KEYS}
-    low, high = ndcg_difference_interval(scored, weight)
-    result.update(users=len(rows), total_users=scored.total_users, fusion_weight=weight, paper=PAPER,
-                  **{"ci95_diff_N@10": [round(low, 4), round(high, 4)]}, precision=args.precision,
-                  load_average=[round(x, 2) for x in os.getloadavg()],
-                  adapter=Path(args.adapter).name, base_model=args.base_model or "SmolLM2-135M-Instruct")
+    machine = machine_record(next(model.parameters()).dtype)
+    candidates = load_candidates(args.retriever)
+    prompt_config = read_prompt_config(adapter)
+    scored = {split: score_llm(model, tokenizer, dataset.catalog,
+                               split_rows(dataset, split, candidates[split], counts, args.max_users), prompt_config)
+              for split in ("val", "test")}
+    result = {"test": ablation(scored["test"], weights), "val": ablation(scored["val"], weights),
+              "cross_fitted_val_test": cross_fitted(scored["val"], scored["test"], weights.but(llm=0.0)),
+              "users": len(scored["test"]), "total_users": scored["test"].total_users, "fusion": weights.__dict__,
+              "dataset": args.dataset, "paper": PAPER if args.dataset == "ml-latest-small" else None,
+              "adapter": Path(args.adapter).name, "base_model": args.base_model or "SmolLM2-135M-Instruct",
+              "machine": machine}
+    test = result["test"]
     for part, title in (("subset", "valid-retrieval subset (paper Table 3)"), ("overall", "all test users (paper Table 1)")):
-        rows_to_print = {"paper LRURec": PAPER[part]["retriever"], "paper LlamaRec (7B)": PAPER[part]["two_stage"],
-                         "ours retriever": result[part]["retriever"], "ours LLM only": result[part]["llm_only"],
-                         f"ours two-stage (w={weight:g})": result[part]["two_stage"]}
-        print(f"\n{title}: {len(rows)} of {scored.total_users} users in the subset")
-        print(format_table(rows_to_print, KEYS))
-    gain = result["subset"]["two_stage"]["N@10"] / max(result["subset"]["retriever"]["N@10"], 1e-9) - 1
-    print(f"\nsubset NDCG@10 change over the retriever's order: {gain:+.1%} (paper, 7B: +11.9%); "
-          f"paired-bootstrap 95% interval of the difference [{low:+.4f}, {high:+.4f}] over {len(rows)} users")
-    write_json(args.json, result, machine)
+        table = {}
+        if args.dataset == "ml-latest-small":
+            table.update({"paper LRURec": PAPER[part]["retriever"], "paper LlamaRec (Llama-2-7B)": PAPER[part]["final"]})
+        table.update({f"ours: {LABELS[name]}": test[name][part] for name in LABELS if name in test})
+        print(f"\n{args.dataset}, {title}: {len(scored['test'])} of {scored['test'].total_users} test users in the subset")
+        print(format_table(table, KEYS))
+    base = test["retriever"]["subset"]["N@10"]
+    print("\nsubset NDCG@10 over the retriever's order, paired-bootstrap 95% interval of the difference:")
+    for name in LABELS:
+        if name in test and name != "retriever":
+            gain = test[name]["subset"]["N@10"] / base - 1
+            print(f"  {LABELS[name]:<38} {gain:+7.1%}  {test[name]['ci95_vs_retriever_N@10']}")
+    if "llm_contribution" in test:
+        print(f"  the LLM's own contribution (final minus retriever + co-watch): {test['llm_contribution']}")
+    print(f"  cross-fitted validation + test: {result['cross_fitted_val_test']}")
+    print(f"machine: {machine['cpu_model']}, {machine['dtype']}, {machine['torch_threads']} threads, "
+          f"load {machine['load_average_1min_at_start']}")
+    write_json(args.json, result)
     return result
 
 

@@ -22,7 +22,7 @@ from recsys.data.catalog import Catalog
 from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
 from recsys.data.test_users import TestUsers, load_test_users
 from recsys.ranker.evaluate import read_fusion_weight, read_prompt_config
-from recsys.ranker.fusion import final_order, order_at_share
+from recsys.ranker.fusion import llm_share, order_at_share
 from recsys.ranker.generation import generate_ranking
 from recsys.ranker.model import (DEFAULT_ADAPTER, BaseWeights, RankerLoadConfig, cpu_dtype, describe, load_ranker,
                                  merge_keeping_base, pick_device, use_4bit)
@@ -285,7 +285,7 @@ class Pipeline:
             reading = read_next_token(self.model, self.tokenizer, result.prompt, self.letter_ids)
             probabilities = reading.probabilities
             scores = torch.tensor([c.retriever_score for c in candidates])
-            result.ranking = final_order(probabilities, scores, self.fusion_weight)
+            result.ranking = order_at_share(probabilities, scores, llm_share(self.fusion_weight))
             result.ranking_ms = (time.perf_counter() - start) * 1000
             result.letter_mass, result.top_other_tokens = reading.letter_mass, reading.top_other_tokens
             if compare_base and self.can_compare_base:

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from recsys.ranker.examples import RankingExample
-from recsys.ranker.fusion import final_order
 from recsys.ranker.model import LoraSettings, RankerLoadConfig, add_lora, load_adapter, load_base_model
 from recsys.ranker.prompt import LETTERS, RESPONSE_HEADER, PromptConfig, build_prompt
 from recsys.ranker.verbalizer import candidate_probabilities, encode_example, letter_logits, letter_token_ids
@@ -111,13 +110,6 @@ def test_batched_scores_equal_one_by_one(tiny_llama, tiny_tokenizer):
     for prompt, together in zip(prompts, batched):
         alone = candidate_probabilities(tiny_llama, tiny_tokenizer, [prompt], letter_ids)[0]
         assert torch.allclose(alone, together, atol=1e-5)
-
-
-def test_fusion_weight_zero_is_the_llm_and_large_is_the_retriever():
-    llm = torch.tensor([0.1, 0.6, 0.3])
-    retriever = torch.tensor([5.0, 1.0, 0.0])
-    assert final_order(llm, retriever, 0.0) == [1, 2, 0]
-    assert final_order(llm, retriever, 100.0) == [0, 1, 2]
 
 
 def toy_examples(count: int, seed: int) -> list[RankingExample]:

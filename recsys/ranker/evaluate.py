@@ -1,9 +1,11 @@
-"""Two-stage evaluation: the retriever's top-20 re-ranked by the verbalizer, beside the retriever's own order.
+"""Two-stage evaluation: the retriever's top-20 re-ranked by the fused opinions (retriever, co-watch, LLM).
 
 `python -m recsys.ranker.evaluate --adapter checkpoints/llamarec-smollm2-135m-ml-latest-small --json out.json`
 
 Metrics follow the paper: on the valid-retrieval subset (users whose held-out item is in the
-top-20) and overall (the subset's ranks, every other user a miss).
+top-20) and overall (the subset's ranks, every other user a miss). Every caller (training
+validation, evaluation, benchmarks) scores the LLM through `score_llm`, the app through the same
+`recsys.ranker.verbalizer.letter_logits`, and ranks by `recsys.ranker.fusion`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -20,12 +22,13 @@ from tqdm.auto import tqdm
 from recsys.data import Catalog, SequenceDataset, load_dataset
 from recsys.data.errors import one_line
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
-from recsys.ranker.fusion import WEIGHT_GRID, final_order
+from recsys.ranker.cowatch import COUNTS_FILE, CoWatchCounts
+from recsys.ranker.fusion import FusionWeights, fused_scores, llm_opinion, retriever_opinion
 from recsys.ranker.model import DEFAULT_ADAPTER, TRAIN_COMMAND, RankerLoadConfig, load_ranker
 from recsys.ranker.prompt import PromptConfig, build_prompt, item_texts
-from recsys.ranker.verbalizer import candidate_probabilities, letter_token_ids
-from recsys.retriever.candidates import SplitCandidates, load_candidates
+from recsys.ranker.verbalizer import letter_logits, letter_token_ids
 from recsys.results import write_json
+from recsys.retriever.candidates import SplitCandidates, load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 EVAL_KS = (1, 5, 10)
@@ -33,14 +36,34 @@ RANKER_CONFIG_FILE = "ranker_config.json"
 
 
 @dataclass
-class ScoredSubset:
-    """Verbalizer probabilities for the valid-retrieval subset of one split."""
+class RankingRows:
+    """Ranking tasks (one per user, or per held-out position) with every opinion's scores of their 20 candidates."""
 
-    rows: list[int]  # row indices into the split's candidates
-    probabilities: torch.Tensor  # (len(rows), K)
-    retriever_scores: torch.Tensor  # (len(rows), K)
-    target_positions: list[int]  # 0-based position of the target among the candidates
-    total_users: int  # users of the whole split (for overall metrics)
+    histories: list[list[int]]  # item ids, oldest first
+    candidate_ids: torch.Tensor  # (N, K) the retriever's order
+    retriever_scores: torch.Tensor  # (N, K) raw retriever scores
+    cowatch: torch.Tensor  # (N, K) co-watch scores
+    target_index: torch.Tensor  # (N,) 0-based position of the target among the candidates
+    total_users: int  # users of the whole split, for overall metrics (misses outside the subset)
+    llm: torch.Tensor | None = None  # (N, K) the LLM's log-probabilities once scored
+
+    def __len__(self) -> int:
+        return len(self.histories)
+
+    def opinions(self) -> dict[str, torch.Tensor]:
+        """The named opinions (N, K) for `recsys.ranker.fusion`; "llm" only once scored."""
+        named = {"retriever": retriever_opinion(self.retriever_scores), "cowatch": self.cowatch}
+        if self.llm is not None:
+            named["llm"] = self.llm
+        return named
+
+    def select(self, index: list[int]) -> "RankingRows":
+        """The rows at `index`, in that order."""
+        picked = torch.as_tensor(index, dtype=torch.long)
+        return replace(self, histories=[self.histories[i] for i in index], candidate_ids=self.candidate_ids[picked],
+                       retriever_scores=self.retriever_scores[picked], cowatch=self.cowatch[picked],
+                       target_index=self.target_index[picked],
+                       llm=None if self.llm is None else self.llm[picked])
 
 
 def subset_rows(candidates: SplitCandidates, max_users: int | None = None, seed: int = 0) -> list[int]:
@@ -58,66 +81,115 @@ def histories_of(dataset: SequenceDataset, split: str, users: list[int]) -> list
     return [(dataset.val_input(u) if split == "val" else dataset.test_input(u))[0] for u in users]
 
 
-def score_subset(model, tokenizer, catalog: Catalog, dataset: SequenceDataset, split: str,
-                 candidates: SplitCandidates, prompt_config: PromptConfig, rows: list[int],
-                 batch_size: int = 4, progress: bool = True) -> ScoredSubset:
-    """Run the verbalizer on the given rows of a split's candidates."""
+def split_rows(dataset: SequenceDataset, split: str, candidates: SplitCandidates, counts: CoWatchCounts | None,
+               max_users: int | None = None, seed: int = 0) -> RankingRows:
+    """The valid-retrieval subset of a split ("val" or "test") as RankingRows, co-watch scored with `counts`
+    (zeros without counts)."""
+    rows = subset_rows(candidates, max_users, seed)
+    histories = histories_of(dataset, split, candidates.users[rows].tolist())
+    candidate_ids = candidates.candidate_ids[rows].long()
+    cowatch = counts.scores(histories, candidate_ids) if counts else torch.zeros(candidate_ids.shape)
+    return RankingRows(histories, candidate_ids, candidates.candidate_scores[rows].float(), cowatch,
+                       candidates.target_positions()[rows].long(), int(candidates.users.numel()))
+
+
+def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_config: PromptConfig,
+              batch_size: int = 8, progress: bool = True, permutation: torch.Tensor | None = None) -> RankingRows:
+    """The rows with the LLM's log-probabilities (N, K) filled in: one verbalizer pass per prompt.
+
+    The prompt lists the candidates in the retriever's order, or in `permutation[i]` order for row i
+    ((N, K) indices; the scores come back in the retriever's order either way).
+    """
     letter_ids = letter_token_ids(tokenizer)
-    users = candidates.users[rows].tolist()
-    histories = histories_of(dataset, split, users)
-    probabilities = []
     was_training = model.training
     model.eval()
-    for start in tqdm(range(0, len(rows), batch_size), desc=f"verbalizer ({split})", disable=not progress, leave=False):
-        prompts = [build_prompt(tokenizer, item_texts(catalog, h, prompt_config),
-                                item_texts(catalog, candidates.candidate_ids[r].tolist(), prompt_config), prompt_config)
-                   for h, r in zip(histories[start:start + batch_size], rows[start:start + batch_size])]
-        probabilities += candidate_probabilities(model, tokenizer, prompts, letter_ids)
+    scores = []
+    for start in tqdm(range(0, len(rows), batch_size), desc="verbalizer", disable=not progress, leave=False):
+        index = range(start, min(start + batch_size, len(rows)))
+        orders = [permutation[i] if permutation is not None else torch.arange(rows.candidate_ids.shape[1])
+                  for i in index]
+        prompts = [build_prompt(tokenizer, item_texts(catalog, rows.histories[i], prompt_config),
+                                item_texts(catalog, rows.candidate_ids[i][o].tolist(), prompt_config), prompt_config)
+                   for i, o in zip(index, orders)]
+        logits = letter_logits(model, tokenizer, [p.text for p in prompts], letter_ids).cpu()
+        for row, o in zip(llm_opinion(logits), orders):
+            back = torch.empty_like(row)
+            back[o] = row  # the candidate shown at letter j is candidate o[j] of the retriever's order
+            scores.append(back)
     model.train(was_training)
-    positions = candidates.target_positions()[rows].tolist()
-    return ScoredSubset(rows, torch.stack(probabilities), candidates.candidate_scores[rows], positions,
-                        int(candidates.users.numel()))
+    return replace(rows, llm=torch.stack(scores))
 
 
-def two_stage_ranks(scored: ScoredSubset, weight: float) -> list[int]:
-    """Each subset user's 1-based target rank in the final (fused) order."""
-    return [final_order(probs, scores, weight).index(p) + 1
-            for probs, scores, p in zip(scored.probabilities, scored.retriever_scores, scored.target_positions)]
+def target_ranks(rows: RankingRows, weights: FusionWeights) -> torch.Tensor:
+    """1-based rank (N,) of each row's target in the fused order; ties go to the retriever's order."""
+    scores = fused_scores(rows.opinions(), weights)
+    target = scores.gather(1, rows.target_index.view(-1, 1))
+    index = torch.arange(scores.shape[1]).view(1, -1)
+    ahead = (scores > target) | ((scores == target) & (index < rows.target_index.view(-1, 1)))
+    return ahead.sum(dim=1) + 1
 
 
-def ndcg_difference_interval(scored: ScoredSubset, weight: float, resamples: int = 1000,
-                             seed: int = 0) -> tuple[float, float]:
-    """Paired-bootstrap 95% interval of subset NDCG@10, two-stage minus the retriever's order."""
-    ours = [ndcg_at(r, 10) for r in two_stage_ranks(scored, weight)]
-    baseline = [ndcg_at(p + 1, 10) for p in scored.target_positions]
-    return paired_bootstrap(ours, baseline, resamples, seed)
+def ranking_metrics(rows: RankingRows, weights: FusionWeights) -> dict[str, dict[str, float]]:
+    """{"subset": metrics, "overall": metrics} at k in EVAL_KS for the fused order."""
+    ranks = target_ranks(rows, weights).tolist()
+    misses = [math.inf] * (rows.total_users - len(rows))
+    return {"subset": metrics_from_ranks(ranks, EVAL_KS), "overall": metrics_from_ranks(ranks + misses, EVAL_KS)}
 
 
-def two_stage_metrics(scored: ScoredSubset, weight: float) -> dict[str, dict[str, dict[str, float]]]:
-    """{"subset"|"overall": {"retriever"|"two_stage": metrics}} at k in EVAL_KS."""
-    retriever_ranks = [p + 1 for p in scored.target_positions]
-    final_ranks = two_stage_ranks(scored, weight)
-    misses = [math.inf] * (scored.total_users - len(scored.rows))
-    return {"subset": {"retriever": metrics_from_ranks(retriever_ranks, EVAL_KS),
-                       "two_stage": metrics_from_ranks(final_ranks, EVAL_KS)},
-            "overall": {"retriever": metrics_from_ranks(retriever_ranks + misses, EVAL_KS),
-                        "two_stage": metrics_from_ranks(final_ranks + misses, EVAL_KS)}}
+def ndcg10(rows: RankingRows, weights: FusionWeights) -> float:
+    """Mean subset NDCG@10 of the fused order."""
+    return sum(ndcg_at(r, 10) for r in target_ranks(rows, weights).tolist()) / len(rows)
 
 
-def choose_weight(scored: ScoredSubset, grid=WEIGHT_GRID) -> tuple[float, dict[float, float]]:
-    """The fusion weight with the best subset NDCG@10 (ties: the smallest weight), and every weight's NDCG@10."""
-    by_weight = {w: two_stage_metrics(scored, w)["subset"]["two_stage"]["N@10"] for w in grid}
-    best = max(by_weight.values())
-    return min(w for w, v in by_weight.items() if v == best), by_weight
+RETRIEVER = FusionWeights(retriever=1.0, cowatch=0.0, llm=0.0)
 
 
-def print_report(result: dict, title: str) -> None:
-    """Print subset and overall tables, retriever order beside two-stage."""
+def ablation_weights(final: FusionWeights) -> dict[str, FusionWeights]:
+    """The ablation rows of a final fusion: the retriever's order, each opinion added, and the final."""
+    return {"retriever": RETRIEVER, "llm_alone": FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0),
+            "retriever+llm": final.but(cowatch=0.0), "retriever+cowatch": final.but(llm=0.0), "final": final}
+
+
+def ndcg_interval(rows: RankingRows, ours: FusionWeights, baseline: FusionWeights = RETRIEVER,
+                  resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Paired-bootstrap 95% interval of subset NDCG@10, `ours` minus `baseline`, over the rows."""
+    mine = [ndcg_at(r, 10) for r in target_ranks(rows, ours).tolist()]
+    theirs = [ndcg_at(r, 10) for r in target_ranks(rows, baseline).tolist()]
+    return paired_bootstrap(mine, theirs, resamples, seed)
+
+
+def ablation(rows: RankingRows, final: FusionWeights) -> dict:
+    """Every ablation row's subset and overall metrics, with its paired interval against the retriever's order,
+    and the LLM's own contribution (final minus retriever + co-watch) with its interval."""
+    result = {}
+    for name, weights in ablation_weights(final).items():
+        if weights.llm and rows.llm is None:
+            continue
+        metrics = ranking_metrics(rows, weights)
+        entry = {part: {k: round(v, 4) for k, v in metrics[part].items()} for part in metrics}
+        if name != "retriever":
+            entry["ci95_vs_retriever_N@10"] = [round(x, 4) for x in ndcg_interval(rows, weights)]
+        result[name] = entry
+    if rows.llm is not None:
+        prior = final.but(llm=0.0)
+        gain = ndcg10(rows, final) - ndcg10(rows, prior)
+        result["llm_contribution"] = {"N@10": round(gain, 4),
+                                      "ci95_N@10": [round(x, 4) for x in ndcg_interval(rows, final, prior)]}
+    return result
+
+
+def print_ablation(result: dict, title: str) -> None:
+    """Print an `ablation` result as subset and overall tables."""
     columns = [f"{m}@{k}" for k in EVAL_KS for m in ("M", "N", "R")]
     print(title)
     for part in ("subset", "overall"):
         print(f"[{part}]")
-        print(format_table(result[part], columns))
+        print(format_table({n: r[part] for n, r in result.items() if isinstance(r, dict) and part in r}, columns))
+    for name, entry in result.items():
+        if isinstance(entry, dict) and "ci95_vs_retriever_N@10" in entry:
+            print(f"  {name}: subset NDCG@10 minus the retriever's, 95% interval {entry['ci95_vs_retriever_N@10']}")
+    if "llm_contribution" in result:
+        print(f"  the LLM's own contribution: {result['llm_contribution']}")
 
 
 def ranker_config_error(path: Path, reason: str) -> RuntimeError:
@@ -139,16 +211,38 @@ def read_ranker_config(adapter: str | Path | None) -> dict:
     return saved
 
 
-def read_fusion_weight(adapter: str | Path | None) -> float:
-    """The fusion weight saved with an adapter (0 = LLM alone when none was saved)."""
-    weight = read_ranker_config(adapter).get("fusion_weight", 0.0)
+def read_fusion_weights(adapter: str | Path | None) -> FusionWeights:
+    """The fusion weights saved with an adapter ("fusion"), or from an older config's single "fusion_weight"
+    (retriever weight, no co-watch); the LLM alone when none was saved."""
+    saved = read_ranker_config(adapter)
+    path = Path(adapter or ".") / RANKER_CONFIG_FILE
     try:
-        weight = float(weight)
+        if "fusion" in saved:
+            if not isinstance(saved["fusion"], dict):
+                raise TypeError("not a JSON object")
+            return FusionWeights(**saved["fusion"])
+        return FusionWeights(retriever=saved.get("fusion_weight", 0.0), cowatch=0.0, llm=1.0)
     except (TypeError, ValueError) as error:
-        raise ranker_config_error(Path(adapter) / RANKER_CONFIG_FILE, f"fusion_weight {weight!r}") from error
-    if not weight >= 0.0:  # also refuses NaN
-        raise ranker_config_error(Path(adapter) / RANKER_CONFIG_FILE, f"fusion_weight {weight!r} is not >= 0")
-    return weight
+        raise ranker_config_error(path, f"fusion: {one_line(error)}") from error
+
+
+def read_fusion_weight(adapter: str | Path | None) -> float:
+    """The retriever's weight relative to the LLM's in the saved fusion (the app's single-slider view)."""
+    weights = read_fusion_weights(adapter)
+    return weights.retriever / weights.llm if weights.llm else 1000.0
+
+
+def read_cowatch(adapter: str | Path | None) -> CoWatchCounts | None:
+    """The co-watch counts saved beside an adapter (None for an adapter without them: no co-watch opinion).
+
+    An adapter whose fusion gives co-watch a weight must have them: FileNotFoundError says how to make them.
+    """
+    if adapter and (Path(adapter) / COUNTS_FILE).is_file():
+        return CoWatchCounts.load(adapter)
+    if adapter and read_fusion_weights(adapter).cowatch:
+        raise FileNotFoundError(f"{Path(adapter) / COUNTS_FILE} not found. Create it with: "
+                                "python -m recsys.ranker.prior --write")
+    return None
 
 
 def read_prompt_config(adapter: str | Path | None) -> PromptConfig:
@@ -166,7 +260,7 @@ def read_prompt_config(adapter: str | Path | None) -> PromptConfig:
 
 
 def main(argv=None) -> dict:
-    """Evaluate on test users; print the tables and optionally write JSON."""
+    """Evaluate on validation or test users; print the ablation tables and optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", default=None, help="hub name or folder (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--adapter", default=str(DEFAULT_ADAPTER), help="peft adapter folder, or 'none'")
@@ -174,26 +268,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of the subset")
-    parser.add_argument("--fusion-weight", type=float, default=None, help="default: the adapter's saved weight")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="unquantized CPU weights (auto: bf16 where the CPU has it natively, as the app)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     adapter = None if args.adapter == "none" else args.adapter
+    dataset = load_dataset("ml-latest-small", args.data_dir)
+    weights = read_fusion_weights(adapter)
+    counts = read_cowatch(adapter)
+    rows = split_rows(dataset, args.split, load_candidates(args.retriever)[args.split], counts, args.max_users)
     model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=adapter,
                                                    cpu_precision=args.precision))
-    dataset = load_dataset("ml-latest-small", args.data_dir)
-    candidates = load_candidates(args.retriever)[args.split]
-    rows = subset_rows(candidates, args.max_users)
-    scored = score_subset(model, tokenizer, dataset.catalog, dataset, args.split, candidates,
-                          read_prompt_config(adapter), rows, args.batch_size)
-    weight = read_fusion_weight(adapter) if args.fusion_weight is None else args.fusion_weight
-    result = two_stage_metrics(scored, weight)
-    result.update(users=len(rows), total_users=scored.total_users, fusion_weight=weight,
-                  llm_only=two_stage_metrics(scored, 0.0)["subset"]["two_stage"])
-    print_report(result, f"{args.split}: {len(rows)} users in the valid-retrieval subset of {scored.total_users}; "
-                         f"fusion weight {weight}")
+    rows = score_llm(model, tokenizer, dataset.catalog, rows, read_prompt_config(adapter), args.batch_size)
+    result = ablation(rows, weights)
+    result.update(users=len(rows), total_users=rows.total_users, fusion=weights.__dict__)
+    print_ablation(result, f"{args.split}: {len(rows)} users in the valid-retrieval subset of {rows.total_users}; fusion {weights}")
     write_json(args.json, result)
     return result
 

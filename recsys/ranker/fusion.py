@@ -1,34 +1,103 @@
-"""Final ranking: the verbalizer's log-probabilities plus a weighted share of the retriever's.
+"""The one fusion rule: the final score of a candidate is a weighted sum of named opinions, each a log-score.
 
-weight 0 is the paper's LlamaRec (the LLM alone); a large weight falls back to the retriever's order.
-The weight is chosen on validation users and saved with the adapter.
+Opinions of one user's K candidates, each (K,) or (B, K):
+- "retriever": log-softmax of LRURec's scores over the candidates,
+- "cowatch":  the co-watch prior's score (`recsys.ranker.cowatch`),
+- "llm":      log-softmax of the verbalizer's letter logits, mapped back to the candidates.
+
+final = w_retriever * retriever + w_cowatch * cowatch + w_llm * llm, and softmax(final) is the
+final probability. Training uses the same sum with w_llm = 1 (the LLM learns the residual of the
+fixed prior; Clark et al. 2019's product of experts), evaluation and the app rank by it, and the
+fusion explorer moves the weights without a model call.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 
-RETRIEVER_ORDER = 1000.0  # a weight this large reproduces the retriever's order
-WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, RETRIEVER_ORDER)
+OPINIONS = ("retriever", "cowatch", "llm")
+
+
+@dataclass(frozen=True)
+class FusionWeights:
+    """Weight of each opinion in the final score (the prior's weights are fitted on held-out training examples)."""
+
+    retriever: float = 1.0
+    cowatch: float = 0.0
+    llm: float = 1.0
+
+    def __post_init__(self):
+        for name, value in asdict(self).items():
+            if not (isinstance(value, (int, float)) and value >= 0.0):  # also refuses NaN
+                raise ValueError(f"fusion weight {name} must be a number >= 0, got {value!r}")
+
+    def but(self, **changes: float) -> "FusionWeights":
+        """A copy with some weights changed (e.g. `weights.but(llm=0)` for the prior alone)."""
+        return FusionWeights(**{**asdict(self), **changes})
+
+
+def retriever_opinion(retriever_scores: torch.Tensor) -> torch.Tensor:
+    """Log-softmax of the retriever's raw scores over the candidates (last dimension)."""
+    return torch.log_softmax(retriever_scores.float(), dim=-1)
+
+
+def llm_opinion(letter_logits: torch.Tensor) -> torch.Tensor:
+    """Log-softmax of the verbalizer's logits over the candidates (last dimension)."""
+    return torch.log_softmax(letter_logits.float(), dim=-1)
+
+
+def fused_scores(opinions: dict[str, torch.Tensor], weights: FusionWeights) -> torch.Tensor:
+    """sum_name weight[name] * opinions[name]; an opinion with weight 0 may be missing. Shapes (K,) or (B, K)."""
+    unknown = set(opinions) - set(OPINIONS)
+    if unknown:
+        raise ValueError(f"unknown opinions {sorted(unknown)}; expected some of {OPINIONS}")
+    total = None
+    for name in OPINIONS:
+        weight = getattr(weights, name)
+        if weight == 0.0:
+            continue
+        if name not in opinions:
+            raise ValueError(f"the {name} opinion is missing but has weight {weight}")
+        term = weight * opinions[name].float()
+        total = term if total is None else total + term
+    if total is None:  # every weight 0: no opinion, keep the retriever's order
+        return torch.zeros_like(next(iter(opinions.values())).float())
+    return total
+
+
+def prior_scores(retriever_scores: torch.Tensor, cowatch_scores: torch.Tensor, weights: FusionWeights) -> torch.Tensor:
+    """The fixed prior the LLM is trained on top of: the fused score without the LLM, (B, K)."""
+    return fused_scores({"retriever": retriever_opinion(retriever_scores), "cowatch": cowatch_scores},
+                        weights.but(llm=0.0))
+
+
+def order(scores: torch.Tensor) -> list[int]:
+    """Candidate indices of one user's (K,) fused scores, best first; ties keep the retriever's order."""
+    values = scores.tolist()
+    return sorted(range(len(values)), key=lambda i: (-values[i], i))
+
+
+def final_order(opinions: dict[str, torch.Tensor], weights: FusionWeights) -> list[int]:
+    """Candidate indices best first by the fused score of one user's (K,) opinions."""
+    return order(fused_scores(opinions, weights))
+
+
+def final_probabilities(opinions: dict[str, torch.Tensor], weights: FusionWeights) -> torch.Tensor:
+    """Softmax of the fused score: the final probability of each candidate, same shape as the opinions."""
+    return torch.softmax(fused_scores(opinions, weights), dim=-1)
 
 
 def llm_share(weight: float) -> float:
-    """The fusion weight as the LLM's share s in [0, 1]: s log p_LLM + (1 - s) log p_retriever orders as weight does."""
+    """The retriever's fusion weight as the LLM's share s in [0, 1] (the app's fusion slider)."""
     return 1.0 / (1.0 + weight)
 
 
 def order_at_share(llm_probabilities: torch.Tensor, retriever_scores: torch.Tensor, share: float) -> list[int]:
-    """Candidate indices, best first, by s log p_LLM + (1 - s) log softmax(retriever); ties keep the retriever's order.
-
-    s = 0 is the retriever's order, s = 1 the LLM alone (the fusion explorer's slider).
-    """
+    """Candidate indices best first by s log p_LLM + (1 - s) log softmax(retriever) (the app's fusion slider)."""
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"the LLM's share must lie in [0, 1], got {share}")
-    llm = torch.log(llm_probabilities.clamp_min(1e-12))
-    scores = share * llm + (1.0 - share) * torch.log_softmax(retriever_scores.float(), dim=-1)
-    return sorted(range(scores.numel()), key=lambda i: (-scores[i].item(), i))
-
-
-def final_order(llm_probabilities: torch.Tensor, retriever_scores: torch.Tensor, weight: float) -> list[int]:
-    """Candidate indices, best first, by log p_LLM + weight * log softmax(retriever) for one user's (K,) vectors."""
-    return order_at_share(llm_probabilities, retriever_scores, llm_share(weight))
+    return final_order({"llm": torch.log(llm_probabilities.clamp_min(1e-12)),
+                        "retriever": retriever_opinion(retriever_scores)},
+                       FusionWeights(retriever=1.0 - share, llm=share))

@@ -1,20 +1,25 @@
-"""Held-out ranker examples: candidates as the ranker sees them at inference, from a retriever that never saw the positions.
+"""Held-out ranker examples: candidates as the ranker sees them at inference, from retrievers that never saw the positions.
 
-At inference the ranker gets LRURec's top-20 in LRURec's order for a position LRURec never trained on.
-Training on random negatives (the paper's recipe) teaches a small LM a different task. Here a
-second LRURec is trained on every user's training items without their last `holdout` items; its
-top-20 for each of those held-out positions, in its order, is one training example, kept only when
-the target is among the 20 (as the valid-retrieval subset at inference).
+At inference the ranker gets LRURec's top-20 in LRURec's order for a position LRURec never trained
+on. Training on random negatives (the paper's recipe) teaches a small LM a different task. Here one
+second LRURec per *cut point* c is trained on every user's training items without their last c
+items; its top-20 (ids and scores, in its order) for the positions between c and c - window items
+before the end is one example each, kept only when the target is among the 20 (as the
+valid-retrieval subset at inference). Cuts 30, 60 and 90 with a window of 30 cover each user's last
+90 training positions once, each scored by a retriever that stopped just before it.
 
-`python -m recsys.ranker.heldout --holdout 30` trains that retriever (resumable) and writes
-`runs/heldout-30/heldout_examples.safetensors`.
+The co-watch prior of an example is counted from what its retriever saw (its truncated sequences),
+so no example's own target, nor anything after it, is counted (`recsys.ranker.cowatch`).
+
+`python -m recsys.ranker.heldout` trains those retrievers (resumable, ~4 min each on 2 cores) and
+writes `runs/heldout/heldout_examples.safetensors`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,15 +34,17 @@ from recsys.retriever.model import LRURec
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_FILE = "heldout_examples.safetensors"
 MIN_KEPT_ITEMS = 5  # a truncated sequence keeps at least this many items (3 to train on, then its own val/test)
+VALIDATION_SHARE = 0.15  # share of users whose held-out examples choose checkpoints, weights and recipes
 
 
 @dataclass
 class HeldOutConfig:
-    """How the held-out retriever and its examples are made."""
+    """How the held-out retrievers and their examples are made."""
 
-    holdout: int = 30  # training positions per user the second retriever never sees
+    cuts: list[int] = field(default_factory=lambda: [30, 60, 90])  # one truncated retriever per cut point
+    window: int = 30  # positions scored per cut: from c items before the end up to c - window
     data_dir: str | None = None
-    output: str | None = None  # default runs/heldout-<holdout>
+    output: str = str(REPO_ROOT / "runs" / "heldout")
     seed: int = 2  # the committed retriever's seed
     eval_every: int = 100
     patience: int = 10
@@ -59,10 +66,14 @@ def truncated_dataset(dataset: SequenceDataset, counts: dict[int, int]) -> Seque
     return SequenceDataset(f"{dataset.name}-truncated", sequences, dataset.catalog)
 
 
-def held_out_positions(dataset: SequenceDataset, counts: dict[int, int]) -> list[tuple[int, int]]:
-    """(user, position) pairs: history = train[:position], target = train[position], for the held-out positions."""
+def held_out_positions(dataset: SequenceDataset, counts: dict[int, int], skip_last: int = 0) -> list[tuple[int, int]]:
+    """(user, position) pairs: history = train[:position], target = train[position].
+
+    The positions run from the first held-out one up to, not including, the last `skip_last`
+    training positions (those belong to a later cut's retriever).
+    """
     return [(u, p) for u in sorted(dataset.sequences)
-            for p in range(len(dataset.train(u)) - counts[u], len(dataset.train(u)))]
+            for p in range(len(dataset.train(u)) - counts[u], len(dataset.train(u)) - skip_last)]
 
 
 @torch.no_grad()
@@ -70,57 +81,126 @@ def candidate_examples(retriever: LRURec, dataset: SequenceDataset, positions: l
                        batch_size: int = 256) -> dict[str, torch.Tensor]:
     """The retriever's top-20 (retriever order) for each position, kept when the target is among them.
 
-    Returns int32 tensors: users (N,), positions (N,), candidate_ids (N, 20), answer_index (N,).
+    Returns users (N,), positions (N,), candidate_ids (N, 20), answer_index (N,) as int32 and
+    candidate_scores (N, 20) float32 (the retriever's raw scores, best first).
     """
-    kept: dict[str, list] = {"users": [], "positions": [], "candidate_ids": [], "answer_index": []}
+    kept: dict[str, list] = {"users": [], "positions": [], "candidate_ids": [], "answer_index": [],
+                             "candidate_scores": []}
     for start in range(0, len(positions), batch_size):
         batch = positions[start:start + batch_size]
         histories = [dataset.train(u)[:p] for u, p in batch]
-        top_ids, _ = retriever.retrieve(histories, NUM_CANDIDATES)
-        for (user, position), ids in zip(batch, top_ids.tolist()):
+        top_ids, top_scores = retriever.retrieve(histories, NUM_CANDIDATES)
+        for (user, position), ids, scores in zip(batch, top_ids.tolist(), top_scores.tolist()):
             target = dataset.train(user)[position]
             if target in ids:
                 kept["users"].append(user)
                 kept["positions"].append(position)
                 kept["candidate_ids"].append(ids)
                 kept["answer_index"].append(ids.index(target))
-    tensors = {name: torch.tensor(values, dtype=torch.int32) for name, values in kept.items()}
-    tensors["candidate_ids"] = tensors["candidate_ids"].reshape(-1, NUM_CANDIDATES)
+                kept["candidate_scores"].append(scores)
+    tensors = {name: torch.tensor(values, dtype=torch.float32 if name == "candidate_scores" else torch.int32)
+               for name, values in kept.items()}
+    for name in ("candidate_ids", "candidate_scores"):
+        tensors[name] = tensors[name].reshape(-1, NUM_CANDIDATES)
     return tensors
+
+
+@dataclass
+class HeldOutExamples:
+    """Held-out examples as tensors; row i is user users[i] at training position positions[i]."""
+
+    users: torch.Tensor  # (N,) int
+    positions: torch.Tensor  # (N,) int: history = train[:position], target = train[position]
+    cuts: torch.Tensor  # (N,) int: the cut point of the retriever that produced the row
+    candidate_ids: torch.Tensor  # (N, 20) int, that retriever's order
+    candidate_scores: torch.Tensor  # (N, 20) float32, that retriever's scores
+    answer_index: torch.Tensor  # (N,) int
+
+    def __len__(self) -> int:
+        return int(self.users.numel())
+
+    def select(self, mask: torch.Tensor) -> "HeldOutExamples":
+        """The rows where the boolean (N,) `mask` is true."""
+        return HeldOutExamples(*(getattr(self, name)[mask] for name in self.__dataclass_fields__))
+
+    def histories(self, dataset: SequenceDataset) -> list[list[int]]:
+        """Each row's history (item ids, oldest first)."""
+        return [dataset.train(u)[:p] for u, p in zip(self.users.tolist(), self.positions.tolist())]
+
+    def ranking_examples(self, dataset: SequenceDataset) -> list[RankingExample]:
+        """Rows as RankingExamples (candidates in the retriever's order)."""
+        return [RankingExample(tuple(h), tuple(ids), a) for h, ids, a in
+                zip(self.histories(dataset), self.candidate_ids.tolist(), self.answer_index.tolist())]
+
+
+def load_held_out(folder: str | Path) -> HeldOutExamples:
+    """The examples `build` wrote into `folder`; FileNotFoundError says how to make them."""
+    path = Path(folder) / EXAMPLES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found. Create it with: python -m recsys.ranker.heldout")
+    t = load_file(path)
+    cuts = t["cuts"] if "cuts" in t else torch.zeros_like(t["users"])
+    return HeldOutExamples(t["users"].long(), t["positions"].long(), cuts.long(), t["candidate_ids"].long(),
+                           t["candidate_scores"].float(), t["answer_index"].long())
 
 
 def load_held_out_examples(folder: str | Path, dataset: SequenceDataset) -> list[RankingExample]:
     """RankingExamples from `folder`/heldout_examples.safetensors (history rebuilt from `dataset`)."""
-    path = Path(folder) / EXAMPLES_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found. Create it with: python -m recsys.ranker.heldout")
-    tensors = load_file(path)
-    return [RankingExample(tuple(dataset.train(u)[:p]), tuple(ids), a)
-            for u, p, ids, a in zip(tensors["users"].tolist(), tensors["positions"].tolist(),
-                                    tensors["candidate_ids"].tolist(), tensors["answer_index"].tolist())]
+    return load_held_out(folder).ranking_examples(dataset)
+
+
+def is_validation_user(users: torch.Tensor, share: float = VALIDATION_SHARE, seed: int = 0) -> torch.Tensor:
+    """(N,) bool: whether each user id belongs to the held-out validation users (a seeded, fixed share of all ids)."""
+    generator = torch.Generator().manual_seed(seed)
+    draw = torch.rand(int(users.max()) + 1, generator=generator)
+    return draw[users] < share
+
+
+def split_by_user(examples: HeldOutExamples, share: float = VALIDATION_SHARE,
+                  seed: int = 0) -> tuple[HeldOutExamples, HeldOutExamples]:
+    """(training rows, validation rows): every row of a validation user goes to validation."""
+    validation = is_validation_user(examples.users, share, seed)
+    return examples.select(~validation), examples.select(validation)
+
+
+def truncated_sequences(dataset: SequenceDataset, cut: int) -> dict[int, list[int]]:
+    """What the retriever of `cut` saw: each user's training items without its held-out last ones."""
+    return truncated_dataset(dataset, held_out_counts(dataset, cut)).sequences
 
 
 def build(config: HeldOutConfig) -> dict:
-    """Train the truncated retriever (or reuse it), write the held-out examples and a summary; returns the summary."""
+    """Train the truncated retrievers (or reuse them), write the held-out examples and a summary; returns the summary."""
     from recsys.retriever.train import TrainConfig, train
 
-    output = Path(config.output or REPO_ROOT / "runs" / f"heldout-{config.holdout}")
+    if any(c < config.window for c in config.cuts):
+        raise ValueError(f"every cut must be >= the window ({config.window}), got {config.cuts}")
+    output = Path(config.output)
     dataset = load_dataset("ml-latest-small", config.data_dir)
-    counts = held_out_counts(dataset, config.holdout)
-    retriever_dir = output / "retriever"
-    if config.resume and (retriever_dir / "metrics.json").is_file():
-        print(f"reusing the held-out retriever in {retriever_dir}")
-    else:
-        train(TrainConfig(output=str(retriever_dir), state_dir=str(output / "retriever-state"), seed=config.seed,
-                          eval_every=config.eval_every, patience=config.patience, resume=config.resume),
-              truncated_dataset(dataset, counts))
-    retriever = load_model(retriever_dir)
-    positions = held_out_positions(dataset, counts)
-    examples = candidate_examples(retriever, dataset, positions)
+    parts, per_cut = [], {}
+    for cut in config.cuts:
+        counts = held_out_counts(dataset, cut)
+        retriever_dir = output / f"cut-{cut}" / "retriever"
+        if config.resume and (retriever_dir / "metrics.json").is_file():
+            print(f"reusing the held-out retriever in {retriever_dir}")
+        else:
+            train(TrainConfig(output=str(retriever_dir), state_dir=str(output / f"cut-{cut}" / "retriever-state"),
+                              seed=config.seed, eval_every=config.eval_every, patience=config.patience,
+                              resume=config.resume), truncated_dataset(dataset, counts))
+        positions = held_out_positions(dataset, counts, skip_last=cut - config.window)
+        tensors = candidate_examples(load_model(retriever_dir), dataset, positions)
+        tensors["cuts"] = torch.full_like(tensors["users"], cut)
+        parts.append(tensors)
+        per_cut[cut] = {"positions": len(positions), "examples": int(tensors["users"].numel()),
+                        "coverage@20": round(tensors["users"].numel() / max(len(positions), 1), 4)}
+        print(f"cut {cut}: {per_cut[cut]}")
+    examples = {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+    output.mkdir(parents=True, exist_ok=True)
     save_file(examples, output / EXAMPLES_FILE)
     answers = torch.bincount(examples["answer_index"].long(), minlength=NUM_CANDIDATES)
-    summary = {"config": asdict(config), "positions": len(positions), "examples": int(examples["users"].numel()),
-               "coverage@20": round(examples["users"].numel() / max(len(positions), 1), 4),
+    validation = is_validation_user(examples["users"].long())
+    summary = {"config": asdict(config), "per_cut": per_cut, "examples": int(examples["users"].numel()),
+               "validation_examples": int(validation.sum()),
+               "validation_users": int(examples["users"][validation].unique().numel()),
                "users_with_examples": int(examples["users"].unique().numel()),
                "answer_position_share": [round(c / max(int(answers.sum()), 1), 4) for c in answers.tolist()]}
     (output / "heldout_examples.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -131,13 +211,14 @@ def build(config: HeldOutConfig) -> dict:
 def parse_args(argv=None) -> HeldOutConfig:
     """Flags: one per HeldOutConfig field."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--holdout", type=int, default=HeldOutConfig.holdout)
+    parser.add_argument("--cuts", type=int, nargs="+", default=HeldOutConfig().cuts)
+    parser.add_argument("--window", type=int, default=HeldOutConfig.window)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", default=None)
+    parser.add_argument("--output", default=HeldOutConfig.output)
     parser.add_argument("--seed", type=int, default=HeldOutConfig.seed)
     parser.add_argument("--eval-every", type=int, default=HeldOutConfig.eval_every)
     parser.add_argument("--patience", type=int, default=HeldOutConfig.patience)
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted retriever training")
+    parser.add_argument("--resume", action="store_true", help="reuse finished retrievers, continue an interrupted one")
     return HeldOutConfig(**vars(parser.parse_args(argv)))
 
 

@@ -25,6 +25,7 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    top_layers: int | None = None  # adapt only the last N decoder layers (the backward pass stops below them)
 
 
 @dataclass
@@ -118,8 +119,12 @@ def add_lora(model, settings: LoraSettings = LoraSettings()):
     """Wrap `model` with fresh trainable LoRA adapters (peft); they are fp32 even over bf16 base weights."""
     from peft import LoraConfig, get_peft_model
 
+    layers = None
+    if settings.top_layers:
+        total = model.config.num_hidden_layers
+        layers = list(range(max(0, total - settings.top_layers), total))
     lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+                      target_modules=list(settings.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
 
 

@@ -1,12 +1,14 @@
 """Train the verbalizer ranker: LoRA (QLoRA on CUDA) on "history + 20 candidates -> answer letter".
 
 `python -m recsys.ranker.train` is the paper's recipe: every training prefix (~88k examples) with
-random negatives, loss on letter + EOS over the whole vocabulary. The CPU recipe of the committed
-adapter trains on held-out retriever candidates (`recsys.ranker.heldout`) with the loss over the
-20 letters:
+random negatives, loss on letter + EOS over the whole vocabulary. The committed adapter learns the
+*residual* of a fixed prior on held-out retriever candidates: cross-entropy over
+softmax(letter logits + prior), prior = w_r log-softmax(retriever) + w_c co-watch attached to the
+films, the candidates shuffled in the prompt so that a letter's position earns nothing:
 
-    python -m recsys.ranker.heldout --holdout 30
-    python -m recsys.ranker.train --examples heldout --loss letters --max-history 10 --lr 5e-4 --batch-size 8
+    python -m recsys.ranker.heldout                   # truncated retrievers -> ~9k held-out examples
+    python -m recsys.ranker.prior --write             # co-watch window/span and prior weights
+    python -m recsys.ranker.train --examples heldout --loss residual --shuffle ...
 
 Uses the HF Trainer, so `accelerate launch -m recsys.ranker.train ...` trains on several GPUs. On a
 CPU with native bf16 the base weights are bf16 and the LoRA weights fp32. Validation NDCG@10 on the
@@ -23,27 +25,32 @@ import json
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from recsys.data import load_dataset
-from recsys.ranker.evaluate import (RANKER_CONFIG_FILE, choose_weight, ndcg_difference_interval, print_report,
-                                    score_subset, subset_rows, two_stage_metrics)
+from recsys.ranker.evaluate import (RANKER_CONFIG_FILE, RankingRows, ablation, ndcg10, print_ablation, score_llm,
+                                    split_rows)
 from recsys.ranker.examples import RankingExample, make_examples
-from recsys.ranker.fusion import RETRIEVER_ORDER
-from recsys.ranker.heldout import load_held_out_examples
-from recsys.ranker.model import (DEFAULT_ADAPTER, RankerLoadConfig, add_lora, load_adapter, load_base_model,
+from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
+from recsys.ranker.fusion import FusionWeights, llm_opinion, prior_scores
+from recsys.ranker.heldout import load_held_out, split_by_user
+from recsys.ranker.prior import PRIOR_FILE, heldout_rows, read_prior
+from recsys.ranker.model import (DEFAULT_ADAPTER, LoraSettings, RankerLoadConfig, add_lora, load_adapter, load_base_model,
                                  load_tokenizer, pick_device, use_4bit)
 from recsys.ranker.prompt import LETTERS, PromptConfig, build_prompt, item_texts
-from recsys.ranker.verbalizer import encode_example, letter_token_ids, position_ids
+from recsys.ranker.verbalizer import encode_example, forward_letter_logits, letter_token_ids
+from recsys.machine import machine_record
 from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
 
 
 TRAINING_LOG_FILE = "training_log.json"
+LOSSES = ("vocab", "letters", "residual")
+LLM_WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # the LLM's weight on top of the prior, chosen on validation
 
 
 @dataclass
@@ -55,14 +62,20 @@ class RankerTrainConfig:
     data_dir: str | None = None
     output: str = str(DEFAULT_ADAPTER)
     examples: str = "random"  # "random": training prefixes, random negatives (paper); "heldout": held-out candidates
-    heldout_dir: str = "runs/heldout-30"  # written by `python -m recsys.ranker.heldout`
+    heldout_dir: str = "runs/heldout"  # written by `python -m recsys.ranker.heldout`
+    prior: str = str(DEFAULT_ADAPTER)  # folder with prior.json and cowatch.safetensors (`recsys.ranker.prior --write`)
+    shuffle: bool = False  # candidates in a random order in each prompt (the prior carries the retriever's order)
+    val_examples: int = 400  # "heldout": validation rows scored at every validation (seeded sample)
     max_examples: int | None = None  # None = every example
     hard_negatives: int = 0  # "random" examples: how many of the 19 negatives come from the retriever's top-k
-    loss: str = "vocab"  # "vocab": letter + EOS over the whole vocabulary (paper); "letters": over the 20 letters
+    loss: str = "vocab"  # "vocab": letter + EOS over the vocabulary (paper); "letters": over the 20 letters;
+    # "residual": over the 20 letters' logits plus the fixed prior of each film
     max_history: int = 20
     max_title_tokens: int = 32
     max_prompt_tokens: int = 1536
     genres: bool = False  # titles followed by their genres (beyond the paper)
+    years: bool = True  # titles keep their year in the prompt
+    lora_top_layers: int | None = None  # LoRA on the last N decoder layers only (None: all)
     lr: float = 1e-4
     batch_size: int = 16  # effective batch (gradient accumulation over single examples on CPU)
     per_device_batch_size: int = 1
@@ -79,29 +92,43 @@ class RankerTrainConfig:
 
 def prompt_config_of(config: RankerTrainConfig) -> PromptConfig:
     """The prompt budgets a training config asks for."""
-    return PromptConfig(config.max_history, config.max_title_tokens, config.max_prompt_tokens, config.genres)
+    return PromptConfig(config.max_history, config.max_title_tokens, config.max_prompt_tokens, config.genres,
+                        config.years)
 
 
 class ExampleDataset(torch.utils.data.Dataset):
-    """Tokenized examples for either loss.
+    """Tokenized examples for each loss.
 
     "vocab": (input_ids, labels) with labels -100 except the answer letter + EOS (the paper's loss).
-    "letters": the prompt's input_ids and the answer's index among the candidates.
+    "letters": the prompt's input_ids and the answer's index among the candidates (letter order).
+    "residual": as "letters", plus each letter's prior (20,): the fixed prior of the film shown at that letter.
+    With `shuffle_seed` the candidates appear in a seeded random order per example (answer and prior follow).
     """
 
     def __init__(self, examples: list[RankingExample], tokenizer, catalog, prompt_config: PromptConfig,
-                 loss: str = "vocab"):
-        if loss not in ("vocab", "letters"):
-            raise ValueError(f"loss must be 'vocab' or 'letters', got {loss!r}")
+                 loss: str = "vocab", priors: torch.Tensor | None = None, shuffle_seed: int | None = None):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if (loss == "residual") != (priors is not None):
+            raise ValueError("the residual loss needs one prior row per example, and only it takes priors")
+        rng = random.Random(shuffle_seed)
         self.items = []
-        for example in tqdm(examples, desc="tokenize examples", leave=False):
+        for index, example in enumerate(tqdm(examples, desc="tokenize examples", leave=False)):
+            order = list(range(len(example.candidates)))
+            if shuffle_seed is not None:
+                rng.shuffle(order)
+            candidates = [example.candidates[j] for j in order]
+            answer = order.index(example.answer_index)
             prompt = build_prompt(tokenizer, item_texts(catalog, example.history, prompt_config),
-                                  item_texts(catalog, example.candidates, prompt_config), prompt_config)
+                                  item_texts(catalog, candidates, prompt_config), prompt_config)
             if loss == "vocab":
-                input_ids, labels = encode_example(tokenizer, prompt.text, LETTERS[example.answer_index])
+                input_ids, labels = encode_example(tokenizer, prompt.text, LETTERS[answer])
                 self.items.append({"input_ids": input_ids, "labels": labels})
-            else:
-                self.items.append({"input_ids": tokenizer(prompt.text).input_ids, "answer": example.answer_index})
+                continue
+            item = {"input_ids": tokenizer(prompt.text).input_ids, "answer": answer}
+            if priors is not None:
+                item["prior"] = priors[index][order].tolist()
+            self.items.append(item)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -122,26 +149,31 @@ def collate(pad_id: int):
 
 
 def collate_letters(pad_id: int):
-    """A collator that left-pads prompts (so each one's last token sits at -1) and stacks the answer indices."""
+    """A collator that left-pads prompts (so each one's last token sits at -1), stacks the answer indices and,
+    for the residual loss, the priors (B, 20)."""
     def pad(batch: list[dict]) -> dict[str, torch.Tensor]:
         length = max(len(b["input_ids"]) for b in batch)
         ids = [[pad_id] * (length - len(b["input_ids"])) + b["input_ids"] for b in batch]
         mask = [[0] * (length - len(b["input_ids"])) + [1] * len(b["input_ids"]) for b in batch]
-        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
-                "answer": torch.tensor([b["answer"] for b in batch])}
+        padded = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
+                  "answer": torch.tensor([b["answer"] for b in batch])}
+        if "prior" in batch[0]:
+            padded["prior"] = torch.tensor([b["prior"] for b in batch], dtype=torch.float32)
+        return padded
     return pad
 
 
 def letter_loss(model, batch: dict[str, torch.Tensor], letter_ids: list[int]) -> torch.Tensor:
-    """Mean cross-entropy of the answer among the 20 letter logits at the next token after each prompt.
+    """Mean cross-entropy of the answer among the 20 letters at the next token after each prompt.
 
-    This is exactly what the verbalizer ranks by; the full-vocabulary loss also spends effort on EOS
-    and on keeping other tokens' mass off the letters, which the verbalizer never reads.
+    Without a prior this is exactly what the verbalizer ranks by. With `batch["prior"]` (B, 20) it is the
+    fused score the app ranks by, `recsys.ranker.fusion` with the LLM's weight 1: the LLM is trained
+    through the sum and learns only what the prior lacks (Clark et al., 2019).
     """
-    outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    position_ids=position_ids(batch["attention_mask"]), logits_to_keep=1, use_cache=False)
-    logits = outputs.logits[:, -1, :].float()[:, letter_ids]
-    return torch.nn.functional.cross_entropy(logits, batch["answer"].to(logits.device))
+    scores = llm_opinion(forward_letter_logits(model, batch, letter_ids))
+    if "prior" in batch:  # prior = `fusion.prior_scores`: with it, the fused score at the LLM's weight 1
+        scores = scores + batch["prior"].to(scores.device)
+    return torch.nn.functional.cross_entropy(scores, batch["answer"].to(scores.device))
 
 
 def build_trainer(model, tokenizer, train_set: torch.utils.data.Dataset, config: RankerTrainConfig,
@@ -169,7 +201,7 @@ def build_trainer(model, tokenizer, train_set: torch.utils.data.Dataset, config:
         use_cpu=device.type == "cpu", bf16=device.type == "cuda",
         optim="paged_adamw_32bit" if quantized else "adamw_torch", gradient_checkpointing=quantized,
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False)
-    if config.loss == "letters":
+    if config.loss in ("letters", "residual"):
         letter_ids = letter_token_ids(tokenizer)
         return LetterLossTrainer(model=model, args=arguments, train_dataset=train_set,
                                  data_collator=collate_letters(tokenizer.pad_token_id), callbacks=list(callbacks))
@@ -177,25 +209,68 @@ def build_trainer(model, tokenizer, train_set: torch.utils.data.Dataset, config:
                    callbacks=list(callbacks))
 
 
-def training_examples(config: RankerTrainConfig, dataset) -> list[RankingExample]:
-    """The examples `config.examples` names, a seeded sample of `max_examples` when given."""
-    if config.examples == "heldout":
-        examples = load_held_out_examples(config.heldout_dir, dataset)
-        if config.max_examples is not None and config.max_examples < len(examples):
-            examples = random.Random(config.seed).sample(examples, config.max_examples)
-        return examples
-    if config.examples != "random":
+@dataclass
+class TrainingData:
+    """What one training run reads: its examples, their priors, the validation rows and the prior it adds to."""
+
+    examples: list[RankingExample]
+    priors: torch.Tensor | None  # (N, 20) in the examples' candidate order, for the residual loss
+    validation: RankingRows  # scored at every validation
+    prior_weights: FusionWeights  # the fusion without the LLM; the LLM's weight is chosen on validation
+    cowatch_counts: CoWatchCounts | None  # counts over every training part: validation and test users
+
+
+def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
+    """Examples, priors and validation rows as `config` asks.
+
+    "heldout": held-out examples of ~85% of users train, a seeded sample of `val_examples` rows of the
+    other users validates. "random": the paper's examples, validated on the paper's validation users.
+    The residual loss reads the prior chosen by `recsys.ranker.prior` from `config.prior`.
+    """
+    if config.examples not in ("random", "heldout"):
         raise ValueError(f"examples must be 'random' or 'heldout', got {config.examples!r}")
-    hard = None
-    if config.hard_negatives:
-        retriever = load_model(config.retriever)
-        hard = lambda histories: [ids.tolist() for batch in range(0, len(histories), 256)  # noqa: E731
-                                  for ids in retriever.retrieve(histories[batch:batch + 256], 50)[0]]
-    return make_examples(dataset, config.max_examples, config.seed, hard, config.hard_negatives)
+    rng = random.Random(config.seed)
+    if config.loss == "residual":
+        cowatch_config, prior_weights = read_prior(config.prior)
+        counts = CoWatchCounts.load(config.prior)
+    else:
+        cowatch_config, prior_weights, counts = CoWatchConfig(), FusionWeights(retriever=1.0, cowatch=0.0), None
+    if config.examples == "random":
+        if config.loss == "residual":
+            raise ValueError("the residual loss needs held-out examples (--examples heldout): random negatives have "
+                             "no retriever scores")
+        hard = None
+        if config.hard_negatives:
+            retriever = load_model(config.retriever)
+            hard = lambda histories: [ids.tolist() for batch in range(0, len(histories), 256)  # noqa: E731
+                                      for ids in retriever.retrieve(histories[batch:batch + 256], 50)[0]]
+        examples = make_examples(dataset, config.max_examples, config.seed, hard, config.hard_negatives)
+        validation = split_rows(dataset, "val", load_candidates(config.retriever)["val"], counts, config.val_users,
+                                config.seed)
+        return TrainingData(examples, None, validation, prior_weights, counts)
+    train_part, val_part = split_by_user(load_held_out(config.heldout_dir))
+    if config.max_examples is not None and config.max_examples < len(train_part):
+        keep = torch.zeros(len(train_part), dtype=torch.bool)
+        keep[rng.sample(range(len(train_part)), config.max_examples)] = True
+        train_part = train_part.select(keep)
+    rows = heldout_rows(train_part, dataset, cowatch_config)
+    priors = prior_scores(rows.retriever_scores, rows.cowatch, prior_weights) if config.loss == "residual" else None
+    validation = heldout_rows(val_part, dataset, cowatch_config)
+    if config.val_examples < len(validation):
+        validation = validation.select(sorted(rng.sample(range(len(validation)), config.val_examples)))
+    return TrainingData(train_part.ranking_examples(dataset), priors, validation, prior_weights, counts)
+
+
+def choose_llm_weight(rows: RankingRows, prior: FusionWeights) -> tuple[FusionWeights, dict[float, float]]:
+    """The LLM's weight on top of `prior` with the best subset NDCG@10 over LLM_WEIGHT_GRID (ties: the smaller),
+    and every weight's NDCG@10."""
+    by_weight = {w: ndcg10(rows, prior.but(llm=w)) for w in LLM_WEIGHT_GRID}
+    best = max(by_weight.values())
+    return prior.but(llm=min(w for w, v in by_weight.items() if v == best)), by_weight
 
 
 def train(config: RankerTrainConfig) -> dict | None:
-    """Train, validate, keep the best adapter, choose the fusion weight, evaluate on test; returns the metrics.
+    """Train, validate, keep the best adapter, choose the LLM's fusion weight, evaluate on test; returns the metrics.
 
     Returns None when `stop_at_step` ended the run early (continue it with `resume`).
     """
@@ -207,20 +282,21 @@ def train(config: RankerTrainConfig) -> dict | None:
     output.mkdir(parents=True, exist_ok=True)
     prompt_config = prompt_config_of(config)
     load_config = RankerLoadConfig(base_model=config.base_model, quantization=config.quantization,
-                                   cpu_precision=config.cpu_precision)
+                                   cpu_precision=config.cpu_precision,
+                                   lora=LoraSettings(top_layers=config.lora_top_layers))
     dataset = load_dataset("ml-latest-small", config.data_dir)
-    candidates = load_candidates(config.retriever)
-    val_rows = subset_rows(candidates["val"], config.val_users, config.seed)
-    examples = training_examples(config, dataset)
+    data = training_data(config, dataset)
     tokenizer = load_tokenizer(config.base_model)
     model = add_lora(load_base_model(load_config, for_training=True), load_config.lora)
     model.print_trainable_parameters()
-    train_set = ExampleDataset(examples, tokenizer, dataset.catalog, prompt_config, config.loss)
-    print(f"{len(train_set)} training examples; {len(val_rows)} validation users in the valid-retrieval subset")
+    train_set = ExampleDataset(data.examples, tokenizer, dataset.catalog, prompt_config, config.loss, data.priors,
+                               config.seed if config.shuffle else None)
+    print(f"{len(train_set)} training examples; {len(data.validation)} validation rows")
 
     checkpoint = get_last_checkpoint(str(output / "trainer")) if config.resume and (output / "trainer").is_dir() else None
     log_path = output / TRAINING_LOG_FILE
-    log = {"examples": len(train_set), "batch_size": config.batch_size, "config": asdict(config),
+    log = {"examples": len(train_set), "validation_rows": len(data.validation), "batch_size": config.batch_size,
+           "config": asdict(config), "machine": machine_record(next(model.parameters()).dtype),
            "validation_history": [], "train_seconds": 0.0}
     if checkpoint and log_path.is_file():
         log.update({k: v for k, v in json.loads(log_path.read_text()).items() if k in ("validation_history",
@@ -232,23 +308,25 @@ def train(config: RankerTrainConfig) -> dict | None:
     def validate(step: int) -> float:
         log["train_seconds"] += time.time() - clock["since"]
         started = time.time()
-        scored = score_subset(model, tokenizer, dataset.catalog, dataset, "val", candidates["val"], prompt_config,
-                              val_rows, batch_size=8, progress=False)
-        weight, by_weight = choose_weight(scored)  # the checkpoint is kept for its best two-stage ranking
-        ndcg = by_weight[weight]
+        rows = score_llm(model, tokenizer, dataset.catalog, data.validation, prompt_config, progress=False)
+        weights, by_weight = choose_llm_weight(rows, data.prior_weights)
+        ndcg = by_weight[weights.llm]
         best = max([h["val_N@10"] for h in history], default=-1.0)
         seen = step * config.batch_size
-        history.append({"step": step, "examples_seen": seen, "val_N@10": round(ndcg, 4), "fusion_weight": weight,
-                        "val_llm_only_N@10": round(by_weight[0.0], 4),
-                        "val_retriever_N@10": round(by_weight[RETRIEVER_ORDER], 4),
+        history.append({"step": step, "examples_seen": seen, "val_N@10": round(ndcg, 4), "llm_weight": weights.llm,
+                        "val_trained_sum_N@10": round(by_weight[1.0], 4),
+                        "val_prior_N@10": round(by_weight[0.0], 4),
+                        "val_llm_alone_N@10": round(ndcg10(rows, FusionWeights(0.0, 0.0, 1.0)), 4),
+                        "val_retriever_N@10": round(ndcg10(rows, FusionWeights(1.0, 0.0, 0.0)), 4),
                         "train_s": round(log["train_seconds"], 1), "validation_s": round(time.time() - started, 1),
                         "examples_per_s": round(seen / log["train_seconds"], 3) if step else None})
         if ndcg > best:
             model.save_pretrained(output)
         log_path.write_text(json.dumps(log, indent=2) + "\n")
-        tqdm.write(f"step {step}: validation subset NDCG@10 two-stage {ndcg:.4f} (w={weight:g}; best "
-                   f"{max(best, ndcg):.4f}), LLM alone {by_weight[0.0]:.4f}, retriever {by_weight[RETRIEVER_ORDER]:.4f}; "
-                   f"{history[-1]['examples_per_s']} examples/s")
+        h = history[-1]
+        tqdm.write(f"step {step}: validation NDCG@10 {ndcg:.4f} (LLM weight {weights.llm:g}; best {max(best, ndcg):.4f});"
+                   f" prior {h['val_prior_N@10']:.4f}, LLM alone {h['val_llm_alone_N@10']:.4f}, retriever "
+                   f"{h['val_retriever_N@10']:.4f}; {h['examples_per_s']} examples/s")
         clock["since"] = time.time()
         return ndcg
 
@@ -274,8 +352,9 @@ def train(config: RankerTrainConfig) -> dict | None:
 
 
 def finalize(config: RankerTrainConfig) -> dict:
-    """Evaluate the best saved adapter: choose the fusion weight on all validation users of the subset, then
-    score the test users; writes metrics.json and ranker_config.json next to the adapter.
+    """Evaluate the best saved adapter: choose the LLM's fusion weight on all validation rows, confirm on the
+    paper's validation users, score the test users once; writes metrics.json and ranker_config.json (and the
+    prior's files) next to the adapter.
 
     Also callable on its own (`--finalize-only`) after an interrupted training run.
     """
@@ -284,31 +363,36 @@ def finalize(config: RankerTrainConfig) -> dict:
     load_config = RankerLoadConfig(base_model=config.base_model, quantization=config.quantization,
                                    cpu_precision=config.cpu_precision)
     dataset = load_dataset("ml-latest-small", config.data_dir)
+    data = training_data(replace(config, val_examples=10**9), dataset)  # every validation row
     candidates = load_candidates(config.retriever)
     log = json.loads((output / TRAINING_LOG_FILE).read_text())
     history = log["validation_history"]
     best = max(history, key=lambda h: (h["val_N@10"], -h["step"]))
     tokenizer = load_tokenizer(config.base_model)
     model = load_adapter(load_base_model(load_config), output).eval()
-    val_scored = score_subset(model, tokenizer, dataset.catalog, dataset, "val", candidates["val"], prompt_config,
-                              subset_rows(candidates["val"]), batch_size=8)
-    weight, weights = choose_weight(val_scored)
-    test_scored = score_subset(model, tokenizer, dataset.catalog, dataset, "test", candidates["test"], prompt_config,
-                               subset_rows(candidates["test"]), batch_size=8)
-    test = two_stage_metrics(test_scored, weight)
-    interval = [round(x, 4) for x in ndcg_difference_interval(test_scored, weight)]
-    print_report(test, f"test, fusion weight {weight} (chosen on validation); subset NDCG@10 two-stage minus "
-                       f"retriever, paired-bootstrap 95% interval {interval}")
+    validation = score_llm(model, tokenizer, dataset.catalog, data.validation, prompt_config)
+    weights, by_weight = choose_llm_weight(validation, data.prior_weights)
+    scored = {split: score_llm(model, tokenizer, dataset.catalog,
+                               split_rows(dataset, split, candidates[split], data.cowatch_counts), prompt_config)
+              for split in ("val", "test")}
+    results = {split: ablation(rows, weights) for split, rows in scored.items()}
+    print_ablation(results["val"], f"paper's validation users ({len(scored['val'])}), fusion {weights}")
+    print_ablation(results["test"], f"test users ({len(scored['test'])} of {scored['test'].total_users}), fusion {weights}")
     metrics = {"training_examples": log["examples"], "best_step": best["step"],
                "examples_seen_at_best": best["examples_seen"], "examples_seen": history[-1]["examples_seen"],
-               "train_time_s": history[-1]["train_s"], "device": str(pick_device(load_config.device)),
-               "validation_history": history, "val_ndcg10_by_fusion_weight": weights, "fusion_weight": weight,
-               "val": two_stage_metrics(val_scored, weight), "test": test,
-               "test_llm_only": two_stage_metrics(test_scored, 0.0), "test_ci95_diff_N@10": interval,
-               "test_users_in_subset": len(test_scored.rows), "test_users": test_scored.total_users}
+               "train_time_s": history[-1]["train_s"], "machine": machine_record(next(model.parameters()).dtype),
+               "validation_history": history, "validation_rows": len(validation),
+               "val_ndcg10_by_llm_weight": by_weight, "fusion": asdict(weights),
+               "heldout_validation": ablation(validation, weights), "val": results["val"], "test": results["test"],
+               "test_users_in_subset": len(scored["test"]), "test_users": scored["test"].total_users}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    cowatch = read_prior(config.prior)[0] if config.loss == "residual" else None
     (output / RANKER_CONFIG_FILE).write_text(json.dumps(
-        {"fusion_weight": weight, "prompt": asdict(prompt_config), "training": asdict(config)}, indent=2) + "\n")
+        {"fusion": asdict(weights), "cowatch": asdict(cowatch) if cowatch else None, "prompt": asdict(prompt_config),
+         "training": asdict(config)}, indent=2) + "\n")
+    if cowatch and Path(config.prior).resolve() != output.resolve():
+        for name in (COUNTS_FILE, PRIOR_FILE):
+            shutil.copyfile(Path(config.prior) / name, output / name)
     return metrics
 
 
@@ -318,7 +402,7 @@ def parse_args(argv=None) -> tuple[RankerTrainConfig, bool]:
     for field in fields(RankerTrainConfig):
         flag = "--" + field.name.replace("_", "-")
         if field.type == "bool":
-            parser.add_argument(flag, action="store_true")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
             continue
         kind = {"int": int, "float": float, "int | None": int}.get(field.type, str)
         parser.add_argument(flag, type=kind, default=field.default)

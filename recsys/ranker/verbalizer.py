@@ -58,16 +58,52 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def final_norm(model):
+    """The decoder's final RMSNorm (Llama-style models, with or without a peft wrapper); None when there is none."""
+    decoder = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = decoder.get_decoder() if hasattr(decoder, "get_decoder") else None
+    norm = getattr(decoder, "norm", None)
+    return norm if norm is not None and hasattr(norm, "weight") else None
+
+
+def forward_letter_logits(model, batch: dict[str, torch.Tensor], letter_ids: list[int]) -> torch.Tensor:
+    """Letter logits (B, 20) at the next token after each left-padded prompt of `batch`, computed in fp32.
+
+    The decoder runs in the model's dtype; its last position's final RMSNorm and the 20 letter rows of
+    the LM head are applied in fp32, so bf16 rounding of the output (a step of 0.06-0.125 at logits
+    8-32) cannot tie two letters. Models without a Llama-style final norm fall back to the LM head's
+    own output. Differentiable (used by the training loss too).
+    """
+    norm = final_norm(model)
+    captured = {}
+
+    def keep_last_input(module, inputs, output):  # returns None: the norm's output is left as it is
+        captured["h"] = inputs[0][:, -1]
+
+    hook = norm.register_forward_hook(keep_last_input) if norm is not None else None
+    try:
+        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        position_ids=position_ids(batch["attention_mask"]), logits_to_keep=1, use_cache=False)
+    finally:
+        if hook is not None:
+            hook.remove()
+    if norm is None:
+        return outputs.logits[:, -1, :].float()[:, letter_ids]
+    hidden = captured["h"].float()
+    epsilon = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
+    hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + epsilon) * norm.weight.float()
+    head = model.get_output_embeddings().weight[letter_ids].float()  # (20, hidden)
+    return hidden @ head.T
+
+
 @torch.inference_mode()
 def letter_logits(model, tokenizer, prompts: list[str], letter_ids: list[int]) -> torch.Tensor:
-    """Logits (B, 20) at the letter tokens for the next token after each prompt.
+    """Logits (B, 20) at the letter tokens for the next token after each prompt (fp32; see `forward_letter_logits`).
 
     Only the last position goes through the LM head (`logits_to_keep=1`): the full-vocabulary
     projection at every position would cost more than the rest of the pass for short prompts.
     """
-    batch = tokenize_prompts(tokenizer, prompts, model.device)
-    outputs = model(**batch, position_ids=position_ids(batch["attention_mask"]), logits_to_keep=1, use_cache=False)
-    return outputs.logits[:, -1, :].float()[:, letter_ids]
+    return forward_letter_logits(model, tokenize_prompts(tokenizer, prompts, model.device), letter_ids)
 
 
 def candidate_probabilities(model, tokenizer, prompts: list[RankingPrompt], letter_ids: list[int]) -> list[torch.Tensor]:

@@ -1,0 +1,78 @@
+"""Does the LLM's opinion follow the films or the letters? The same candidates, in the retriever's order and reversed.
+
+`python bench/order_invariance.py --json bench/results/order_invariance.json` (add `--adapter none` for the base model)
+
+For each test user of the valid-retrieval subset (a seeded sample), the verbalizer scores the 20
+candidates listed in the retriever's order, then listed in reverse. Per user, the Spearman
+correlation of the two score vectors is taken twice: film by film (each film's score in both
+orders) and letter by letter (the score at letter A in both, at B in both, ...). A ranker that reads
+the titles agrees film by film; one that learned a position prior agrees letter by letter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recsys.data import load_dataset  # noqa: E402
+from recsys.machine import machine_record  # noqa: E402
+from recsys.ranker.evaluate import read_prompt_config, score_llm, split_rows  # noqa: E402
+from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker  # noqa: E402
+from recsys.results import write_json  # noqa: E402
+from recsys.retriever.candidates import load_candidates  # noqa: E402
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation of two (K,) vectors (ties broken by position)."""
+    rank_a = a.argsort().argsort().float()
+    rank_b = b.argsort().argsort().float()
+    return torch.corrcoef(torch.stack([rank_a, rank_b]))[0, 1].item()
+
+
+def agreement(in_order: torch.Tensor, reversed_order: torch.Tensor) -> dict[str, float]:
+    """Mean film-by-film and letter-by-letter Spearman, and top-film agreement, of (N, K) scores in the
+    retriever's order (both tensors index the films in the retriever's order)."""
+    film = [spearman(a, b) for a, b in zip(in_order, reversed_order)]
+    letter = [spearman(a, b.flip(0)) for a, b in zip(in_order, reversed_order)]  # letter j showed film K-1-j
+    top = (in_order.argmax(dim=1) == reversed_order.argmax(dim=1)).float().mean().item()
+    return {"film_by_film_spearman": round(sum(film) / len(film), 3),
+            "letter_by_letter_spearman": round(sum(letter) / len(letter), 3), "same_top_film": round(top, 3)}
+
+
+def main(argv=None) -> dict:
+    """Score a sample of test users in both orders, print the agreement, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base-model", default=None)
+    parser.add_argument("--adapter", default=str(DEFAULT_ADAPTER), help="peft adapter folder, or 'none'")
+    parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument("--users", type=int, default=30)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    adapter = None if args.adapter == "none" else args.adapter
+    dataset = load_dataset("ml-latest-small")
+    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=adapter,
+                                                    cpu_precision=args.precision))
+    machine = machine_record(next(model.parameters()).dtype)
+    rows = split_rows(dataset, "test", load_candidates(args.retriever)["test"], None, args.users)
+    prompt_config = read_prompt_config(adapter)
+    in_order = score_llm(model, tokenizer, dataset.catalog, rows, prompt_config).llm
+    reverse = torch.arange(rows.candidate_ids.shape[1] - 1, -1, -1).expand(len(rows), -1)
+    reversed_order = score_llm(model, tokenizer, dataset.catalog, rows, prompt_config, permutation=reverse).llm
+    result = {"adapter": Path(args.adapter).name, "users": len(rows), **agreement(in_order, reversed_order),
+              "machine": machine}
+    print(f"{result['adapter']}, {len(rows)} test users, candidates in the retriever's order vs reversed:")
+    print(f"  film by film Spearman {result['film_by_film_spearman']:+.3f}   letter by letter "
+          f"{result['letter_by_letter_spearman']:+.3f}   same top film {result['same_top_film']:.0%}")
+    write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

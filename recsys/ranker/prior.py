@@ -1,0 +1,140 @@
+"""The fixed prior of stage two: retriever + co-watch, its window/span chosen and its weights fitted on held-out examples.
+
+`python -m recsys.ranker.prior` reads the held-out examples (`python -m recsys.ranker.heldout`),
+splits them by user into training rows and validation rows (~15% of users), and for every
+(window, span) of the grid
+  1. counts co-watch pairs in what each example's truncated retriever saw,
+  2. fits the weights of log-softmax(retriever) and co-watch by maximum likelihood on the training rows
+     (a two-parameter conditional logit: softmax over the 20 candidates),
+  3. scores NDCG@10 of the fused order on the validation rows.
+The best (window, span) by validation NDCG@10 is kept: `--write` saves its counts over every user's
+training part (`cowatch.safetensors`) and `prior.json` into the adapter folder; the ranker is then
+trained on top of this prior and served with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from recsys.data import SequenceDataset, load_dataset
+from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
+from recsys.ranker.evaluate import RETRIEVER, RankingRows, ndcg10
+from recsys.ranker.fusion import FusionWeights, retriever_opinion
+from recsys.ranker.heldout import HeldOutExamples, load_held_out, split_by_user, truncated_sequences
+from recsys.ranker.model import DEFAULT_ADAPTER
+from recsys.results import write_json
+
+PRIOR_FILE = "prior.json"
+WINDOW_GRID = (1, 2, 3, 5, 10)
+SPAN_GRID = (1, 3, 5, 10, 20)
+
+
+def heldout_rows(examples: HeldOutExamples, dataset: SequenceDataset, config: CoWatchConfig) -> RankingRows:
+    """Held-out examples as RankingRows, each co-watch scored from its own truncated retriever's sequences."""
+    cowatch = torch.zeros(examples.candidate_ids.shape)
+    histories = examples.histories(dataset)
+    for cut in examples.cuts.unique().tolist():
+        counts = CoWatchCounts.from_sequences(truncated_sequences(dataset, cut).values(), dataset.num_items, config)
+        index = (examples.cuts == cut).nonzero().flatten()
+        cowatch[index] = counts.scores([histories[i] for i in index.tolist()], examples.candidate_ids[index])
+    return RankingRows(histories, examples.candidate_ids, examples.candidate_scores, cowatch, examples.answer_index,
+                       len(examples))
+
+
+def training_counts(dataset: SequenceDataset, config: CoWatchConfig) -> CoWatchCounts:
+    """Co-watch counts over every user's training part: what validation and test users (and the app) are scored with."""
+    return CoWatchCounts.from_sequences((dataset.train(u) for u in sorted(dataset.sequences)), dataset.num_items, config)
+
+
+def fit_prior_weights(retriever_scores: torch.Tensor, cowatch_scores: torch.Tensor,
+                      target_index: torch.Tensor, steps: int = 100) -> FusionWeights:
+    """Maximum-likelihood weights (>= 0) of retriever and co-watch: softmax over the K candidates, (N, K) inputs."""
+    opinions = torch.stack([retriever_opinion(retriever_scores), cowatch_scores.float()])  # (2, N, K)
+    raw = torch.zeros(2, requires_grad=True)  # weights = softplus(raw) / softplus(0), starting at 1
+    optimizer = torch.optim.LBFGS([raw], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+    scale = torch.nn.functional.softplus(torch.zeros(()))
+
+    def closure():
+        optimizer.zero_grad()
+        weights = torch.nn.functional.softplus(raw) / scale
+        loss = torch.nn.functional.cross_entropy((weights.view(2, 1, 1) * opinions).sum(0), target_index)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    retriever, cowatch = (torch.nn.functional.softplus(raw) / scale).tolist()
+    return FusionWeights(retriever=round(retriever, 4), cowatch=round(cowatch, 4), llm=1.0)
+
+
+@dataclass
+class PriorChoice:
+    """The chosen co-watch config and prior weights, with the evidence for the choice."""
+
+    cowatch: CoWatchConfig
+    weights: FusionWeights
+    validation: dict  # held-out validation rows: NDCG@10 of the retriever's order and of the prior
+    grid: list[dict]  # every (window, span): fitted weights and validation NDCG@10
+
+    def to_json(self) -> dict:
+        return {"cowatch": asdict(self.cowatch), "weights": asdict(self.weights), "validation": self.validation,
+                "grid": self.grid}
+
+
+def choose_prior(examples: HeldOutExamples, dataset: SequenceDataset, windows=WINDOW_GRID,
+                 spans=SPAN_GRID) -> PriorChoice:
+    """Fit the weights on training rows and pick (window, span) by validation NDCG@10 (ties: the smaller window, span)."""
+    train_rows, val_rows = split_by_user(examples)
+    grid = []
+    for window in windows:
+        for span in spans:
+            config = CoWatchConfig(window, span)
+            train = heldout_rows(train_rows, dataset, config)
+            weights = fit_prior_weights(train.retriever_scores, train.cowatch, train.target_index)
+            grid.append({"window": window, "span": span, "weights": asdict(weights),
+                         "val_N@10": round(ndcg10(heldout_rows(val_rows, dataset, config), weights.but(llm=0.0)), 4)})
+            print(f"window {window:>2} span {span:>2}: weights retriever {weights.retriever:.3f} cowatch "
+                  f"{weights.cowatch:.3f}; held-out validation NDCG@10 {grid[-1]['val_N@10']:.4f}")
+    best = max(grid, key=lambda g: (g["val_N@10"], -g["window"], -g["span"]))
+    retriever_only = ndcg10(heldout_rows(val_rows, dataset, CoWatchConfig(1, 1)), RETRIEVER)
+    validation = {"examples": len(val_rows), "users": int(val_rows.users.unique().numel()),
+                  "training_examples": len(train_rows), "retriever_N@10": round(retriever_only, 4),
+                  "prior_N@10": best["val_N@10"]}
+    return PriorChoice(CoWatchConfig(best["window"], best["span"]), FusionWeights(**best["weights"]), validation, grid)
+
+
+def read_prior(folder: str | Path) -> tuple[CoWatchConfig, FusionWeights]:
+    """The co-watch config and fusion weights saved in `folder`/prior.json; FileNotFoundError says how to make it."""
+    path = Path(folder) / PRIOR_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found. Create it with: python -m recsys.ranker.prior --write")
+    saved = json.loads(path.read_text())
+    return CoWatchConfig(**saved["cowatch"]), FusionWeights(**saved["weights"])
+
+
+def main(argv=None) -> PriorChoice:
+    """Choose the prior on held-out examples, print the grid; with --write save counts and prior.json."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--heldout", default="runs/heldout", help="folder written by recsys.ranker.heldout")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--output", default=str(DEFAULT_ADAPTER), help="where --write puts prior.json and the counts")
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--json", default=None, help="also write the choice and the grid here")
+    args = parser.parse_args(argv)
+    dataset = load_dataset("ml-latest-small", args.data_dir)
+    choice = choose_prior(load_held_out(args.heldout), dataset)
+    print(json.dumps({"chosen": asdict(choice.cowatch), "weights": asdict(choice.weights), **choice.validation}))
+    if args.write:
+        training_counts(dataset, choice.cowatch).save(args.output)
+        (Path(args.output) / PRIOR_FILE).write_text(json.dumps(choice.to_json(), indent=2) + "\n")
+        print(f"wrote {Path(args.output) / PRIOR_FILE} and the co-watch counts")
+    write_json(args.json, choice.to_json())
+    return choice
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Stage two beyond the paper: the co-watch prior, held-out examples at several cuts, the residual loss, the fusion rule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import TINY_TITLES, make_catalog, make_llama, make_lrurec
+from recsys.data.preprocess import SequenceDataset
+from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
+from recsys.ranker.evaluate import RankingRows, ablation, ranking_metrics, target_ranks
+from recsys.ranker.examples import RankingExample
+from recsys.ranker.fusion import FusionWeights, final_order, fused_scores, prior_scores, retriever_opinion
+from recsys.ranker.heldout import (HeldOutExamples, candidate_examples, held_out_counts, held_out_positions,
+                                   split_by_user, truncated_dataset, truncated_sequences)
+from recsys.ranker.prior import fit_prior_weights, heldout_rows, training_counts
+from recsys.ranker.prompt import PromptConfig
+from recsys.ranker.train import ExampleDataset, collate_letters, letter_loss
+from recsys.ranker.verbalizer import forward_letter_logits, letter_token_ids, tokenize_prompts
+
+
+def test_cowatch_counts_on_a_hand_made_sequence():
+    counts = CoWatchCounts.from_sequences([[1, 2, 3, 4], [2, 3]], num_items=5, config=CoWatchConfig(window=2, span=2))
+    c = counts.counts
+    assert c[1, 2] == 1 and c[1, 3] == 1 and c[1, 4] == 0  # 4 comes 3 positions after 1: outside the window
+    assert c[2, 3] == 2 and c[2, 4] == 1 and c[3, 4] == 1
+    assert c[2, 1] == 0 and c[4, 3] == 0  # order matters: only what came after
+    assert int(c.sum()) == 6 and int(c[0].sum() + c[:, 0].sum()) == 0
+    scores = counts.scores([[1, 2], [], [5, 2]], torch.tensor([[3, 4], [3, 4], [3, 4]]))
+    assert scores[0].tolist() == pytest.approx([(math.log(2) + math.log(3)) / 2, math.log(2) / 2])
+    assert scores[1].tolist() == [0.0, 0.0]  # no history, no votes
+    assert scores[2].tolist() == pytest.approx([math.log(3) / 2, math.log(2) / 2])  # 5 voted 0
+    assert counts.evidence([1, 2], 3) == (2, 2) and counts.evidence([5], 3) is None
+
+
+def test_cowatch_counts_round_trip_and_corrupt_files(tmp_path):
+    counts = CoWatchCounts.from_sequences([[1, 2, 3, 4, 1, 3]], num_items=6, config=CoWatchConfig(window=3, span=4))
+    counts.save(tmp_path)
+    loaded = CoWatchCounts.load(tmp_path)
+    assert torch.equal(loaded.counts, counts.counts) and loaded.config == counts.config
+    path = tmp_path / "cowatch.safetensors"
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ValueError, match="corrupt.*python -m recsys.ranker.prior --write"):
+        CoWatchCounts.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m recsys.ranker.prior"):
+        CoWatchCounts.load(tmp_path / "missing")
+
+
+def _toy_dataset(num_users: int = 8, length: int = 40) -> SequenceDataset:
+    generator = torch.Generator().manual_seed(5)
+    sequences = {u: (torch.randint(len(TINY_TITLES), (length,), generator=generator) + 1).tolist()
+                 for u in range(1, num_users + 1)}
+    sequences[num_users] = sequences[num_users][:12]
+    return SequenceDataset("toy", sequences, make_catalog())
+
+
+def test_no_scored_position_ever_counts_itself():
+    """Changing every held-out target (and all that follows it) leaves the counts its example is scored with unchanged;
+    changing the validation and test items leaves the serving counts unchanged."""
+    dataset = _toy_dataset()
+    for cut, window in ((10, 5), (20, 5)):
+        counts = held_out_counts(dataset, cut)
+        positions = held_out_positions(dataset, counts, skip_last=cut - window)
+        assert positions
+        changed = {u: list(s) for u, s in dataset.sequences.items()}
+        for user, position in positions:
+            changed[user][position:] = [(i % len(TINY_TITLES)) + 1 for i in changed[user][position:]]
+        other = SequenceDataset("toy", changed, dataset.catalog)
+        seen = CoWatchCounts.from_sequences(truncated_sequences(dataset, cut).values(), dataset.num_items)
+        seen_changed = CoWatchCounts.from_sequences(truncated_sequences(other, cut).values(), dataset.num_items)
+        assert torch.equal(seen.counts, seen_changed.counts)
+        for user, position in positions:  # the scored position lies after everything counted for it
+            assert len(truncated_sequences(dataset, cut)[user]) <= position
+    last_two = {u: s[:-2] + [(s[-2] % 48) + 1, (s[-1] % 48) + 1] for u, s in dataset.sequences.items()}
+    assert torch.equal(training_counts(dataset, CoWatchConfig()).counts,
+                       training_counts(SequenceDataset("toy", last_two, dataset.catalog), CoWatchConfig()).counts)
+
+
+def test_cuts_score_disjoint_positions_with_their_own_retriever():
+    dataset = _toy_dataset()
+    taken = set()
+    for cut in (10, 20, 30):
+        counts = held_out_counts(dataset, cut)
+        positions = held_out_positions(dataset, counts, skip_last=cut - 10)
+        assert taken.isdisjoint(positions)
+        taken |= set(positions)
+        truncated = truncated_dataset(dataset, counts)
+        for user, position in positions:
+            assert len(dataset.train(user)) - cut <= position < len(dataset.train(user)) - (cut - 10)
+            assert len(truncated.sequences[user]) <= position
+    tensors = candidate_examples(make_lrurec(), dataset, sorted(taken))
+    assert tensors["candidate_scores"].shape == tensors["candidate_ids"].shape
+    assert (tensors["candidate_scores"][:, :-1] >= tensors["candidate_scores"][:, 1:]).all()  # retriever order
+
+
+def test_validation_users_are_split_off_whole():
+    users = torch.arange(1, 401).repeat_interleave(3)
+    examples = HeldOutExamples(users, torch.zeros_like(users), torch.zeros_like(users),
+                               torch.zeros(len(users), 20, dtype=torch.long), torch.zeros(len(users), 20),
+                               torch.zeros_like(users))
+    train, validation = split_by_user(examples)
+    assert set(train.users.tolist()).isdisjoint(validation.users.tolist())
+    assert len(train) + len(validation) == len(examples)
+    assert 0.08 < len(validation) / len(examples) < 0.22
+
+
+def test_fusion_is_a_weighted_sum_of_named_opinions():
+    opinions = {"retriever": torch.tensor([0.0, -1.0, -2.0]), "cowatch": torch.tensor([0.0, 3.0, 0.0]),
+                "llm": torch.tensor([-3.0, -2.0, -0.1])}
+    assert final_order(opinions, FusionWeights(1.0, 0.0, 0.0)) == [0, 1, 2]
+    assert final_order(opinions, FusionWeights(0.0, 0.0, 1.0)) == [2, 1, 0]
+    assert final_order(opinions, FusionWeights(1.0, 1.0, 0.0)) == [1, 0, 2]
+    assert torch.allclose(fused_scores(opinions, FusionWeights(2.0, 0.5, 1.0)),
+                          2 * opinions["retriever"] + 0.5 * opinions["cowatch"] + opinions["llm"])
+    assert final_order({"retriever": torch.zeros(3)}, FusionWeights(1.0, 0.0, 0.0)) == [0, 1, 2]  # ties: retriever order
+    with pytest.raises(ValueError, match="llm opinion is missing"):
+        fused_scores({"retriever": torch.zeros(3)}, FusionWeights())
+    with pytest.raises(ValueError, match=">= 0"):
+        FusionWeights(retriever=-1.0)
+
+
+def test_prior_weights_are_recovered_by_maximum_likelihood():
+    generator = torch.Generator().manual_seed(0)
+    retriever = torch.randn(4000, 20, generator=generator) * 2
+    cowatch = torch.rand(4000, 20, generator=generator) * 3
+    truth = FusionWeights(retriever=1.5, cowatch=0.8, llm=0.0)
+    targets = torch.multinomial(torch.softmax(prior_scores(retriever, cowatch, truth), dim=-1), 1,
+                                generator=generator).flatten()
+    fitted = fit_prior_weights(retriever, cowatch, targets)
+    assert fitted.retriever == pytest.approx(1.5, abs=0.15) and fitted.cowatch == pytest.approx(0.8, abs=0.1)
+
+
+def _rows(llm=None) -> RankingRows:
+    retriever = torch.tensor([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
+    cowatch = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    return RankingRows([[1], [2]], torch.tensor([[4, 5, 6], [7, 8, 9]]), retriever, cowatch, torch.tensor([2, 1]),
+                       total_users=4, llm=llm)
+
+
+def test_target_ranks_and_the_ablation_follow_the_fusion():
+    rows = _rows(llm=torch.log(torch.tensor([[0.1, 0.2, 0.7], [0.2, 0.7, 0.1]])))
+    assert target_ranks(rows, FusionWeights(1.0, 0.0, 0.0)).tolist() == [3, 2]
+    assert target_ranks(rows, FusionWeights(1.0, 2.0, 0.0)).tolist() == [1, 2]
+    assert target_ranks(rows, FusionWeights(0.0, 0.0, 1.0)).tolist() == [1, 1]
+    metrics = ranking_metrics(rows, FusionWeights(0.0, 0.0, 1.0))
+    assert metrics["subset"]["R@1"] == 1.0 and metrics["overall"]["R@1"] == 0.5  # two more users, both misses
+    result = ablation(rows, FusionWeights(1.0, 2.0, 1.0))
+    assert set(result) == {"retriever", "llm_alone", "retriever+llm", "retriever+cowatch", "final", "llm_contribution"}
+    assert result["retriever"]["subset"]["N@10"] == pytest.approx((1 / math.log2(4) + 1 / math.log2(3)) / 2, abs=1e-4)
+
+
+def _examples(count: int) -> list[RankingExample]:
+    generator = torch.Generator().manual_seed(1)
+    return [RankingExample((int(i[0]),), tuple(i[1:].tolist()), int(a))
+            for i, a in zip((torch.randperm(len(TINY_TITLES), generator=generator)[:21] + 1 for _ in range(count)),
+                            torch.randint(20, (count,), generator=generator))]
+
+
+def test_shuffled_prompts_keep_the_answer_and_the_prior_on_their_films(tiny_tokenizer):
+    examples = _examples(6)
+    priors = torch.arange(6 * 20, dtype=torch.float32).view(6, 20)
+    config = PromptConfig(max_title_tokens=4)
+    plain = ExampleDataset(examples, tiny_tokenizer, make_catalog(), config, "residual", priors)
+    shuffled = ExampleDataset(examples, tiny_tokenizer, make_catalog(), config, "residual", priors, shuffle_seed=3)
+    moved = 0
+    for example, prior, a, b in zip(examples, priors, plain, shuffled):
+        assert a["answer"] == example.answer_index and a["prior"] == prior.tolist()
+        # the film at the shuffled answer letter is the target, and its prior came with it
+        assert b["prior"][b["answer"]] == prior[example.answer_index].item()
+        assert sorted(b["prior"]) == sorted(prior.tolist())
+        moved += b["answer"] != a["answer"]
+    assert moved >= 4
+    with pytest.raises(ValueError, match="residual loss needs"):
+        ExampleDataset(examples, tiny_tokenizer, make_catalog(), config, "residual")
+
+
+def test_residual_loss_equals_a_hand_computation(tiny_tokenizer):
+    model = make_llama(tiny_tokenizer, seed=3)
+    examples = _examples(3)
+    priors = torch.randn(3, 20, generator=torch.Generator().manual_seed(2))
+    data = ExampleDataset(examples, tiny_tokenizer, make_catalog(), PromptConfig(max_title_tokens=4), "residual",
+                          priors, shuffle_seed=0)
+    batch = collate_letters(tiny_tokenizer.pad_token_id)([data[i] for i in range(3)])
+    letter_ids = letter_token_ids(tiny_tokenizer)
+    expected = []
+    for i in range(3):  # one prompt at a time, the full logits, the prior of the film at each letter
+        with torch.no_grad():
+            letters = model(input_ids=torch.tensor([data[i]["input_ids"]])).logits[0, -1][letter_ids]
+        scores = torch.log_softmax(letters, dim=0) + torch.tensor(data[i]["prior"])
+        expected.append(-(scores[data[i]["answer"]] - torch.logsumexp(scores, dim=0)))
+    with torch.no_grad():
+        loss = letter_loss(model, batch, letter_ids)
+    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-5)
+
+
+def test_letter_logits_are_fp32_over_a_bf16_model(tiny_tokenizer):
+    """The final norm and the letter rows run in fp32: distinct scores are not rounded onto bf16's grid."""
+    model = make_llama(tiny_tokenizer, seed=4)
+    letter_ids = letter_token_ids(tiny_tokenizer)
+    prompts = ["### Instruction:\nrank\n\n### Response:\n", "### Input:\n(A) Alien (1979)\n\n### Response:\n"]
+    batch = tokenize_prompts(tiny_tokenizer, prompts, "cpu")
+    with torch.no_grad():
+        reference = forward_letter_logits(model, batch, letter_ids)
+        low = forward_letter_logits(model.to(torch.bfloat16), batch, letter_ids)
+    assert low.dtype == torch.float32
+    assert (low != low.to(torch.bfloat16).float()).any()  # not bf16 values
+    assert all(row.unique().numel() == 20 for row in low)  # distinct scores stay distinct
+    assert torch.allclose(low, reference, atol=0.05 * reference.abs().max().item())
