@@ -1,6 +1,11 @@
 """Retriever quality on the test split beside the paper's LRURec row (Table 1, ML = ml-latest-small).
 
 `python bench/retriever_quality.py --json bench/results/retriever_quality.json`
+
+`--tie-order hash` orders interactions with equal timestamps by a stable hash of user and item
+instead of the paper's item id (`recsys.data.preprocess.TIE_ORDERS`); `--tie-order item hash` measures
+both and counts the test users whose target or history the choice changes:
+`python bench/retriever_quality.py --tie-order item hash --json bench/results/retriever_tie_order.json`
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from recsys.machine import machine_record  # noqa: E402
 from recsys.results import write_json  # noqa: E402
 from recsys import NUM_CANDIDATES  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
+from recsys.data.preprocess import TIE_ORDERS  # noqa: E402
 from recsys.metrics import format_table, metrics_from_ranks  # noqa: E402
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model  # noqa: E402
 from recsys.retriever.evaluate import split_inputs, target_ranks  # noqa: E402
@@ -23,30 +29,56 @@ PAPER_LRUREC = {"M@5": 0.0390, "N@5": 0.0468, "R@5": 0.0705, "M@10": 0.0491, "N@
 COLUMNS = list(PAPER_LRUREC)
 
 
+def evaluate(model, dataset) -> dict:
+    """Test-split metrics of `model` on `dataset`: the six paper columns, coverage@20 and the number of users."""
+    _, histories, targets = split_inputs(dataset, "test")
+    metrics = metrics_from_ranks(target_ranks(model, histories, targets), (5, 10, NUM_CANDIDATES))
+    return {"ours": {k: round(metrics[k], 4) for k in COLUMNS},
+            f"coverage@{NUM_CANDIDATES}": round(metrics[f"R@{NUM_CANDIDATES}"], 4), "users": len(targets)}
+
+
+def users_changed(first, second) -> dict:
+    """Test users whose target, or whose history only, differs between two orderings of one dataset."""
+    target = sum(first.test_input(u)[1] != second.test_input(u)[1] for u in first.sequences)
+    history = sum(first.test_input(u)[1] == second.test_input(u)[1] and first.test_input(u) != second.test_input(u)
+                  for u in first.sequences)
+    return {"target": target, "history_only": history}
+
+
 def main(argv=None) -> dict:
-    """Evaluate the checkpoint on the test users, print ours beside the paper, write JSON."""
+    """Evaluate the checkpoint on the test users under each tie order, print ours beside the paper, write JSON.
+
+    The JSON's top-level "ours" and coverage are the first tie order's; "by_tie_order" holds every order's.
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--tie-order", nargs="+", choices=TIE_ORDERS, default=["item"],
+                        help="order of equal timestamps: item (paper) and/or hash (neutral); default item")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     model = load_model(args.checkpoint)
     machine = machine_record("float32")  # LRURec scores in fp32 on the CPU
-    dataset = load_dataset(load_config(args.checkpoint).get("dataset", "ml-latest-small"), args.data_dir)
-    _, histories, targets = split_inputs(dataset, "test")
-    ranks = target_ranks(model, histories, targets)
-    metrics = metrics_from_ranks(ranks, (5, 10, NUM_CANDIDATES))
-    ours = {k: round(metrics[k], 4) for k in COLUMNS}
-    coverage = round(metrics[f"R@{NUM_CANDIDATES}"], 4)
-    print(f"LRURec on ml-latest-small, test split, {len(ranks)} users, full ranking")
-    print(format_table({"paper (Table 1)": PAPER_LRUREC, "ours": ours}, COLUMNS))
-    verdict = ["at/above" if ours[k] >= PAPER_LRUREC[k] else "BELOW" for k in COLUMNS]
-    print(" " * 17 + "".join(f"{v:>9}" for v in verdict))
-    print(f"coverage@{NUM_CANDIDATES} (target in top-{NUM_CANDIDATES}): {coverage:.4f}  (paper: about 0.20)")
-    result = {"ours": ours, "paper": PAPER_LRUREC, f"coverage@{NUM_CANDIDATES}": coverage, "users": len(ranks)}
+    name = load_config(args.checkpoint).get("dataset", "ml-latest-small")
+    datasets = {order: load_dataset(name, args.data_dir, order) for order in dict.fromkeys(args.tie_order)}
+    by_order = {order: evaluate(model, dataset) for order, dataset in datasets.items()}
+    rows = {"paper (Table 1)": PAPER_LRUREC} | {f"ours, ties by {order}": r["ours"] for order, r in by_order.items()}
+    first = by_order[args.tie_order[0]]
+    print(f"LRURec on {name}, test split, {first['users']} users, full ranking")
+    print(format_table(rows, COLUMNS))
+    for order, result in by_order.items():
+        verdict = ["at/above" if result["ours"][k] >= PAPER_LRUREC[k] else "BELOW" for k in COLUMNS]
+        print(f"{'ties by ' + order:<17}" + "".join(f"{v:>9}" for v in verdict))
+        print(f"  coverage@{NUM_CANDIDATES} (target in top-{NUM_CANDIDATES}): "
+              f"{result[f'coverage@{NUM_CANDIDATES}']:.4f}  (paper: about 0.20)")
+    result = {**first, "paper": PAPER_LRUREC, "tie_order": args.tie_order[0], "by_tie_order": by_order}
+    if len(datasets) > 1:
+        first_dataset = datasets[args.tie_order[0]]
+        result["test_users_changed"] = {order: users_changed(first_dataset, dataset)
+                                        for order, dataset in datasets.items() if dataset is not first_dataset}
+        print(f"test users changed against ties by {args.tie_order[0]}: {result['test_users_changed']}")
     write_json(args.json, result, machine)
     return result
-
 
 if __name__ == "__main__":
     main()

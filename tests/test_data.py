@@ -3,6 +3,9 @@
 import hashlib
 import http.server
 import io
+import os
+import subprocess
+import sys
 import threading
 import zipfile
 from functools import partial
@@ -12,7 +15,7 @@ import pytest
 from recsys.data import Catalog, load_dataset
 from recsys.data.errors import DataFileError
 from recsys.data.movielens import Rating, RawMovie, read_ml_latest_small
-from recsys.data.preprocess import build_dataset, k_core
+from recsys.data.preprocess import build_dataset, k_core, tie_key
 from recsys.data import sources
 from recsys.data.sources import download, find_dataset_dir
 from recsys.data.titles import alternative_titles, clean_title, split_year
@@ -87,6 +90,32 @@ def test_build_dataset_order_reindex_and_split():
     assert dataset.train(1) == [1, 2, 5]
     assert dataset.val_input(1) == ([1, 2, 5], 4)
     assert dataset.test_input(1) == ([1, 2, 5, 4], 3)
+
+
+def test_hash_tie_order_reorders_only_equal_timestamps_and_is_stable():
+    movies = [RawMovie(i, f"Movie {i} ({1990 + i // 10})", ("Drama",)) for i in (10, 20, 30, 40, 50, 60)]
+    time_of = {10: 0, 20: 0, 30: 5, 40: 5, 50: 5, 60: 9}  # two ties, then one item alone
+    ratings = [Rating(u, i, time_of[i]) for u in range(1, 9) for i in (60, 50, 40, 30, 20, 10)]
+    by_item = build_dataset("toy", ratings, movies)
+    by_hash = build_dataset("toy", ratings, movies, tie_order="hash")
+    assert all(seq == [1, 2, 3, 4, 5, 6] for seq in by_item.sequences.values())  # the paper's order: item ids
+    raw_id = {m.item_id: m.source_id for m in by_hash.catalog.movies}
+    for user, seq in by_hash.sequences.items():
+        times = [time_of[raw_id[i]] for i in seq]
+        assert times == sorted(times)  # time order kept: only items at the same time move
+        assert sorted(seq[:2]) == [1, 2] and sorted(seq[2:5]) == [3, 4, 5] and seq[5] == 6
+    assert any(seq != [1, 2, 3, 4, 5, 6] for seq in by_hash.sequences.values())
+    assert len({tuple(seq) for seq in by_hash.sequences.values()}) > 1  # per user, not one global order
+    assert build_dataset("toy", ratings, movies, tie_order="hash").sequences == by_hash.sequences
+    with pytest.raises(ValueError, match="tie_order must be one of item, hash"):
+        build_dataset("toy", ratings, movies, tie_order="random")
+
+
+def test_tie_key_does_not_depend_on_python_hash_salt():
+    script = "from recsys.data.preprocess import tie_key; print(tie_key(7, 10), tie_key(10, 7))"
+    outputs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert outputs == {f"{tie_key(7, 10)} {tie_key(10, 7)}\n"} and tie_key(7, 10) != tie_key(10, 7)
 
 
 def test_ml_latest_small_statistics_match_the_paper():
