@@ -157,7 +157,8 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float) -> dict:
             began = time.perf_counter()
             summary, table, _, prompt, *_ = client.predict(share, False, api_name="/recommend")
             latencies.append((time.perf_counter() - began) * 1000)
-            prompts.append(prompt)
+            if prompt:  # empty when the ranker failed (the summary says why)
+                prompts.append(prompt)
             if len(table["data"]) == 0:
                 raise SystemExit(f"Recommend returned no results: {summary}")
             stages.append([float(v.replace(",", "")) for v in STAGE_TIMES.findall(summary)])
@@ -167,6 +168,8 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float) -> dict:
     finally:
         process.terminate()
         process.wait(timeout=30)
+    if not prompts:
+        raise SystemExit("no Recommend click returned a prompt: the ranker failed on every request (see the summaries)")
     floor = served_floor(setting, prompt_tokens(setting.base_model, prompts))  # with the app stopped: no contention
     p50_ms, verbalizer_ms = percentile(latencies, 50), statistics.median(s[1] for s in stages)
     floor.update(against_floor(floor, recommend_p50=p50_ms, server_verbalizer_p50=verbalizer_ms))
