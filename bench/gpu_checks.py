@@ -94,17 +94,26 @@ def pipeline_timing(quantization: str, users: int) -> dict:
             "ok": len(timed) == len(rows) > 0}
 
 
+OLD_ROW_NAMES = {"llm_only": "llm_alone", "two_stage": "final"}  # ranker_quality.json before the ablation rows
+
+
+def ndcg_rows(quality: dict) -> dict[str, float]:
+    """NDCG@10 by "part row" (e.g. "subset final") from a bench/ranker_quality.py JSON, either layout:
+    test ablation rows ({"test": {row: {part: metrics}}}) or the earlier {part: {stage: metrics}}."""
+    if "test" in quality:
+        return {f"{part} {row}": entry[part]["N@10"] for row, entry in quality["test"].items()
+                for part in ("subset", "overall") if isinstance(entry.get(part), dict)}
+    return {f"{part} {OLD_ROW_NAMES.get(stage, stage)}": quality[part][stage]["N@10"]
+            for part in ("subset", "overall") for stage in quality.get(part, {})}
+
+
 def compare(cpu_path: str, cuda_path: str) -> dict:
-    """NDCG@10 of each stage, subset and overall: the CPU figure, the CUDA one and their difference."""
+    """NDCG@10 of each row both files have, subset and overall: the CPU figure, the CUDA one and the difference."""
     cpu, cuda = (json.loads(Path(path).read_text()) for path in (cpu_path, cuda_path))
-    rows = {}
-    for part in ("subset", "overall"):
-        for stage in ("retriever", "llm_only", "two_stage"):
-            before, after = cpu[part][stage]["N@10"], cuda[part][stage]["N@10"]
-            rows[f"{part} {stage}"] = {"cpu": before, "cuda": after, "difference": round(after - before, 4)}
-    interval = cuda.get("ci95_diff_N@10")
-    return {"N@10": rows, "cuda_ci95_diff_N@10": interval, "cpu_machine": cpu.get("machine"),
-            "cuda_machine": cuda.get("machine")}
+    before, after = ndcg_rows(cpu), ndcg_rows(cuda)
+    rows = {key: {"cpu": before[key], "cuda": after[key], "difference": round(after[key] - before[key], 4)}
+            for key in before if key in after}
+    return {"N@10": rows, "ok": bool(rows), "cpu_machine": cpu.get("machine"), "cuda_machine": cuda.get("machine")}
 
 
 def measured_dtype(args: argparse.Namespace) -> str | None:
