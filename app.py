@@ -64,10 +64,13 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=2, min_width=300):
                     with gr.Row():
-                        movie = gr.Dropdown(handlers.movie_choices(), value=None, label="Find a movie",
-                                            info="Type to search (accents, case and 'Matrix, The' don't matter)",
-                                            allow_custom_value=True, filterable=True, scale=4)
+                        movie = gr.Textbox(label="Find a movie", placeholder="e.g. Amélie, Matrix, The, The Boat, 300",
+                                           info="Matches appear below as you type: accents, case, a moved article "
+                                                "('Misérables, Les') and alternative titles ('The Boat') don't "
+                                                "matter. Click one to add it; Add (or Enter) takes the typed text "
+                                                "only when it names exactly one movie.", scale=4)
                         add = gr.Button("Add", variant="secondary", scale=1, min_width=100)
+                    matches = gr.Radio([], value=None, label="Matches: click the movie you mean", visible=False)
                     with gr.Row():
                         preset = gr.Dropdown(list(handlers.presets), value=None, label="Preset history", scale=3)
                         load_preset = gr.Button("Load preset", scale=1, min_width=100)
@@ -127,18 +130,29 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
             else:
                 gr.Markdown(f"_Efficiency figure not drawn yet: run `{BENCH_COMMANDS['efficiency']}`._")
 
-        history_outputs = [session, history, removable, notice]
+        history_outputs = [session, history, removable, notice, matches]
         result_outputs = [summary, table, chart, prompt, reading, last]
-        add.click(handlers.add, [session, movie], history_outputs, api_name="add")
-        remove.click(handlers.remove, [session, removable], history_outputs, api_name="remove")
-        clear.click(handlers.clear, [session], history_outputs, api_name="clear")
-        load_preset.click(handlers.load_preset, [session, preset], history_outputs, api_name="load_preset")
-        load_user.click(handlers.load_test_user, [session, user], history_outputs, api_name="load_test_user")
-        recommend.click(gpu(handlers.recommend), [session, fusion, compare], result_outputs, api_name="recommend",
-                        concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
-        race.click(gpu(handlers.race, duration=180), [session, fusion, compare],
-                   result_outputs + [race_summary, timing, generated, comparison], api_name="race",
-                   concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
+        race_outputs = [race_summary, timing, generated, comparison]
+        # always_last: the matches follow the text as it is once the previous search returns (one search at a time)
+        movie.input(handlers.suggest, movie, matches, show_progress="hidden", trigger_mode="always_last",
+                    api_name="search")
+        events = [
+            add.click(handlers.add, [session, movie], history_outputs, api_name="add"),
+            movie.submit(handlers.add, [session, movie], history_outputs, api_visibility="private"),
+            matches.input(handlers.add, [session, matches], history_outputs, api_name="pick"),
+            remove.click(handlers.remove, [session, removable], history_outputs, api_name="remove"),
+            clear.click(handlers.clear, [session], history_outputs, api_name="clear"),
+            load_preset.click(handlers.load_preset, [session, preset], history_outputs, api_name="load_preset"),
+            load_user.click(handlers.load_test_user, [session, user], history_outputs, api_name="load_test_user"),
+            recommend.click(gpu(handlers.recommend), [session, fusion, compare], result_outputs,
+                            api_name="recommend", concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY),
+            race.click(gpu(handlers.race, duration=180), [session, fusion, compare], result_outputs + race_outputs,
+                       api_name="race", concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY,
+                       show_progress="minimal"),
+        ]
+        for event in events:  # results made for another history are cleared, whichever finished last
+            event.then(handlers.stale_results, [session, last], result_outputs + race_outputs,
+                       show_progress="hidden", api_visibility="private")
         fusion.change(handlers.ranking_view, [session, last, fusion], [table, chart], api_name="explore_fusion",
                       show_progress="hidden")
         reset.click(lambda: round(share, 2), None, fusion, api_visibility="private")

@@ -2,17 +2,21 @@
 
 import json
 import os
+import re
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import gradio as gr
 import pandas as pd
 import pytest
-from conftest import make_pipeline
+from conftest import make_catalog, make_lrurec, make_pipeline
 
 import app
 from recsys.demo import handlers as demo_handlers
 from recsys.demo import pages
-from recsys.demo.handlers import HELD_OUT, PRESETS, DemoHandlers, new_session
+from recsys.data.catalog import Catalog, Movie
+from recsys.demo.handlers import HELD_OUT, PRESETS, STALE, STALE_CHART, DemoHandlers, new_session
 from recsys.ranker.generation import GenerationResult
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.retriever.checkpoint import TRAIN_COMMAND
@@ -24,61 +28,126 @@ def handlers(tiny_pipeline):
     return DemoHandlers(tiny_pipeline)
 
 
+@pytest.fixture(scope="module")
+def typed_handlers(tiny_llama, tiny_tokenizer):
+    """Handlers over the tiny catalog plus titles that trip naive matching: all digits ("300", where item id 300
+    would be another film), a partial match ("Lifeboat") and an alternative title ("The Boat" for Das Boot)."""
+    tiny = make_catalog().movies
+    extra = [("300 (2007)", ()), ("Lifeboat (1944)", ()), ("Das Boot (1981)", ("The Boat",))]
+    catalog = Catalog([*tiny, *(Movie(len(tiny) + n, title, int(title[-5:-1]), ("Drama",), 2000 + n, alternatives)
+                                for n, (title, alternatives) in enumerate(extra, start=1))], "tiny")
+    return DemoHandlers(make_pipeline(catalog, make_lrurec(len(catalog)), tiny_llama, tiny_tokenizer))
+
+
 def titles_of(table: pd.DataFrame) -> list[str]:
     """The Title column of a results or history table."""
     return list(table["Title"])
+
+
+def last_of(outputs):
+    """The last of a streaming handler's outputs (the race yields several)."""
+    return list(outputs)[-1]
 
 
 def test_analytics_are_off_before_gradio_starts():
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
 
 
-def test_add_by_id_title_and_unique_partial_title(handlers):
-    session, table, remove, notice = handlers.add(new_session(), 6)
-    session, table, remove, notice = handlers.add(session, "heat (1995)")
-    session, table, remove, notice = handlers.add(session, "Godfather: Part")
-    assert titles_of(table) == ["The Matrix (1999)", "Heat (1995)", "The Godfather: Part II (1974)"]
-    assert list(table["#"]) == [1, 2, 3] and notice == ""
+def test_add_a_picked_id_or_a_typed_exact_title(handlers):
+    session, table, remove, notice, matches = handlers.add(new_session(), 6)
+    session, table, remove, notice, matches = handlers.add(session, "The Godfather: Part II (1974)")
+    assert notice == "" and not matches["visible"]
+    session, table, remove, notice, matches = handlers.add(session, "heat")
+    assert titles_of(table) == ["The Matrix (1999)", "The Godfather: Part II (1974)", "Heat (1995)"]
+    assert list(table["#"]) == [1, 2, 3] and notice == "Added 'Heat (1995)'."
     assert [value for _, value in remove["choices"]] == session["history"]
+
+
+def test_a_partial_title_offers_its_matches_and_adds_only_the_pick(typed_handlers):
+    start = {**new_session(), "history": [1]}
+    session, table, _, notice, matches = typed_handlers.add(start, "Godfather: Part")  # one partial match
+    assert session["history"] == [1] and "nothing was added" in notice and "1 movie matches" in notice
+    assert matches["visible"] and matches["choices"] == [("The Godfather: Part II (1974)", 10)]
+    session, table, _, notice, matches = typed_handlers.add(start, "boa")
+    assert session["history"] == [1] and matches["choices"] == [("Das Boot (1981)", 51), ("Lifeboat (1944)", 50)]
+    session, table, _, notice, matches = typed_handlers.add(session, 50)  # the pick: an id from the list
+    assert titles_of(table) == ["The Terminator (1984)", "Lifeboat (1944)"] and not matches["visible"]
+    session, table, _, notice, _ = typed_handlers.add(start, "The Boat")  # an exact alternative title
+    assert titles_of(table)[-1] == "Das Boot (1981)" and notice == "Added 'Das Boot (1981)'."
+
+
+def test_typed_digits_are_a_title_never_an_item_id(typed_handlers):
+    session, table, _, notice, _ = typed_handlers.add(new_session(), "300")
+    assert titles_of(table) == ["300 (2007)"]
+    session, table, _, notice, matches = typed_handlers.add(new_session(), "3")  # item 3 is Blade Runner
+    assert session["history"] == [] and "Blade Runner (1982)" not in [t for t, _ in matches["choices"]]
+    assert ("300 (2007)", 49) in matches["choices"]
+    session, table, *_ = typed_handlers.add(new_session(), 3)  # picked from the list: an id
+    assert titles_of(table) == ["Blade Runner (1982)"]
+
+
+def test_matches_follow_the_forgiving_search_as_you_type(typed_handlers):
+    suggest = typed_handlers.suggest
+    assert suggest("matrix, the")["choices"] == [("The Matrix (1999)", 6)]  # no substring of "The Matrix (1999)"
+    assert suggest("the boat")["choices"] == [("Das Boot (1981)", 51), ("Lifeboat (1944)", 50)]  # exact first
+    assert suggest("the boat")["visible"] and not suggest("")["visible"] and not suggest("zzz")["visible"]
+    many = suggest("e")
+    assert len(many["choices"]) == 10 and many["label"].startswith("Matches (10 of ")
 
 
 @pytest.mark.parametrize("movie, message", [
     (None, "Pick a movie"), ("", "Pick a movie"), ("Casablanca (1942)", "Unknown title"),
-    ("Alie", "matches 2 movies"), (9999, "Unknown title"),
+    ("Alie", "2 movies match"), (9999, "Unknown item id"),
 ])
 def test_bad_movies_get_a_message(handlers, movie, message):
     start = {**new_session(), "history": [1]}
-    session, table, _, notice = handlers.add(start, movie)
+    session, table, _, notice, _ = handlers.add(start, movie)
     assert message in notice and session["history"] == [1] and len(table) == 1
+
+
+def test_results_of_another_history_are_cleared_and_never_redrawn(handlers):
+    session, *_ = handlers.load_test_user(new_session(), 1)
+    *_, shown = handlers.recommend(session)
+    assert handlers.stale_results(session, shown) == tuple(gr.skip() for _ in range(10))  # still this history
+    assert handlers.stale_results(session, None) == tuple(gr.skip() for _ in range(10))
+    for changed, *_ in (handlers.clear(session), handlers.load_preset(session, "Sci-fi fan"),
+                        handlers.load_test_user(session, 2), handlers.add(session, 40)):
+        summary, table, chart, prompt, reading, last, race_summary, timing, text, comparison = (
+            handlers.stale_results(changed, shown))
+        assert STALE in summary and len(table) == 0 and last is None and STALE in race_summary
+        assert len(comparison) == 0 and text == "" and prompt == "" and reading == ""
+        assert chart.layout.annotations[0].text == timing.layout.annotations[0].text == STALE_CHART
+        table, chart = handlers.ranking_view(changed, shown, 0.3)  # the slider: no redraw against the new session
+        assert len(table) == 0 and chart.layout.annotations[0].text == STALE_CHART
 
 
 def test_duplicate_moves_to_the_latest_viewing(handlers):
     session, *_ = handlers.add(new_session(), 1)
     session, *_ = handlers.add(session, 2)
-    session, table, _, notice = handlers.add(session, 1)
+    session, table, _, notice, _ = handlers.add(session, 1)
     assert session["history"] == [2, 1] and "already in the history" in notice
 
 
 def test_history_is_capped(handlers, monkeypatch):
     monkeypatch.setattr(demo_handlers, "MAX_INPUT_ITEMS", 3)
     session = {**new_session(), "history": [1, 2, 3]}
-    session, _, _, notice = handlers.add(session, 4)
+    session, _, _, notice, _ = handlers.add(session, 4)
     assert session["history"] == [1, 2, 3] and "full" in notice
 
 
 def test_long_history_notes_the_window(handlers, tiny_pipeline):
     session = {**new_session(), "history": list(range(1, tiny_pipeline.window + 2))}
-    _, _, _, notice = handlers.add(session, tiny_pipeline.window + 5)
+    _, _, _, notice, _ = handlers.add(session, tiny_pipeline.window + 5)
     assert f"only the latest {tiny_pipeline.window}" in notice
 
 
 def test_remove_and_clear(handlers):
     session = {**new_session(), "history": [1, 2, 3]}
-    session, table, _, _ = handlers.remove(session, 2)
+    session, table, *_ = handlers.remove(session, 2)
     assert session["history"] == [1, 3]
-    session, _, _, notice = handlers.remove(session, 2)
+    session, _, _, notice, _ = handlers.remove(session, 2)
     assert "Pick a movie of the history" in notice and session["history"] == [1, 3]
-    session, table, _, notice = handlers.clear({**session, "target": 5, "user": 1})
+    session, table, *_ = handlers.clear({**session, "target": 5, "user": 1})
     assert session == new_session() and len(table) == 0
 
 
@@ -86,17 +155,17 @@ def test_presets_resolve_against_the_catalog(handlers, tiny_pipeline, monkeypatc
     assert tiny_pipeline.catalog.titles(handlers.presets["World cinema"]) == ["Amelie (2001)", "Spirited Away (2001)"]
     monkeypatch.setitem(PRESETS, "Classics", ["Casablanca (1942)"])
     assert "Classics" not in DemoHandlers(tiny_pipeline).presets  # no title of it in the catalog
-    session, table, _, notice = handlers.load_preset(new_session(), "Crime classics")
+    session, table, _, notice, _ = handlers.load_preset(new_session(), "Crime classics")
     assert titles_of(table) == PRESETS["Crime classics"] and "Loaded preset" in notice
-    session, _, _, notice = handlers.load_preset(session, "Nope")
+    session, _, _, notice, _ = handlers.load_preset(session, "Nope")
     assert "Unknown preset" in notice
 
 
 def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pipeline, monkeypatch):
-    session, table, _, notice = handlers.load_test_user(new_session(), 1)
+    session, table, _, notice, _ = handlers.load_test_user(new_session(), 1)
     user = tiny_pipeline.test_users[1]
     assert session == {"history": list(user.history), "target": user.target, "user": 1} and "held-out" in notice
-    summary, results, figure, prompt, reading, result = handlers.recommend(session)
+    summary, results, figure, prompt, reading, shown = handlers.recommend(session)
     held_out = tiny_pipeline.catalog.title(user.target)
     assert f"{HELD_OUT}: **{held_out}**, retriever rank 5" in summary
     assert [t for t in titles_of(results) if HELD_OUT in t] == [f"{held_out}  {HELD_OUT}"]
@@ -104,9 +173,9 @@ def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pi
     assert [y for y in bar.y if y.endswith("★")] == [f"(E) {held_out} ★"]
     assert [trace.name for trace in figure.data] == ["LLM", "Retriever (softmax of scores)"]
     assert "### Response:" in prompt
-    monkeypatch.setattr("recsys.pipeline.generate_ranking", lambda model, tokenizer, h, c, config, n: GenerationResult(
-        list(range(len(c))), "\n".join(c), 50, 1.0, 0.2, 0.8))
-    *_, race_summary, timing, text, comparison = handlers.race(session)
+    monkeypatch.setattr("recsys.pipeline.generate_ranking", lambda model, tokenizer, h, c, config, n, on_token:
+                        GenerationResult(list(range(len(c))), "\n".join(c), 50, 1.0, 0.2, 0.8))
+    *_, race_summary, timing, text, comparison = last_of(handlers.race(session))
     assert sum(HELD_OUT in v for v in comparison["Verbalizer"]) == 1
     assert comparison["Generation (parsed)"][4].endswith(HELD_OUT)  # generation kept the retriever's order
 
@@ -118,13 +187,13 @@ def test_held_out_movie_outside_the_candidates_is_said(handlers, tiny_pipeline):
 
 
 def test_unknown_test_user(handlers):
-    session, _, _, notice = handlers.load_test_user(new_session(), 999)
+    session, _, _, notice, _ = handlers.load_test_user(new_session(), 999)
     assert "Unknown test user" in notice and session == new_session()
 
 
 def test_recommend_table_and_chart(handlers, tiny_pipeline):
     session = {**new_session(), "history": [1, 2, 3]}
-    summary, table, figure, prompt, reading, result = handlers.recommend(session)
+    summary, table, figure, prompt, reading, shown = handlers.recommend(session)
     assert list(table.columns) == ["Final rank", "Letter", "Title", "LLM", "Retriever", "Retriever rank", "Change"]
     assert list(table["Final rank"]) == list(range(1, 21)) and len(figure.data[0].x) == 20
     expected = tiny_pipeline.recommend([1, 2, 3])
@@ -137,15 +206,15 @@ def test_recommend_table_and_chart(handlers, tiny_pipeline):
 
 def test_fusion_weight_is_explained(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
     handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, fusion_weight=2.0))
-    summary, table, figure, prompt, reading, result = handlers.recommend({**new_session(), "history": [1, 2, 3]})
+    summary, table, figure, prompt, reading, shown = handlers.recommend({**new_session(), "history": [1, 2, 3]})
     assert "Final rank = the verbalizer's log-probability + 2 × the retriever's" in summary
     assert list(table["Final rank"]) == list(range(1, 21))
 
 
 def test_empty_history_gets_a_message_not_a_crash(handlers):
-    summary, table, figure, prompt, reading, result = handlers.recommend(new_session())
+    summary, table, figure, prompt, reading, shown = handlers.recommend(new_session())
     assert "empty" in summary and len(table) == 0 and prompt == ""
-    outputs = handlers.race(new_session())
+    outputs = last_of(handlers.race(new_session()))
     assert len(outputs) == 10 and "empty" in outputs[0] and "empty" in outputs[6]
 
 
@@ -154,12 +223,38 @@ def test_ranker_failure_shows_retrieval_with_the_error(tiny_catalog, tiny_lrurec
 
     handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer,
                                               prompt_config=PromptConfig(max_prompt_tokens=50)))
-    summary, table, figure, prompt, reading, result = handlers.recommend({**new_session(), "history": [1, 2]})
+    summary, table, figure, prompt, reading, shown = handlers.recommend({**new_session(), "history": [1, 2]})
     assert "The ranker failed" in summary and "over the budget" in summary
     assert list(table["Retriever rank"]) == list(range(1, 21)) and table["Final rank"].isna().all()
     assert "ranker failed" in figure.layout.annotations[0].text
-    *_, race_summary, timing, text, comparison = handlers.race({**new_session(), "history": [1, 2]})
+    *_, race_summary, timing, text, comparison = last_of(handlers.race({**new_session(), "history": [1, 2]}))
     assert "verbalizer did not run" in race_summary
+
+
+def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_tokenizer, monkeypatch):
+    monkeypatch.setattr(demo_handlers, "STREAM_INTERVAL_S", 0.01)
+
+    def slow_generation(model, tokenizer, history_titles, candidate_titles, config, max_new_tokens, on_token):
+        token_ids = tokenizer("\n".join(candidate_titles[::-1]), add_special_tokens=False).input_ids[:30]
+        for token_id in token_ids:
+            time.sleep(0.01)
+            on_token(token_id)
+        return GenerationResult(list(range(len(candidate_titles)))[::-1], tokenizer.decode(token_ids), len(token_ids),
+                                0.3, 0.05, 0.25)
+
+    monkeypatch.setattr("recsys.pipeline.generate_ranking", slow_generation)
+    first, *streamed, final = handlers.race({**new_session(), "history": [1, 2, 3]})
+    summary, table, chart, prompt, reading, shown, race_summary, timing, text, comparison = first
+    assert len(table) == 20 and "Generating" in race_summary and "**0 tokens** so far" in race_summary and text == ""
+    assert list(comparison["Verbalizer"]) == [f"({c.letter}) {c.title}" for c in shown.recommendation.ranked()]
+    assert set(comparison["Generation (parsed)"]) == {""}  # the verbalizer's ranking first, generation to come
+    assert len(streamed) >= 3 and all(output == gr.skip() for step in streamed for output in step[:6])
+    counts = [int(re.search(r"\*\*(\d+) tokens\*\* so far", step[6])[1]) for step in streamed]
+    assert counts == sorted(counts) and 0 < counts[-1] <= 30 and counts[0] < 30
+    texts = [step[8] for step in streamed]
+    assert all(final[8].startswith(t) for t in texts) and len(set(texts)) >= 2  # the text grows token by token
+    assert "**Generation** 300 ms for 30 tokens" in final[6] and final[5] == shown
+    assert list(final[9]["Generation (parsed)"])[0].startswith("(T) ")
 
 
 def test_failed_baseline_gets_a_message(handlers, monkeypatch):
@@ -167,8 +262,8 @@ def test_failed_baseline_gets_a_message(handlers, monkeypatch):
         raise RuntimeError("generation exploded")
 
     monkeypatch.setattr("recsys.pipeline.generate_ranking", failing)
-    summary, table, figure, prompt, reading, result, race_summary, timing, text, comparison = handlers.race(
-        {**new_session(), "history": [1, 2]})
+    summary, table, figure, prompt, reading, shown, race_summary, timing, text, comparison = last_of(handlers.race(
+        {**new_session(), "history": [1, 2]}))
     assert len(table) == 20 and "generation baseline failed" in race_summary and "generation exploded" in race_summary
     assert list(timing.data[0].y) == ["verbalizer ranking", "retrieval"]
 
@@ -261,10 +356,10 @@ def test_client_builds_a_history_and_recommends(served, tiny_pipeline):
     from gradio_client import Client
 
     client = Client(served, verbose=False)
-    table, remove, notice = client.predict("The Matrix (1999)", api_name="/add")
-    table, remove, notice = client.predict(3, api_name="/add")
+    table, remove, notice, matches = client.predict("The Matrix (1999)", api_name="/add")
+    table, remove, notice, matches = client.predict("blade runner", api_name="/add")
     assert [row[1] for row in table["data"]] == ["The Matrix (1999)", "Blade Runner (1982)"]
-    table, remove, notice = client.predict("no such film", api_name="/add")
+    table, remove, notice, matches = client.predict("no such film", api_name="/add")
     assert "Unknown title" in notice and len(table["data"]) == 2
     summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
     expected = tiny_pipeline.recommend([6, 3])
@@ -274,6 +369,8 @@ def test_client_builds_a_history_and_recommends(served, tiny_pipeline):
     assert [row[5] for row in retriever_order["data"]] == list(range(1, 21))
     assert {row[6] for row in retriever_order["data"]} == {"="}
     client.predict(api_name="/clear")
+    stale, _ = client.predict(0.0, api_name="/explore_fusion")  # the old candidates are not redrawn
+    assert stale["data"] == []
     summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
     assert "empty" in summary
 
@@ -286,7 +383,7 @@ def test_eight_concurrent_sessions_get_their_own_results(served, tiny_pipeline):
     def session(history):
         client = Client(served, verbose=False)
         for item in history:
-            client.predict(item, api_name="/add")
+            client.predict(tiny_pipeline.catalog.title(item), api_name="/add")
         summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
         return [row[2] for row in results["data"]], prompt
 
@@ -302,8 +399,8 @@ def test_eight_concurrent_sessions_get_their_own_results(served, tiny_pipeline):
 def test_client_race(served, monkeypatch):
     from gradio_client import Client
 
-    monkeypatch.setattr("recsys.pipeline.generate_ranking", lambda model, tokenizer, h, c, config, n: GenerationResult(
-        list(range(len(c)))[::-1], "\n".join(c[::-1]), 40, 0.5, 0.1, 0.4))
+    monkeypatch.setattr("recsys.pipeline.generate_ranking", lambda model, tokenizer, h, c, config, n, on_token:
+                        GenerationResult(list(range(len(c)))[::-1], "\n".join(c[::-1]), 40, 0.5, 0.1, 0.4))
     client = Client(served, verbose=False)
     client.predict("Sci-fi fan", api_name="/load_preset")
     summary, results, plot, prompt, reading, race_summary, timing, text, comparison = client.predict(api_name="/race")
@@ -325,9 +422,9 @@ def test_default_models_recommend_a_preset():
     assert set(handlers.presets) == set(PRESETS)  # every preset title is in the real catalog
     assert (pipeline.adapter is None) == (RANKER_TRAIN_COMMAND in pipeline.describe()["adapter"])
     session, *_ = handlers.load_preset(new_session(), "Sci-fi fan")
-    summary, table, figure, prompt, reading, result = handlers.recommend(session, None, True)
+    summary, table, figure, prompt, reading, shown = handlers.recommend(session, None, True)
     assert len(table) == 20 and "verbalizer ranking" in summary and prompt.endswith("### Response:\n")
     if pipeline.adapter is not None:  # the committed adapter is trained: it moves candidates and differs from the base
-        llm_alone, _ = handlers.ranking_view(session, result, 1.0)
+        llm_alone, _ = handlers.ranking_view(session, shown, 1.0)
         assert set(llm_alone["Change"]) != {"="}
-        assert any(abs(c.probability - c.base_probability) > 1e-3 for c in result.candidates)
+        assert any(abs(c.probability - c.base_probability) > 1e-3 for c in shown.recommendation.candidates)

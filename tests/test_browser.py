@@ -1,4 +1,5 @@
-"""The app in a real headless Chromium (Debian's, driven by Playwright): add movies, Recommend, wait for the chart.
+"""The app in a real headless Chromium (Debian's, driven by Playwright): add movies, Recommend, wait for the chart;
+typed titles, results that follow the history, and the race streamed token by token.
 
 Run as a script to take the README screenshot of the real app (default models, committed checkpoints):
 `python tests/test_browser.py --screenshot assets/screenshot.png`
@@ -10,15 +11,19 @@ import argparse
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from conftest import TINY_TITLES, make_catalog, make_llama, make_lrurec, make_pipeline
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 60_000
+EXTRA_TITLES = ["300 (2007)", "Lifeboat (1944)"]  # an all-digit title, and a partial match of "boat"
+FORWARD_PASS_S = 0.03  # the browser pipeline's model sleeps this long a forward pass, so its race is slow to watch
 
 
 def free_port() -> int:
@@ -39,17 +44,24 @@ def launch_app(pipeline, temp_dir: Path) -> tuple[object, str]:
     return demo, url
 
 
-def add_movie(page, search: str, title: str) -> None:
-    """Type `search` into the catalog dropdown, pick `title` from the list and click Add."""
-    from playwright.sync_api import expect
-
+def type_movie(page, search: str) -> None:
+    """Type `search` into the search box, key by key (the matches follow keystrokes)."""
     box = page.get_by_label("Find a movie")
     box.click()
     box.fill("")
-    box.press_sequentially(search)  # typed key by key: the dropdown filters on keystrokes, not on a pasted value
-    page.get_by_role("option", name=title, exact=True).click()
-    expect(box).to_have_value(title, timeout=TIMEOUT_MS)
-    page.get_by_role("button", name="Add", exact=True).click()
+    box.press_sequentially(search, delay=20)
+
+
+def history_titles(page) -> list[str]:
+    """The titles in the watch-history table, oldest first."""
+    history = page.get_by_label("Watch history (viewing order, oldest first)")
+    return [text.strip() for text in history.locator('[role="gridcell"][data-col="1"]').all_text_contents()]
+
+
+def add_movie(page, search: str, title: str) -> None:
+    """Type `search` into the search box and click `title` among the matches, which adds it."""
+    type_movie(page, search)
+    page.get_by_role("radio", name=title, exact=True).check(timeout=TIMEOUT_MS)
     history = page.get_by_label("Watch history (viewing order, oldest first)")
     history.get_by_text(title, exact=True).filter(visible=True).first.wait_for(timeout=TIMEOUT_MS)
 
@@ -116,20 +128,31 @@ def recommend_in_browser(url: str, movies: list[tuple[str, str]], screenshot: Pa
 
 
 @pytest.fixture(scope="module")
-def served_url(tiny_pipeline, tmp_path_factory):
-    """The app on the tiny pipeline, launched with its real theme and CSS."""
+def browser_pipeline(tiny_tokenizer):
+    """A tiny pipeline over the tiny catalog plus EXTRA_TITLES, whose model takes FORWARD_PASS_S a forward pass and
+    generates at most 80 tokens in the race: a few seconds of streaming."""
+    catalog = make_catalog(TINY_TITLES + EXTRA_TITLES)
+    model = make_llama(tiny_tokenizer)
+    model.register_forward_pre_hook(lambda module, args: time.sleep(FORWARD_PASS_S))
+    return make_pipeline(catalog, make_lrurec(len(catalog)), model, tiny_tokenizer, generation_max_new_tokens=80)
+
+
+@pytest.fixture(scope="module")
+def served_url(browser_pipeline, tmp_path_factory):
+    """The app on the browser pipeline, launched with its real theme and CSS."""
     pytest.importorskip("playwright")
-    demo, url = launch_app(tiny_pipeline, tmp_path_factory.mktemp("gradio"))
+    demo, url = launch_app(browser_pipeline, tmp_path_factory.mktemp("gradio"))
     yield url
     demo.close()
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian chromium not installed")
 @pytest.mark.parametrize("theme, width", [("light", 1400), ("dark", 420)])
-def test_add_movies_recommend_and_read_the_chart(served_url, tiny_pipeline, tmp_path, theme, width):
-    shown = recommend_in_browser(served_url, [("matrix", "The Matrix (1999)"), ("heat", "Heat (1995)"),
+def test_add_movies_recommend_and_read_the_chart(served_url, browser_pipeline, tmp_path, theme, width):
+    # "matrix, the" is no substring of "The Matrix (1999)": the matches follow the forgiving search
+    shown = recommend_in_browser(served_url, [("matrix, the", "The Matrix (1999)"), ("heat", "Heat (1995)"),
                                               ("fargo", "Fargo (1996)")], tmp_path / f"{theme}.png", theme, width)
-    expected = tiny_pipeline.recommend([6, 14, 16])
+    expected = browser_pipeline.recommend([6, 14, 16])
     labels = {f"({c.letter}) {c.title}" for c in expected.candidates}
     assert len(shown["ranked_titles"]) == 20 and set(shown["ranked_titles"]) == labels
     assert (tmp_path / f"{theme}.png").stat().st_size > 20_000
@@ -137,6 +160,67 @@ def test_add_movies_recommend_and_read_the_chart(served_url, tiny_pipeline, tmp_
     colours = shown["chart_colours"]
     assert contrast(colours["text"], colours["background"]) >= 3, colours  # readable, not dark on dark
     assert shown["table_width"] >= 640  # at 420 px the table scrolls sideways instead of breaking words
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian chromium not installed")
+def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    from recsys.demo.handlers import STALE
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(served_url, wait_until="load")
+        add = page.get_by_role("button", name="Add", exact=True)
+
+        type_movie(page, "300")  # typed digits are a title, never item id 300
+        add.click()
+        expect(page.get_by_label("Watch history (viewing order, oldest first)").get_by_text(
+            "300 (2007)", exact=True).filter(visible=True)).to_have_count(1)
+
+        type_movie(page, "Alie")  # a partial title adds nothing: its matches are offered to pick from
+        add.click()
+        expect(page.get_by_text("nothing was added")).to_be_visible()
+        expect(page.get_by_role("radio")).to_have_count(2)
+        assert history_titles(page) == ["300 (2007)"]
+        page.get_by_role("radio", name="Aliens (1986)").check()
+        expect(page.get_by_role("radio")).to_have_count(0)
+        expect(page.get_by_label("Watch history (viewing order, oldest first)").get_by_text(
+            "Aliens (1986)", exact=True).filter(visible=True)).to_have_count(1)
+        assert history_titles(page) == ["300 (2007)", "Aliens (1986)"]
+
+        page.get_by_role("button", name="Race against generation", exact=True).click()  # the race streams
+        running = page.get_by_text("tokens so far")
+        running.wait_for()
+        expect(page.get_by_label("Ranked candidates").get_by_text("Retriever rank").filter(visible=True)).to_have_count(1)
+        generated = page.get_by_label("Generated text")
+        seen = []
+        while running.count() and len(seen) < 200:  # the text as it grows, until generation ends
+            seen.append(generated.input_value())
+            page.wait_for_timeout(100)
+        expect(page.get_by_text("generation takes")).to_be_visible()
+        final = generated.input_value()
+        partial = [text for text in dict.fromkeys(seen) if text and text != final]
+        assert len(partial) >= 2 and all(final.startswith(text) for text in partial), seen
+        comparison = page.get_by_label("Verbalizer ranking beside the parsed generated ranking")
+        expect(comparison).to_have_attribute("aria-rowcount", "21")  # the header and 20 positions
+
+        slider = page.get_by_label("number input for Fusion: 0 = the retriever's order … 1 = the LLM alone")
+        slider.fill("0")
+        slider.press("Enter")
+        expect(page.get_by_text("final order at LLM share 0.00")).to_be_visible()  # the slider redraws this session's
+
+        page.get_by_role("button", name="Clear", exact=True).click()  # the results belong to the old history
+        expect(page.get_by_text(STALE).first).to_be_visible()
+        expect(page.locator(".js-plotly-plot .bars")).to_have_count(0)
+        slider.fill("1")
+        slider.press("Enter")
+        page.wait_for_timeout(1000)
+        expect(page.locator(".js-plotly-plot .bars")).to_have_count(0)  # ... never the old results against the new
+        expect(page.get_by_text("final order at LLM share")).to_have_count(0)
+        browser.close()
 
 
 def main(argv=None) -> None:

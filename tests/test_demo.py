@@ -8,11 +8,13 @@ import pytest
 import torch
 from conftest import make_catalog, make_llama, make_pipeline
 
+from recsys.data.catalog import Catalog, Movie
 from recsys.demo.handlers import BASE_COLUMN, DemoHandlers, new_session
 from recsys.demo.search import TitleSearch, search_key
 from recsys.ranker.fusion import llm_share
 from recsys.ranker.model import LoraSettings, add_lora, merge_keeping_base
 from recsys.ranker.verbalizer import candidate_probabilities, letter_logits
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_catalog
 
 
 def adapted_llama(tokenizer, seed: int = 2):
@@ -36,7 +38,8 @@ def adapted_pipeline(tiny_catalog, tiny_lrurec, tiny_tokenizer, tmp_path_factory
 def test_fusion_slider_spans_retriever_order_to_llm_alone_without_a_model_call(adapted_pipeline, monkeypatch):
     handlers = DemoHandlers(adapted_pipeline)
     session = {**new_session(), "history": [1, 2, 3, 4]}
-    *_, result = handlers.recommend(session)
+    *_, shown = handlers.recommend(session)
+    result = shown.recommendation
     assert handlers.validation_share == pytest.approx(0.5)
 
     def no_model(*args, **kwargs):
@@ -44,17 +47,17 @@ def test_fusion_slider_spans_retriever_order_to_llm_alone_without_a_model_call(a
 
     monkeypatch.setattr(adapted_pipeline, "model", no_model)
     start = time.perf_counter()
-    retriever_table, _ = handlers.ranking_view(session, result, 0.0)
+    retriever_table, _ = handlers.ranking_view(session, shown, 0.0)
     elapsed = time.perf_counter() - start
     assert list(retriever_table["Retriever rank"]) == list(range(1, 21)) and set(retriever_table["Change"]) == {"="}
-    llm_table, chart = handlers.ranking_view(session, result, 1.0)
+    llm_table, chart = handlers.ranking_view(session, shown, 1.0)
     probabilities = [c.probability for c in result.candidates]
     assert list(llm_table["LLM"]) == sorted((round(p, 4) for p in probabilities), reverse=True)
     assert set(llm_table["Change"]) != {"="}  # the random adapter disagrees with the retriever
-    chosen, _ = handlers.ranking_view(session, result, None)  # the validation-chosen fusion
+    chosen, _ = handlers.ranking_view(session, shown, None)  # the validation-chosen fusion
     assert list(chosen["Title"]) == [c.title for c in result.ranked()]
-    shown, _ = handlers.ranking_view(session, result, 0.501)  # the slider's 2-decimal value of it
-    assert list(shown["Title"]) == list(chosen["Title"])
+    at_slider, _ = handlers.ranking_view(session, shown, 0.501)  # the slider's 2-decimal value of it
+    assert list(at_slider["Title"]) == list(chosen["Title"])
     llm_bars, retriever_bars = chart.data
     assert list(llm_bars.x)[::-1] == pytest.approx(list(llm_table["LLM"]), abs=1e-4)  # best on top
     assert sum(retriever_bars.x) == pytest.approx(1.0, abs=1e-5)  # the retriever's softmax probabilities
@@ -73,7 +76,8 @@ def test_llm_share_matches_the_fusion_weight(tiny_pipeline):
 def test_base_model_beside_the_adapter_in_one_more_pass(adapted_pipeline, tiny_tokenizer):
     handlers = DemoHandlers(adapted_pipeline)
     session = {**new_session(), "history": [5, 6, 7]}
-    summary, table, chart, prompt, reading, result = handlers.recommend(session, None, True)
+    summary, table, chart, prompt, reading, shown = handlers.recommend(session, None, True)
+    result = shown.recommendation
     base = candidate_probabilities(make_llama(tiny_tokenizer, seed=2), tiny_tokenizer, [result.prompt],
                                    adapted_pipeline.letter_ids)[0]
     got = torch.tensor([c.base_probability for c in result.candidates])
@@ -119,6 +123,56 @@ def test_verbalizer_reading_is_the_letters_share_of_the_next_token(tiny_pipeline
 ])
 def test_search_forgives_accents_case_punctuation_and_articles(typed, title):
     assert [m.title for m in TitleSearch(make_catalog()).find(typed)] == [title]
+
+
+FOREIGN = [("Les Misérables (1995)", ()), ("Les Misérables (2012)", ()), ("(500) Days of Summer (2009)", ()),
+           ("Das Boot (1981)", ("The Boat",)), ("Lifeboat (1944)", ()), ("The Spanish Apartment (2002)",
+           ("L'Auberge espagnole",)), ("La Dolce Vita (1960)", ()), ("Die Hard (1988)", ()), ("300 (2007)", ()),
+           ("The House of the Spirits (1993)", ())]
+
+
+def foreign_catalog() -> Catalog:
+    """Display titles as the catalog writes them (articles in front, parentheses kept) with alternative titles."""
+    return Catalog([Movie(i, title, int(title[-5:-1]), ("Drama",), 100 + i, alternative_titles)
+                    for i, (title, alternative_titles) in enumerate(FOREIGN, start=1)], "foreign")
+
+
+@pytest.mark.parametrize("typed, titles", [
+    ("Les Misérables", ["Les Misérables (1995)", "Les Misérables (2012)"]),  # two films: both are exact
+    ("les miserables", ["Les Misérables (1995)", "Les Misérables (2012)"]),
+    ("Miserables, Les", ["Les Misérables (1995)", "Les Misérables (2012)"]),  # MovieLens's order
+    ("Misérables, Les (2012)", ["Les Misérables (2012)"]),
+    ("500 Days of Summer", ["(500) Days of Summer (2009)"]), ("(500) days of summer", ["(500) Days of Summer (2009)"]),
+    ("the boat", ["Das Boot (1981)"]),  # an alternative title, exact: beats the partial "Lifeboat (1944)"
+    ("Boat, The (1981)", ["Das Boot (1981)"]), ("Das Boot", ["Das Boot (1981)"]),
+    ("Auberge espagnole, L'", ["The Spanish Apartment (2002)"]), ("l'auberge espagnole", ["The Spanish Apartment (2002)"]),
+    ("Dolce Vita, La", ["La Dolce Vita (1960)"]),
+    ("300", ["300 (2007)"]),  # digits are a title
+    ("hard", ["Die Hard (1988)"]),  # foreign articles are not dropped from the front: "hard" is only partial
+])
+def test_search_knows_foreign_articles_and_alternative_titles(typed, titles):
+    assert [m.title for m in TitleSearch(foreign_catalog()).find(typed)] == titles
+
+
+def test_exact_titles_beat_partial_ones_and_partial_ones_come_prefix_first():
+    search = TitleSearch(foreign_catalog())
+    boat = search.search("The Boat")
+    assert [m.title for m in boat.exact] == ["Das Boot (1981)"] and [m.title for m in boat.partial] == ["Lifeboat (1944)"]
+    assert search.search("hard").exact == []
+    assert [m.title for m in search.search("boa").ranked] == ["Das Boot (1981)", "Lifeboat (1944)"]  # "boat…" first
+    assert [m.title for m in search.search("s").ranked[:2]] == ["The Spanish Apartment (2002)",  # the one starting so
+                                                               "(500) Days of Summer (2009)"]  # then by title
+    assert [m.title for m in search.search("Les Misérables (2012)").ranked] == ["Les Misérables (2012)"]
+
+
+@pytest.mark.skipif(not (DEFAULT_CHECKPOINT / "catalog.json").is_file(), reason="no committed catalog")
+@pytest.mark.parametrize("typed, titles", [
+    ("Les Misérables", ["Les Misérables (1995)", "Les Misérables (1998)", "Les Misérables (2012)"]),
+    ("Miserables, Les (1998)", ["Les Misérables (1998)"]), ("500 Days of Summer", ["(500) Days of Summer (2009)"]),
+    ("the boat", ["Das Boot (1981)"]), ("300", ["300 (2007)"]), ("Matrix, The", ["The Matrix (1999)"]),
+])
+def test_search_on_the_committed_catalog(typed, titles):
+    assert [m.title for m in TitleSearch(load_catalog(DEFAULT_CHECKPOINT)).find(typed)] == titles
 
 
 def test_search_keeps_partial_matches_when_nothing_is_exact():

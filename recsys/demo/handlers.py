@@ -5,10 +5,16 @@ Tested without a browser; `app.py` only wires them to Gradio components.
 
 from __future__ import annotations
 
+import queue
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
 import gradio as gr
 import pandas as pd
 
 from recsys import plots
+from recsys.data.catalog import Movie
 from recsys.demo.search import TitleSearch
 from recsys.pipeline import MAX_INPUT_ITEMS, HistoryError, Pipeline, RaceResult, Recommendation
 from recsys.ranker.fusion import llm_share
@@ -18,6 +24,10 @@ RESULT_COLUMNS = ["Final rank", "Letter", "Title", "LLM", "Retriever", "Retrieve
 BASE_COLUMN = "Base LLM"
 SLIDER_STEP = 0.01  # the fusion slider's resolution
 COMPARISON_COLUMNS = ["Position", "Verbalizer", "Generation (parsed)"]
+MAX_OFFERED = 10  # matches shown to pick from, while typing and after an Add that was not exactly one title
+STREAM_INTERVAL_S = 0.25  # how often the race redraws the generated text: often enough to watch, rare enough to be free
+STALE = "The history changed since these results were made: click Recommend (or Race) again."
+STALE_CHART = "The history changed: Recommend again."  # short enough for a narrow chart
 WHY_ONE_PASS = ("The answer is a single token, so one forward pass gives its whole distribution: reading it at the "
                 "letters A–T scores every candidate at once, where generating a ranked list needs a pass per token.")
 
@@ -50,6 +60,14 @@ def new_session() -> dict:
     return {"history": [], "target": None, "user": None}
 
 
+@dataclass(frozen=True)
+class ShownResults:
+    """The recommendation on screen and the session (history, held-out movie) it was made for."""
+
+    session: dict
+    recommendation: Recommendation
+
+
 def change_label(retriever_rank: int, final_rank: int | None) -> str:
     """How far the final rank moved from the retriever's: "=", "▲ n" (up) or "▼ n" (down); "" when unranked."""
     if final_rank is None:
@@ -74,10 +92,6 @@ class DemoHandlers:
         """The LLM's share of the final score that the validation-chosen fusion weight amounts to."""
         return llm_share(self.pipeline.fusion_weight)
 
-    def movie_choices(self) -> list[tuple[str, int]]:
-        """(title with year, item id) for the catalog dropdown, sorted by title."""
-        return sorted(((m.title, m.item_id) for m in self.catalog.movies), key=lambda c: c[0].lower())
-
     def user_choices(self) -> list[tuple[str, int]]:
         """(label, user id) for the test-user dropdown."""
         users = self.pipeline.test_users
@@ -85,25 +99,24 @@ class DemoHandlers:
             return []
         return [(f"User {u} ({len(users[u].history)} movies)", u) for u in users.ids()]
 
-    def find_movie(self, movie) -> int:
-        """An item id from a dropdown value: an id, or a typed title (forgiving; exact beats partial)."""
-        if movie is None or str(movie).strip() == "":
-            raise HistoryError("Pick a movie in the search box first.")
-        text = str(movie).strip()
-        if text.isdigit() and int(text) in self.catalog:
-            return int(text)
-        matches = self.search.find(text)
-        if len(matches) == 1:
-            return matches[0].item_id
-        if matches:
-            shown = ", ".join(m.title for m in matches[:4]) + (" ..." if len(matches) > 4 else "")
-            raise HistoryError(f"'{text}' matches {len(matches)} movies ({shown}): pick one from the list.")
-        raise HistoryError(f"Unknown title '{text}': it is not in the catalog. Pick a movie from the list.")
+    def matches_update(self, movies: list[Movie]):
+        """The matches list showing the first MAX_OFFERED of `movies` to pick from (hidden when there are none)."""
+        shown = movies[:MAX_OFFERED]
+        more = f" ({len(shown)} of {len(movies)}: type more of the title)" if len(movies) > len(shown) else ""
+        return gr.update(choices=[(m.title, m.item_id) for m in shown], value=None, visible=bool(shown),
+                         label=f"Matches{more}: click the movie you mean")
+
+    def suggest(self, text: str):
+        """The matches list for the text typed so far, by the forgiving search: exact titles first, then partial."""
+        return self.matches_update(self.search.search(text or "").ranked)
 
     # --- the watch history -------------------------------------------------------------------------------------
 
-    def history_view(self, session: dict, notice: str = ""):
-        """Outputs after a history change: (session, history table, remove-dropdown update, notice)."""
+    def history_view(self, session: dict, notice: str = "", offered: list[Movie] = ()):
+        """Outputs after a history event: (session, history table, remove-dropdown update, notice, matches update).
+
+        `offered` are the matches to pick from (the matches list is hidden when there are none).
+        """
         history = session["history"]
         table = pd.DataFrame({"#": range(1, len(history) + 1), "Title": self.catalog.titles(history),
                               "Genres": [", ".join(self.catalog[i].genres) for i in history]})
@@ -116,16 +129,36 @@ class DemoHandlers:
                          "Recommend, then marked ★ in every result.")
         remove = gr.update(choices=[(f"{n}. {t}", i) for n, (t, i) in
                                     enumerate(zip(self.catalog.titles(history), history), start=1)], value=None)
-        return session, table, remove, "\n\n".join(notes)
+        return session, table, remove, "\n\n".join(notes), self.matches_update(list(offered))
 
     def add(self, session: dict, movie):
-        """Append a movie (id or title) to the history; a repeat moves it to the latest position."""
-        try:
-            item_id = self.find_movie(movie)
-        except HistoryError as error:
-            return self.history_view(session, f"⚠️ {error}")
+        """Add the movie the person chose: an item id picked from the matches, or typed text naming exactly one movie.
+
+        Typed text is always a title ("300" is the film 300, never item id 300). Text that names several
+        movies, or only part of a title, adds nothing: its matches are offered to pick from instead.
+        """
+        if isinstance(movie, int) and not isinstance(movie, bool):
+            if movie not in self.catalog:
+                return self.history_view(session, f"⚠️ Unknown item id {movie}: pick a movie from the list.")
+            return self.append(session, movie)
+        text = "" if movie is None else str(movie).strip()
+        if not text:
+            return self.history_view(session, "⚠️ Pick a movie in the search box first.")
+        found = self.search.search(text)
+        if len(found.exact) == 1:
+            movie = found.exact[0]
+            return self.append(session, movie.item_id, "" if text == movie.title else f"Added '{movie.title}'.")
+        offered = found.ranked
+        if not offered:
+            return self.history_view(session, f"⚠️ Unknown title '{text}': it is not in the catalog. "
+                                              "Type part of it and pick a movie from the matches.")
+        count = "1 movie matches" if len(offered) == 1 else f"{len(offered)} movies match"
+        return self.history_view(session, f"'{text}' is not exactly one title; {count}. Click the one you mean "
+                                          "under **Matches**: nothing was added.", offered)
+
+    def append(self, session: dict, item_id: int, notice: str = ""):
+        """History outputs with `item_id` appended; a repeat moves it to the latest viewing."""
         history = list(session["history"])
-        notice = ""
         if item_id in history:
             history.remove(item_id)
             notice = f"'{self.catalog.title(item_id)}' was already in the history: moved to the latest viewing."
@@ -202,18 +235,22 @@ class DemoHandlers:
                 f"**{result.letter_mass:.1%}** of the next-token probability{base}; the likeliest other tokens: "
                 f"{others}. The probabilities shown are the letters' share renormalised to 1. {WHY_ONE_PASS}")
 
-    def ranking_view(self, session: dict, result: Recommendation | None, share: float | None = None):
-        """(results table, opinions chart) of a recommendation at the LLM's `share` of the fused score; no model call.
+    def ranking_view(self, session: dict, shown: ShownResults | None, share: float | None = None):
+        """(results table, opinions chart) of the results on screen at the LLM's `share` of the fused score; no model
+        call.
 
         `share` None (or the slider's rounding of it) is the validation-chosen fusion; 0 is the retriever's order,
-        1 the LLM alone.
+        1 the LLM alone. Results made for another session (the history changed since) are not redrawn.
         """
-        if result is None:
+        if shown is None:
             return pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure("Click Recommend first.")
+        if shown.session != session:
+            return pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART)
+        result = shown.recommendation
         share = self.validation_share if share is None else min(max(float(share), 0.0), 1.0)
         if abs(share - self.validation_share) < SLIDER_STEP / 2:  # the slider shows the chosen share to 2 decimals
             share = self.validation_share
-        target = session["target"]
+        target = shown.session["target"]
         candidates = result.candidates
         order = result.order_at(share)
         final = {index: rank for rank, index in enumerate(order, start=1)} if order else {}
@@ -247,14 +284,24 @@ class DemoHandlers:
         return (f"⚠️ {message}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(message), "", "", None)
 
     def results_view(self, session: dict, result: Recommendation, share: float | None = None):
-        """(summary, table, chart, prompt, verbalizer reading, result) of a recommendation."""
-        table, figure = self.ranking_view(session, result, share)
+        """(summary, table, chart, prompt, verbalizer reading, shown results) of a recommendation for `session`."""
+        shown = ShownResults(session, result)
+        table, figure = self.ranking_view(session, shown, share)
         prompt = result.prompt.text if result.prompt else ""
-        return self.summary_markdown(session, result), table, figure, prompt, self.reading_markdown(result), result
+        return self.summary_markdown(session, result), table, figure, prompt, self.reading_markdown(result), shown
+
+    def stale_results(self, session: dict, shown: ShownResults | None):
+        """Results and race outputs once the history may have changed: cleared with a note when the results on
+        screen were made for another session, untouched otherwise."""
+        if shown is None or shown.session == session:
+            return tuple(gr.skip() for _ in range(10))
+        return (f"⚠️ {STALE}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART), "", "", None,
+                f"⚠️ {STALE}", plots.message_figure(STALE_CHART), "",
+                pd.DataFrame(columns=COMPARISON_COLUMNS))
 
     def recommend(self, session: dict, share: float | None = None, compare_base: bool = False,
                   progress=gr.Progress()):
-        """Retrieve and rank for the session's history: (summary, table, chart, prompt, reading, result)."""
+        """Retrieve and rank for the session's history: (summary, table, chart, prompt, reading, shown results)."""
         progress(0.1, desc="Retrieving with LRURec, then ranking with the verbalizer")
         try:
             result = self.pipeline.recommend(session["history"], compare_base=bool(compare_base))
@@ -262,14 +309,23 @@ class DemoHandlers:
             return self.error_results(str(error))
         return self.results_view(session, result, share)
 
+    def generating_markdown(self, result: Recommendation, seconds: float, num_tokens: int) -> str:
+        """The race's running clock while generation writes its list, beside the verbalizer's time."""
+        gap = f": already **{seconds * 1000 / result.ranking_ms:,.1f}×** its time" if seconds else ""
+        return (f"**Generating** the ranked list… **{seconds:,.1f} s**, **{num_tokens} tokens** so far. The "
+                f"verbalizer ranked all {len(result.candidates)} candidates in **{result.ranking_ms:,.0f} ms** "
+                f"(one forward pass){gap}.")
+
     def race_view(self, session: dict, race: RaceResult):
-        """(race summary, timing chart, generated text, ranking comparison table) of a race."""
+        """(race summary, timing chart, generated text, ranking comparison table) of a race, finished or starting."""
         result = race.recommendation
         stages = {"retrieval": result.retrieval_ms}
         if result.ranking_ms is not None:
             stages["verbalizer ranking"] = result.ranking_ms
         if race.error:
             summary = f"⚠️ **The generation baseline failed**: {race.error}"
+        elif race.generation_ms is None:
+            summary = self.generating_markdown(result, 0.0, 0)
         else:
             stages["generation"] = race.generation_ms
             summary = (f"**Generation** {race.generation_ms:,.0f} ms for {race.num_generated_tokens} tokens vs "
@@ -287,14 +343,37 @@ class DemoHandlers:
                                  generated + [""] * (size - len(generated))), columns=COMPARISON_COLUMNS)
         return summary, figure, race.generated_text, table
 
-    def race(self, session: dict, share: float | None = None, compare_base: bool = False, progress=gr.Progress()):
-        """Recommend, then run the generation baseline on the same prompt: results outputs + race outputs."""
-        progress(0.05, desc="Retrieving and ranking with the verbalizer")
+    def race(self, session: dict, share: float | None = None, compare_base: bool = False):
+        """Recommend, then race the generation baseline on the same prompt, streaming (a generator of results outputs
+        + race outputs).
+
+        The first yield shows the verbalizer's results and ranking; then every STREAM_INTERVAL_S the text generated
+        so far with a running clock and token count; the last the timing chart and the parsed comparison.
+        Generation runs on its own thread and only queues token ids; decoding and drawing happen here, so
+        streaming leaves the measured generation time alone (`bench/race_streaming.py` measures both ways).
+        """
         try:
             result = self.pipeline.recommend(session["history"], compare_base=bool(compare_base))
         except HistoryError as error:
-            return (*self.error_results(str(error)), f"⚠️ {error}", plots.message_figure(str(error)), "",
-                    pd.DataFrame(columns=COMPARISON_COLUMNS))
-        progress(0.3, desc="Generating the ranked list token by token (the slow way)")
-        race = self.pipeline.race(result)
-        return (*self.results_view(session, result, share), *self.race_view(session, race))
+            yield (*self.error_results(str(error)), f"⚠️ {error}", plots.message_figure(str(error)), "",
+                   pd.DataFrame(columns=COMPARISON_COLUMNS))
+            return
+        results = self.results_view(session, result, share)
+        if result.ranking is None:
+            yield (*results, *self.race_view(session, self.pipeline.race(result)))
+            return
+        yield (*results, *self.race_view(session, RaceResult(result)))
+        token_ids = queue.SimpleQueue()
+        generated: list[int] = []
+        unchanged = tuple(gr.skip() for _ in results)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            started = time.perf_counter()
+            running = pool.submit(self.pipeline.race, result, token_ids.put)
+            while not wait([running], timeout=STREAM_INTERVAL_S).done:
+                while not token_ids.empty():
+                    generated.append(token_ids.get())
+                text = self.pipeline.tokenizer.decode(generated, skip_special_tokens=True) if generated else ""
+                yield (*unchanged, self.generating_markdown(result, time.perf_counter() - started, len(generated)),
+                       gr.skip(), text, gr.skip())
+            race = running.result()
+        yield (*results, *self.race_view(session, race))

@@ -1,43 +1,92 @@
-"""Forgiving title search: accents, case, punctuation and a moved article ("Matrix, The") do not matter."""
+"""Forgiving title search: accents, case, punctuation, a moved article ("Matrix, The", "Misérables, Les") and the
+alternative titles MovieLens gives ("The Boat" for Das Boot) do not matter; exact titles beat partial matches."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
 from recsys.data.catalog import Catalog, Movie
+from recsys.data.titles import ARTICLES, split_year
 
-_MOVED_ARTICLE = re.compile(r"^(?P<rest>.*?),\s*(?P<article>the|a|an)\b(?P<tail>\s*(\(\d{4}\))?)$")
+_ARTICLE = "|".join(re.escape(article.lower()) for article in sorted(ARTICLES, key=len, reverse=True))
+_MOVED_ARTICLE = re.compile(rf"^(?P<rest>.*?),\s*(?P<article>{_ARTICLE})(?P<tail>\s*(\(\d{{4}}\))?)$")
+# Only English articles are dropped from the front: foreign ones begin other titles too ("Die Hard", "La La Land").
 _LEADING_ARTICLE = re.compile(r"^(the|a|an)\s+")
-_YEAR = re.compile(r"\s*\(?\b\d{4}\b\)?\s*$")
+_ELISION = re.compile(r"\b([a-z]|qu)'(?=[a-z])")  # "l'auberge" -> "l auberge", as a typed "L Auberge" reads
 
 
 def search_key(text: str) -> str:
-    """`text` reduced for matching: no accents, lower case, a trailing ", The" moved to the front, then the
-    leading article and all punctuation dropped, spaces collapsed ("Amélie" -> "amelie", "Matrix, The" -> "matrix")."""
+    """`text` reduced for matching: no accents, lower case, a trailing article of any MovieLens language moved to the
+    front, then a leading English article and all punctuation dropped, spaces collapsed.
+
+    "Amélie" -> "amelie", "Matrix, The" -> "matrix", "Misérables, Les" -> "les miserables",
+    "(500) Days of Summer" -> "500 days of summer".
+    """
     text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower().strip()
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower().replace("’", "'").strip()
     moved = _MOVED_ARTICLE.match(text)
     if moved:
-        text = f"{moved['article']} {moved['rest']}{moved['tail']}"
-    text = re.sub(r"['’]", "", text)  # "Bug's" -> "bugs"
+        separator = "" if moved["article"].endswith("'") else " "  # "L'Auberge espagnole", "Les Misérables"
+        text = f"{moved['article']}{separator}{moved['rest']}{moved['tail']}"
+    text = _ELISION.sub(r"\1 ", text).replace("'", "")  # "Bug's" -> "bugs"
     text = re.sub(r"[^\w\s]", " ", text).replace("_", " ")
     text = re.sub(r"\s+", " ", text).strip()
     return _LEADING_ARTICLE.sub("", text)
 
 
+@dataclass(frozen=True)
+class SearchResult:
+    """What a typed text finds: the movies it names exactly, and the others whose names contain it."""
+
+    exact: list[Movie]  # the display title or an alternative title, with or without the year
+    partial: list[Movie]  # names that start with the text first, then names that contain it; by title within each
+
+    @property
+    def best(self) -> list[Movie]:
+        """The exact matches when there are any, else the partial ones."""
+        return self.exact or self.partial
+
+    @property
+    def ranked(self) -> list[Movie]:
+        """Every match, exact ones first: the order a list of matches shows them in."""
+        return self.exact + self.partial
+
+
+@dataclass(frozen=True)
+class _Entry:
+    movie: Movie
+    names: tuple[str, ...]  # search keys of the display title (with year) and of each alternative title
+    exact_keys: frozenset[str]  # each name with and without the year
+
+
+def _entry(movie: Movie) -> _Entry:
+    bare_title, year = split_year(movie.title)
+    title_keys = {search_key(movie.title), search_key(bare_title)}
+    alternative_keys = {search_key(title) for title in movie.alternative_titles} - {""}
+    exact = title_keys | alternative_keys | ({f"{key} {year}" for key in alternative_keys} if year else set())
+    return _Entry(movie, (search_key(movie.title), *sorted(alternative_keys)), frozenset(exact - {""}))
+
+
 class TitleSearch:
-    """Finds catalog movies by a typed title; exact matches (with or without the year) win over partial ones."""
+    """Finds catalog movies by a typed title or alternative title; exact matches win over partial ones."""
 
     def __init__(self, catalog: Catalog):
-        self.keys = [(search_key(m.title), m) for m in catalog.movies]
+        self.entries = [_entry(movie) for movie in catalog.movies]
 
-    def find(self, text: str) -> list[Movie]:
-        """Movies matching `text`: the exact matches when there are any, else every title containing it."""
+    def search(self, text: str) -> SearchResult:
+        """The movies `text` names exactly and, apart from those, the movies whose names contain it."""
         query = search_key(text)
         if not query:
-            return []
-        exact = [m for key, m in self.keys if key == query or _YEAR.sub("", key) == query]
-        if exact:
-            return exact
-        return [m for key, m in self.keys if query in key]
+            return SearchResult([], [])
+        exact = [e.movie for e in self.entries if query in e.exact_keys]
+        exact_ids = {m.item_id for m in exact}
+        partial = [e for e in self.entries
+                   if e.movie.item_id not in exact_ids and any(query in name for name in e.names)]
+        partial.sort(key=lambda e: (not any(name.startswith(query) for name in e.names), e.movie.title.casefold()))
+        return SearchResult(exact, [e.movie for e in partial])
+
+    def find(self, text: str) -> list[Movie]:
+        """Movies matching `text`: the exact matches when there are any, else every movie whose name contains it."""
+        return self.search(text).best
