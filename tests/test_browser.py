@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import sys
 import time
@@ -194,16 +195,21 @@ def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served
         page.get_by_role("button", name="Race against generation", exact=True).click()  # the race streams
         running = page.get_by_text("tokens so far")
         running.wait_for()
-        expect(page.get_by_label("Ranked candidates").get_by_text("Retriever rank").filter(visible=True)).to_have_count(1)
+        ranked_titles = page.get_by_label("Ranked candidates").locator('[role="gridcell"][data-col="2"]')
+        expect(ranked_titles.first).to_be_visible()
+        assert running.count() == 1  # the verbalizer's ranking is on screen while generation still runs
         generated = page.get_by_label("Generated text")
-        seen = []
-        while running.count() and len(seen) < 200:  # the text as it grows, until generation ends
+        seen, clocks = [], []
+        while running.count() and len(seen) < 200:  # the text, clock and token count as they grow
             seen.append(generated.input_value())
+            clocks += [tuple(map(float, re.findall(r"([\d.]+) s, (\d+) tokens", text)[0]))
+                       for text in running.all_text_contents()]
             page.wait_for_timeout(100)
         expect(page.get_by_text("generation takes")).to_be_visible()
         final = generated.input_value()
         partial = [text for text in dict.fromkeys(seen) if text and text != final]
         assert len(partial) >= 2 and all(final.startswith(text) for text in partial), seen
+        assert clocks == sorted(clocks) and len(set(clocks)) >= 3 and clocks[-1][1] > 0, clocks  # seconds, tokens
         comparison = page.get_by_label("Verbalizer ranking beside the parsed generated ranking")
         expect(comparison).to_have_attribute("aria-rowcount", "21")  # the header and 20 positions
 

@@ -145,7 +145,8 @@ def foreign_catalog() -> Catalog:
     ("500 Days of Summer", ["(500) Days of Summer (2009)"]), ("(500) days of summer", ["(500) Days of Summer (2009)"]),
     ("the boat", ["Das Boot (1981)"]),  # an alternative title, exact: beats the partial "Lifeboat (1944)"
     ("Boat, The (1981)", ["Das Boot (1981)"]), ("Das Boot", ["Das Boot (1981)"]),
-    ("Auberge espagnole, L'", ["The Spanish Apartment (2002)"]), ("l'auberge espagnole", ["The Spanish Apartment (2002)"]),
+    ("Auberge espagnole, L'", ["The Spanish Apartment (2002)"]),
+    ("l'auberge espagnole", ["The Spanish Apartment (2002)"]),
     ("Dolce Vita, La", ["La Dolce Vita (1960)"]),
     ("300", ["300 (2007)"]),  # digits are a title
     ("hard", ["Die Hard (1988)"]),  # foreign articles are not dropped from the front: "hard" is only partial
@@ -157,7 +158,8 @@ def test_search_knows_foreign_articles_and_alternative_titles(typed, titles):
 def test_exact_titles_beat_partial_ones_and_partial_ones_come_prefix_first():
     search = TitleSearch(foreign_catalog())
     boat = search.search("The Boat")
-    assert [m.title for m in boat.exact] == ["Das Boot (1981)"] and [m.title for m in boat.partial] == ["Lifeboat (1944)"]
+    assert [m.title for m in boat.exact] == ["Das Boot (1981)"]
+    assert [m.title for m in boat.partial] == ["Lifeboat (1944)"]
     assert search.search("hard").exact == []
     assert [m.title for m in search.search("boa").ranked] == ["Das Boot (1981)", "Lifeboat (1944)"]  # "boat…" first
     assert [m.title for m in search.search("s").ranked[:2]] == ["The Spanish Apartment (2002)",  # the one starting so
