@@ -11,7 +11,7 @@ from conftest import make_catalog, make_llama, make_pipeline
 from recsys.data.catalog import Catalog, Movie
 from recsys.demo.handlers import BASE_COLUMN, DemoHandlers, new_session
 from recsys.demo.search import TitleSearch, search_key
-from recsys.ranker.fusion import llm_share
+from recsys.ranker.fusion import FusionWeights, final_order, llm_share, retriever_opinion
 from recsys.ranker.model import LoraSettings, add_lora, merge_keeping_base
 from recsys.ranker.verbalizer import candidate_probabilities, letter_logits
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_catalog
@@ -66,11 +66,10 @@ def test_fusion_slider_spans_retriever_order_to_llm_alone_without_a_model_call(a
 
 def test_llm_share_matches_the_fusion_weight(tiny_pipeline):
     result = tiny_pipeline.recommend([1, 2, 3])
-    for weight in (0.0, 0.5, 2.0, 1000.0):
-        from recsys.ranker.fusion import final_order
-        probabilities = torch.tensor([c.probability for c in result.candidates])
-        scores = torch.tensor([c.retriever_score for c in result.candidates])
-        assert result.order_at(llm_share(weight)) == final_order(probabilities, scores, weight)
+    opinions = {"llm": torch.log(torch.tensor([c.probability for c in result.candidates])),
+                "retriever": retriever_opinion(torch.tensor([c.retriever_score for c in result.candidates]))}
+    for weight in (0.0, 0.5, 2.0, 1000.0):  # the retriever's weight beside the LLM's 1
+        assert result.order_at(llm_share(weight)) == final_order(opinions, FusionWeights(retriever=weight, llm=1.0))
 
 
 def test_base_model_beside_the_adapter_in_one_more_pass(adapted_pipeline, tiny_tokenizer):
