@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from recsys.kv_cache import cache_kwargs, output_cache
 from recsys.ranker.prompt import INSTRUCTION, LETTERS, RankingPrompt, render
 
 _PROBE_PROMPT = render(["A movie (2000)"], ["Another movie (2001)"])
@@ -170,7 +171,7 @@ def build_prefix_cache(model, tokenizer, instruction: str = INSTRUCTION) -> Pref
     """Run the shared prefix of `instruction`'s prompts once and keep its keys/values."""
     token_ids = shared_prefix_ids(tokenizer, instruction)
     outputs = model(input_ids=torch.tensor([token_ids], device=model.device), use_cache=True, logits_to_keep=1)
-    return PrefixCache(token_ids, [(layer.keys, layer.values) for layer in outputs.cache.layers])
+    return PrefixCache(token_ids, [(layer.keys, layer.values) for layer in output_cache(outputs).layers])
 
 
 @torch.inference_mode()
@@ -195,8 +196,8 @@ def cached_letter_logits(model, tokenizer, prompts: list[str], letter_ids: list[
     attention_mask = torch.cat([torch.ones(len(prompts), start, dtype=suffix_mask.dtype, device=model.device),
                                 suffix_mask], dim=1)
     outputs = model(input_ids=input_ids, attention_mask=attention_mask,
-                    position_ids=position_ids(attention_mask)[:, start:], cache=prefix.expanded_cache(len(prompts)),
-                    use_cache=True, logits_to_keep=1)
+                    position_ids=position_ids(attention_mask)[:, start:],
+                    **cache_kwargs(prefix.expanded_cache(len(prompts))), use_cache=True, logits_to_keep=1)
     return outputs.logits[:, -1, :].float()[:, letter_ids]
 
 
