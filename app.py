@@ -24,7 +24,8 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from recsys.demo.handlers import COMPARISON_COLUMNS, RESULT_COLUMNS, SLIDER_STEP, DemoHandlers, new_session
+from recsys.demo.handlers import (COMPARISON_COLUMNS, MAX_WEIGHT, RESULT_COLUMNS, WEIGHT_STEP, DemoHandlers,
+                                  new_session)
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
 from recsys.pipeline import Pipeline, PipelineConfig, default_adapter
 from recsys.ranker.base_model import cache_description
@@ -52,12 +53,14 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
     handlers = DemoHandlers(pipeline)
     adapter_note = ("" if pipeline.adapter else "\n\n⚠️ **No ranker adapter found: the base model ranks alone**, "
                     f"so its probabilities are close to guesses. Train one with `{RANKER_TRAIN_COMMAND}`.")
-    share = handlers.validation_share
+    fusion = handlers.fusion
     with gr.Blocks(title="LlamaRec demo") as demo:
         gr.Markdown("# LlamaRec: retrieve with LRURec, rank with an LLM verbalizer\n"
                     "Build a watch history (oldest first), then **Recommend**: LRURec retrieves 20 candidates and "
                     "the language model scores them in **one forward pass**, reading the probabilities of the "
-                    "letters A–T. **Race** also generates the ranked list as text, the slow way." + adapter_note)
+                    "letters A–T. The final ranking weighs three opinions of each candidate: the retriever's, "
+                    "a **co-watch** prior (which films followed your latest ones in other people's histories) and "
+                    "the LLM's. **Race** also generates the ranked list as text, the slow way." + adapter_note)
         session = gr.State(new_session())
         last = gr.State(None)  # the latest Recommendation: the fusion slider re-ranks it without a model call
         with gr.Tab("Recommend"):
@@ -91,23 +94,27 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
                 recommend = gr.Button("Recommend", variant="primary", size="lg")
                 race = gr.Button("Race against generation", variant="secondary", size="lg")
             with gr.Row():
-                fusion = gr.Slider(0.0, 1.0, value=round(share, 2), step=SLIDER_STEP, scale=4,
-                                   label="Fusion: 0 = the retriever's order … 1 = the LLM alone",
-                                   info=f"The LLM's share s of the final score s·log p(LLM) + (1−s)·log p(retriever). "
-                                        f"Validation chose s = {share:.2f} (fusion weight "
-                                        f"{pipeline.fusion_weight:g}). Moving it re-ranks without a model call.")
-                reset = gr.Button(f"Validation's choice (s = {share:.2f})", scale=1, min_width=120)
+                llm_weight = gr.Slider(0.0, MAX_WEIGHT, value=fusion.llm, step=WEIGHT_STEP, scale=3,
+                                       label="LLM weight", info=f"0 = the prior alone. Served: {fusion.llm:g} "
+                                                                f"(chosen on validation).")
+                cowatch_weight = gr.Slider(0.0, MAX_WEIGHT, value=fusion.cowatch, step=WEIGHT_STEP, scale=3,
+                                           label="Co-watch weight",
+                                           info=f"0 = no co-watch. Served: {fusion.cowatch:g} (fitted on held-out "
+                                                f"examples; the retriever's weight stays {fusion.retriever:g}).")
+                reset = gr.Button("Served weights", scale=1, min_width=120)
+            with gr.Row():
                 compare = gr.Checkbox(False, label="Compare with the base model (one more forward pass)",
-                                      interactive=pipeline.can_compare_base, scale=2,
+                                      interactive=pipeline.can_compare_base,
                                       info=None if pipeline.can_compare_base else "No adapter is loaded.")
+                reverse = gr.Checkbox(False, label="Also list the candidates in reverse (one more forward pass): "
+                                                   "does the LLM follow the films or the letters?")
             summary = gr.Markdown()
             with gr.Row():
                 with gr.Column(scale=3, min_width=300):
-                    chart = gr.Plot(label="LLM vs retriever probabilities")
+                    chart = gr.Plot(label="Each opinion's probability")
                 with gr.Column(scale=4, min_width=300):
                     table = gr.Dataframe(pd.DataFrame(columns=RESULT_COLUMNS), label="Ranked candidates",
-                                         interactive=False, max_height=640, wrap=True, elem_classes="results-table",
-                                         column_widths=["10%", "8%", "34%", "11%", "12%", "13%", "12%"])
+                                         interactive=False, max_height=640, wrap=True, elem_classes="results-table")
             reading = gr.Markdown()
             with gr.Accordion("The exact prompt", open=False):
                 prompt = gr.Textbox(label="Prompt", lines=12, max_lines=60, interactive=False, buttons=["copy"])
@@ -144,18 +151,21 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
             clear.click(handlers.clear, [session], history_outputs, api_name="clear"),
             load_preset.click(handlers.load_preset, [session, preset], history_outputs, api_name="load_preset"),
             load_user.click(handlers.load_test_user, [session, user], history_outputs, api_name="load_test_user"),
-            recommend.click(gpu(handlers.recommend), [session, fusion, compare], result_outputs,
+            recommend.click(gpu(handlers.recommend), [session, llm_weight, cowatch_weight, compare, reverse],
+                            result_outputs,
                             api_name="recommend", concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY),
-            race.click(gpu(handlers.race, duration=180), [session, fusion, compare], result_outputs + race_outputs,
+            race.click(gpu(handlers.race, duration=180), [session, llm_weight, cowatch_weight, compare],
+                       result_outputs + race_outputs,
                        api_name="race", concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY,
                        show_progress="minimal"),
         ]
         for event in events:  # results made for another history are cleared, whichever finished last
             event.then(handlers.stale_results, [session, last], result_outputs + race_outputs,
                        show_progress="hidden", api_visibility="private")
-        fusion.change(handlers.ranking_view, [session, last, fusion], [table, chart], api_name="explore_fusion",
-                      show_progress="hidden")
-        reset.click(lambda: round(share, 2), None, fusion, api_visibility="private")
+        for slider in (llm_weight, cowatch_weight):
+            slider.change(handlers.ranking_view, [session, last, llm_weight, cowatch_weight], [table, chart],
+                          api_name="explore_fusion" if slider is llm_weight else False, show_progress="hidden")
+        reset.click(lambda: (fusion.llm, fusion.cowatch), None, [llm_weight, cowatch_weight], api_visibility="private")
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=8)
 
 

@@ -3,7 +3,9 @@
 # Usage: bash bench/train_ranker_gpu.sh [BASE_MODEL] [OUTPUT]
 #   BASE_MODEL: default smollm2-135m-instruct; e.g. meta-llama/Llama-2-7b-hf with hub access.
 #   RECIPE=paper (default): every training prefix (~88k examples), random negatives, full-vocabulary loss.
-#   RECIPE=heldout: the committed CPU recipe (held-out LRURec candidates, letter loss), paper budgets.
+#   RECIPE=residual: the committed recipe (held-out LRURec candidates from three cuts, the co-watch prior,
+#                    the LLM trained on the residual with shuffled candidates), paper budgets.
+#   RECIPE=heldout: the previous recipe (held-out candidates, letter loss, no prior), paper budgets.
 # Several GPUs: replace `python -m` with `accelerate launch -m`.
 set -euo pipefail
 base=${1:-smollm2-135m-instruct}
@@ -11,8 +13,14 @@ recipe=${RECIPE:-paper}
 output=${2:-runs/ranker-$recipe-$(basename "$base")}
 python -m recsys.retriever.candidates
 budgets=(--max-history 20 --max-title-tokens 32 --max-prompt-tokens 1536)
-if [ "$recipe" = heldout ]; then
-  python -m recsys.ranker.heldout --holdout 30 --resume
+if [ "$recipe" = residual ]; then
+  python -m recsys.ranker.heldout --resume
+  python -m recsys.ranker.prior --write --output "$output"
+  python -m recsys.ranker.train --base-model "$base" --output "$output" --prior "$output" --examples heldout \
+    --loss residual --shuffle --lr 5e-4 --batch-size 8 --per-device-batch-size 8 --epochs 1 --warmup-steps 20 \
+    --eval-every 100 --val-examples 1000 "${budgets[@]}"
+elif [ "$recipe" = heldout ]; then
+  python -m recsys.ranker.heldout --resume
   python -m recsys.ranker.train --base-model "$base" --output "$output" --examples heldout --loss letters \
     --lr 5e-4 --batch-size 8 --per-device-batch-size 8 --epochs 1 --warmup-steps 20 --eval-every 75 "${budgets[@]}"
 else

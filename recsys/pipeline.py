@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -21,11 +21,12 @@ from recsys import NUM_CANDIDATES
 from recsys.data.catalog import Catalog
 from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
 from recsys.data.test_users import TestUsers, load_test_users
-from recsys.ranker.evaluate import read_fusion_weight, read_prompt_config
-from recsys.ranker.fusion import llm_share, order_at_share
+from recsys.machine import dtype_name
+from recsys.ranker.cowatch import CoWatchCounts
+from recsys.ranker.evaluate import read_cowatch, read_fusion_weights, read_prompt_config
+from recsys.ranker.fusion import FusionWeights, describe_fusion, final_order, fused_scores, retriever_opinion
 from recsys.ranker.generation import generate_ranking
-from recsys.ranker.model import (DEFAULT_ADAPTER, BaseWeights, RankerLoadConfig, cpu_dtype, describe, load_ranker,
-                                 merge_keeping_base, pick_device, use_4bit)
+from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, describe, load_ranker, pick_device, use_4bit
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.prompt import LETTERS, PromptConfig, RankingPrompt, build_prompt, item_texts
 from recsys.ranker.verbalizer import letter_token_ids, read_next_token
@@ -52,7 +53,7 @@ class PipelineConfig:
     retriever: str | Path = DEFAULT_CHECKPOINT  # LRURec checkpoint folder (model, catalog, test users)
     ranker: RankerLoadConfig = field(default_factory=lambda: RankerLoadConfig(adapter=default_adapter()))
     prompt: PromptConfig | None = None  # None: the budgets the adapter was trained with (paper's without one)
-    fusion_weight: float | None = None  # None: the weight saved with the adapter (0 = the LLM alone)
+    fusion: FusionWeights | None = None  # None: the weights saved with the adapter (the LLM alone without one)
     generation_max_new_tokens: int | None = None  # None: the generation baseline's own default
     cpu_precision: str = "auto"  # unquantized ranker on CPU: "fp32", "bf16" or "auto" (bf16 where the CPU has it)
 
@@ -66,9 +67,13 @@ class Candidate:
     letter: str  # its index letter in the prompt ("A" = the retriever's top-1)
     retriever_rank: int  # 1-based
     retriever_score: float
+    cowatch_score: float = 0.0  # the co-watch prior's score (mean log(1 + count) over the recent history)
+    cowatch_evidence: tuple[int, int] | None = None  # (history item it followed most often, how often), or None
     probability: float | None = None  # verbalizer probability (softmax over the candidates' letters)
     final_rank: int | None = None  # 1-based rank after the ranker
+    final_probability: float | None = None  # softmax of the fused score at the pipeline's fusion weights
     base_probability: float | None = None  # the base model's probability, without the adapter (when asked for)
+    reversed_probability: float | None = None  # the LLM's probability with the candidates listed in reverse
 
 
 @dataclass
@@ -87,16 +92,24 @@ class Recommendation:
     top_other_tokens: list[tuple[str, float]] = field(default_factory=list)  # likeliest non-letter next tokens
     base_letter_mass: float | None = None  # the same share for the base model (when compared)
 
-    def retriever_probabilities(self) -> list[float]:
-        """Softmax of the retriever's scores over the candidates (the retriever's opinion as probabilities)."""
-        return torch.softmax(torch.tensor([c.retriever_score for c in self.candidates]), dim=-1).tolist()
+    def opinions(self) -> dict[str, torch.Tensor]:
+        """The named opinions (K,) of `recsys.ranker.fusion`: retriever, co-watch and (once scored) the LLM."""
+        named = {"retriever": retriever_opinion(torch.tensor([c.retriever_score for c in self.candidates])),
+                 "cowatch": torch.tensor([c.cowatch_score for c in self.candidates])}
+        if all(c.probability is not None for c in self.candidates):
+            named["llm"] = torch.log(torch.tensor([c.probability for c in self.candidates]).clamp_min(1e-30))
+        return named
 
-    def order_at(self, share: float) -> list[int] | None:
-        """Candidate indices best first with the LLM's share `share` of the fused score (None without probabilities)."""
+    def opinion_probabilities(self, weights: FusionWeights) -> dict[str, list[float]]:
+        """Each opinion's own term of the fused score as a probability: softmax(weight x opinion), per name."""
+        return {name: torch.softmax(getattr(weights, name) * opinion, dim=-1).tolist()
+                for name, opinion in self.opinions().items()}
+
+    def order_with(self, weights: FusionWeights) -> list[int] | None:
+        """Candidate indices best first by the fused score at `weights`; None when the ranker failed (no LLM opinion)."""
         if self.ranking is None:
             return None
-        return order_at_share(torch.tensor([c.probability for c in self.candidates]),
-                              torch.tensor([c.retriever_score for c in self.candidates]), share)
+        return final_order(self.opinions(), weights)
 
     def ranked(self) -> list[Candidate]:
         """Candidates in final order (the retriever's order when the ranker failed)."""
@@ -133,10 +146,11 @@ class Pipeline:
     """Catalog + LRURec + ranker LM, loaded once and shared read-only by every caller."""
 
     def __init__(self, catalog: Catalog, retriever: LRURec, model, tokenizer,
-                 prompt_config: PromptConfig = PromptConfig(), fusion_weight: float = 0.0,
+                 prompt_config: PromptConfig = PromptConfig(),
+                 fusion: FusionWeights = FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0),
+                 cowatch: CoWatchCounts | None = None,
                  test_users: TestUsers | None = None, adapter: str | Path | None = None,
-                 info: dict[str, str] | None = None, generation_max_new_tokens: int | None = None,
-                 base_weights: BaseWeights | None = None):
+                 info: dict[str, str] | None = None, generation_max_new_tokens: int | None = None):
         if retriever.config.num_items != len(catalog):
             raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog has "
                                   f"{len(catalog)}: they come from different runs. "
@@ -146,12 +160,12 @@ class Pipeline:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.prompt_config = prompt_config
-        self.fusion_weight = fusion_weight
+        self.fusion = fusion
+        self.cowatch = cowatch  # the co-watch counts; None: no co-watch opinion (scores 0)
         self.test_users = test_users
         self.adapter = adapter  # the ranker's adapter folder; None when the base model ranks alone
         self.info = dict(info or {})
         self.generation_max_new_tokens = generation_max_new_tokens
-        self.base_weights = base_weights  # the adapted layers' base weights when the adapter is merged
         self.letter_ids = letter_token_ids(tokenizer)
 
     @classmethod
@@ -173,25 +187,24 @@ class Pipeline:
         except ValueError as error:
             raise CheckpointError(str(error)) from error
         adapter = config.ranker.adapter
-        fusion_weight = read_fusion_weight(adapter) if config.fusion_weight is None else config.fusion_weight
-        prompt_config = config.prompt or read_prompt_config(adapter)  # both read before the slow model load
-        model, tokenizer = load_ranker(config.ranker)
-        quantized = use_4bit(config.ranker, device)
-        base_weights = None
-        if adapter and not quantized:  # inference only: fold LoRA into the weights, saving 2 matmuls a layer
-            model, base_weights = merge_keeping_base(model)
-        info = describe(config.ranker)
-        if device.type == "cpu" and not quantized and cpu_dtype(config.cpu_precision) == torch.bfloat16:
-            model = model.to(torch.bfloat16)  # ~2x faster than fp32 on CPUs with native bf16
-            base_weights = base_weights.to(torch.bfloat16) if base_weights else None
-            info["quantization"] = "bf16 (on a CPU with native bf16)"
+        fusion = read_fusion_weights(adapter) if config.fusion is None else config.fusion
+        prompt_config = config.prompt or read_prompt_config(adapter)  # all read before the slow model load
+        cowatch = read_cowatch(adapter)
+        # The model exactly as evaluation and training validation score it: the adapter unmerged (fp32 LoRA
+        # weights over base weights in the CPU precision), fp32 letter logits, one prompt at a time.
+        ranker_config = replace(config.ranker, cpu_precision=config.cpu_precision)
+        model, tokenizer = load_ranker(ranker_config)
+        info = describe(ranker_config)
+        if device.type == "cpu" and not use_4bit(ranker_config, device):
+            info["quantization"] = (f"{dtype_name(next(model.parameters()).dtype)} base weights"
+                                    + (", fp32 LoRA adapter" if adapter else "") + ", fp32 letter logits")
         if not adapter:
             info["adapter"] = f"none: the base model ranks alone (train an adapter with: {RANKER_TRAIN_COMMAND})"
         info.update(retriever=f"LRURec, {folder.name} ({len(catalog)} items, window {retriever.config.max_len})",
                     test_users=test_users_note)
-        pipeline = cls(catalog, retriever, model, tokenizer, prompt_config=prompt_config,
-                       fusion_weight=fusion_weight, test_users=test_users, adapter=adapter, info=info,
-                       generation_max_new_tokens=config.generation_max_new_tokens, base_weights=base_weights)
+        pipeline = cls(catalog, retriever, model, tokenizer, prompt_config=prompt_config, fusion=fusion,
+                       cowatch=cowatch, test_users=test_users, adapter=adapter, info=info,
+                       generation_max_new_tokens=config.generation_max_new_tokens)
         pipeline.warm_up()
         return pipeline
 
@@ -206,9 +219,7 @@ class Pipeline:
         return {**self.info,
                 "prompt": f"last {prompt.max_history} history titles, {prompt.max_title_tokens} tokens a title, "
                           f"{prompt.max_prompt_tokens} tokens in all",
-                "final_ranking": ("verbalizer probabilities alone (the paper's LlamaRec)" if self.fusion_weight == 0
-                                  else f"verbalizer log-probabilities + {self.fusion_weight:g} x the retriever's "
-                                       "log-softmax (weight chosen on validation users)")}
+                "final_ranking": describe_fusion(self.fusion)}
 
     def warm_up(self) -> None:
         """One throw-away recommendation, so the first user's click does not pay for lazy initialisation."""
@@ -262,30 +273,34 @@ class Pipeline:
         return self.adapter is not None
 
     def without_adapter(self):
-        """A context in which the ranker computes as the base model (no second copy of the model)."""
-        if self.base_weights is not None:
-            return self.base_weights.swapped_into(self.model)
-        return self.model.disable_adapter()  # an unmerged peft model (4-bit on CUDA)
+        """A context in which the ranker computes as the base model (peft's adapter switch: no second model)."""
+        return self.model.disable_adapter()
 
-    def recommend(self, history_item_ids, compare_base: bool = False) -> Recommendation:
-        """Retrieve candidates for a history (item ids, oldest first) and rank them with the verbalizer.
+    def recommend(self, history_item_ids, compare_base: bool = False, reverse_check: bool = False) -> Recommendation:
+        """Retrieve candidates for a history (item ids, oldest first), score them with the co-watch prior and the
+        verbalizer, and rank them by the fusion of the three opinions (`recsys.ranker.fusion`).
 
         With `compare_base` (and an adapter loaded) one more forward pass gives the base model's
-        probabilities for the same prompt. Raises HistoryError for unusable input. A ranker failure
-        does not raise: the retrieval results come back with `ranker_error` set and no ranking.
+        probabilities for the same prompt; with `reverse_check` one more pass lists the candidates in
+        reverse, to show whether the LLM's opinion follows the films or the letters. Raises
+        HistoryError for unusable input. A ranker failure does not raise: the retrieval results come
+        back with `ranker_error` set and no ranking.
         """
         history, notices = self.check_history(history_item_ids)
         candidates, retrieval_ms = self.retrieve(history)
+        if self.cowatch is not None:
+            ids = torch.tensor([[c.item_id for c in candidates]])
+            for candidate, score in zip(candidates, self.cowatch.scores([history], ids)[0].tolist()):
+                candidate.cowatch_score = score
+                candidate.cowatch_evidence = self.cowatch.evidence(history, candidate.item_id)
         result = Recommendation(history, candidates, None, None, retrieval_ms, None, notices)
         start = time.perf_counter()
         try:
-            result.prompt = build_prompt(
-                self.tokenizer, item_texts(self.catalog, history[-self.prompt_config.max_history:], self.prompt_config),
-                item_texts(self.catalog, [c.item_id for c in candidates], self.prompt_config), self.prompt_config)
+            result.prompt = self.prompt_for(history, [c.item_id for c in candidates])
             reading = read_next_token(self.model, self.tokenizer, result.prompt, self.letter_ids)
-            probabilities = reading.probabilities
-            scores = torch.tensor([c.retriever_score for c in candidates])
-            result.ranking = order_at_share(probabilities, scores, llm_share(self.fusion_weight))
+            for candidate, probability in zip(candidates, reading.probabilities.tolist()):
+                candidate.probability = probability
+            result.ranking = final_order(result.opinions(), self.fusion)
             result.ranking_ms = (time.perf_counter() - start) * 1000
             result.letter_mass, result.top_other_tokens = reading.letter_mass, reading.top_other_tokens
             if compare_base and self.can_compare_base:
@@ -294,15 +309,28 @@ class Pipeline:
                 result.base_letter_mass = base.letter_mass
                 for candidate, probability in zip(candidates, base.probabilities.tolist()):
                     candidate.base_probability = probability
+            if reverse_check:
+                reverse = self.prompt_for(history, [c.item_id for c in reversed(candidates)])
+                flipped = read_next_token(self.model, self.tokenizer, reverse, self.letter_ids).probabilities
+                for candidate, probability in zip(candidates, flipped.flip(0).tolist()):
+                    candidate.reversed_probability = probability
         except Exception as error:  # noqa: BLE001 (any ranker failure is reported beside the retrieval results)
+            for candidate in candidates:
+                candidate.probability = candidate.base_probability = candidate.reversed_probability = None
             result.ranking, result.ranking_ms = None, None
             result.ranker_error = f"{type(error).__name__}: {error}"
             return result
+        final = fused_scores(result.opinions(), self.fusion).softmax(dim=-1).tolist()
         for rank, index in enumerate(result.ranking, start=1):
             candidates[index].final_rank = rank
-        for candidate, probability in zip(candidates, probabilities.tolist()):
-            candidate.probability = probability
+            candidates[index].final_probability = final[index]
         return result
+
+    def prompt_for(self, history: list[int], candidate_ids: list[int]) -> RankingPrompt:
+        """The ranking prompt of a checked history and candidates (in letter order), with the adapter's budgets."""
+        return build_prompt(self.tokenizer,
+                            item_texts(self.catalog, history[-self.prompt_config.max_history:], self.prompt_config),
+                            item_texts(self.catalog, candidate_ids, self.prompt_config), self.prompt_config)
 
     def race(self, recommendation: Recommendation, on_token: Callable[[int], None] | None = None) -> RaceResult:
         """Run the generation baseline on the recommendation's history and candidates and time it.
@@ -316,9 +344,11 @@ class Pipeline:
             race.error = f"The verbalizer did not run ({recommendation.ranker_error}), so there is nothing to race."
             return race
         try:
-            history_titles = self.catalog.titles(recommendation.history[-self.prompt_config.max_history:])
-            generated = generate_ranking(self.model, self.tokenizer, history_titles,
-                                         [c.title for c in recommendation.candidates], self.prompt_config,
+            history_titles = item_texts(self.catalog, recommendation.history[-self.prompt_config.max_history:],
+                                        self.prompt_config)
+            candidate_titles = item_texts(self.catalog, [c.item_id for c in recommendation.candidates],
+                                          self.prompt_config)
+            generated = generate_ranking(self.model, self.tokenizer, history_titles, candidate_titles, self.prompt_config,
                                          self.generation_max_new_tokens, on_token=on_token)
         except Exception as error:  # noqa: BLE001 (a failed baseline is shown, never crashes the app)
             race.error = f"{type(error).__name__}: {error}"

@@ -11,6 +11,9 @@ import plotly.graph_objects as go
 BAR_COLOR = "#6b8fd6"
 RETRIEVER_COLOR = "#8cb369"
 BASE_COLOR = "#b8a1d9"
+COWATCH_COLOR = "#f2a541"
+FINAL_COLOR = "#3d5a80"
+OPINION_COLORS = {"Final": FINAL_COLOR, "LLM": BAR_COLOR, "Co-watch": COWATCH_COLOR, "Retriever": RETRIEVER_COLOR}
 FONT_COLOR = "#808896"  # mid grey: contrast ~3.6:1 on white and ~5:1 on Gradio's dark background
 GRID_COLOR = "rgba(128,128,128,0.25)"
 PAPER_GENERATION_S = 56.16  # the paper's Fig. 3: generating a ranked list of titles, average title length 20
@@ -42,23 +45,19 @@ def message_figure(message: str, height: int = 200) -> go.Figure:
     return _layout(figure, "", height)
 
 
-def opinions_figure(letters: list[str], titles: list[str], llm_probabilities: list[float],
-                    retriever_probabilities: list[float], order: list[int], highlight: int | None = None,
-                    base_probabilities: list[float] | None = None,
-                    title: str = "LLM vs retriever probabilities") -> go.Figure:
-    """Per candidate, the LLM's probability beside the retriever's softmax probability (and the base model's when
-    given), candidates in `order` (best first, drawn on top). `highlight` indexes a candidate to star."""
+def opinions_figure(letters: list[str], titles: list[str], opinions: dict[str, list[float]], order: list[int],
+                    highlight: int | None = None, title: str = "Each opinion's probability") -> go.Figure:
+    """Per candidate, one bar per named opinion (e.g. {"Final": ..., "LLM": ..., "Retriever": ...}, each a list of
+    probabilities in candidate order), candidates in `order` (best first, drawn on top). `highlight` indexes a
+    candidate to star."""
     shown = list(reversed(order))  # plotly draws the first category lowest
     labels = [f"({letters[i]}) {short_label(titles[i])}" + (" ★" if i == highlight else "") for i in shown]
-    series = [("LLM (fine-tuned)" if base_probabilities else "LLM", llm_probabilities, BAR_COLOR),
-              ("Retriever (softmax of scores)", retriever_probabilities, RETRIEVER_COLOR)]
-    if base_probabilities:
-        series.insert(1, ("LLM base model (no adapter)", base_probabilities, BASE_COLOR))
-    figure = go.Figure([go.Bar(name=name, x=[values[i] for i in shown], y=labels, orientation="h", marker_color=color,
+    figure = go.Figure([go.Bar(name=name, x=[values[i] for i in shown], y=labels, orientation="h",
+                               marker_color=OPINION_COLORS.get(name, BASE_COLOR),
                                hovertemplate="%{y}<br>" + name + ": %{x:.4f}<extra></extra>")
-                        for name, values, color in series])
+                        for name, values in opinions.items()])
     figure.update_xaxes(title="probability", tickformat=".0%", rangemode="tozero")
-    figure = _layout(figure, title, height=150 + (10 + 9 * len(series)) * len(order))
+    figure = _layout(figure, title, height=150 + (10 + 9 * len(opinions)) * len(order))
     figure.update_layout(barmode="group", bargap=0.25, showlegend=True,
                          legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom", "font": {"size": 11}},
                          margin={"l": 10, "r": 20, "t": 80, "b": 40})

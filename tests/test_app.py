@@ -17,6 +17,7 @@ from recsys.demo import handlers as demo_handlers
 from recsys.demo import pages
 from recsys.data.catalog import Catalog, Movie
 from recsys.demo.handlers import HELD_OUT, PRESETS, STALE, STALE_CHART, DemoHandlers, new_session
+from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.generation import GenerationResult
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.retriever.checkpoint import TRAIN_COMMAND
@@ -117,7 +118,7 @@ def test_results_of_another_history_are_cleared_and_never_redrawn(handlers):
         assert STALE in summary and len(table) == 0 and last is None and STALE in race_summary
         assert len(comparison) == 0 and text == "" and prompt == "" and reading == ""
         assert chart.layout.annotations[0].text == timing.layout.annotations[0].text == STALE_CHART
-        table, chart = handlers.ranking_view(changed, shown, 0.3)  # the slider: no redraw against the new session
+        table, chart = handlers.ranking_view(changed, shown, 0.3, 0.3)  # the sliders: no redraw for the new session
         assert len(table) == 0 and chart.layout.annotations[0].text == STALE_CHART
 
 
@@ -194,20 +195,23 @@ def test_unknown_test_user(handlers):
 def test_recommend_table_and_chart(handlers, tiny_pipeline):
     session = {**new_session(), "history": [1, 2, 3]}
     summary, table, figure, prompt, reading, shown = handlers.recommend(session)
-    assert list(table.columns) == ["Final rank", "Letter", "Title", "LLM", "Retriever", "Retriever rank", "Change"]
+    assert list(table.columns) == ["Final rank", "Letter", "Title", "Final", "LLM", "Co-watch", "Retriever",
+                                   "Retriever rank", "Change", "Co-watch evidence"]
     assert list(table["Final rank"]) == list(range(1, 21)) and len(figure.data[0].x) == 20
     expected = tiny_pipeline.recommend([1, 2, 3])
     assert titles_of(table) == [c.title for c in expected.ranked()]
     first = expected.ranked()[0]
     change = table["Change"][0]
     assert change == ("=" if first.retriever_rank == 1 else f"▲ {first.retriever_rank - 1}")
-    assert "verbalizer ranking" in summary and prompt == expected.prompt.text and "Final rank =" not in summary
+    assert "verbalizer ranking" in summary and prompt == expected.prompt.text
+    assert "Final score = 1 × log p(LLM)" in summary  # no adapter config: the LLM alone, as the paper
 
 
-def test_fusion_weight_is_explained(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
-    handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, fusion_weight=2.0))
+def test_fusion_is_explained(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
+    weights = FusionWeights(retriever=2.0, cowatch=0.0, llm=1.0)
+    handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, fusion=weights))
     summary, table, figure, prompt, reading, shown = handlers.recommend({**new_session(), "history": [1, 2, 3]})
-    assert "Final rank = the verbalizer's log-probability + 2 × the retriever's" in summary
+    assert "Final score = 2 × log p(retriever) + 1 × log p(LLM)" in summary
     assert list(table["Final rank"]) == list(range(1, 21))
 
 
@@ -278,9 +282,12 @@ def test_about_and_benchmark_tabs(tiny_pipeline, tmp_path, monkeypatch):
     metrics = {"M@5": 0.04, "N@5": 0.05, "R@5": 0.07, "M@10": 0.05, "N@10": 0.07, "R@10": 0.14}
     retriever = {"ours": metrics, "paper": metrics, "coverage@20": 0.2}
     (tmp_path / "retriever_quality.json").write_text(json.dumps(retriever))
-    two = {"retriever": {"N@10": 0.3, "R@10": 0.6, "M@10": 0.2}, "two_stage": {"N@10": 0.35, "R@10": 0.7, "M@10": 0.25}}
-    (tmp_path / "ranker_quality.json").write_text(json.dumps({"subset": two, "overall": two, "users": 120,
-                                                              "fusion_weight": 2.0, "ci95_diff_N@10": [0.01, 0.09]}))
+    row = {"subset": {"N@10": 0.35, "R@10": 0.7, "M@10": 0.25}, "overall": {"N@10": 0.07, "R@10": 0.14, "M@10": 0.05}}
+    test = {"retriever": {"subset": {"N@10": 0.3, "R@10": 0.6, "M@10": 0.2}, "overall": row["overall"]},
+            "final": {**row, "ci95_vs_retriever_N@10": [0.01, 0.09]},
+            "llm_contribution": {"N@10": 0.01, "ci95_N@10": [-0.02, 0.03]}}
+    (tmp_path / "ranker_quality.json").write_text(json.dumps({"test": test, "users": 120,
+                                                              "cross_fitted_val_test": {"users": 255, "gain": 0.1}}))
     efficiency = {"by_title_len": {"20": {"verbalizer_ms": 900, "generation_ms": 30000, "ratio": 33.3}},
                   "throughput": {"batch_1": {"requests_per_second": 1.1}}, "device": "CPU"}
     (tmp_path / "efficiency.json").write_text(json.dumps(efficiency))
@@ -289,9 +296,11 @@ def test_about_and_benchmark_tabs(tiny_pipeline, tmp_path, monkeypatch):
     assert "Not measured yet" not in full
     assert "| LRURec, ours | 0.0400 |" in full and "Coverage@20" in full and "120 users" in full
     assert "| LlamaRec (Llama-2-7b), paper | – | 0.3766 | 0.7560 |" in full
-    assert "| Two-stage, ours (fusion weight 2) | 0.2500 | 0.3500 | 0.7000 |" in full and "| 20 | 900 | 30,000 | 33.3× |" in full
+    assert "| Retriever + co-watch + LLM (served) | 0.2500 | 0.3500 | 0.7000 |" in full
+    assert "| 20 | 900 | 30,000 | 33.3× |" in full
     assert "Cold start 12.0 s" in full and "batch 1: requests per second 1.1" in full
-    assert "paired-bootstrap 95% interval [+0.0100, +0.0900]" in full
+    assert "Retriever + co-watch + LLM (served) [0.01, 0.09]" in full and "own contribution" in full
+    assert "Cross-fitted validation + test: users 255" in full
 
 
 def test_adapter_warning_only_without_an_adapter(tiny_pipeline):
@@ -422,9 +431,9 @@ def test_default_models_recommend_a_preset():
     assert set(handlers.presets) == set(PRESETS)  # every preset title is in the real catalog
     assert (pipeline.adapter is None) == (RANKER_TRAIN_COMMAND in pipeline.describe()["adapter"])
     session, *_ = handlers.load_preset(new_session(), "Sci-fi fan")
-    summary, table, figure, prompt, reading, shown = handlers.recommend(session, None, True)
+    summary, table, figure, prompt, reading, shown = handlers.recommend(session, None, None, True)
     assert len(table) == 20 and "verbalizer ranking" in summary and prompt.endswith("### Response:\n")
     if pipeline.adapter is not None:  # the committed adapter is trained: it moves candidates and differs from the base
-        llm_alone, _ = handlers.ranking_view(session, shown, 1.0)
-        assert set(llm_alone["Change"]) != {"="}
+        served, _ = handlers.ranking_view(session, shown)
+        assert set(served["Change"]) != {"="}
         assert any(abs(c.probability - c.base_probability) > 1e-3 for c in shown.recommendation.candidates)

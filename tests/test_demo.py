@@ -9,10 +9,11 @@ import torch
 from conftest import make_catalog, make_llama, make_pipeline
 
 from recsys.data.catalog import Catalog, Movie
-from recsys.demo.handlers import BASE_COLUMN, DemoHandlers, new_session
+from recsys.demo.handlers import BASE_COLUMN, REVERSED_COLUMN, DemoHandlers, new_session
 from recsys.demo.search import TitleSearch, search_key
-from recsys.ranker.fusion import FusionWeights, final_order, llm_share, retriever_opinion
-from recsys.ranker.model import LoraSettings, add_lora, merge_keeping_base
+from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
+from recsys.ranker.fusion import FusionWeights, final_order, fused_scores, retriever_opinion
+from recsys.ranker.model import LoraSettings, add_lora
 from recsys.ranker.verbalizer import candidate_probabilities, letter_logits
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_catalog
 
@@ -29,53 +30,74 @@ def adapted_llama(tokenizer, seed: int = 2):
 
 @pytest.fixture(scope="module")
 def adapted_pipeline(tiny_catalog, tiny_lrurec, tiny_tokenizer, tmp_path_factory):
-    """The tiny pipeline with a merged adapter, as `Pipeline.load` builds it (base weights kept aside)."""
-    merged, base_weights = merge_keeping_base(adapted_llama(tiny_tokenizer))
-    return make_pipeline(tiny_catalog, tiny_lrurec, merged, tiny_tokenizer, fusion_weight=1.0,
-                         adapter=tmp_path_factory.mktemp("adapter"), base_weights=base_weights)
+    """The tiny pipeline with an unmerged adapter and co-watch counts, as `Pipeline.load` builds it."""
+    sequences = [[1, 2, 3, 4, 5, 6, 7, 8], [2, 3, 9, 10, 11], [4, 12, 13, 14, 1, 2]]
+    counts = CoWatchCounts.from_sequences(sequences, len(tiny_catalog), CoWatchConfig(window=3, span=5))
+    return make_pipeline(tiny_catalog, tiny_lrurec, adapted_llama(tiny_tokenizer), tiny_tokenizer,
+                         fusion=FusionWeights(retriever=0.5, cowatch=1.5, llm=1.0), cowatch=counts,
+                         adapter=tmp_path_factory.mktemp("adapter"))
 
 
-def test_fusion_slider_spans_retriever_order_to_llm_alone_without_a_model_call(adapted_pipeline, monkeypatch):
+def test_fusion_explorer_moves_the_llm_and_cowatch_weights_without_a_model_call(adapted_pipeline, monkeypatch):
     handlers = DemoHandlers(adapted_pipeline)
     session = {**new_session(), "history": [1, 2, 3, 4]}
     *_, shown = handlers.recommend(session)
     result = shown.recommendation
-    assert handlers.validation_share == pytest.approx(0.5)
 
     def no_model(*args, **kwargs):
-        raise AssertionError("the slider must not run the model")
+        raise AssertionError("the sliders must not run the model")
 
     monkeypatch.setattr(adapted_pipeline, "model", no_model)
     start = time.perf_counter()
-    retriever_table, _ = handlers.ranking_view(session, shown, 0.0)
+    retriever_table, _ = handlers.ranking_view(session, shown, 0.0, 0.0)
     elapsed = time.perf_counter() - start
     assert list(retriever_table["Retriever rank"]) == list(range(1, 21)) and set(retriever_table["Change"]) == {"="}
-    llm_table, chart = handlers.ranking_view(session, shown, 1.0)
-    probabilities = [c.probability for c in result.candidates]
-    assert list(llm_table["LLM"]) == sorted((round(p, 4) for p in probabilities), reverse=True)
-    assert set(llm_table["Change"]) != {"="}  # the random adapter disagrees with the retriever
-    chosen, _ = handlers.ranking_view(session, shown, None)  # the validation-chosen fusion
-    assert list(chosen["Title"]) == [c.title for c in result.ranked()]
-    at_slider, _ = handlers.ranking_view(session, shown, 0.501)  # the slider's 2-decimal value of it
-    assert list(at_slider["Title"]) == list(chosen["Title"])
-    llm_bars, retriever_bars = chart.data
-    assert list(llm_bars.x)[::-1] == pytest.approx(list(llm_table["LLM"]), abs=1e-4)  # best on top
-    assert sum(retriever_bars.x) == pytest.approx(1.0, abs=1e-5)  # the retriever's softmax probabilities
-    assert elapsed < 0.05
+    prior_table, _ = handlers.ranking_view(session, shown, 0.0, None)  # retriever + co-watch
+    opinions = result.opinions()
+    prior = fused_scores(opinions, FusionWeights(0.5, 1.5, 0.0))
+    assert list(prior_table["Title"]) == [result.candidates[i].title for i in final_order(opinions,
+                                                                                          FusionWeights(0.5, 1.5, 0.0))]
+    assert set(prior_table["Change"]) != {"="}  # the co-watch counts move followers of 1..4 up
+    served, chart = handlers.ranking_view(session, shown, None, None)
+    assert list(served["Title"]) == [c.title for c in result.ranked()]
+    at_slider, _ = handlers.ranking_view(session, shown, 1.01, 1.49)  # the sliders' rounding of the served weights
+    assert list(at_slider["Title"]) == list(served["Title"])
+    final = torch.softmax(fused_scores(opinions, adapted_pipeline.fusion), dim=-1)
+    assert list(served["Final"]) == sorted((round(p, 4) for p in final.tolist()), reverse=True)
+    names = [bars.name for bars in chart.data]
+    assert names == ["Final", "LLM", "Co-watch", "Retriever"]
+    assert all(sum(bars.x) == pytest.approx(1.0, abs=1e-5) for bars in chart.data)  # each opinion a distribution
+    assert served["Co-watch evidence"].str.startswith("followed").any()
+    assert prior.shape == (20,) and elapsed < 0.05
 
 
-def test_llm_share_matches_the_fusion_weight(tiny_pipeline):
-    result = tiny_pipeline.recommend([1, 2, 3])
-    opinions = {"llm": torch.log(torch.tensor([c.probability for c in result.candidates])),
-                "retriever": retriever_opinion(torch.tensor([c.retriever_score for c in result.candidates]))}
-    for weight in (0.0, 0.5, 2.0, 1000.0):  # the retriever's weight beside the LLM's 1
-        assert result.order_at(llm_share(weight)) == final_order(opinions, FusionWeights(retriever=weight, llm=1.0))
+def test_cowatch_evidence_names_the_film_followed_most(adapted_pipeline):
+    result = adapted_pipeline.recommend([1, 2, 3, 4])
+    by_id = {c.item_id: c for c in result.candidates}
+    for item_id, candidate in by_id.items():
+        evidence = adapted_pipeline.cowatch.evidence([1, 2, 3, 4], item_id)
+        assert candidate.cowatch_evidence == evidence
+        assert (candidate.cowatch_score > 0) == (evidence is not None)
+    text = DemoHandlers(adapted_pipeline).evidence_text(by_id[5]) if 5 in by_id else "followed"
+    assert text.startswith("followed")
+
+
+def test_reverse_check_scores_the_films_in_reverse_order(adapted_pipeline):
+    handlers = DemoHandlers(adapted_pipeline)
+    session = {**new_session(), "history": [5, 6, 7]}
+    summary, table, chart, prompt, reading, shown = handlers.recommend(session, None, None, False, True)
+    result = shown.recommendation
+    reverse = adapted_pipeline.prompt_for(result.history, [c.item_id for c in reversed(result.candidates)])
+    flipped = candidate_probabilities(adapted_pipeline.model, adapted_pipeline.tokenizer, [reverse],
+                                      adapted_pipeline.letter_ids)[0].flip(0)
+    assert torch.allclose(torch.tensor([c.reversed_probability for c in result.candidates]), flipped, atol=1e-6)
+    assert REVERSED_COLUMN in table.columns and "Films or letters?" in reading
 
 
 def test_base_model_beside_the_adapter_in_one_more_pass(adapted_pipeline, tiny_tokenizer):
     handlers = DemoHandlers(adapted_pipeline)
     session = {**new_session(), "history": [5, 6, 7]}
-    summary, table, chart, prompt, reading, shown = handlers.recommend(session, None, True)
+    summary, table, chart, prompt, reading, shown = handlers.recommend(session, None, None, True)
     result = shown.recommendation
     base = candidate_probabilities(make_llama(tiny_tokenizer, seed=2), tiny_tokenizer, [result.prompt],
                                    adapted_pipeline.letter_ids)[0]
@@ -83,9 +105,9 @@ def test_base_model_beside_the_adapter_in_one_more_pass(adapted_pipeline, tiny_t
     assert torch.allclose(got, base, atol=1e-5)  # exactly the base model, not an approximation
     with_adapter = torch.tensor([c.probability for c in result.candidates])
     assert not torch.allclose(with_adapter, base, atol=1e-3)
-    again = adapted_pipeline.recommend([5, 6, 7])  # the merged weights are back afterwards
+    again = adapted_pipeline.recommend([5, 6, 7])  # the adapter is back on afterwards
     assert torch.equal(torch.tensor([c.probability for c in again.candidates]), with_adapter)
-    assert BASE_COLUMN in table.columns and [t.name for t in chart.data][1] == "LLM base model (no adapter)"
+    assert BASE_COLUMN in table.columns and [t.name for t in chart.data][-1] == "LLM base model (no adapter)"
     assert "the base model without the adapter" in reading
     default = adapted_pipeline.recommend([5, 6, 7])
     assert all(c.base_probability is None for c in default.candidates)  # off by default: no extra pass
@@ -190,14 +212,18 @@ def test_about_tab_gives_the_adapters_recipe_and_measured_effect(tmp_path):
 
     assert "base model ranks alone" in training_markdown(None)
     assert "no training record" in training_markdown(tmp_path)
-    (tmp_path / "ranker_config.json").write_text(json.dumps({"fusion_weight": 1.0, "training": {
-        "examples": "heldout", "heldout_dir": "runs/heldout-30", "loss": "letters", "lr": 5e-4, "batch_size": 8,
-        "epochs": 1.0, "max_history": 10, "genres": False}}))
-    subset = {"retriever": {"N@10": 0.36}, "two_stage": {"N@10": 0.38}}
+    (tmp_path / "ranker_config.json").write_text(json.dumps({
+        "fusion": {"retriever": 0.5, "cowatch": 1.5, "llm": 1.0}, "training": {
+            "examples": "heldout", "heldout_dir": "runs/heldout", "loss": "residual", "lr": 5e-4, "batch_size": 8,
+            "max_history": 10, "years": False, "lora_top_layers": 10}}))
+    row = {"subset": {"N@10": 0.36, "R@10": 0.6}, "ci95_vs_retriever_N@10": [-0.01, 0.05]}
     (tmp_path / "metrics.json").write_text(json.dumps({
-        "training_examples": 3639, "best_step": 300, "fusion_weight": 1.0, "test_users_in_subset": 119,
-        "test": {"subset": subset}, "test_llm_only": {"subset": {"two_stage": {"N@10": 0.35}}},
-        "test_ci95_diff_N@10": [-0.01, 0.05]}))
+        "training_examples": 7000, "best_step": 300, "test_users_in_subset": 119,
+        "test": {"retriever": {"subset": {"N@10": 0.35, "R@10": 0.6}}, "final": row, "retriever+cowatch": row,
+                 "llm_contribution": {"N@10": 0.004, "ci95_N@10": [-0.01, 0.02]}}}))
     text = training_markdown(tmp_path)
-    assert "3639 ranking tasks" in text and "never saw those positions" in text and "20 letter logits" in text
-    assert "retriever order 0.3600, LLM alone 0.3500, two-stage 0.3800" in text and "[-0.0100, +0.0500]" in text
+    assert "7000 ranking tasks" in text and "never saw those positions" in text and "plus the fixed prior" in text
+    assert "no years" in text and "top 10 layers" in text and "retriever 0.5; cowatch 1.5; llm 1.0" in text
+    assert "| Retriever (LRURec order) | 0.3500 | 0.6000 | – |" in text
+    assert "| Retriever + co-watch + LLM (served) | 0.3600 | 0.6000 | [-0.01, 0.05] |" in text
+    assert "own contribution" in text and "+0.0040" in text

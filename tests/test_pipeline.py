@@ -14,6 +14,8 @@ from recsys.data.test_users import (COMMAND, LICENSE_FILE, TEST_USERS_FILE, chec
 from recsys.pipeline import HistoryError, Pipeline, PipelineConfig, default_adapter
 from recsys.ranker.model import cpu_dtype
 from recsys.plots import FONT_COLOR, TRANSPARENT, opinions_figure, timing_figure
+from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
+from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.generation import GenerationResult
 from recsys.ranker.model import RankerLoadConfig
 from recsys.ranker.prompt import LETTERS
@@ -116,7 +118,7 @@ def test_prompt_over_budget_is_a_ranker_error(tiny_catalog, tiny_lrurec, tiny_ll
 def test_race_runs_generation_on_the_same_history_and_candidates(tiny_pipeline, monkeypatch):
     seen = {}
 
-    def fake_generate(model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens):
+    def fake_generate(model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, on_token=None):
         seen.update(history=history_titles, candidates=candidate_titles, config=prompt_config)
         order = list(range(len(candidate_titles)))[::-1]
         return GenerationResult(order, "\n".join(candidate_titles[i] for i in order), 77, 2.0, 0.5, 1.5)
@@ -179,7 +181,7 @@ def test_load_from_folders(saved_models):
     assert len(pipeline.recommend([1, 2]).candidates) == 20
 
 
-def test_load_with_an_adapter_reads_its_settings_and_merges_it(saved_models, tmp_path):
+def test_load_with_an_adapter_reads_its_settings_and_scores_with_it_unmerged(saved_models, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -189,14 +191,18 @@ def test_load_with_an_adapter_reads_its_settings_and_merges_it(saved_models, tmp
         r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"))
     lora.save_pretrained(adapter)
     prompt = {"max_history": 5, "max_title_tokens": 10, "max_prompt_tokens": 900}
-    (adapter / "ranker_config.json").write_text(json.dumps({"fusion_weight": 0.5, "prompt": prompt}))
+    fusion = {"retriever": 0.5, "cowatch": 2.0, "llm": 1.0}
+    (adapter / "ranker_config.json").write_text(json.dumps({"fusion": fusion, "prompt": prompt}))
+    CoWatchCounts.from_sequences([[1, 2, 3, 4, 5], [3, 4, 6]], 48, CoWatchConfig(window=2, span=3)).save(adapter)
     pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=str(adapter)),
                                             cpu_precision="fp32"))
-    assert pipeline.fusion_weight == 0.5 and pipeline.prompt_config.max_history == 5
-    assert "0.5 x the retriever" in pipeline.describe()["final_ranking"]
-    assert type(pipeline.model).__name__ == "LlamaForCausalLM"  # LoRA folded into the weights
+    assert pipeline.fusion == FusionWeights(**fusion) and pipeline.prompt_config.max_history == 5
+    assert pipeline.cowatch.config == CoWatchConfig(window=2, span=3)
+    assert "0.5 × log p(retriever) + 2 × co-watch + 1 × log p(LLM)" in pipeline.describe()["final_ranking"]
+    assert type(pipeline.model).__name__ == "PeftModelForCausalLM"  # unmerged: as evaluation scores it
     result = pipeline.recommend([1, 2, 3])
-    with torch.no_grad():  # the merged model gives the adapter's logits
+    assert any(c.cowatch_score > 0 for c in result.candidates)
+    with torch.no_grad():  # the adapter's logits
         ids = pipeline.tokenizer(result.prompt.text, return_tensors="pt").input_ids
         expected = torch.softmax(lora(input_ids=ids).logits[0, -1, pipeline.letter_ids], dim=-1)
     assert torch.allclose(torch.tensor([c.probability for c in result.candidates]), expected, atol=1e-4)
@@ -273,16 +279,16 @@ def test_default_adapter_is_used_only_when_complete():
 
 def test_opinions_figure_orders_labels_highlights_and_reads_in_both_themes():
     figure = opinions_figure(["A", "B", "C"], ["Heat (1995)", "A very long title " * 5, "Fargo (1996)"],
-                             [0.2, 0.5, 0.3], [0.6, 0.3, 0.1], order=[1, 2, 0], highlight=2)
+                             {"LLM": [0.2, 0.5, 0.3], "Retriever": [0.6, 0.3, 0.1]}, order=[1, 2, 0], highlight=2)
     llm, retriever = figure.data
     assert list(llm.x) == [0.2, 0.3, 0.5] and list(retriever.x) == [0.6, 0.1, 0.3]  # the best is drawn on top
     assert llm.y[1].startswith("(C) Fargo") and llm.y[1].endswith("★") and len(llm.y[2]) < 60
     assert figure.layout.height > 0 and figure.layout.barmode == "group"
     assert figure.layout.paper_bgcolor == TRANSPARENT and figure.layout.plot_bgcolor == TRANSPARENT
     assert figure.layout.font.color == FONT_COLOR  # neutral grey: readable on light and dark backgrounds
-    with_base = opinions_figure(["A"], ["Heat (1995)"], [1.0], [1.0], [0], base_probabilities=[0.7])
-    assert [t.name for t in with_base.data] == ["LLM (fine-tuned)", "LLM base model (no adapter)",
-                                                "Retriever (softmax of scores)"]
+    three = opinions_figure(["A"], ["Heat (1995)"], {"Final": [1.0], "LLM": [1.0], "Co-watch": [1.0]}, [0])
+    assert [t.name for t in three.data] == ["Final", "LLM", "Co-watch"]
+    assert len({t.marker.color for t in three.data}) == 3
 
 
 def test_timing_figure():

@@ -16,7 +16,8 @@ import pytest
 from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
 from recsys.data.test_users import load_test_users
 from recsys.pipeline import Pipeline, PipelineConfig
-from recsys.ranker.evaluate import read_fusion_weight, read_prompt_config
+from recsys.ranker.evaluate import read_cowatch, read_fusion_weights, read_prompt_config
+from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, add_lora, load_adapter
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_COMMAND
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_catalog, load_model
@@ -173,12 +174,12 @@ def copy_ranker_config(tmp_path: Path) -> Path:
 def test_the_committed_ranker_config_reads(tmp_path):
     folder = copy_ranker_config(tmp_path)
     saved = json.loads((folder / "ranker_config.json").read_text())
-    assert read_fusion_weight(folder) == saved["fusion_weight"]
+    assert read_fusion_weights(folder) == FusionWeights(**saved["fusion"])
     assert read_prompt_config(folder).max_history == saved["prompt"]["max_history"]
 
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
-@pytest.mark.parametrize("read", [read_fusion_weight, read_prompt_config])
+@pytest.mark.parametrize("read", [read_fusion_weights, read_prompt_config])
 def test_corrupt_ranker_config_names_itself_and_the_fix(tmp_path, read, corrupt):
     folder = copy_ranker_config(tmp_path)
     corrupt(folder / "ranker_config.json")
@@ -188,12 +189,13 @@ def test_corrupt_ranker_config_names_itself_and_the_fix(tmp_path, read, corrupt)
 
 
 @pytest.mark.parametrize("read, change", [
-    (read_fusion_weight, {"fusion_weight": "high"}),
-    (read_fusion_weight, {"fusion_weight": -1.0}),
+    (read_fusion_weights, {"fusion": {"retriever": "high", "cowatch": 1.0, "llm": 1.0}}),
+    (read_fusion_weights, {"fusion": {"retriever": 1.0, "cowatch": -1.0, "llm": 1.0}}),
+    (read_fusion_weights, {"fusion": {"retriever": 1.0, "prior": 1.0}}),
     (read_prompt_config, {"prompt": {"max_histroy": 5}}),
     (read_prompt_config, {"prompt": [10, 12, 512]}),
     (read_prompt_config, {"prompt": {"max_history": "ten"}}),
-], ids=["text-weight", "negative-weight", "unknown-key", "list", "text-budget"])
+], ids=["text-weight", "negative-weight", "unknown-weight", "unknown-key", "list", "text-budget"])
 def test_ranker_config_with_bad_values_names_itself(tmp_path, read, change):
     folder = copy_ranker_config(tmp_path)
     path = folder / "ranker_config.json"
@@ -201,3 +203,13 @@ def test_ranker_config_with_bad_values_names_itself(tmp_path, read, change):
     with pytest.raises(RuntimeError) as raised:
         read(folder)
     assert_names_the_fix(raised.value, path, RANKER_COMMAND)
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_corrupt_cowatch_counts_name_themselves_and_the_fix(tmp_path, corrupt):
+    """The committed co-watch counts: a damaged file stops start-up with one line naming it and the command."""
+    folder = Path(shutil.copytree(DEFAULT_ADAPTER, tmp_path / "adapter"))
+    corrupt(folder / "cowatch.safetensors")
+    with pytest.raises(ValueError) as raised:
+        read_cowatch(folder)
+    assert_names_the_fix(raised.value, folder / "cowatch.safetensors", "python -m recsys.ranker.prior --write")

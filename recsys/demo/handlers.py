@@ -12,17 +12,21 @@ from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
+import torch
 
 from recsys import plots
 from recsys.data.catalog import Movie
 from recsys.demo.search import TitleSearch
 from recsys.pipeline import MAX_INPUT_ITEMS, HistoryError, Pipeline, RaceResult, Recommendation
-from recsys.ranker.fusion import llm_share
+from recsys.ranker.fusion import FusionWeights, describe_fusion, fused_scores
 
 HELD_OUT = "★ held out"
-RESULT_COLUMNS = ["Final rank", "Letter", "Title", "LLM", "Retriever", "Retriever rank", "Change"]
+RESULT_COLUMNS = ["Final rank", "Letter", "Title", "Final", "LLM", "Co-watch", "Retriever", "Retriever rank", "Change",
+                  "Co-watch evidence"]
 BASE_COLUMN = "Base LLM"
-SLIDER_STEP = 0.01  # the fusion slider's resolution
+REVERSED_COLUMN = "LLM, reversed list"
+WEIGHT_STEP = 0.05  # the fusion sliders' resolution
+MAX_WEIGHT = 4.0  # the fusion sliders' range: 0 .. MAX_WEIGHT
 COMPARISON_COLUMNS = ["Position", "Verbalizer", "Generation (parsed)"]
 MAX_OFFERED = 10  # matches shown to pick from, while typing and after an Add that was not exactly one title
 STREAM_INTERVAL_S = 0.25  # how often the race redraws the generated text: often enough to watch, rare enough to be free
@@ -68,6 +72,17 @@ class ShownResults:
     recommendation: Recommendation
 
 
+def rounded(probability: float | None) -> float | None:
+    """A probability to 4 decimals for the table (None stays None)."""
+    return None if probability is None else round(probability, 4)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation of two equally long lists (ties broken by position)."""
+    ranks = torch.tensor([a, b]).argsort(dim=1).argsort(dim=1).float()
+    return torch.corrcoef(ranks)[0, 1].item()
+
+
 def change_label(retriever_rank: int, final_rank: int | None) -> str:
     """How far the final rank moved from the retriever's: "=", "▲ n" (up) or "▼ n" (down); "" when unranked."""
     if final_rank is None:
@@ -88,9 +103,25 @@ class DemoHandlers:
                         if (ids := [m[0].item_id for t in titles if len(m := self.search.find(t)) == 1])}
 
     @property
-    def validation_share(self) -> float:
-        """The LLM's share of the final score that the validation-chosen fusion weight amounts to."""
-        return llm_share(self.pipeline.fusion_weight)
+    def fusion(self) -> FusionWeights:
+        """The fusion the pipeline serves: prior weights fitted on held-out examples, the LLM's chosen on validation."""
+        return self.pipeline.fusion
+
+    def weights_at(self, llm_weight: float | None, cowatch_weight: float | None) -> FusionWeights:
+        """The served fusion with the explorer's LLM and co-watch weights (None, or the slider's rounding of the
+        served value, keeps the served one); the retriever's weight stays."""
+        def pick(value, served):
+            if value is None or abs(float(value) - served) < WEIGHT_STEP / 2:
+                return served
+            return min(max(float(value), 0.0), MAX_WEIGHT)
+        return self.fusion.but(llm=pick(llm_weight, self.fusion.llm), cowatch=pick(cowatch_weight, self.fusion.cowatch))
+
+    def evidence_text(self, candidate) -> str:
+        """The candidate's co-watch evidence in words: "followed The Matrix (1999) 14×" ("" without any)."""
+        if candidate.cowatch_evidence is None:
+            return ""
+        item, count = candidate.cowatch_evidence
+        return f"followed {self.catalog.title(item)} {count}×"
 
     def user_choices(self) -> list[tuple[str, int]]:
         """(label, user id) for the test-user dropdown."""
@@ -218,10 +249,10 @@ class DemoHandlers:
                              "(at the validation-chosen fusion).")
         if result.ranker_error:
             lines.append(f"⚠️ **The ranker failed**: {result.ranker_error}. The table shows the retriever's order.")
-        elif self.pipeline.fusion_weight:
-            lines.append(f"ℹ️ Final rank = the verbalizer's log-probability + {self.pipeline.fusion_weight:g} × the "
-                         "retriever's log-softmax score (weight chosen on validation users). Move the fusion slider "
-                         "to see the retriever's order, the LLM alone, or anything between.")
+        else:
+            lines.append(f"ℹ️ Final score = {describe_fusion(self.fusion)}: three opinions of each candidate, "
+                         "the retriever's and co-watch weights fitted on held-out examples, the LLM's chosen on "
+                         "validation users. Move the sliders to weigh them differently (no model call).")
         return "\n\n".join(lines)
 
     def reading_markdown(self, result: Recommendation) -> str:
@@ -231,51 +262,66 @@ class DemoHandlers:
         others = ", ".join(f"`{token!r}` {p:.1%}" for token, p in result.top_other_tokens)
         base = (f" (the base model without the adapter: {result.base_letter_mass:.1%})"
                 if result.base_letter_mass is not None else "")
-        return (f"**What the verbalizer reads.** The {len(result.candidates)} candidate letters hold "
+        text = (f"**What the verbalizer reads.** The {len(result.candidates)} candidate letters hold "
                 f"**{result.letter_mass:.1%}** of the next-token probability{base}; the likeliest other tokens: "
                 f"{others}. The probabilities shown are the letters' share renormalised to 1. {WHY_ONE_PASS}")
+        reversed_ = [c.reversed_probability for c in result.candidates]
+        if all(p is not None for p in reversed_):
+            films = spearman([c.probability for c in result.candidates], reversed_)
+            letters = spearman([c.probability for c in result.candidates], reversed_[::-1])
+            verdict = ("its opinion follows the **films**" if films > letters else
+                       "its opinion follows the **letters** (a position habit), not the films")
+            text += (f"\n\n**Films or letters?** With the same candidates listed in reverse, the LLM's probabilities "
+                     f"agree film by film with Spearman **{films:+.2f}** and letter by letter with **{letters:+.2f}**: "
+                     f"{verdict}.")
+        return text
 
-    def ranking_view(self, session: dict, shown: ShownResults | None, share: float | None = None):
-        """(results table, opinions chart) of the results on screen at the LLM's `share` of the fused score; no model
-        call.
+    def ranking_view(self, session: dict, shown: ShownResults | None, llm_weight: float | None = None,
+                     cowatch_weight: float | None = None):
+        """(results table, opinions chart) of the results on screen at the explorer's LLM and co-watch weights; no
+        model call.
 
-        `share` None (or the slider's rounding of it) is the validation-chosen fusion; 0 is the retriever's order,
-        1 the LLM alone. Results made for another session (the history changed since) are not redrawn.
+        None (or the sliders' rounding of it) is the served fusion; LLM weight 0 is the prior alone (retriever +
+        co-watch), both 0 the retriever's order. Results made for another session (the history changed since)
+        are not redrawn.
         """
         if shown is None:
             return pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure("Click Recommend first.")
         if shown.session != session:
             return pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART)
         result = shown.recommendation
-        share = self.validation_share if share is None else min(max(float(share), 0.0), 1.0)
-        if abs(share - self.validation_share) < SLIDER_STEP / 2:  # the slider shows the chosen share to 2 decimals
-            share = self.validation_share
+        weights = self.weights_at(llm_weight, cowatch_weight)
         target = shown.session["target"]
         candidates = result.candidates
-        order = result.order_at(share)
+        order = result.order_with(weights)
         final = {index: rank for rank, index in enumerate(order, start=1)} if order else {}
-        retriever_probabilities = result.retriever_probabilities()
-        compared = any(c.base_probability is not None for c in candidates)
+        opinions = result.opinion_probabilities(weights)
+        final_probabilities = (torch.softmax(fused_scores(result.opinions(), weights), dim=-1).tolist()
+                               if order else [None] * len(candidates))
+        extra = [name for name, field in ((BASE_COLUMN, "base_probability"), (REVERSED_COLUMN, "reversed_probability"))
+                 if any(getattr(c, field) is not None for c in candidates)]
         rows = []
         for index in order or range(len(candidates)):
             c = candidates[index]
             row = {"Final rank": final.get(index), "Letter": c.letter, "Title": marked(c.title, c.item_id, target),
-                   "LLM": None if c.probability is None else round(c.probability, 4),
-                   "Retriever": round(retriever_probabilities[index], 4), "Retriever rank": c.retriever_rank,
-                   "Change": change_label(c.retriever_rank, final.get(index))}
-            if compared:
-                row[BASE_COLUMN] = round(c.base_probability, 4)
+                   "Final": rounded(final_probabilities[index]), "LLM": rounded(c.probability),
+                   "Co-watch": round(opinions["cowatch"][index], 4), "Retriever": round(opinions["retriever"][index], 4),
+                   "Retriever rank": c.retriever_rank, "Change": change_label(c.retriever_rank, final.get(index)),
+                   "Co-watch evidence": self.evidence_text(c), BASE_COLUMN: rounded(c.base_probability),
+                   REVERSED_COLUMN: rounded(c.reversed_probability)}
             rows.append(row)
-        columns = RESULT_COLUMNS[:4] + ([BASE_COLUMN] if compared else []) + RESULT_COLUMNS[4:]
+        columns = RESULT_COLUMNS[:5] + extra + RESULT_COLUMNS[5:]
         if order is None:
             return pd.DataFrame(rows, columns=columns), plots.message_figure(
                 "No probabilities: the ranker failed (see above).")
         held_out = result.index_of(target)
+        bars = {"Final": final_probabilities, "LLM": [c.probability for c in candidates],
+                "Co-watch": opinions["cowatch"], "Retriever": opinions["retriever"]}
+        if BASE_COLUMN in extra:
+            bars["LLM base model (no adapter)"] = [c.base_probability for c in candidates]
         figure = plots.opinions_figure(
-            [c.letter for c in candidates], [c.title for c in candidates], [c.probability for c in candidates],
-            retriever_probabilities, order, highlight=held_out,
-            base_probabilities=[c.base_probability for c in candidates] if compared else None,
-            title=f"LLM vs retriever, final order at LLM share {share:.2f}"
+            [c.letter for c in candidates], [c.title for c in candidates], bars, order, highlight=held_out,
+            title=f"Three opinions and the final one: {describe_fusion(weights)}"
                   + (" (★ = held-out movie)" if held_out is not None else ""))
         return pd.DataFrame(rows, columns=columns), figure
 
@@ -283,10 +329,11 @@ class DemoHandlers:
         """Results outputs that only carry a message."""
         return (f"⚠️ {message}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(message), "", "", None)
 
-    def results_view(self, session: dict, result: Recommendation, share: float | None = None):
+    def results_view(self, session: dict, result: Recommendation, llm_weight: float | None = None,
+                     cowatch_weight: float | None = None):
         """(summary, table, chart, prompt, verbalizer reading, shown results) of a recommendation for `session`."""
         shown = ShownResults(session, result)
-        table, figure = self.ranking_view(session, shown, share)
+        table, figure = self.ranking_view(session, shown, llm_weight, cowatch_weight)
         prompt = result.prompt.text if result.prompt else ""
         return self.summary_markdown(session, result), table, figure, prompt, self.reading_markdown(result), shown
 
@@ -299,15 +346,16 @@ class DemoHandlers:
                 f"⚠️ {STALE}", plots.message_figure(STALE_CHART), "",
                 pd.DataFrame(columns=COMPARISON_COLUMNS))
 
-    def recommend(self, session: dict, share: float | None = None, compare_base: bool = False,
-                  progress=gr.Progress()):
+    def recommend(self, session: dict, llm_weight: float | None = None, cowatch_weight: float | None = None,
+                  compare_base: bool = False, reverse_check: bool = False, progress=gr.Progress()):
         """Retrieve and rank for the session's history: (summary, table, chart, prompt, reading, shown results)."""
         progress(0.1, desc="Retrieving with LRURec, then ranking with the verbalizer")
         try:
-            result = self.pipeline.recommend(session["history"], compare_base=bool(compare_base))
+            result = self.pipeline.recommend(session["history"], compare_base=bool(compare_base),
+                                             reverse_check=bool(reverse_check))
         except HistoryError as error:
             return self.error_results(str(error))
-        return self.results_view(session, result, share)
+        return self.results_view(session, result, llm_weight, cowatch_weight)
 
     def generating_markdown(self, result: Recommendation, seconds: float, num_tokens: int) -> str:
         """The race's running clock while generation writes its list, beside the verbalizer's time."""
@@ -343,7 +391,8 @@ class DemoHandlers:
                                  generated + [""] * (size - len(generated))), columns=COMPARISON_COLUMNS)
         return summary, figure, race.generated_text, table
 
-    def race(self, session: dict, share: float | None = None, compare_base: bool = False):
+    def race(self, session: dict, llm_weight: float | None = None, cowatch_weight: float | None = None,
+             compare_base: bool = False):
         """Recommend, then race the generation baseline on the same prompt, streaming (a generator of results outputs
         + race outputs).
 
@@ -358,7 +407,7 @@ class DemoHandlers:
             yield (*self.error_results(str(error)), f"⚠️ {error}", plots.message_figure(str(error)), "",
                    pd.DataFrame(columns=COMPARISON_COLUMNS))
             return
-        results = self.results_view(session, result, share)
+        results = self.results_view(session, result, llm_weight, cowatch_weight)
         if result.ranking is None:
             yield (*results, *self.race_view(session, self.pipeline.race(result)))
             return

@@ -19,9 +19,9 @@ BENCH_COMMANDS = {
 }
 # The paper's ML (ml-latest-small) numbers: Table 3 (valid-retrieval subset) and Table 1 (all users).
 PAPER_RANKER = {"subset": {"retriever": {"N@10": 0.3367, "R@10": 0.6654},
-                           "two_stage": {"N@10": 0.3766, "R@10": 0.7560}},
+                           "final": {"N@10": 0.3766, "R@10": 0.7560}},
                 "overall": {"retriever": {"M@10": 0.0491, "N@10": 0.0705, "R@10": 0.1426},
-                            "two_stage": {"M@10": 0.0529, "N@10": 0.0759, "R@10": 0.1524}}}
+                            "final": {"M@10": 0.0529, "N@10": 0.0759, "R@10": 0.1524}}}
 
 
 def facts_markdown(pipeline: Pipeline) -> str:
@@ -37,39 +37,56 @@ def facts_markdown(pipeline: Pipeline) -> str:
             "LlamaRec; redistributed under its license (`checkpoints/lrurec-ml-latest-small/DATA_LICENSE.txt`).")
 
 
+ABLATION_LABELS = {"retriever": "Retriever (LRURec order)", "llm_alone": "LLM alone",
+                   "retriever+llm": "Retriever + LLM", "retriever+cowatch": "Retriever + co-watch",
+                   "final": "Retriever + co-watch + LLM (served)"}
+
+
+def ablation_rows(ablation: dict, part: str) -> dict[str, dict]:
+    """{label: metrics} of an ablation result (`recsys.ranker.evaluate.ablation`) for "subset" or "overall"."""
+    return {label: ablation[name][part] for name, label in ABLATION_LABELS.items() if name in ablation}
+
+
 def training_markdown(adapter: str | Path | None) -> str:
-    """How the loaded adapter was trained and what it measurably changed, from its ranker_config.json and metrics.json."""
+    """How the loaded adapter was trained and what each opinion measurably adds, from ranker_config.json and
+    metrics.json."""
     if adapter is None:
         return "### The ranker\nNo adapter is loaded: the base model ranks alone."
     try:
-        config = json.loads((Path(adapter) / "ranker_config.json").read_text()).get("training", {})
+        saved = json.loads((Path(adapter) / "ranker_config.json").read_text())
+        config = saved.get("training", {})
         metrics = json.loads((Path(adapter) / "metrics.json").read_text())
     except (OSError, json.JSONDecodeError):
         return "### The ranker\n_This adapter has no training record (ranker_config.json, metrics.json)._"
-    source = ("LRURec's own top-20, in its order, from a second LRURec that never saw those positions "
+    source = ("LRURec's own top-20 with its scores, from truncated LRURecs that never saw those positions "
               f"(`{config.get('heldout_dir')}`)" if config.get("examples") == "heldout"
               else "the ground truth among 19 random items, shuffled (the paper's)")
-    loss = ("cross-entropy over the 20 letter logits" if config.get("loss") == "letters"
-            else "next-token loss on the letter + EOS over the whole vocabulary (the paper's)")
-    test, alone = metrics.get("test", {}).get("subset", {}), metrics.get("test_llm_only", {}).get("subset", {})
-    retriever = test.get("retriever", {}).get("N@10")
+    loss = {"letters": "cross-entropy over the 20 letter logits",
+            "residual": "cross-entropy over the 20 letter logits plus the fixed prior of each film (the LLM learns "
+                        "what retriever and co-watch miss), candidates shuffled in the prompt"}.get(
+        config.get("loss"), "next-token loss on the letter + EOS over the whole vocabulary (the paper's)")
     lines = [
         "### How the ranker was trained",
         f"- Examples: {metrics.get('training_examples')} ranking tasks; candidates are {source}.",
-        f"- Loss: {loss}; LoRA on the base model, lr {config.get('lr')}, batch {config.get('batch_size')}, "
-        f"{config.get('epochs')} epoch(s), last {config.get('max_history')} history titles"
-        + (", titles with genres" if config.get("genres") else "") + ".",
-        f"- Kept: step {metrics.get('best_step')} (best validation NDCG@10); fusion weight "
-        f"{metrics.get('fusion_weight')} chosen on validation users.",
+        f"- Loss: {loss}; LoRA, lr {config.get('lr')}, batch {config.get('batch_size')}, "
+        f"last {config.get('max_history')} history titles" + (", no years" if config.get("years") is False else "")
+        + (f", LoRA on the top {config['lora_top_layers']} layers" if config.get("lora_top_layers") else "") + ".",
+        f"- Kept: step {metrics.get('best_step')} (best held-out validation NDCG@10); fusion "
+        f"{_inline(saved.get('fusion', {}))}.",
     ]
-    if retriever is not None:
-        interval = metrics.get("test_ci95_diff_N@10")
-        lines.append(
-            f"- Test, valid-retrieval subset ({metrics.get('test_users_in_subset')} users), NDCG@10: retriever order "
-            f"{retriever:.4f}, LLM alone {alone.get('two_stage', {}).get('N@10', float('nan')):.4f}, two-stage "
-            f"{test['two_stage']['N@10']:.4f}"
-            + (f" (paired-bootstrap 95% interval of two-stage minus retriever: [{interval[0]:+.4f}, "
-               f"{interval[1]:+.4f}])" if interval else "") + ".")
+    test = metrics.get("test", {})
+    if "final" in test:
+        lines.append(f"\n**Test, valid-retrieval subset ({metrics.get('test_users_in_subset')} users)**, each row's "
+                     "paired-bootstrap 95% interval of NDCG@10 minus the retriever's:\n")
+        head = "| | N@10 | R@10 | interval vs retriever |\n|---|---|---|---|"
+        body = "\n".join(f"| {ABLATION_LABELS[name]} | {test[name]['subset']['N@10']:.4f} | "
+                         f"{test[name]['subset']['R@10']:.4f} | {test[name].get('ci95_vs_retriever_N@10', '–')} |"
+                         for name in ABLATION_LABELS if name in test)
+        lines.append(f"{head}\n{body}")
+        if "llm_contribution" in test:
+            contribution = test["llm_contribution"]
+            lines.append(f"\nThe LLM's own contribution (served minus retriever + co-watch): NDCG@10 "
+                         f"{contribution['N@10']:+.4f}, interval {contribution['ci95_N@10']}.")
     return "\n".join(lines)
 
 
@@ -111,26 +128,24 @@ def benchmarks_markdown() -> str:
                          f"{retriever['coverage@20']:.1%}.")
     else:
         parts.append(_missing("retriever_quality"))
-    parts.append("### Two-stage ranking (LRURec → verbalizer)")
+    parts.append("### Two-stage ranking: retriever, co-watch prior and LLM")
     ranker = _read_result("ranker_quality")
-    if ranker:
-        weight = ranker.get("fusion_weight")
+    if ranker and "final" in ranker.get("test", {}):
+        test = ranker["test"]
         for part, label in (("subset", "valid-retrieval subset"), ("overall", "all test users")):
-            ours = ranker.get(part, {})
-            paper = ranker.get("paper", PAPER_RANKER)[part]
-            parts.append(f"**{label.capitalize()}**" + (f" ({ranker['users']} users in the subset)"
-                                                        if part == "subset" and "users" in ranker else ""))
-            rows = {"LRURec order, ours": ours.get("retriever", {})}
-            if "llm_only" in ours:
-                rows["LLM alone, ours"] = ours["llm_only"]
-            rows["Two-stage, ours" + (f" (fusion weight {weight:g})" if weight else "")] = ours.get("two_stage", {})
-            rows.update({"LRURec, paper": paper["retriever"], "LlamaRec (Llama-2-7b), paper": paper["two_stage"]})
+            parts.append(f"**Test, {label}**" + (f" ({ranker['users']} users in the subset)" if part == "subset" else ""))
+            paper = ranker.get("paper") or PAPER_RANKER
+            rows = {**ablation_rows(test, part), "LRURec, paper": paper[part]["retriever"],
+                    "LlamaRec (Llama-2-7b), paper": paper[part]["final"]}
             parts.append(_metric_table(rows, ["M@10", "N@10", "R@10"]))
-        if "ci95_diff_N@10" in ranker:
-            low, high = ranker["ci95_diff_N@10"]
-            parts.append(f"Two-stage minus the retriever's order, subset NDCG@10: paired-bootstrap 95% interval "
-                         f"[{low:+.4f}, {high:+.4f}] (1,000 resamples of the subset's users; with so few users it "
-                         "is wide).")
+        intervals = "; ".join(f"{ABLATION_LABELS[name]} {test[name]['ci95_vs_retriever_N@10']}"
+                              for name in ABLATION_LABELS if "ci95_vs_retriever_N@10" in test.get(name, {}))
+        parts.append(f"Subset NDCG@10 minus the retriever's order, paired-bootstrap 95% intervals: {intervals}.")
+        if "llm_contribution" in test:
+            parts.append(f"The LLM's own contribution (served minus retriever + co-watch): "
+                         f"{_inline(test['llm_contribution'])}.")
+        if "cross_fitted_val_test" in ranker:
+            parts.append(f"Cross-fitted validation + test: {_inline(ranker['cross_fitted_val_test'])}.")
     else:
         parts.append(_missing("ranker_quality"))
     parts.append("### Efficiency: verbalizer vs generation")

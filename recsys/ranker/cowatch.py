@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from recsys.data.errors import one_line
+
 COUNTS_FILE = "cowatch.safetensors"
 
 
@@ -114,6 +116,6 @@ class CoWatchCounts:
             counts = torch.zeros(num_items + 1, num_items + 1, dtype=torch.int32)
             counts[tensors["rows"].long(), tensors["cols"].long()] = tensors["counts"].to(torch.int32)
         except Exception as error:  # noqa: BLE001 (any unreadable file gets the same one-line message)
-            raise ValueError(f"{path} is corrupt ({type(error).__name__}: {error}). {fix}") from error
+            raise ValueError(f"{path} is corrupt ({one_line(error)}). {fix}") from error
         return cls(counts, config)
 

@@ -94,9 +94,12 @@ def split_rows(dataset: SequenceDataset, split: str, candidates: SplitCandidates
 
 
 def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_config: PromptConfig,
-              batch_size: int = 8, progress: bool = True, permutation: torch.Tensor | None = None) -> RankingRows:
+              batch_size: int = 1, progress: bool = True, permutation: torch.Tensor | None = None) -> RankingRows:
     """The rows with the LLM's log-probabilities (N, K) filled in: one verbalizer pass per prompt.
 
+    `batch_size` 1 (the default) scores exactly as the app does: one unpadded prompt per pass, so that
+    every figure measured here is the one a user gets; larger batches are left-padded and can differ in
+    the last bits of bf16.
     The prompt lists the candidates in the retriever's order, or in `permutation[i]` order for row i
     ((N, K) indices; the scores come back in the retriever's order either way).
     """
@@ -226,12 +229,6 @@ def read_fusion_weights(adapter: str | Path | None) -> FusionWeights:
         raise ranker_config_error(path, f"fusion: {one_line(error)}") from error
 
 
-def read_fusion_weight(adapter: str | Path | None) -> float:
-    """The retriever's weight relative to the LLM's in the saved fusion (the app's single-slider view)."""
-    weights = read_fusion_weights(adapter)
-    return weights.retriever / weights.llm if weights.llm else 1000.0
-
-
 def read_cowatch(adapter: str | Path | None) -> CoWatchCounts | None:
     """The co-watch counts saved beside an adapter (None for an adapter without them: no co-watch opinion).
 
@@ -268,7 +265,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of the subset")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=1, help="1 = exactly as the app scores")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="unquantized CPU weights (auto: bf16 where the CPU has it natively, as the app)")
     parser.add_argument("--json", default=None)

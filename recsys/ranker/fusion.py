@@ -89,15 +89,10 @@ def final_probabilities(opinions: dict[str, torch.Tensor], weights: FusionWeight
     return torch.softmax(fused_scores(opinions, weights), dim=-1)
 
 
-def llm_share(weight: float) -> float:
-    """The retriever's fusion weight as the LLM's share s in [0, 1] (the app's fusion slider)."""
-    return 1.0 / (1.0 + weight)
 
-
-def order_at_share(llm_probabilities: torch.Tensor, retriever_scores: torch.Tensor, share: float) -> list[int]:
-    """Candidate indices best first by s log p_LLM + (1 - s) log softmax(retriever) (the app's fusion slider)."""
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"the LLM's share must lie in [0, 1], got {share}")
-    return final_order({"llm": torch.log(llm_probabilities.clamp_min(1e-12)),
-                        "retriever": retriever_opinion(retriever_scores)},
-                       FusionWeights(retriever=1.0 - share, llm=share))
+def describe_fusion(weights: FusionWeights) -> str:
+    """The final score in words, e.g. "0.46 x log p(retriever) + 1.49 x co-watch + 1 x log p(LLM)"."""
+    terms = [f"{weights.retriever:g} × log p(retriever)" if weights.retriever else "",
+             f"{weights.cowatch:g} × co-watch" if weights.cowatch else "",
+             f"{weights.llm:g} × log p(LLM)" if weights.llm else ""]
+    return " + ".join(t for t in terms if t) or "no opinion (the retriever's order)"

@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from recsys.kv_cache import cache_kwargs, output_cache
 from recsys.ranker.prompt import PromptConfig, build_prompt
 from recsys.timing import synchronize
 
@@ -130,7 +131,7 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
             on_token(token)
         if len(generated) == budget:
             break
-        outputs = model(input_ids=next_token, cache=outputs.cache, use_cache=True)
+        outputs = model(input_ids=next_token, **cache_kwargs(output_cache(outputs)), use_cache=True)
         next_token = outputs.logits[:, -1].argmax(dim=-1, keepdim=True)
     end = time.perf_counter()
     text = tokenizer.decode(generated, skip_special_tokens=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,46 +163,6 @@ def load_adapter(model, adapter: str | Path, trainable: bool = False):
     except (ValueError, TypeError, KeyError, OSError, RuntimeError, SafetensorError) as error:
         raise RuntimeError(f"{weights_file} cannot be loaded onto the base model ({_one_line(error)}). "
                            f"Re-create it with: {TRAIN_COMMAND}") from error
-
-
-@dataclass
-class BaseWeights:
-    """The base model's own weights of the layers a merged LoRA adapter changed, to rank without the adapter.
-
-    Only those layers are kept (the query and value projections: about a tenth of the model), never
-    a second copy of the model. `swapped_into` points the layers at them for the duration of a
-    `with` block: exact, and the merged fast path stays as it is.
-    """
-
-    weights: dict[str, torch.Tensor]  # module name in the merged model -> its base weight
-
-    def to(self, dtype: torch.dtype) -> "BaseWeights":
-        """The same weights in `dtype` (match the model's after casting it)."""
-        return BaseWeights({name: w.to(dtype) for name, w in self.weights.items()})
-
-    @contextmanager
-    def swapped_into(self, model):
-        """Within the block `model` computes with the base weights; the merged ones come back afterwards."""
-        modules = dict(model.named_modules())
-        merged = {}
-        try:
-            for name, weight in self.weights.items():
-                merged[name] = modules[name].weight.data
-                modules[name].weight.data = weight
-            yield model
-        finally:
-            for name, weight in merged.items():
-                modules[name].weight.data = weight
-
-
-def merge_keeping_base(model) -> tuple[object, BaseWeights]:
-    """Fold a peft LoRA model's adapter into its weights (no extra matmuls) and keep the adapted layers' base weights."""
-    from peft.tuners.lora import LoraLayer
-
-    prefix = "base_model.model."
-    base = {name.removeprefix(prefix): module.get_base_layer().weight.detach().clone()
-            for name, module in model.named_modules() if isinstance(module, LoraLayer)}
-    return model.merge_and_unload(), BaseWeights(base)
 
 
 def load_ranker(config: RankerLoadConfig):

@@ -76,6 +76,7 @@ class RankerTrainConfig:
     genres: bool = False  # titles followed by their genres (beyond the paper)
     years: bool = True  # titles keep their year in the prompt
     lora_top_layers: int | None = None  # LoRA on the last N decoder layers only (None: all)
+    lora_targets: str = "q_proj,v_proj"  # comma-separated module names that get LoRA (paper: q_proj,v_proj)
     lr: float = 1e-4
     batch_size: int = 16  # effective batch (gradient accumulation over single examples on CPU)
     per_device_batch_size: int = 1
@@ -283,7 +284,8 @@ def train(config: RankerTrainConfig) -> dict | None:
     prompt_config = prompt_config_of(config)
     load_config = RankerLoadConfig(base_model=config.base_model, quantization=config.quantization,
                                    cpu_precision=config.cpu_precision,
-                                   lora=LoraSettings(top_layers=config.lora_top_layers))
+                                   lora=LoraSettings(target_modules=tuple(config.lora_targets.split(",")),
+                                                     top_layers=config.lora_top_layers))
     dataset = load_dataset("ml-latest-small", config.data_dir)
     data = training_data(config, dataset)
     tokenizer = load_tokenizer(config.base_model)

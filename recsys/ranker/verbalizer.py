@@ -75,6 +75,11 @@ def forward_letter_logits(model, batch: dict[str, torch.Tensor], letter_ids: lis
     8-32) cannot tie two letters. Models without a Llama-style final norm fall back to the LM head's
     own output. Differentiable (used by the training loss too).
     """
+    return _forward(model, batch, letter_ids)[0]
+
+
+def _forward(model, batch: dict[str, torch.Tensor], letter_ids: list[int]):
+    """(fp32 letter logits (B, 20), the model's outputs with the last position's full logits)."""
     norm = final_norm(model)
     captured = {}
 
@@ -89,12 +94,12 @@ def forward_letter_logits(model, batch: dict[str, torch.Tensor], letter_ids: lis
         if hook is not None:
             hook.remove()
     if norm is None:
-        return outputs.logits[:, -1, :].float()[:, letter_ids]
+        return outputs.logits[:, -1, :].float()[:, letter_ids], outputs
     hidden = captured["h"].float()
     epsilon = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
     hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + epsilon) * norm.weight.float()
     head = model.get_output_embeddings().weight[letter_ids].float()  # (20, hidden)
-    return hidden @ head.T
+    return hidden @ head.T, outputs
 
 
 @torch.inference_mode()
@@ -124,16 +129,15 @@ class VerbalizerReading:
 
 @torch.inference_mode()
 def read_next_token(model, tokenizer, prompt: RankingPrompt, letter_ids: list[int], top: int = 5) -> VerbalizerReading:
-    """One forward pass: the candidates' probabilities, the letters' share of the mass and the top other tokens."""
-    batch = tokenize_prompts(tokenizer, [prompt.text], model.device)
-    outputs = model(**batch, position_ids=position_ids(batch["attention_mask"]), logits_to_keep=1, use_cache=False)
-    distribution = torch.softmax(outputs.logits[0, -1, :].float(), dim=-1).cpu()
+    """One forward pass: the candidates' probabilities (from the same fp32 letter logits as `letter_logits`, so the
+    app ranks exactly as evaluation does), the letters' share of the mass and the top other tokens."""
     letters = letter_ids[: len(prompt.candidate_titles)]
-    mass = distribution[letters]
+    letter_scores, outputs = _forward(model, tokenize_prompts(tokenizer, [prompt.text], model.device), letters)
+    distribution = torch.softmax(outputs.logits[0, -1, :].float(), dim=-1).cpu()
     others = distribution.clone()
     others[letters] = -1.0
     values, ids = torch.topk(others, top)
-    return VerbalizerReading(mass / mass.sum(), float(mass.sum()),
+    return VerbalizerReading(torch.softmax(letter_scores[0], dim=-1).cpu(), float(distribution[letters].sum()),
                              [(tokenizer.decode([i]), float(v)) for i, v in zip(ids.tolist(), values.tolist())])
 
 

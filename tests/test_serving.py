@@ -1,0 +1,48 @@
+"""The app serves exactly the model that was measured: the same weights, precision, prompt and fusion as evaluation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recsys.data.catalog import Catalog
+from recsys.data.test_users import load_test_users
+from recsys.pipeline import Pipeline, PipelineConfig, default_adapter
+from recsys.ranker.base_model import converted_dir
+from recsys.ranker.evaluate import RankingRows, read_cowatch, read_fusion_weights, read_prompt_config, score_llm
+from recsys.ranker.fusion import final_order
+from recsys.ranker.model import RankerLoadConfig
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
+
+USERS = 40
+
+
+@pytest.fixture(scope="module")
+def served():
+    if not (converted_dir() / "model.safetensors").is_file() or default_adapter() is None:
+        pytest.skip("default base model not prepared (python -m recsys.ranker.base_model --prepare) or no adapter")
+    return Pipeline.load(PipelineConfig(ranker=RankerLoadConfig(adapter=default_adapter())))
+
+
+def test_app_and_evaluation_rank_40_test_users_alike(served):
+    """The app's Recommend and `recsys.ranker.evaluate` (batch 1 and batch 8) give the same final order."""
+    adapter = default_adapter()
+    assert served.fusion == read_fusion_weights(adapter) and served.prompt_config == read_prompt_config(adapter)
+    users = load_test_users(DEFAULT_CHECKPOINT)
+    picked = users.ids()[:USERS]
+    results = [served.recommend(list(users[u].history)) for u in picked]
+    counts = read_cowatch(adapter)
+    candidate_ids = torch.tensor([[c.item_id for c in r.candidates] for r in results])
+    rows = RankingRows([r.history for r in results], candidate_ids,
+                       torch.tensor([[c.retriever_score for c in r.candidates] for r in results]),
+                       counts.scores([r.history for r in results], candidate_ids),
+                       torch.zeros(len(results), dtype=torch.long), len(results))
+    catalog: Catalog = served.catalog
+    for batch_size in (1, 8):
+        scored = score_llm(served.model, served.tokenizer, catalog, rows, served.prompt_config, batch_size,
+                           progress=False)
+        orders = [final_order({name: opinion[i] for name, opinion in scored.opinions().items()}, served.fusion)
+                  for i in range(len(results))]
+        assert orders == [r.ranking for r in results], f"batch {batch_size}"
+        llm = torch.stack([torch.log(torch.tensor([c.probability for c in r.candidates])) for r in results])
+        assert torch.allclose(scored.llm, llm, atol=1e-4 if batch_size == 1 else 2e-2)
