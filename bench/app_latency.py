@@ -148,14 +148,14 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float) -> dict:
         client = Client(url, verbose=False)
         users = [value for _, value in _user_choices(client)]
         latencies, stages, compared, prompts = [], [], [], []
-        share = _default_share(client)
+        weights = _served_weights(client)
         for index in range(requests):
             if index % 2 == 0 or not users:
                 client.predict(PRESETS[(index // 2) % len(PRESETS)], api_name="/load_preset")
             else:
                 client.predict(users[(index * 37) % len(users)], api_name="/load_test_user")
             began = time.perf_counter()
-            summary, table, _, prompt, *_ = client.predict(share, False, api_name="/recommend")
+            summary, table, _, prompt, *_ = client.predict(*weights, False, False, api_name="/recommend")
             latencies.append((time.perf_counter() - began) * 1000)
             if prompt:  # empty when the ranker failed (the summary says why)
                 prompts.append(prompt)
@@ -163,7 +163,7 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float) -> dict:
                 raise SystemExit(f"Recommend returned no results: {summary}")
             stages.append([float(v.replace(",", "")) for v in STAGE_TIMES.findall(summary)])
             began = time.perf_counter()
-            client.predict(share, True, api_name="/recommend")
+            client.predict(*weights, True, False, api_name="/recommend")
             compared.append((time.perf_counter() - began) * 1000)
     finally:
         process.terminate()
@@ -193,13 +193,16 @@ def _user_choices(client) -> list[tuple[str, int]]:
     return []
 
 
-def _default_share(client) -> float:
-    """The fusion slider's initial value (the validation-chosen LLM share), read from the app's config."""
+def _served_weights(client) -> tuple[float, float]:
+    """The fusion sliders' initial values (the served LLM and co-watch weights), read from the app's config."""
+    values = {}
     for component in client.config["components"]:
         props = component.get("props", {})
-        if str(props.get("label", "")).startswith("Fusion:"):
-            return float(props["value"])
-    raise SystemExit("the app has no fusion slider")
+        if props.get("label") in ("LLM weight", "Co-watch weight"):
+            values[props["label"]] = float(props["value"])
+    if len(values) != 2:
+        raise SystemExit("the app has no LLM and co-watch weight sliders")
+    return values["LLM weight"], values["Co-watch weight"]
 
 
 def main(argv=None) -> dict:

@@ -196,7 +196,9 @@ class Pipeline:
         model, tokenizer = load_ranker(ranker_config)
         info = describe(ranker_config)
         if device.type == "cpu" and not use_4bit(ranker_config, device):
-            info["quantization"] = (f"{dtype_name(next(model.parameters()).dtype)} base weights"
+            short = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+            dtype = next(model.parameters()).dtype
+            info["quantization"] = (f"{short.get(dtype, dtype_name(dtype))} base weights"
                                     + (", fp32 LoRA adapter" if adapter else "") + ", fp32 letter logits")
         if not adapter:
             info["adapter"] = f"none: the base model ranks alone (train an adapter with: {RANKER_TRAIN_COMMAND})"

@@ -172,7 +172,7 @@ def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pi
     assert [t for t in titles_of(results) if HELD_OUT in t] == [f"{held_out}  {HELD_OUT}"]
     bar = figure.data[0]
     assert [y for y in bar.y if y.endswith("★")] == [f"(E) {held_out} ★"]
-    assert [trace.name for trace in figure.data] == ["LLM", "Retriever (softmax of scores)"]
+    assert [trace.name for trace in figure.data] == ["Final", "LLM", "Co-watch", "Retriever"]
     assert "### Response:" in prompt
     monkeypatch.setattr("recsys.pipeline.generate_ranking", lambda model, tokenizer, h, c, config, n, on_token:
                         GenerationResult(list(range(len(c))), "\n".join(c), 50, 1.0, 0.2, 0.8))
@@ -374,11 +374,12 @@ def test_client_builds_a_history_and_recommends(served, tiny_pipeline):
     expected = tiny_pipeline.recommend([6, 3])
     assert [row[2] for row in results["data"]] == [c.title for c in expected.ranked()]
     assert plot["type"] == "plotly" and prompt == expected.prompt.text
-    retriever_order, _ = client.predict(0.0, api_name="/explore_fusion")  # the slider, no model call
-    assert [row[5] for row in retriever_order["data"]] == list(range(1, 21))
-    assert {row[6] for row in retriever_order["data"]} == {"="}
+    retriever_order, _ = client.predict(0.0, 0.0, api_name="/explore_fusion")  # the sliders, no model call
+    rank, change = retriever_order["headers"].index("Retriever rank"), retriever_order["headers"].index("Change")
+    assert [row[rank] for row in retriever_order["data"]] == list(range(1, 21))
+    assert {row[change] for row in retriever_order["data"]} == {"="}
     client.predict(api_name="/clear")
-    stale, _ = client.predict(0.0, api_name="/explore_fusion")  # the old candidates are not redrawn
+    stale, _ = client.predict(0.0, 0.0, api_name="/explore_fusion")  # the old candidates are not redrawn
     assert stale["data"] == []
     summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
     assert "empty" in summary

@@ -213,10 +213,10 @@ def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served
         comparison = page.get_by_label("Verbalizer ranking beside the parsed generated ranking")
         expect(comparison).to_have_attribute("aria-rowcount", "21")  # the header and 20 positions
 
-        slider = page.get_by_label("number input for Fusion: 0 = the retriever's order … 1 = the LLM alone")
+        slider = page.get_by_label("number input for LLM weight")
         slider.fill("0")
         slider.press("Enter")
-        expect(page.get_by_text("final order at LLM share 0.00")).to_be_visible()  # the slider redraws this session's
+        expect(page.get_by_text("the final one: no opinion")).to_be_visible()  # the slider redraws this session's
 
         page.get_by_role("button", name="Clear", exact=True).click()  # the results belong to the old history
         expect(page.get_by_text(STALE).first).to_be_visible()
@@ -225,7 +225,7 @@ def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served
         slider.press("Enter")
         page.wait_for_timeout(1000)
         expect(page.locator(".js-plotly-plot .bars")).to_have_count(0)  # ... never the old results against the new
-        expect(page.get_by_text("final order at LLM share")).to_have_count(0)
+        expect(page.get_by_text("Three opinions and the final one")).to_have_count(0)
         browser.close()
 
 

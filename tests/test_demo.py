@@ -12,7 +12,7 @@ from recsys.data.catalog import Catalog, Movie
 from recsys.demo.handlers import BASE_COLUMN, REVERSED_COLUMN, DemoHandlers, new_session
 from recsys.demo.search import TitleSearch, search_key
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
-from recsys.ranker.fusion import FusionWeights, final_order, fused_scores, retriever_opinion
+from recsys.ranker.fusion import FusionWeights, final_order, fused_scores
 from recsys.ranker.model import LoraSettings, add_lora
 from recsys.ranker.verbalizer import candidate_probabilities, letter_logits
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_catalog

@@ -174,7 +174,7 @@ def test_load_from_folders(saved_models):
     retriever, base = saved_models
     pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=None),
                                             cpu_precision="fp32"))
-    assert pipeline.model.dtype == torch.float32 and pipeline.describe()["quantization"] == "fp32"
+    assert pipeline.model.dtype == torch.float32 and pipeline.describe()["quantization"].startswith("fp32 base")
     assert pipeline.adapter is None and "base model ranks alone" in pipeline.describe()["adapter"]
     assert pipeline.describe()["device"] == "CPU" and "2 test users" in pipeline.describe()["test_users"]
     assert pipeline.test_users[2].history == (5, 6, 7, 8) and pipeline.test_users[2].target == 9

@@ -10,8 +10,7 @@ import torch
 from conftest import TINY_TITLES, make_catalog, make_llama, make_lrurec, make_tokenizer
 from recsys.data.preprocess import SequenceDataset
 from recsys.ranker.examples import RankingExample
-from recsys.ranker.heldout import (candidate_examples, held_out_counts, held_out_positions, load_held_out_examples,
-                                   truncated_dataset)
+from recsys.ranker.heldout import candidate_examples, held_out_counts, held_out_positions, load_held_out, truncated_dataset
 from recsys.ranker.model import LoraSettings, add_lora
 from recsys.ranker.prompt import PromptConfig, build_prompt, item_text, item_texts
 from recsys.ranker.train import ExampleDataset, RankerTrainConfig, build_trainer, collate_letters, letter_loss
@@ -145,7 +144,7 @@ def test_held_out_examples_are_the_retrievers_top20_in_its_order(tmp_path):
     tensors = candidate_examples(retriever, dataset, positions)
     assert 0 < tensors["users"].numel() <= len(positions)
     save_file(tensors, tmp_path / "heldout_examples.safetensors")
-    examples = load_held_out_examples(tmp_path, dataset)
+    examples = load_held_out(tmp_path).ranking_examples(dataset)
     for example, user, position in zip(examples, tensors["users"].tolist(), tensors["positions"].tolist()):
         history = dataset.train(user)[:position]
         top_ids, _ = retriever.retrieve([history], 20)

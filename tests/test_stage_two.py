@@ -12,10 +12,10 @@ from recsys.data.preprocess import SequenceDataset
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.ranker.evaluate import RankingRows, ablation, ranking_metrics, target_ranks
 from recsys.ranker.examples import RankingExample
-from recsys.ranker.fusion import FusionWeights, final_order, fused_scores, prior_scores, retriever_opinion
+from recsys.ranker.fusion import FusionWeights, final_order, fused_scores, prior_scores
 from recsys.ranker.heldout import (HeldOutExamples, candidate_examples, held_out_counts, held_out_positions,
                                    split_by_user, truncated_dataset, truncated_sequences)
-from recsys.ranker.prior import fit_prior_weights, heldout_rows, training_counts
+from recsys.ranker.prior import fit_prior_weights, training_counts
 from recsys.ranker.prompt import PromptConfig
 from recsys.ranker.train import ExampleDataset, collate_letters, letter_loss
 from recsys.ranker.verbalizer import forward_letter_logits, letter_token_ids, tokenize_prompts

@@ -144,11 +144,6 @@ def load_held_out(folder: str | Path) -> HeldOutExamples:
                            t["candidate_scores"].float(), t["answer_index"].long())
 
 
-def load_held_out_examples(folder: str | Path, dataset: SequenceDataset) -> list[RankingExample]:
-    """RankingExamples from `folder`/heldout_examples.safetensors (history rebuilt from `dataset`)."""
-    return load_held_out(folder).ranking_examples(dataset)
-
-
 def is_validation_user(users: torch.Tensor, share: float = VALIDATION_SHARE, seed: int = 0) -> torch.Tensor:
     """(N,) bool: whether each user id belongs to the held-out validation users (a seeded, fixed share of all ids)."""
     generator = torch.Generator().manual_seed(seed)

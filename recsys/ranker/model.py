@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from recsys.data.errors import one_line as _one_line
+from recsys.machine import native_cpu_bf16
 from recsys.ranker.base_model import resolve_base_model
 
 DEFAULT_ADAPTER = Path(__file__).resolve().parents[2] / "checkpoints" / "llamarec-smollm2-135m-ml-latest-small"
@@ -37,15 +38,6 @@ class RankerLoadConfig:
     quantization: str = "auto"  # "auto" = 4-bit NF4 on CUDA, none on CPU; or "4bit" / "none"
     cpu_precision: str = "fp32"  # unquantized weights on CPU: "fp32", "bf16" or "auto" (bf16 where the CPU has it)
     lora: LoraSettings = field(default_factory=LoraSettings)
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo (False elsewhere)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def cpu_dtype(precision: str) -> torch.dtype:
