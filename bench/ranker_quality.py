@@ -43,7 +43,8 @@ PAPER = {"subset": {"retriever": {"N@10": 0.3367, "R@10": 0.6654}, "final": {"N@
                                "M@10": 0.0529, "N@10": 0.0759, "R@10": 0.1524}}}
 KEYS = ("M@5", "N@5", "R@5", "M@10", "N@10", "R@10")
 LABELS = {"retriever": "retriever (LRURec order)", "llm_alone": "LLM alone", "retriever+llm": "retriever + LLM",
-          "retriever+cowatch": "retriever + co-watch", "final": "retriever + co-watch + LLM (final)"}
+          "retriever+cowatch": "retriever + co-watch", "retriever+cowatch+llm": "retriever + co-watch + LLM (weight 1)",
+          "final": "served (weights chosen on validation)"}
 
 
 def cross_fitted(val_rows, test_rows, prior) -> dict:
@@ -109,7 +110,8 @@ def main(argv=None) -> dict:
             gain = test[name]["subset"]["N@10"] / base - 1
             print(f"  {LABELS[name]:<38} {gain:+7.1%}  {test[name]['ci95_vs_retriever_N@10']}")
     if "llm_contribution" in test:
-        print(f"  the LLM's own contribution (final minus retriever + co-watch): {test['llm_contribution']}")
+        print(f"  the LLM's own contribution (at its trained weight 1, over retriever + co-watch): "
+              f"{test['llm_contribution']}")
     print(f"  cross-fitted validation + test: {result['cross_fitted_val_test']}")
     print(f"machine: {machine['cpu_model']}, {machine['dtype']}, {machine['torch_threads']} threads, "
           f"load {machine['load_average_1min_at_start']}")

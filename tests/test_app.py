@@ -296,10 +296,10 @@ def test_about_and_benchmark_tabs(tiny_pipeline, tmp_path, monkeypatch):
     assert "Not measured yet" not in full
     assert "| LRURec, ours | 0.0400 |" in full and "Coverage@20" in full and "120 users" in full
     assert "| LlamaRec (Llama-2-7b), paper | – | 0.3766 | 0.7560 |" in full
-    assert "| Retriever + co-watch + LLM (served) | 0.2500 | 0.3500 | 0.7000 |" in full
+    assert "| Served (weights chosen on validation) | 0.2500 | 0.3500 | 0.7000 |" in full
     assert "| 20 | 900 | 30,000 | 33.3× |" in full
     assert "Cold start 12.0 s" in full and "batch 1: requests per second 1.1" in full
-    assert "Retriever + co-watch + LLM (served) [0.01, 0.09]" in full and "own contribution" in full
+    assert "Served (weights chosen on validation) [0.01, 0.09]" in full and "own contribution" in full
     assert "Cross-fitted validation + test: users 255" in full
 
 

@@ -225,5 +225,5 @@ def test_about_tab_gives_the_adapters_recipe_and_measured_effect(tmp_path):
     assert "7000 ranking tasks" in text and "never saw those positions" in text and "plus the fixed prior" in text
     assert "no years" in text and "top 10 layers" in text and "retriever 0.5; cowatch 1.5; llm 1.0" in text
     assert "| Retriever (LRURec order) | 0.3500 | 0.6000 | – |" in text
-    assert "| Retriever + co-watch + LLM (served) | 0.3600 | 0.6000 | [-0.01, 0.05] |" in text
+    assert "| Served (weights chosen on validation) | 0.3600 | 0.6000 | [-0.01, 0.05] |" in text
     assert "own contribution" in text and "+0.0040" in text

@@ -147,7 +147,8 @@ def test_target_ranks_and_the_ablation_follow_the_fusion():
     metrics = ranking_metrics(rows, FusionWeights(0.0, 0.0, 1.0))
     assert metrics["subset"]["R@1"] == 1.0 and metrics["overall"]["R@1"] == 0.5  # two more users, both misses
     result = ablation(rows, FusionWeights(1.0, 2.0, 1.0))
-    assert set(result) == {"retriever", "llm_alone", "retriever+llm", "retriever+cowatch", "final", "llm_contribution"}
+    assert set(result) == {"retriever", "llm_alone", "retriever+llm", "retriever+cowatch", "retriever+cowatch+llm", "final",
+                           "llm_contribution"}
     assert result["retriever"]["subset"]["N@10"] == pytest.approx((1 / math.log2(4) + 1 / math.log2(3)) / 2, abs=1e-4)
 
 

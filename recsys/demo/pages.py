@@ -39,7 +39,8 @@ def facts_markdown(pipeline: Pipeline) -> str:
 
 ABLATION_LABELS = {"retriever": "Retriever (LRURec order)", "llm_alone": "LLM alone",
                    "retriever+llm": "Retriever + LLM", "retriever+cowatch": "Retriever + co-watch",
-                   "final": "Retriever + co-watch + LLM (served)"}
+                   "retriever+cowatch+llm": "Retriever + co-watch + LLM (weight 1, as trained)",
+                   "final": "Served (weights chosen on validation)"}
 
 
 def ablation_rows(ablation: dict, part: str) -> dict[str, dict]:
@@ -85,7 +86,8 @@ def training_markdown(adapter: str | Path | None) -> str:
         lines.append(f"{head}\n{body}")
         if "llm_contribution" in test:
             contribution = test["llm_contribution"]
-            lines.append(f"\nThe LLM's own contribution (served minus retriever + co-watch): NDCG@10 "
+            lines.append(f"\nThe LLM's own contribution (retriever + co-watch + LLM at weight 1 minus retriever + "
+                         f"co-watch): NDCG@10 "
                          f"{contribution['N@10']:+.4f}, interval {contribution['ci95_N@10']}.")
     return "\n".join(lines)
 
@@ -142,7 +144,7 @@ def benchmarks_markdown() -> str:
                               for name in ABLATION_LABELS if "ci95_vs_retriever_N@10" in test.get(name, {}))
         parts.append(f"Subset NDCG@10 minus the retriever's order, paired-bootstrap 95% intervals: {intervals}.")
         if "llm_contribution" in test:
-            parts.append(f"The LLM's own contribution (served minus retriever + co-watch): "
+            parts.append(f"The LLM's own contribution (at its trained weight 1, over retriever + co-watch): "
                          f"{_inline(test['llm_contribution'])}.")
         if "cross_fitted_val_test" in ranker:
             parts.append(f"Cross-fitted validation + test: {_inline(ranker['cross_fitted_val_test'])}.")

@@ -148,9 +148,11 @@ RETRIEVER = FusionWeights(retriever=1.0, cowatch=0.0, llm=0.0)
 
 
 def ablation_weights(final: FusionWeights) -> dict[str, FusionWeights]:
-    """The ablation rows of a final fusion: the retriever's order, each opinion added, and the final."""
+    """The ablation rows of a served fusion: the retriever's order, each opinion added, the LLM on top of the
+    prior at the weight it was trained with (1), and the served fusion (whose LLM weight validation chose)."""
     return {"retriever": RETRIEVER, "llm_alone": FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0),
-            "retriever+llm": final.but(cowatch=0.0), "retriever+cowatch": final.but(llm=0.0), "final": final}
+            "retriever+llm": final.but(cowatch=0.0, llm=final.llm or 1.0), "retriever+cowatch": final.but(llm=0.0),
+            "retriever+cowatch+llm": final.but(llm=1.0), "final": final}
 
 
 def ndcg_interval(rows: RankingRows, ours: FusionWeights, baseline: FusionWeights = RETRIEVER,
@@ -163,21 +165,23 @@ def ndcg_interval(rows: RankingRows, ours: FusionWeights, baseline: FusionWeight
 
 def ablation(rows: RankingRows, final: FusionWeights) -> dict:
     """Every ablation row's subset and overall metrics, with its paired interval against the retriever's order,
-    and the LLM's own contribution (final minus retriever + co-watch) with its interval."""
+    and the LLM's own contribution with its interval: retriever + co-watch + LLM (at its trained weight 1)
+    minus retriever + co-watch."""
     result = {}
     for name, weights in ablation_weights(final).items():
         if weights.llm and rows.llm is None:
             continue
         metrics = ranking_metrics(rows, weights)
         entry = {part: {k: round(v, 4) for k, v in metrics[part].items()} for part in metrics}
+        entry["weights"] = weights.__dict__
         if name != "retriever":
             entry["ci95_vs_retriever_N@10"] = [round(x, 4) for x in ndcg_interval(rows, weights)]
         result[name] = entry
     if rows.llm is not None:
-        prior = final.but(llm=0.0)
-        gain = ndcg10(rows, final) - ndcg10(rows, prior)
-        result["llm_contribution"] = {"N@10": round(gain, 4),
-                                      "ci95_N@10": [round(x, 4) for x in ndcg_interval(rows, final, prior)]}
+        prior, with_llm = final.but(llm=0.0), final.but(llm=1.0)
+        gain = ndcg10(rows, with_llm) - ndcg10(rows, prior)
+        result["llm_contribution"] = {"N@10": round(gain, 4), "llm_weight": 1.0,
+                                      "ci95_N@10": [round(x, 4) for x in ndcg_interval(rows, with_llm, prior)]}
     return result
 
 
