@@ -129,6 +129,7 @@ class RaceResult:
     recommendation: Recommendation
     generated_text: str = ""
     generated_ranking: list[int] = field(default_factory=list)  # candidate indices parsed from the text
+    num_named: int | None = None  # how many of them the text named (the rest follow in the retriever's order)
     num_generated_tokens: int = 0
     generation_ms: float | None = None
     error: str | None = None  # why the baseline did not run or failed
@@ -357,6 +358,7 @@ class Pipeline:
             return race
         race.generated_text = generated.text
         race.generated_ranking = list(generated.ranking)
+        race.num_named = generated.num_named
         race.num_generated_tokens = generated.num_generated_tokens
         race.generation_ms = generated.seconds * 1000
         return race

@@ -46,6 +46,8 @@ def test_alternative_titles_are_kept_for_search():
     assert alternative_titles("Léon: The Professional (a.k.a. The Professional) (Léon) (1994)") == ["The Professional", "Léon"]
     assert alternative_titles("School of Flesh, The (École de la chair, L') (1998)") == ["L'École de la chair"]
     assert alternative_titles("(500) Days of Summer (2009)") == []
+    assert alternative_titles("European Vacation (aka National Lampoon's European Vacation) (1985)") == [
+        "National Lampoon's European Vacation"]
 
 
 def test_committed_catalog_has_real_titles():

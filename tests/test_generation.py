@@ -2,7 +2,8 @@
 
 import torch
 
-from recsys.ranker.generation import GENERATION_INSTRUCTION, answer_length, generate_ranking, parse_ranking
+from recsys.ranker.generation import (GENERATION_INSTRUCTION, answer_length, generate_ranking, named_candidates,
+                                      parse_ranking)
 from recsys.ranker.prompt import PromptConfig, build_prompt
 from conftest import TINY_TITLES, make_llama
 
@@ -98,3 +99,11 @@ def test_on_token_receives_each_generated_token_as_chosen(model, tokenizer):
     plain = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=12)
     assert len(received) == streamed.num_generated_tokens == plain.num_generated_tokens > 0
     assert tokenizer.decode(received, skip_special_tokens=True) == streamed.text == plain.text
+
+
+def test_named_candidates_counts_only_what_the_text_names():
+    titles = ["Heat (1995)", "Fargo (1996)", "Alien (1979)"]
+    text = "(A) ### Answer: (B)\n1. Fargo (1996)\nHeat (1995)\nFargo (1996)"
+    assert named_candidates(text, titles) == [1, 0]
+    assert parse_ranking(text, titles) == [1, 0, 2]  # the unnamed one follows in the retriever's order
+    assert named_candidates("### Explanation: The answer is (B).", titles) == []

@@ -15,7 +15,7 @@ _TRAILING_GROUP = re.compile(r"\s*\(([^()]*)\)\s*$")
 ARTICLES = ("The", "A", "An", "Le", "La", "Les", "L'", "El", "Los", "Las", "Lo", "Il", "I", "Gli", "Der", "Die",
             "Das", "Den", "Det", "Un", "Une")
 _ARTICLE = re.compile(r"^(.*), (" + "|".join(re.escape(a) for a in ARTICLES) + r")$")
-_AKA = re.compile(r"^a\.k\.a\.\s*", re.IGNORECASE)
+_AKA = re.compile(r"^a\.?k\.?a\.?\s+", re.IGNORECASE)  # "a.k.a. X" and "aka X"
 
 
 def split_year(raw_title: str) -> tuple[str, int | None]:

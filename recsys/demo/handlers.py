@@ -380,6 +380,9 @@ class DemoHandlers:
                        f"**verbalizer** {result.ranking_ms:,.0f} ms for one forward pass: generation takes "
                        f"**{race.ratio:,.1f}×** as long (the paper: {plots.PAPER_GENERATION_S} s vs under 1 s with "
                        "Llama-2-7b).")
+            if race.num_named is not None and race.num_named < len(result.candidates):
+                summary += (f" The generated text named **{race.num_named} of {len(result.candidates)}** candidates; "
+                            "the parsed column lists the rest in the retriever's order.")
         ratio = f" — generation / verbalizer = {race.ratio:,.1f}×" if race.ratio else ""
         figure = plots.timing_figure(stages, title=f"Time per stage (ms){ratio}")
 

@@ -38,6 +38,7 @@ class GenerationResult:
     seconds: float  # total wall time (prompt tokenization + prefill + decode)
     prefill_seconds: float  # the prompt's forward pass, which also yields the first token
     decode_seconds: float  # every later token, one forward pass each
+    num_named: int | None = None  # candidates the text itself named; the rest of `ranking` is the retriever's order
 
 
 def _normalize(text: str) -> str:
@@ -68,21 +69,28 @@ def _match_line(line: str, normalized_titles: list[str]) -> int | None:
     return best
 
 
-def parse_ranking(text: str, candidate_titles: list[str]) -> list[int]:
-    """Turn generated text into a ranking of the candidates: 0-based indices, best first, a permutation.
+def named_candidates(text: str, candidate_titles: list[str]) -> list[int]:
+    """The candidates generated text names, in its order: 0-based indices, each once.
 
     Each non-empty line is matched to one candidate: exactly (case and spacing ignored, with or
     without a leading list marker), else fuzzily (difflib ratio >= FUZZY_CUTOFF, which also accepts
-    a title cut off by the length budget). Lines naming an already ranked candidate and lines that
-    match none are ignored; candidates never named are appended in their given (retriever) order.
+    a title cut off by the length budget). Lines naming an already named candidate and lines that
+    match none are ignored.
     """
     normalized_titles = [_normalize(t) for t in candidate_titles]
-    ranking: list[int] = []
+    named: list[int] = []
     for line in text.splitlines():
         index = _match_line(line, normalized_titles)
-        if index is not None and index not in ranking:
-            ranking.append(index)
-    return ranking + [i for i in range(len(candidate_titles)) if i not in ranking]
+        if index is not None and index not in named:
+            named.append(index)
+    return named
+
+
+def parse_ranking(text: str, candidate_titles: list[str]) -> list[int]:
+    """Turn generated text into a ranking of the candidates: 0-based indices, best first, a permutation:
+    the candidates the text names (`named_candidates`), then the others in their given (retriever) order."""
+    named = named_candidates(text, candidate_titles)
+    return named + [i for i in range(len(candidate_titles)) if i not in named]
 
 
 def _eos_token_ids(model, tokenizer) -> set[int]:
@@ -137,4 +145,5 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
     text = tokenizer.decode(generated, skip_special_tokens=True)
     return GenerationResult(ranking=parse_ranking(text, prompt.candidate_titles), text=text,
                             num_generated_tokens=len(generated), seconds=end - start,
-                            prefill_seconds=decode_start - prefill_start, decode_seconds=end - decode_start)
+                            prefill_seconds=decode_start - prefill_start, decode_seconds=end - decode_start,
+                            num_named=len(named_candidates(text, prompt.candidate_titles)))
