@@ -218,11 +218,12 @@ def test_about_tab_gives_the_adapters_recipe_and_measured_effect(tmp_path):
             "max_history": 10, "years": False, "lora_top_layers": 10}}))
     row = {"subset": {"N@10": 0.36, "R@10": 0.6}, "ci95_vs_retriever_N@10": [-0.01, 0.05]}
     (tmp_path / "metrics.json").write_text(json.dumps({
-        "training_examples": 7000, "best_step": 300, "test_users_in_subset": 119,
+        "training_examples": 7000, "best_step": 300, "examples_seen_at_best": 2400, "test_users_in_subset": 119,
         "test": {"retriever": {"subset": {"N@10": 0.35, "R@10": 0.6}}, "final": row, "retriever+cowatch": row,
                  "llm_contribution": {"N@10": 0.004, "ci95_N@10": [-0.01, 0.02]}}}))
     text = training_markdown(tmp_path)
-    assert "7000 ranking tasks" in text and "never saw those positions" in text and "plus the fixed prior" in text
+    assert "7000 ranking tasks (the kept adapter had seen 2400)" in text and "never saw those positions" in text
+    assert "plus the fixed prior" in text
     assert "no years" in text and "top 10 layers" in text and "retriever 0.5; cowatch 1.5; llm 1.0" in text
     assert "| Retriever (LRURec order) | 0.3500 | 0.6000 | – |" in text
     assert "| Served (weights chosen on validation) | 0.3600 | 0.6000 | [-0.01, 0.05] |" in text

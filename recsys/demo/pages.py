@@ -68,7 +68,8 @@ def training_markdown(adapter: str | Path | None) -> str:
         config.get("loss"), "next-token loss on the letter + EOS over the whole vocabulary (the paper's)")
     lines = [
         "### How the ranker was trained",
-        f"- Examples: {metrics.get('training_examples')} ranking tasks; candidates are {source}.",
+        f"- Examples: {metrics.get('training_examples')} ranking tasks (the kept adapter had seen "
+        f"{metrics.get('examples_seen_at_best')}); candidates are {source}.",
         f"- Loss: {loss}; LoRA, lr {config.get('lr')}, batch {config.get('batch_size')}, "
         f"last {config.get('max_history')} history titles" + (", no years" if config.get("years") is False else "")
         + (f", LoRA on the top {config['lora_top_layers']} layers" if config.get("lora_top_layers") else "") + ".",
