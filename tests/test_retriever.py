@@ -136,3 +136,10 @@ def test_candidates_round_trip_and_coverage(tmp_path):
     save_candidates({"test": split}, tmp_path)
     loaded = load_candidates(tmp_path)["test"]
     assert torch.equal(loaded.candidate_ids, split.candidate_ids) and loaded.candidate_ids.dtype == torch.int32
+
+
+def test_training_takes_the_tie_order_flag():
+    from recsys.retriever.train import parse_args
+
+    assert parse_args([]).tie_order == "item"  # the paper's order by default
+    assert parse_args(["--tie-order", "hash"]).tie_order == "hash"

@@ -40,6 +40,7 @@ class TrainConfig:
     patience: int = 20  # validations without a better Recall@10 before stopping
     max_steps: int = 200_000
     select_metric: str = "R@10"
+    tie_order: str = "item"  # equal timestamps ordered by item id (the paper) or "hash" (neutral; recsys.data)
     resume: bool = False
 
 
@@ -79,7 +80,7 @@ def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
     """
     started = time.time()
     torch.manual_seed(config.seed)
-    dataset = dataset or load_dataset(config.dataset, config.data_dir)
+    dataset = dataset or load_dataset(config.dataset, config.data_dir, config.tie_order)
     print(f"{config.dataset}: {dataset.statistics()}")
     output = Path(config.output or REPO_ROOT / "checkpoints" / f"lrurec-{config.dataset}")
     state_path = Path(config.state_dir or REPO_ROOT / "runs" / f"lrurec-{config.dataset}") / "train_state.pt"
