@@ -21,18 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys.data import load_dataset  # noqa: E402
 from recsys.machine import machine_record  # noqa: E402
+from recsys.metrics import spearman  # noqa: E402
 from recsys.ranker.evaluate import read_prompt_config, score_llm, split_rows  # noqa: E402
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker  # noqa: E402
 from recsys.results import write_json  # noqa: E402
 from recsys.retriever.candidates import load_candidates  # noqa: E402
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two (K,) vectors (ties broken by position)."""
-    rank_a = a.argsort().argsort().float()
-    rank_b = b.argsort().argsort().float()
-    return torch.corrcoef(torch.stack([rank_a, rank_b]))[0, 1].item()
 
 
 def agreement(in_order: torch.Tensor, reversed_order: torch.Tensor) -> dict[str, float]:

@@ -52,6 +52,12 @@ def paired_bootstrap(ours: Sequence[float], baseline: Sequence[float], resamples
     return low, high
 
 
+def spearman(a: Sequence[float] | torch.Tensor, b: Sequence[float] | torch.Tensor) -> float:
+    """Spearman rank correlation of two equally long score vectors (ties broken by position)."""
+    ranks = torch.stack([torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)])
+    return torch.corrcoef(ranks.argsort(dim=1).argsort(dim=1).double())[0, 1].item()
+
+
 def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str]) -> str:
     """A plain-text table: one row per name, one column per metric key, 4 decimals."""
     name_width = max(len(n) for n in rows) + 2

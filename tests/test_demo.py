@@ -78,8 +78,13 @@ def test_cowatch_evidence_names_the_film_followed_most(adapted_pipeline):
         evidence = adapted_pipeline.cowatch.evidence([1, 2, 3, 4], item_id)
         assert candidate.cowatch_evidence == evidence
         assert (candidate.cowatch_score > 0) == (evidence is not None)
-    text = DemoHandlers(adapted_pipeline).evidence_text(by_id[5]) if 5 in by_id else "followed"
-    assert text.startswith("followed")
+    with_evidence = [c for c in result.candidates if c.cowatch_evidence is not None]
+    assert with_evidence  # followers of 1..4 in the hand-made sequences are among the candidates
+    item, count = with_evidence[0].cowatch_evidence
+    text = DemoHandlers(adapted_pipeline).evidence_text(with_evidence[0])
+    assert text == f"followed {adapted_pipeline.catalog.title(item)} {count}×"
+    assert DemoHandlers(adapted_pipeline).evidence_text(
+        next(c for c in result.candidates if c.cowatch_evidence is None)) == ""
 
 
 def test_reverse_check_scores_the_films_in_reverse_order(adapted_pipeline):

@@ -209,3 +209,10 @@ def test_letter_logits_are_fp32_over_a_bf16_model(tiny_tokenizer):
     assert (low != low.to(torch.bfloat16).float()).any()  # not bf16 values
     assert all(row.unique().numel() == 20 for row in low)  # distinct scores stay distinct
     assert torch.allclose(low, reference, atol=0.05 * reference.abs().max().item())
+
+
+def test_spearman_of_same_and_reversed_orders():
+    from recsys.metrics import spearman
+
+    assert spearman([0.1, 0.5, 0.2], [1.0, 3.0, 2.0]) == pytest.approx(1.0)
+    assert spearman(torch.tensor([0.1, 0.5, 0.2]), torch.tensor([3.0, 1.0, 2.0])) == pytest.approx(-1.0)

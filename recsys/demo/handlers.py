@@ -17,6 +17,7 @@ import torch
 from recsys import plots
 from recsys.data.catalog import Movie
 from recsys.demo.search import TitleSearch
+from recsys.metrics import spearman
 from recsys.pipeline import MAX_INPUT_ITEMS, HistoryError, Pipeline, RaceResult, Recommendation
 from recsys.ranker.fusion import FusionWeights, describe_fusion, fused_scores
 
@@ -75,12 +76,6 @@ class ShownResults:
 def rounded(probability: float | None) -> float | None:
     """A probability to 4 decimals for the table (None stays None)."""
     return None if probability is None else round(probability, 4)
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman rank correlation of two equally long lists (ties broken by position)."""
-    ranks = torch.tensor([a, b]).argsort(dim=1).argsort(dim=1).float()
-    return torch.corrcoef(ranks)[0, 1].item()
 
 
 def change_label(retriever_rank: int, final_rank: int | None) -> str:
