@@ -125,23 +125,28 @@ class DemoHandlers:
             return []
         return [(f"User {u} ({len(users[u].history)} movies)", u) for u in users.ids()]
 
-    def matches_update(self, movies: list[Movie]):
-        """The matches list showing the first MAX_OFFERED of `movies` to pick from (hidden when there are none)."""
+    def matches_update(self, movies: list[Movie], text: str = ""):
+        """The matches list showing the first MAX_OFFERED of `movies` to pick from (hidden when there are none).
+
+        The label names the typed `text` the matches answer, so a person (and a browser test) can tell a list
+        that follows the latest keystroke from one still answering an earlier prefix.
+        """
         shown = movies[:MAX_OFFERED]
         more = f" ({len(shown)} of {len(movies)}: type more of the title)" if len(movies) > len(shown) else ""
+        query = f" for '{text.strip()}'" if text.strip() else ""
         return gr.update(choices=[(m.title, m.item_id) for m in shown], value=None, visible=bool(shown),
-                         label=f"Matches{more}: click the movie you mean")
+                         label=f"Matches{query}{more}: click the movie you mean")
 
     def suggest(self, text: str):
         """The matches list for the text typed so far, by the forgiving search: exact titles first, then partial."""
-        return self.matches_update(self.search.search(text or "").ranked)
+        return self.matches_update(self.search.search(text or "").ranked, text or "")
 
     # --- the watch history -------------------------------------------------------------------------------------
 
-    def history_view(self, session: dict, notice: str = "", offered: list[Movie] = ()):
+    def history_view(self, session: dict, notice: str = "", offered: list[Movie] = (), query: str = ""):
         """Outputs after a history event: (session, history table, remove-dropdown update, notice, matches update).
 
-        `offered` are the matches to pick from (the matches list is hidden when there are none).
+        `offered` are the matches of the typed `query` to pick from (the matches list is hidden when there are none).
         """
         history = session["history"]
         table = pd.DataFrame({"#": range(1, len(history) + 1), "Title": self.catalog.titles(history),
@@ -155,7 +160,7 @@ class DemoHandlers:
                          "Recommend, then marked ★ in every result.")
         remove = gr.update(choices=[(f"{n}. {t}", i) for n, (t, i) in
                                     enumerate(zip(self.catalog.titles(history), history), start=1)], value=None)
-        return session, table, remove, "\n\n".join(notes), self.matches_update(list(offered))
+        return session, table, remove, "\n\n".join(notes), self.matches_update(list(offered), query)
 
     def add(self, session: dict, movie):
         """Add the movie the person chose: an item id picked from the matches, or typed text naming exactly one movie.
@@ -180,7 +185,7 @@ class DemoHandlers:
                                               "Type part of it and pick a movie from the matches.")
         count = "1 movie matches" if len(offered) == 1 else f"{len(offered)} movies match"
         return self.history_view(session, f"'{text}' is not exactly one title; {count}. Click the one you mean "
-                                          "under **Matches**: nothing was added.", offered)
+                                          "under **Matches**: nothing was added.", offered, text)
 
     def append(self, session: dict, item_id: int, notice: str = ""):
         """History outputs with `item_id` appended; a repeat moves it to the latest viewing."""
