@@ -175,13 +175,15 @@ def launch_style() -> dict:
 
 
 def default_threads() -> int:
-    """Torch threads when --threads is not given: the usable cores minus one (for the server), at least 1.
+    """Torch threads when --threads is not given: every usable core.
 
-    Measured on 2 cores shared with other busy processes: a verbalizer pass took 9 s with 2 threads
-    and 0.5-1 s with 1; on an idle machine a second thread can gain at most 2x.
+    Chosen by measurement (`python bench/threads.py`, bench/results/threads.json; 2-core AMD EPYC with native
+    bf16): Recommend p50 479 ms with 2 threads vs 628 ms with 1 for one user, and 1,886 vs 2,264 ms with 4 users
+    clicking at once (the app runs one model job at a time, so the web server's own work is small beside it).
+    On a machine shared with other busy processes, pass fewer (--threads 1): threads waiting on a busy core
+    stall every forward pass.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -201,8 +203,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="ranker precision on CPU; auto = bf16 where the CPU computes it natively, else fp32")
     parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch; 0 (default) = one less than the cores, at least 1, which leaves "
-                             "a core to the web server: threads that wait on a busy core stall every forward pass")
+                        help="CPU threads for torch; 0 (default) = every usable core, the fastest for 1 and for 4 "
+                             "users at once (bench/threads.py); fewer when other busy processes share the cores, "
+                             "whose threads would stall every forward pass")
     return parser.parse_args(argv)
 
 

@@ -231,7 +231,7 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
     if config.examples not in ("random", "heldout"):
         raise ValueError(f"examples must be 'random' or 'heldout', got {config.examples!r}")
     rng = random.Random(config.seed)
-    if config.loss == "residual":
+    if config.loss == "residual" or config.examples == "heldout":  # held-out validation adds the LLM to the prior
         cowatch_config, prior_weights = read_prior(config.prior)
         counts = CoWatchCounts.load(config.prior)
     else:
@@ -262,12 +262,13 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
     return TrainingData(train_part.ranking_examples(dataset), priors, validation, prior_weights, counts)
 
 
-def choose_llm_weight(rows: RankingRows, prior: FusionWeights) -> tuple[FusionWeights, dict[float, float]]:
-    """The LLM's weight on top of `prior` with the best subset NDCG@10 over LLM_WEIGHT_GRID (ties: the smaller),
-    and every weight's NDCG@10."""
+def choose_llm_weight(rows: RankingRows, prior: FusionWeights,
+                      grid=LLM_WEIGHT_GRID) -> tuple[FusionWeights, dict[float, float]]:
+    """The LLM's weight on top of `prior` with the best subset NDCG@10 over `grid` (ties: the smaller), and the
+    NDCG@10 of every weight of LLM_WEIGHT_GRID."""
     by_weight = {w: ndcg10(rows, prior.but(llm=w)) for w in LLM_WEIGHT_GRID}
-    best = max(by_weight.values())
-    return prior.but(llm=min(w for w, v in by_weight.items() if v == best)), by_weight
+    best = max(by_weight[w] for w in grid)
+    return prior.but(llm=min(w for w in grid if by_weight[w] == best)), by_weight
 
 
 def train(config: RankerTrainConfig) -> dict | None:
@@ -311,7 +312,8 @@ def train(config: RankerTrainConfig) -> dict | None:
         log["train_seconds"] += time.time() - clock["since"]
         started = time.time()
         rows = score_llm(model, tokenizer, dataset.catalog, data.validation, prompt_config, progress=False)
-        weights, by_weight = choose_llm_weight(rows, data.prior_weights)
+        # the checkpoint is chosen with the LLM in the sum (weight > 0): at weight 0 every checkpoint ties
+        weights, by_weight = choose_llm_weight(rows, data.prior_weights, [w for w in LLM_WEIGHT_GRID if w > 0])
         ndcg = by_weight[weights.llm]
         best = max([h["val_N@10"] for h in history], default=-1.0)
         seen = step * config.batch_size
