@@ -28,7 +28,7 @@ from recsys.ranker.fusion import FusionWeights, describe_fusion, final_order, fu
 from recsys.ranker.generation import generate_ranking
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, describe, load_ranker, pick_device, use_4bit
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
-from recsys.ranker.prompt import LETTERS, PromptConfig, RankingPrompt, build_prompt, item_texts
+from recsys.ranker.prompt import LETTERS, PromptConfig, RankingPrompt, build_prompt, evidence_note, item_texts
 from recsys.ranker.verbalizer import letter_token_ids, read_next_token
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, load_catalog, load_model
 from recsys.retriever.model import LRURec
@@ -156,6 +156,9 @@ class Pipeline:
             raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog has "
                                   f"{len(catalog)}: they come from different runs. "
                                   f"Re-create both with: {TRAIN_COMMAND}")
+        if prompt_config.evidence and cowatch is None:
+            raise CheckpointError("the ranker's prompt shows co-watch evidence but no co-watch counts were given. "
+                                  "Create them with: python -m recsys.ranker.prior --write")
         self.catalog = catalog
         self.retriever = retriever.eval()
         self.model = model.eval()
@@ -299,7 +302,7 @@ class Pipeline:
         result = Recommendation(history, candidates, None, None, retrieval_ms, None, notices)
         start = time.perf_counter()
         try:
-            result.prompt = self.prompt_for(history, [c.item_id for c in candidates])
+            result.prompt = self.prompt_for(history, candidates)
             reading = read_next_token(self.model, self.tokenizer, result.prompt, self.letter_ids)
             for candidate, probability in zip(candidates, reading.probabilities.tolist()):
                 candidate.probability = probability
@@ -313,7 +316,7 @@ class Pipeline:
                 for candidate, probability in zip(candidates, base.probabilities.tolist()):
                     candidate.base_probability = probability
             if reverse_check:
-                reverse = self.prompt_for(history, [c.item_id for c in reversed(candidates)])
+                reverse = self.prompt_for(history, candidates[::-1])
                 flipped = read_next_token(self.model, self.tokenizer, reverse, self.letter_ids).probabilities
                 for candidate, probability in zip(candidates, flipped.flip(0).tolist()):
                     candidate.reversed_probability = probability
@@ -329,11 +332,18 @@ class Pipeline:
             candidates[index].final_probability = final[index]
         return result
 
-    def prompt_for(self, history: list[int], candidate_ids: list[int]) -> RankingPrompt:
-        """The ranking prompt of a checked history and candidates (in letter order), with the adapter's budgets."""
-        return build_prompt(self.tokenizer,
-                            item_texts(self.catalog, history[-self.prompt_config.max_history:], self.prompt_config),
-                            item_texts(self.catalog, candidate_ids, self.prompt_config), self.prompt_config)
+    def prompt_for(self, history: list[int], candidates: list[Candidate]) -> RankingPrompt:
+        """The ranking prompt of a checked history and candidates (in letter order), with the adapter's budgets
+        (and, when the adapter was trained with them, each candidate's retriever rank and co-watch count)."""
+        history_titles, candidate_titles, notes = self.prompt_parts(history, candidates)
+        return build_prompt(self.tokenizer, history_titles, candidate_titles, self.prompt_config, notes=notes)
+
+    def prompt_parts(self, history: list[int], candidates: list[Candidate]):
+        """(history titles, candidate titles, evidence notes or None) as the prompt shows them, in letter order."""
+        notes = ([evidence_note(c.retriever_rank, c.cowatch_score) for c in candidates]
+                 if self.prompt_config.evidence else None)
+        return (item_texts(self.catalog, history[-self.prompt_config.max_history:], self.prompt_config),
+                item_texts(self.catalog, [c.item_id for c in candidates], self.prompt_config), notes)
 
     def race(self, recommendation: Recommendation, on_token: Callable[[int], None] | None = None) -> RaceResult:
         """Run the generation baseline on the recommendation's history and candidates and time it.
@@ -347,12 +357,10 @@ class Pipeline:
             race.error = f"The verbalizer did not run ({recommendation.ranker_error}), so there is nothing to race."
             return race
         try:
-            history_titles = item_texts(self.catalog, recommendation.history[-self.prompt_config.max_history:],
-                                        self.prompt_config)
-            candidate_titles = item_texts(self.catalog, [c.item_id for c in recommendation.candidates],
-                                          self.prompt_config)
+            history_titles, candidate_titles, notes = self.prompt_parts(recommendation.history,
+                                                                        recommendation.candidates)
             generated = generate_ranking(self.model, self.tokenizer, history_titles, candidate_titles, self.prompt_config,
-                                         self.generation_max_new_tokens, on_token=on_token)
+                                         self.generation_max_new_tokens, on_token=on_token, notes=notes)
         except Exception as error:  # noqa: BLE001 (a failed baseline is shown, never crashes the app)
             race.error = f"{type(error).__name__}: {error}"
             return race

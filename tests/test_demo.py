@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -92,7 +93,7 @@ def test_reverse_check_scores_the_films_in_reverse_order(adapted_pipeline):
     session = {**new_session(), "history": [5, 6, 7]}
     summary, table, chart, prompt, reading, shown = handlers.recommend(session, None, None, False, True)
     result = shown.recommendation
-    reverse = adapted_pipeline.prompt_for(result.history, [c.item_id for c in reversed(result.candidates)])
+    reverse = adapted_pipeline.prompt_for(result.history, result.candidates[::-1])
     flipped = candidate_probabilities(adapted_pipeline.model, adapted_pipeline.tokenizer, [reverse],
                                       adapted_pipeline.letter_ids)[0].flip(0)
     assert torch.allclose(torch.tensor([c.reversed_probability for c in result.candidates]), flipped, atol=1e-6)
@@ -233,3 +234,24 @@ def test_about_tab_gives_the_adapters_recipe_and_measured_effect(tmp_path):
     assert "| Retriever (LRURec order) | 0.3500 | 0.6000 | – |" in text
     assert "| Served (weights chosen on validation) | 0.3600 | 0.6000 | [-0.01, 0.05] |" in text
     assert "own contribution" in text and "+0.0040" in text
+
+
+def test_evidence_prompts_carry_each_films_rank_and_count_also_reversed(adapted_pipeline):
+    from dataclasses import replace
+
+    from recsys.pipeline import CheckpointError, Pipeline
+
+    config = replace(adapted_pipeline.prompt_config, evidence=True)
+    pipeline = make_pipeline(adapted_pipeline.catalog, adapted_pipeline.retriever, adapted_pipeline.model,
+                             adapted_pipeline.tokenizer, prompt_config=config, fusion=adapted_pipeline.fusion,
+                             cowatch=adapted_pipeline.cowatch)
+    result = pipeline.recommend([1, 2, 3, 4], reverse_check=True)
+    for letter, title, candidate in zip("ABCDEFGHIJKLMNOPQRST", result.prompt.candidate_titles, result.candidates):
+        note = f"[retriever #{candidate.retriever_rank}, co-watched {round(math.expm1(candidate.cowatch_score))}]"
+        assert f"({letter}) {title} {note}\n" in result.prompt.text  # the title as cut to the budget
+    assert any(round(math.expm1(c.cowatch_score)) > 0 for c in result.candidates)
+    reverse = pipeline.prompt_for(result.history, result.candidates[::-1])
+    assert f"(A) {result.candidates[-1].title} [retriever #{len(result.candidates)}," in reverse.text
+    assert pipeline.race(result).error is None  # the race's prompt shows the same notes (else build_prompt refuses)
+    with pytest.raises(CheckpointError, match="co-watch evidence"):
+        Pipeline(pipeline.catalog, pipeline.retriever, pipeline.model, pipeline.tokenizer, prompt_config=config)

@@ -118,8 +118,9 @@ def test_prompt_over_budget_is_a_ranker_error(tiny_catalog, tiny_lrurec, tiny_ll
 def test_race_runs_generation_on_the_same_history_and_candidates(tiny_pipeline, monkeypatch):
     seen = {}
 
-    def fake_generate(model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, on_token=None):
-        seen.update(history=history_titles, candidates=candidate_titles, config=prompt_config)
+    def fake_generate(model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, on_token=None,
+                      notes=None):
+        seen.update(history=history_titles, candidates=candidate_titles, config=prompt_config, notes=notes)
         order = list(range(len(candidate_titles)))[::-1]
         return GenerationResult(order, "\n".join(candidate_titles[i] for i in order), 77, 2.0, 0.5, 1.5)
 
@@ -128,7 +129,7 @@ def test_race_runs_generation_on_the_same_history_and_candidates(tiny_pipeline, 
     race = tiny_pipeline.race(result)
     assert seen["history"] == tiny_pipeline.catalog.titles([4, 5, 6])
     assert seen["candidates"] == [c.title for c in result.candidates]
-    assert seen["config"] == tiny_pipeline.prompt_config
+    assert seen["config"] == tiny_pipeline.prompt_config and seen["notes"] is None  # no evidence in this prompt
     assert race.generated_ranking == list(range(20))[::-1] and race.num_generated_tokens == 77
     assert race.generation_ms == 2000.0 and race.ratio == pytest.approx(2000.0 / result.ranking_ms)
     assert race.error is None

@@ -16,7 +16,7 @@ from recsys.ranker.fusion import FusionWeights, final_order, fused_scores, prior
 from recsys.ranker.heldout import (HeldOutExamples, candidate_examples, held_out_counts, held_out_positions,
                                    split_by_user, truncated_dataset, truncated_sequences)
 from recsys.ranker.prior import fit_prior_weights, training_counts
-from recsys.ranker.prompt import PromptConfig
+from recsys.ranker.prompt import PromptConfig, build_prompt, evidence_note
 from recsys.ranker.train import ExampleDataset, collate_letters, letter_loss
 from recsys.ranker.verbalizer import forward_letter_logits, letter_token_ids, tokenize_prompts
 
@@ -175,6 +175,45 @@ def test_shuffled_prompts_keep_the_answer_and_the_prior_on_their_films(tiny_toke
     assert moved >= 4
     with pytest.raises(ValueError, match="residual loss needs"):
         ExampleDataset(examples, tiny_tokenizer, make_catalog(), config, "residual")
+
+
+def candidate_lines(tokenizer, input_ids: list[int]) -> list[str]:
+    """The candidate pool's lines of a tokenized prompt, in letter order."""
+    text = tokenizer.decode(input_ids, skip_special_tokens=True)
+    pool = text.split("Candidate pool:\n")[1].split("\n\n")[0]
+    return pool.split("\n")
+
+
+def test_evidence_notes_stay_with_their_films_in_shuffled_prompts(tiny_tokenizer):
+    examples = _examples(4)
+    cowatch = torch.log1p(torch.arange(4 * 20, dtype=torch.float32).view(4, 20))  # film j of row i: count 20i + j
+    config = PromptConfig(max_title_tokens=4, evidence=True)
+    catalog = make_catalog()
+    shuffled = ExampleDataset(examples, tiny_tokenizer, catalog, config, "letters", shuffle_seed=5, cowatch=cowatch)
+    for row, (example, item) in enumerate(zip(examples, shuffled)):
+        lines = candidate_lines(tiny_tokenizer, item["input_ids"])
+        assert len(lines) == 20
+        for line in lines:
+            rank = int(line.split("[retriever #")[1].split(",")[0])  # the film's 1-based retriever rank
+            title = build_prompt(tiny_tokenizer, [], [catalog[example.candidates[rank - 1]].title], config,
+                                 notes=["x"]).candidate_titles[0]
+            assert line.endswith(f"[retriever #{rank}, co-watched {20 * row + rank - 1}]") and title in line
+        answer_line = lines[item["answer"]]
+        assert f"retriever #{example.answer_index + 1}," in answer_line
+    with pytest.raises(ValueError, match="co-watch scores"):
+        ExampleDataset(examples, tiny_tokenizer, catalog, config, "letters")
+
+
+def test_prompt_notes_are_required_exactly_with_evidence(tiny_tokenizer):
+    titles = list(TINY_TITLES[:3])
+    assert evidence_note(3, math.log1p(14.0)) == "retriever #3, co-watched 14"
+    assert evidence_note(1, 0.0) == "retriever #1, co-watched 0"
+    with_notes = build_prompt(tiny_tokenizer, titles[:1], titles, PromptConfig(evidence=True), notes=["a", "b", "c"])
+    assert f"(B) {titles[1]} [b]\n" in with_notes.text and with_notes.candidate_titles == titles
+    with pytest.raises(ValueError, match="one note per candidate"):
+        build_prompt(tiny_tokenizer, [], titles, PromptConfig(evidence=True))
+    with pytest.raises(ValueError, match="no notes"):
+        build_prompt(tiny_tokenizer, [], titles, PromptConfig(), notes=["a", "b", "c"])
 
 
 def test_residual_loss_equals_a_hand_computation(tiny_tokenizer):

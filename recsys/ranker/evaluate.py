@@ -25,7 +25,7 @@ from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_boo
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchCounts
 from recsys.ranker.fusion import FusionWeights, fused_scores, llm_opinion, retriever_opinion
 from recsys.ranker.model import DEFAULT_ADAPTER, TRAIN_COMMAND, RankerLoadConfig, load_ranker
-from recsys.ranker.prompt import PromptConfig, build_prompt, item_texts
+from recsys.ranker.prompt import PromptConfig, build_prompt, evidence_notes, item_texts
 from recsys.ranker.verbalizer import letter_logits, letter_token_ids
 from recsys.results import write_json
 from recsys.retriever.candidates import SplitCandidates, load_candidates
@@ -112,7 +112,8 @@ def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_conf
         orders = [permutation[i] if permutation is not None else torch.arange(rows.candidate_ids.shape[1])
                   for i in index]
         prompts = [build_prompt(tokenizer, item_texts(catalog, rows.histories[i], prompt_config),
-                                item_texts(catalog, rows.candidate_ids[i][o].tolist(), prompt_config), prompt_config)
+                                item_texts(catalog, rows.candidate_ids[i][o].tolist(), prompt_config), prompt_config,
+                                notes=evidence_notes(rows.cowatch[i], o) if prompt_config.evidence else None)
                    for i, o in zip(index, orders)]
         logits = letter_logits(model, tokenizer, [p.text for p in prompts], letter_ids).cpu()
         for row, o in zip(llm_opinion(logits), orders):
@@ -236,11 +237,12 @@ def read_fusion_weights(adapter: str | Path | None) -> FusionWeights:
 def read_cowatch(adapter: str | Path | None) -> CoWatchCounts | None:
     """The co-watch counts saved beside an adapter (None for an adapter without them: no co-watch opinion).
 
-    An adapter whose fusion gives co-watch a weight must have them: FileNotFoundError says how to make them.
+    An adapter whose fusion gives co-watch a weight, or whose prompt shows co-watch evidence, must have them:
+    FileNotFoundError says how to make them.
     """
     if adapter and (Path(adapter) / COUNTS_FILE).is_file():
         return CoWatchCounts.load(adapter)
-    if adapter and read_fusion_weights(adapter).cowatch:
+    if adapter and (read_fusion_weights(adapter).cowatch or read_prompt_config(adapter).evidence):
         raise FileNotFoundError(f"{Path(adapter) / COUNTS_FILE} not found. Create it with: "
                                 "python -m recsys.ranker.prior --write")
     return None

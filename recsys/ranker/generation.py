@@ -109,18 +109,19 @@ def answer_length(tokenizer, candidate_titles: list[str]) -> int:
 def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titles: list[str],
                      prompt_config: PromptConfig = PromptConfig(),
                      max_new_tokens: int | None = None,
-                     on_token: Callable[[int], None] | None = None) -> GenerationResult:
+                     on_token: Callable[[int], None] | None = None,
+                     notes: list[str] | None = None) -> GenerationResult:
     """Rank the candidates by letting the model write their titles, best first, one per line.
 
     Greedy decoding, one token per forward pass on the KV cache. `max_new_tokens` defaults to
     `answer_length` of the (cut) candidate titles shown in the prompt. The returned ranking indexes
     `candidate_titles`. `on_token`, when given, receives each generated token id (EOS excluded) as
     soon as it is chosen, on this thread and inside the timed loop: keep it as cheap as `queue.put`
-    and decode elsewhere.
+    and decode elsewhere. `notes` are the candidates' evidence notes when `prompt_config.evidence`.
     """
     start = time.perf_counter()
     prompt = build_prompt(tokenizer, history_titles, candidate_titles, prompt_config,
-                          instruction=GENERATION_INSTRUCTION)
+                          instruction=GENERATION_INSTRUCTION, notes=notes)
     budget = answer_length(tokenizer, prompt.candidate_titles) if max_new_tokens is None else max_new_tokens
     input_ids = tokenizer(prompt.text, return_tensors="pt").input_ids.to(model.device)
     eos_ids = _eos_token_ids(model, tokenizer)

@@ -11,8 +11,8 @@ Layout (as the paper's instruction / input / response prompt):
     (1) oldest title
     ...
     Candidate pool:
-    (A) title
-    ...
+    (A) title                                   or, with PromptConfig.evidence,
+    ...                                         (A) title [retriever #3, co-watched 14]
 
     ### Response:
     <letter><eos>          (training target; the verbalizer reads the logits right after the header)
@@ -20,6 +20,7 @@ Layout (as the paper's instruction / input / response prompt):
 
 from __future__ import annotations
 
+import math
 import string
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ class PromptConfig:
     max_prompt_tokens: int = 1536
     genres: bool = False  # beyond the paper: each title followed by up to MAX_GENRES of its genres
     years: bool = True  # titles keep their "(1999)"; without, prompts are ~35% shorter (digits are single tokens)
+    evidence: bool = False  # beyond the paper: each candidate followed by its retriever rank and co-watch count
 
 
 MAX_GENRES = 3
@@ -53,6 +55,22 @@ def item_text(movie, genres: bool = False, years: bool = True) -> str:
     if genres and movie.genres:
         return f"{title} [{', '.join(movie.genres[:MAX_GENRES])}]"
     return title
+
+
+def evidence_note(retriever_rank: int, cowatch_score: float) -> str:
+    """What a prompt with PromptConfig.evidence says of a candidate, e.g. "retriever #3, co-watched 14".
+
+    `retriever_rank` is 1-based; the count is exp(`cowatch_score`) - 1 rounded: the geometric mean, over the
+    user's recent films, of how often the candidate followed each one (`recsys.ranker.cowatch`), so the LLM
+    reads the co-watch prior's evidence instead of having it added to its scores.
+    """
+    return f"retriever #{retriever_rank}, co-watched {round(math.expm1(max(float(cowatch_score), 0.0)))}"
+
+
+def evidence_notes(cowatch_scores, order) -> list[str]:
+    """`evidence_note` of each candidate in prompt order: `order[j]` is the 0-based retriever rank of the film at
+    letter j and `cowatch_scores` (K,) are in the retriever's order."""
+    return [evidence_note(int(o) + 1, cowatch_scores[int(o)]) for o in order]
 
 
 def item_texts(catalog, item_ids, config: PromptConfig) -> list[str]:
@@ -83,28 +101,35 @@ def cut_title(tokenizer, title: str, max_tokens: int) -> str:
     return tokenizer.decode(ids[:max_tokens]).strip()
 
 
-def render(history_titles: list[str], candidate_titles: list[str], instruction: str = INSTRUCTION) -> str:
-    """The prompt text for already-cut titles (no budget applied)."""
+def render(history_titles: list[str], candidate_titles: list[str], instruction: str = INSTRUCTION,
+           notes: list[str] | None = None) -> str:
+    """The prompt text for already-cut titles (no budget applied); `notes` follow their candidates in brackets."""
     history = "\n".join(f"({i}) {t}" for i, t in enumerate(history_titles, start=1))
-    pool = "\n".join(f"({LETTERS[i]}) {t}" for i, t in enumerate(candidate_titles))
+    shown = candidate_titles if notes is None else [f"{t} [{n}]" for t, n in zip(candidate_titles, notes)]
+    pool = "\n".join(f"({LETTERS[i]}) {t}" for i, t in enumerate(shown))
     return (f"### Instruction:\n{instruction}\n\n### Input:\nUser history:\n{history}\n"
             f"Candidate pool:\n{pool}\n\n{RESPONSE_HEADER}")
 
 
 def build_prompt(tokenizer, history_titles: list[str], candidate_titles: list[str],
-                 config: PromptConfig = PromptConfig(), instruction: str = INSTRUCTION) -> RankingPrompt:
+                 config: PromptConfig = PromptConfig(), instruction: str = INSTRUCTION,
+                 notes: list[str] | None = None) -> RankingPrompt:
     """Build the ranking prompt within the token budgets.
 
     Keeps the last `max_history` history titles, cuts every title to `max_title_tokens`, then drops
     the oldest history titles until the prompt fits `max_prompt_tokens`. The instruction and the
     candidates are never cut further; a prompt that cannot fit even with no history raises ValueError.
+    `notes` (one per candidate, uncut: `evidence_notes`) are required exactly when `config.evidence`.
     """
     if not 1 <= len(candidate_titles) <= NUM_CANDIDATES:
         raise ValueError(f"need 1..{NUM_CANDIDATES} candidates, got {len(candidate_titles)}")
+    if config.evidence != (notes is not None) or (notes is not None and len(notes) != len(candidate_titles)):
+        raise ValueError(f"a prompt with evidence={config.evidence} needs "
+                         + (f"one note per candidate ({len(candidate_titles)})" if config.evidence else "no notes"))
     history = [cut_title(tokenizer, t, config.max_title_tokens) for t in history_titles[-config.max_history:]]
     candidates = [cut_title(tokenizer, t, config.max_title_tokens) for t in candidate_titles]
     while True:
-        text = render(history, candidates, instruction)
+        text = render(history, candidates, instruction, notes)
         num_tokens = len(tokenizer(text).input_ids)
         if num_tokens <= config.max_prompt_tokens:
             return RankingPrompt(text, history, candidates, num_tokens)

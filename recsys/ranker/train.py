@@ -41,7 +41,7 @@ from recsys.ranker.heldout import load_held_out, split_by_user
 from recsys.ranker.prior import PRIOR_FILE, heldout_rows, read_prior
 from recsys.ranker.model import (DEFAULT_ADAPTER, LoraSettings, RankerLoadConfig, add_lora, load_adapter, load_base_model,
                                  load_tokenizer, pick_device, use_4bit)
-from recsys.ranker.prompt import LETTERS, PromptConfig, build_prompt, item_texts
+from recsys.ranker.prompt import LETTERS, PromptConfig, build_prompt, evidence_notes, item_texts
 from recsys.ranker.verbalizer import encode_example, forward_letter_logits, letter_token_ids
 from recsys.machine import machine_record
 from recsys.retriever.candidates import load_candidates
@@ -75,6 +75,7 @@ class RankerTrainConfig:
     max_prompt_tokens: int = 1536
     genres: bool = False  # titles followed by their genres (beyond the paper)
     years: bool = True  # titles keep their year in the prompt
+    evidence: bool = False  # each candidate followed by its retriever rank and co-watch count (held-out examples)
     lora_top_layers: int | None = None  # LoRA on the last N decoder layers only (None: all)
     lora_targets: str = "q_proj,v_proj"  # comma-separated module names that get LoRA (paper: q_proj,v_proj)
     lr: float = 1e-4
@@ -94,7 +95,7 @@ class RankerTrainConfig:
 def prompt_config_of(config: RankerTrainConfig) -> PromptConfig:
     """The prompt budgets a training config asks for."""
     return PromptConfig(config.max_history, config.max_title_tokens, config.max_prompt_tokens, config.genres,
-                        config.years)
+                        config.years, config.evidence)
 
 
 class ExampleDataset(torch.utils.data.Dataset):
@@ -104,14 +105,20 @@ class ExampleDataset(torch.utils.data.Dataset):
     "letters": the prompt's input_ids and the answer's index among the candidates (letter order).
     "residual": as "letters", plus each letter's prior (20,): the fixed prior of the film shown at that letter.
     With `shuffle_seed` the candidates appear in a seeded random order per example (answer and prior follow).
+    With `prompt_config.evidence` each candidate's line carries its retriever rank and co-watch count
+    (`prompt.evidence_notes`), read from `cowatch` (N, 20): the examples' co-watch scores in the retriever's
+    order, which must also be the examples' candidate order (held-out examples).
     """
 
     def __init__(self, examples: list[RankingExample], tokenizer, catalog, prompt_config: PromptConfig,
-                 loss: str = "vocab", priors: torch.Tensor | None = None, shuffle_seed: int | None = None):
+                 loss: str = "vocab", priors: torch.Tensor | None = None, shuffle_seed: int | None = None,
+                 cowatch: torch.Tensor | None = None):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if (loss == "residual") != (priors is not None):
             raise ValueError("the residual loss needs one prior row per example, and only it takes priors")
+        if prompt_config.evidence and cowatch is None:
+            raise ValueError("prompts with evidence need the examples' co-watch scores")
         rng = random.Random(shuffle_seed)
         self.items = []
         for index, example in enumerate(tqdm(examples, desc="tokenize examples", leave=False)):
@@ -120,8 +127,9 @@ class ExampleDataset(torch.utils.data.Dataset):
                 rng.shuffle(order)
             candidates = [example.candidates[j] for j in order]
             answer = order.index(example.answer_index)
+            notes = evidence_notes(cowatch[index], order) if prompt_config.evidence else None
             prompt = build_prompt(tokenizer, item_texts(catalog, example.history, prompt_config),
-                                  item_texts(catalog, candidates, prompt_config), prompt_config)
+                                  item_texts(catalog, candidates, prompt_config), prompt_config, notes=notes)
             if loss == "vocab":
                 input_ids, labels = encode_example(tokenizer, prompt.text, LETTERS[answer])
                 self.items.append({"input_ids": input_ids, "labels": labels})
@@ -216,6 +224,7 @@ class TrainingData:
 
     examples: list[RankingExample]
     priors: torch.Tensor | None  # (N, 20) in the examples' candidate order, for the residual loss
+    cowatch: torch.Tensor | None  # (N, 20) the examples' co-watch scores (held-out examples), for prompt evidence
     validation: RankingRows  # scored at every validation
     prior_weights: FusionWeights  # the fusion without the LLM; the LLM's weight is chosen on validation
     cowatch_counts: CoWatchCounts | None  # counts over every training part: validation and test users
@@ -230,6 +239,9 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
     """
     if config.examples not in ("random", "heldout"):
         raise ValueError(f"examples must be 'random' or 'heldout', got {config.examples!r}")
+    if config.evidence and config.examples != "heldout":
+        raise ValueError("prompt evidence needs held-out examples (--examples heldout): random negatives have no "
+                         "retriever ranks")
     rng = random.Random(config.seed)
     if config.loss == "residual" or config.examples == "heldout":  # held-out validation adds the LLM to the prior
         cowatch_config, prior_weights = read_prior(config.prior)
@@ -248,7 +260,7 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
         examples = make_examples(dataset, config.max_examples, config.seed, hard, config.hard_negatives)
         validation = split_rows(dataset, "val", load_candidates(config.retriever)["val"], counts, config.val_users,
                                 config.seed)
-        return TrainingData(examples, None, validation, prior_weights, counts)
+        return TrainingData(examples, None, None, validation, prior_weights, counts)
     train_part, val_part = split_by_user(load_held_out(config.heldout_dir))
     if config.max_examples is not None and config.max_examples < len(train_part):
         keep = torch.zeros(len(train_part), dtype=torch.bool)
@@ -259,7 +271,7 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
     validation = heldout_rows(val_part, dataset, cowatch_config)
     if config.val_examples < len(validation):
         validation = validation.select(sorted(rng.sample(range(len(validation)), config.val_examples)))
-    return TrainingData(train_part.ranking_examples(dataset), priors, validation, prior_weights, counts)
+    return TrainingData(train_part.ranking_examples(dataset), priors, rows.cowatch, validation, prior_weights, counts)
 
 
 def choose_llm_weight(rows: RankingRows, prior: FusionWeights,
@@ -293,7 +305,7 @@ def train(config: RankerTrainConfig) -> dict | None:
     model = add_lora(load_base_model(load_config, for_training=True), load_config.lora)
     model.print_trainable_parameters()
     train_set = ExampleDataset(data.examples, tokenizer, dataset.catalog, prompt_config, config.loss, data.priors,
-                               config.seed if config.shuffle else None)
+                               config.seed if config.shuffle else None, data.cowatch)
     print(f"{len(train_set)} training examples; {len(data.validation)} validation rows")
 
     checkpoint = get_last_checkpoint(str(output / "trainer")) if config.resume and (output / "trainer").is_dir() else None
@@ -390,7 +402,7 @@ def finalize(config: RankerTrainConfig) -> dict:
                "heldout_validation": ablation(validation, weights), "val": results["val"], "test": results["test"],
                "test_users_in_subset": len(scored["test"]), "test_users": scored["test"].total_users}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    cowatch = read_prior(config.prior)[0] if config.loss == "residual" else None
+    cowatch = read_prior(config.prior)[0] if config.examples == "heldout" else None  # the fusion's co-watch
     (output / RANKER_CONFIG_FILE).write_text(json.dumps(
         {"fusion": asdict(weights), "cowatch": asdict(cowatch) if cowatch else None, "prompt": asdict(prompt_config),
          "training": asdict(config)}, indent=2) + "\n")
