@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 import pytest
@@ -247,11 +246,11 @@ def test_evidence_prompts_carry_each_films_rank_and_count_also_reversed(adapted_
                              cowatch=adapted_pipeline.cowatch)
     result = pipeline.recommend([1, 2, 3, 4], reverse_check=True)
     for letter, title, candidate in zip("ABCDEFGHIJKLMNOPQRST", result.prompt.candidate_titles, result.candidates):
-        note = f"[retriever #{candidate.retriever_rank}, co-watched {round(math.expm1(candidate.cowatch_score))}]"
+        note = f"[rank {candidate.retriever_rank}, co-watch {candidate.cowatch_score:.1f}]"
         assert f"({letter}) {title} {note}\n" in result.prompt.text  # the title as cut to the budget
-    assert any(round(math.expm1(c.cowatch_score)) > 0 for c in result.candidates)
+    assert any(c.cowatch_score >= 0.05 for c in result.candidates)  # some note shows co-watch evidence
     reverse = pipeline.prompt_for(result.history, result.candidates[::-1])
-    assert f"(A) {result.candidates[-1].title} [retriever #{len(result.candidates)}," in reverse.text
+    assert f"(A) {result.prompt.candidate_titles[-1]} [rank {len(result.candidates)}," in reverse.text
     assert pipeline.race(result).error is None  # the race's prompt shows the same notes (else build_prompt refuses)
     with pytest.raises(CheckpointError, match="co-watch evidence"):
         Pipeline(pipeline.catalog, pipeline.retriever, pipeline.model, pipeline.tokenizer, prompt_config=config)

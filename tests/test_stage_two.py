@@ -186,7 +186,7 @@ def candidate_lines(tokenizer, input_ids: list[int]) -> list[str]:
 
 def test_evidence_notes_stay_with_their_films_in_shuffled_prompts(tiny_tokenizer):
     examples = _examples(4)
-    cowatch = torch.log1p(torch.arange(4 * 20, dtype=torch.float32).view(4, 20))  # film j of row i: count 20i + j
+    cowatch = torch.arange(4 * 20, dtype=torch.float32).view(4, 20) / 10  # film j of row i: score (20i + j) / 10
     config = PromptConfig(max_title_tokens=4, evidence=True)
     catalog = make_catalog()
     shuffled = ExampleDataset(examples, tiny_tokenizer, catalog, config, "letters", shuffle_seed=5, cowatch=cowatch)
@@ -194,20 +194,19 @@ def test_evidence_notes_stay_with_their_films_in_shuffled_prompts(tiny_tokenizer
         lines = candidate_lines(tiny_tokenizer, item["input_ids"])
         assert len(lines) == 20
         for line in lines:
-            rank = int(line.split("[retriever #")[1].split(",")[0])  # the film's 1-based retriever rank
+            rank = int(line.split("[rank ")[1].split(",")[0])  # the film's 1-based retriever rank
             title = build_prompt(tiny_tokenizer, [], [catalog[example.candidates[rank - 1]].title], config,
                                  notes=["x"]).candidate_titles[0]
-            assert line.endswith(f"[retriever #{rank}, co-watched {20 * row + rank - 1}]") and title in line
+            assert line.endswith(f"[rank {rank}, co-watch {(20 * row + rank - 1) / 10:.1f}]") and title in line
         answer_line = lines[item["answer"]]
-        assert f"retriever #{example.answer_index + 1}," in answer_line
+        assert f"[rank {example.answer_index + 1}," in answer_line
     with pytest.raises(ValueError, match="co-watch scores"):
         ExampleDataset(examples, tiny_tokenizer, catalog, config, "letters")
 
 
 def test_prompt_notes_are_required_exactly_with_evidence(tiny_tokenizer):
     titles = list(TINY_TITLES[:3])
-    assert evidence_note(3, math.log1p(14.0)) == "retriever #3, co-watched 14"
-    assert evidence_note(1, 0.0) == "retriever #1, co-watched 0"
+    assert evidence_note(3, 1.44) == "rank 3, co-watch 1.4" and evidence_note(1, 0.0) == "rank 1, co-watch 0.0"
     with_notes = build_prompt(tiny_tokenizer, titles[:1], titles, PromptConfig(evidence=True), notes=["a", "b", "c"])
     assert f"(B) {titles[1]} [b]\n" in with_notes.text and with_notes.candidate_titles == titles
     with pytest.raises(ValueError, match="one note per candidate"):

@@ -12,7 +12,7 @@ Layout (as the paper's instruction / input / response prompt):
     ...
     Candidate pool:
     (A) title                                   or, with PromptConfig.evidence,
-    ...                                         (A) title [retriever #3, co-watched 14]
+    ...                                         (A) title [rank 3, co-watch 1.4]
 
     ### Response:
     <letter><eos>          (training target; the verbalizer reads the logits right after the header)
@@ -58,13 +58,13 @@ def item_text(movie, genres: bool = False, years: bool = True) -> str:
 
 
 def evidence_note(retriever_rank: int, cowatch_score: float) -> str:
-    """What a prompt with PromptConfig.evidence says of a candidate, e.g. "retriever #3, co-watched 14".
+    """What a prompt with PromptConfig.evidence says of a candidate, e.g. "rank 3, co-watch 1.4".
 
-    `retriever_rank` is 1-based; the count is exp(`cowatch_score`) - 1 rounded: the geometric mean, over the
-    user's recent films, of how often the candidate followed each one (`recsys.ranker.cowatch`), so the LLM
-    reads the co-watch prior's evidence instead of having it added to its scores.
+    `retriever_rank` is 1-based; `cowatch_score` is the co-watch prior's score (the mean over the user's recent
+    films of log(1 + how often the candidate followed each one), `recsys.ranker.cowatch`), to one decimal: the LLM
+    reads the evidence the prior would otherwise add to its scores (~13 tokens a candidate).
     """
-    return f"retriever #{retriever_rank}, co-watched {round(math.expm1(max(float(cowatch_score), 0.0)))}"
+    return f"rank {retriever_rank}, co-watch {max(float(cowatch_score), 0.0):.1f}"
 
 
 def evidence_notes(cowatch_scores, order) -> list[str]:
