@@ -30,6 +30,7 @@ WEIGHT_STEP = 0.05  # the fusion sliders' resolution
 MAX_WEIGHT = 4.0  # the fusion sliders' range: 0 .. MAX_WEIGHT
 COMPARISON_COLUMNS = ["Position", "Verbalizer", "Generation (parsed)"]
 MAX_OFFERED = 10  # matches shown to pick from, while typing and after an Add that was not exactly one title
+MAX_QUERY_SHOWN = 40  # characters of the typed text the matches list names (longer text ends in "…")
 STREAM_INTERVAL_S = 0.25  # how often the race redraws the generated text: often enough to watch, rare enough to be free
 STALE = "The history changed since these results were made: click Recommend (or Race) again."
 STALE_CHART = "The history changed: Recommend again."  # short enough for a narrow chart
@@ -133,7 +134,9 @@ class DemoHandlers:
         """
         shown = movies[:MAX_OFFERED]
         more = f" ({len(shown)} of {len(movies)}: type more of the title)" if len(movies) > len(shown) else ""
-        query = f" for '{text.strip()}'" if text.strip() else ""
+        shown_text = " ".join(text.split())  # one line, single spaces
+        shown_text = shown_text if len(shown_text) <= MAX_QUERY_SHOWN else shown_text[:MAX_QUERY_SHOWN - 1] + "…"
+        query = f" for '{shown_text}'" if shown_text else ""
         return gr.update(choices=[(m.title, m.item_id) for m in shown], value=None, visible=bool(shown),
                          label=f"Matches{query}{more}: click the movie you mean")
 
