@@ -93,9 +93,9 @@ def test_matches_follow_the_forgiving_search_as_you_type(typed_handlers):
     assert suggest("the boat")["choices"] == [("Das Boot (1981)", 51), ("Lifeboat (1944)", 50)]  # exact first
     assert suggest("the boat")["visible"] and not suggest("")["visible"] and not suggest("zzz")["visible"]
     many = suggest("e")
-    assert len(many["choices"]) == 10 and many["label"].startswith("Matches for 'e' (10 of ")
+    assert len(many["choices"]) == 10 and many["label"].startswith("Matches for “e” (10 of ")
     long = suggest("the   " + "x" * 100)  # one line, cut: the label stays short
-    assert not long["visible"] and long["label"].startswith("Matches for 'the " + "x" * 35 + "…'")
+    assert not long["visible"] and long["label"].startswith("Matches for “the " + "x" * 35 + "…”")
 
 
 @pytest.mark.parametrize("movie, message", [

@@ -64,7 +64,7 @@ def add_movie(page, search: str, title: str) -> None:
     type_movie(page, search)
     # click only once the list answers the whole text: a click on a list still answering a shorter prefix is
     # undone when the last search's list replaces it
-    page.get_by_text(f"Matches for '{search}'").wait_for(timeout=TIMEOUT_MS)
+    page.get_by_text(f"Matches for “{search}”").wait_for(timeout=TIMEOUT_MS)
     page.get_by_role("radio", name=title, exact=True).check(timeout=TIMEOUT_MS)
     history = page.get_by_label("Watch history (viewing order, oldest first)")
     history.get_by_text(title, exact=True).filter(visible=True).first.wait_for(timeout=TIMEOUT_MS)

@@ -136,7 +136,7 @@ class DemoHandlers:
         more = f" ({len(shown)} of {len(movies)}: type more of the title)" if len(movies) > len(shown) else ""
         shown_text = " ".join(text.split())  # one line, single spaces
         shown_text = shown_text if len(shown_text) <= MAX_QUERY_SHOWN else shown_text[:MAX_QUERY_SHOWN - 1] + "…"
-        query = f" for '{shown_text}'" if shown_text else ""
+        query = f" for “{shown_text}”" if shown_text else ""
         return gr.update(choices=[(m.title, m.item_id) for m in shown], value=None, visible=bool(shown),
                          label=f"Matches{query}{more}: click the movie you mean")
 

@@ -6,7 +6,7 @@ random negatives, loss on letter + EOS over the whole vocabulary. The committed 
 softmax(letter logits + prior), prior = w_r log-softmax(retriever) + w_c co-watch attached to the
 films, the candidates shuffled in the prompt so that a letter's position earns nothing:
 
-    python -m recsys.ranker.heldout                   # truncated retrievers -> ~9k held-out examples
+    python -m recsys.ranker.heldout                   # truncated retrievers -> 7,120 held-out examples
     python -m recsys.ranker.prior --write             # co-watch window/span and prior weights
     python -m recsys.ranker.train --examples heldout --loss residual --shuffle ...
 
@@ -421,7 +421,7 @@ def parse_args(argv=None) -> tuple[RankerTrainConfig, bool]:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
             continue
         kind = {"int": int, "float": float, "int | None": int}.get(field.type, str)
-        parser.add_argument(flag, type=kind, default=field.default)
+        parser.add_argument(flag, type=kind, default=field.default, choices=LOSSES if field.name == "loss" else None)
     parser.add_argument("--finalize-only", action="store_true",
                         help="skip training: evaluate the adapter already saved in --output")
     args = vars(parser.parse_args(argv))
