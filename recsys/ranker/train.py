@@ -235,7 +235,8 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
 
     "heldout": held-out examples of ~85% of users train, a seeded sample of `val_examples` rows of the
     other users validates. "random": the paper's examples, validated on the paper's validation users.
-    The residual loss reads the prior chosen by `recsys.ranker.prior` from `config.prior`.
+    Held-out runs read the prior chosen by `recsys.ranker.prior` from `config.prior` (the residual loss trains
+    on it; every loss is validated with the LLM added to it).
     """
     if config.examples not in ("random", "heldout"):
         raise ValueError(f"examples must be 'random' or 'heldout', got {config.examples!r}")
@@ -243,7 +244,7 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
         raise ValueError("prompt evidence needs held-out examples (--examples heldout): random negatives have no "
                          "retriever ranks")
     rng = random.Random(config.seed)
-    if config.loss == "residual" or config.examples == "heldout":  # held-out validation adds the LLM to the prior
+    if config.examples == "heldout":  # the LLM is trained on (residual) or validated with the fitted prior
         cowatch_config, prior_weights = read_prior(config.prior)
         counts = CoWatchCounts.load(config.prior)
     else:
