@@ -178,7 +178,7 @@ def default_threads() -> int:
     """Torch threads when --threads is not given: every usable core.
 
     Chosen by measurement (`python bench/threads.py`, bench/results/threads.json; 2-core AMD EPYC with native
-    bf16): Recommend p50 479 ms with 2 threads vs 628 ms with 1 for one user, and 1,886 vs 2,264 ms with 4 users
+    bf16): Recommend p50 476 ms with 2 threads vs 630 ms with 1 for one user, and 1,833 vs 2,235 ms with 4 users
     clicking at once (the app runs one model job at a time, so the web server's own work is small beside it).
     On a machine shared with other busy processes, pass fewer (--threads 1): threads waiting on a busy core
     stall every forward pass.
