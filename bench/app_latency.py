@@ -12,8 +12,8 @@ with the base model" ticked (one more forward pass). Extra app.py flags follow `
 Goals on 2 idle CPU cores (warm model cache): cold start < 10 s, Recommend p50 < 500 ms.
 
 The floor: once the app has stopped, a plain matmul is timed at each of the served prompt's shapes
-(the median prompt of the clicks, tokenized as the app does), in the app's dtype with the app's torch
-threads (`recsys.floor`). Recommend p50 / floor and the server's verbalizer p50 / floor say how far
+(the median prompt of the clicks, tokenized as the app does, less the cached instruction prefix the app
+does not run again), in the app's dtype with the app's torch threads (`recsys.floor`). Recommend p50 / floor and the server's verbalizer p50 / floor say how far
 the serving path is from what this machine's matmuls allow. The JSON names the machine (CPU model,
 flags, the app's dtype and threads, load average at the start).
 """
@@ -104,23 +104,27 @@ def served_setting(app_args: list[str]) -> ServedSetting:
     return ServedSetting(args.base_model, device, dtype, precision, args.threads or app.default_threads())
 
 
-def prompt_tokens(base_model: str | None, prompt_texts: list[str]) -> int:
-    """Median token count of the prompts the app showed, with the base model's tokenizer."""
+def prompt_tokens(base_model: str | None, prompt_texts: list[str]) -> tuple[int, int]:
+    """(median token count of the prompts the app showed, tokens of the cached instruction prefix), with the base
+    model's tokenizer."""
     from recsys.ranker.model import load_tokenizer
+    from recsys.ranker.verbalizer import shared_prefix_ids
 
     tokenizer = load_tokenizer(base_model)
-    return int(statistics.median(len(tokenizer(text).input_ids) for text in prompt_texts))
+    return (int(statistics.median(len(tokenizer(text).input_ids) for text in prompt_texts)),
+            len(shared_prefix_ids(tokenizer)))
 
 
-def served_floor(setting: ServedSetting, num_tokens: int) -> dict:
-    """`recsys.floor.prompt_floor` of a `num_tokens` prompt for the served model, with the app's dtype and threads."""
+def served_floor(setting: ServedSetting, tokens: tuple[int, int]) -> dict:
+    """`recsys.floor.prompt_floor` of a prompt of `tokens` = (all, cached prefix) for the served model, with the app's
+    dtype and threads."""
     from transformers import AutoConfig
 
     from recsys.ranker.base_model import resolve_base_model
 
     config = AutoConfig.from_pretrained(resolve_base_model(setting.base_model))
     torch.set_num_threads(setting.threads)
-    return prompt_floor(config, num_tokens, setting.dtype, setting.device)
+    return prompt_floor(config, tokens[0], setting.dtype, setting.device, cached_tokens=tokens[1])
 
 
 def _clicks(client, users: list, weights: tuple[float, float], indices: range, compare: bool) -> dict:
@@ -254,7 +258,8 @@ def main(argv=None) -> dict:
             f"{result['clicks_per_s']:.2f} | |\n"
           f"| of which retrieval / verbalizer, p50 (ms) | {result['server_retrieval_p50_ms']:,.0f} / "
           f"{result['server_verbalizer_p50_ms']:,.0f} | |\n"
-          f"| floor: the prompt's matmuls alone (ms; {floor['prompt_tokens']} tokens, {floor['forward_gflops']} "
+          f"| floor: the prompt's matmuls alone (ms; {floor['prompt_tokens']} tokens, {floor['cached_tokens']} of them "
+          f"cached, {floor['forward_gflops']} "
           f"GFLOP, {floor['dtype']}, {floor['threads']} thread(s)) | {floor['floor_ms']:,.0f} | |\n"
           f"| Recommend p50 / floor | {floor['recommend_p50_over_floor']:.2f}x | |\n"
           f"| server verbalizer p50 / floor | {floor['server_verbalizer_p50_over_floor']:.2f}x | |\n"

@@ -5,7 +5,8 @@
 For a few real test users (history + the retriever's top-20), with candidate titles cut to 5, 10,
 20 and 40 tokens and uncut, it times on the same prompts in one run: the verbalizer (one forward
 pass, 20 letter logits) and the generation baseline (greedy decoding of the ranked titles, KV
-cache, stopped at EOS or at the length of all titles). Then the verbalizer's throughput at batch 1
+cache, stopped at EOS or at the length of all titles), each continuing from its instruction's
+cached prefix as the app serves them. Then the verbalizer's throughput at batch 1
 and 8, a ladder of speed-ups each timed before and after, and the time floor: a plain matmul timed
 at each of the prompt's shapes, in the model's dtype with the run's threads (`recsys.floor`).
 Writes JSON (with the machine: CPU, flags, dtype, threads, load at the start) and a figure like
@@ -34,11 +35,11 @@ from recsys import NUM_CANDIDATES  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
 from recsys.floor import against_floor, prompt_floor  # noqa: E402
 from recsys.machine import auto_dtype, describe_machine, emulation, machine_record  # noqa: E402
-from recsys.ranker.generation import answer_length, generate_ranking  # noqa: E402
+from recsys.ranker.generation import GENERATION_INSTRUCTION, answer_length, generate_ranking  # noqa: E402
 from recsys.ranker.model import RankerLoadConfig, describe, load_ranker, pick_device  # noqa: E402
 from recsys.ranker.prompt import PromptConfig, build_prompt  # noqa: E402
-from recsys.ranker.verbalizer import (build_prefix_cache, cached_letter_logits, candidate_probabilities,  # noqa: E402
-                                      letter_logits, letter_token_ids, position_ids, tokenize_prompts)
+from recsys.ranker.verbalizer import (PrefixCache, build_prefix_cache, candidate_probabilities,  # noqa: E402
+                                      letter_logits, letter_token_ids, tokenize_prompts)
 from recsys.results import write_json  # noqa: E402
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model  # noqa: E402
 from recsys.timing import TimingConfig, median, time_call  # noqa: E402
@@ -133,8 +134,11 @@ def prompt_config(title_length: str) -> PromptConfig:
 
 
 def sweep_point(model, tokenizer, requests: list[Request], title_length: str, letter_ids: list[int],
-                config: EfficiencyConfig) -> SweepPoint:
-    """Median verbalizer and generation time per request (prompt building included) at one title length."""
+                config: EfficiencyConfig, prefixes: tuple[PrefixCache, PrefixCache]) -> SweepPoint:
+    """Median verbalizer and generation time per request (prompt building included) at one title length.
+
+    As the app serves them, each method continues from its own instruction's cached prefix
+    (`prefixes` = (verbalizer's, generation's))."""
     prompt_cfg = prompt_config(title_length)
     verbalizer_seconds, results = [], []
     title_tokens, prompt_tokens, budgets = [], [], []
@@ -145,9 +149,10 @@ def sweep_point(model, tokenizer, requests: list[Request], title_length: str, le
         title_tokens += [len(tokenizer(t, add_special_tokens=False).input_ids) for t in prompt.candidate_titles]
         budgets.append(answer_length(tokenizer, prompt.candidate_titles))
         verbalize = lambda: candidate_probabilities(  # noqa: E731
-            model, tokenizer, [build_prompt(tokenizer, history, candidates, prompt_cfg)], letter_ids)
+            model, tokenizer, [build_prompt(tokenizer, history, candidates, prompt_cfg)], letter_ids, prefixes[0])
         verbalizer_seconds += time_call(verbalize, model.device, TimingConfig(0, config.repeats)).seconds
-        results += time_call(lambda: generate_ranking(model, tokenizer, history, candidates, prompt_cfg),
+        results += time_call(lambda: generate_ranking(model, tokenizer, history, candidates, prompt_cfg,
+                                                      prefix=prefixes[1]),
                              model.device, TimingConfig(0, config.generation_repeats)).outputs
     decoded = sum(max(r.num_generated_tokens - 1, 0) for r in results)  # the prefill yields the first token
     verbalizer_ms = 1000 * median(verbalizer_seconds)
@@ -167,7 +172,7 @@ def sweep_point(model, tokenizer, requests: list[Request], title_length: str, le
 
 
 def title_sweep(model, tokenizer, requests: list[Request], letter_ids: list[int],
-                config: EfficiencyConfig) -> dict[str, SweepPoint]:
+                config: EfficiencyConfig, prefixes: tuple[PrefixCache, PrefixCache]) -> dict[str, SweepPoint]:
     """`sweep_point` at every title length; a length whose prompts all equal an earlier one's reuses its numbers."""
     points: dict[str, SweepPoint] = {}
     seen: dict[tuple[str, ...], str] = {}
@@ -180,19 +185,21 @@ def title_sweep(model, tokenizer, requests: list[Request], letter_ids: list[int]
                                                  "max_title_tokens": title_limit(title_length)})
         else:
             seen[texts] = title_length
-            points[title_length] = sweep_point(model, tokenizer, requests, title_length, letter_ids, config)
+            points[title_length] = sweep_point(model, tokenizer, requests, title_length, letter_ids, config,
+                                               prefixes)
         print(f"  title length {title_length:>5}: verbalizer {points[title_length].verbalizer_ms:8.1f} ms, "
               f"generation {points[title_length].generation_ms:9.1f} ms, ratio {points[title_length].ratio:6.1f}",
               flush=True)
     return points
 
 
-def throughput(model, tokenizer, texts: list[str], letter_ids: list[int], config: EfficiencyConfig) -> dict:
-    """Verbalizer requests per second on `texts`, one prompt per forward vs all of them in one batch."""
+def throughput(model, tokenizer, texts: list[str], letter_ids: list[int], config: EfficiencyConfig,
+               prefix: PrefixCache) -> dict:
+    """Verbalizer requests per second on `texts` (after the cached prefix), one prompt per forward vs all in one batch."""
     timing = TimingConfig(0, config.repeats)
-    one_by_one = time_call(lambda: [letter_logits(model, tokenizer, [t], letter_ids) for t in texts],
+    one_by_one = time_call(lambda: [letter_logits(model, tokenizer, [t], letter_ids, prefix) for t in texts],
                            model.device, timing)
-    batched = time_call(lambda: letter_logits(model, tokenizer, texts, letter_ids), model.device, timing)
+    batched = time_call(lambda: letter_logits(model, tokenizer, texts, letter_ids, prefix), model.device, timing)
     return {"batch_1": round(len(texts) / one_by_one.median_seconds, 3),
             f"batch_{len(texts)}": round(len(texts) / batched.median_seconds, 3),
             "unit": "requests/s", "title_len": HEADLINE, "prompts": len(texts)}
@@ -202,8 +209,7 @@ def _letter_logits_variant(model, tokenizer, texts: list[str], letter_ids: list[
                            all_positions: bool):
     with grad_context():
         batch = tokenize_prompts(tokenizer, texts, model.device)
-        outputs = model(**batch, position_ids=position_ids(batch["attention_mask"]),
-                        logits_to_keep=0 if all_positions else 1, use_cache=False)
+        outputs = model(**batch, logits_to_keep=0 if all_positions else 1, use_cache=False)
         return outputs.logits[:, -1, :].float()[:, letter_ids]
 
 
@@ -241,9 +247,9 @@ def speed_steps(model, tokenizer, texts: list[str], letter_ids: list[int], confi
     measure("+ SDPA attention (= verbalizer.letter_logits)", lambda: letter_logits(model, tokenizer, one, letter_ids))
     prefix = build_prefix_cache(model, tokenizer)
     measure(f"+ cached instruction prefix ({len(prefix.token_ids)} tokens)",
-            lambda: cached_letter_logits(model, tokenizer, one, letter_ids, prefix))
+            lambda: letter_logits(model, tokenizer, one, letter_ids, prefix))
     measure(f"+ batch of {len(batch)} (time per request)",
-            lambda: cached_letter_logits(model, tokenizer, batch, letter_ids, prefix), len(batch))
+            lambda: letter_logits(model, tokenizer, batch, letter_ids, prefix), len(batch))
     bf16_emulated = None if config.allow_emulated else emulation(model.device, torch.bfloat16)
     if not quantized and bf16_emulated:
         rows.append({"step": "+ bf16 weights and activations", "skipped": bf16_emulated})
@@ -253,7 +259,7 @@ def speed_steps(model, tokenizer, texts: list[str], letter_ids: list[int], confi
         model.to(torch.bfloat16)
         prefix = build_prefix_cache(model, tokenizer)
         measure("+ bf16 weights and activations",
-                lambda: cached_letter_logits(model, tokenizer, batch, letter_ids, prefix), len(batch))
+                lambda: letter_logits(model, tokenizer, batch, letter_ids, prefix), len(batch))
         rows[-1]["agreement_with_fp32"] = agreement(full_precision, letter_logits(model, tokenizer, texts, letter_ids))
         print(f"  {'':<58} bf16 vs fp32 on {len(texts)} prompts: {rows[-1]['agreement_with_fp32']}")
         measure("bf16, batch 1, no prefix cache (for reference)",
@@ -272,11 +278,13 @@ def agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
             "mean_spearman": round(spearman.mean().item(), 4)}
 
 
-def time_floor(model, tokenizer, text: str, measured_ms: float) -> dict:
-    """`recsys.floor.prompt_floor` of `text` in the model's compute dtype (bf16 for 4-bit), beside the measured time."""
+def time_floor(model, tokenizer, text: str, measured_ms: float, cached_tokens: int = 0) -> dict:
+    """`recsys.floor.prompt_floor` of `text` in the model's compute dtype (bf16 for 4-bit), `cached_tokens` of it
+    not run again, beside the measured time."""
     dtype = next(model.parameters()).dtype
     dtype = torch.bfloat16 if getattr(model, "is_loaded_in_4bit", False) else dtype  # NF4 computes in bf16
-    floor = prompt_floor(model.config, len(tokenizer(text).input_ids), dtype, model.device)
+    floor = prompt_floor(model.config, len(tokenizer(text).input_ids), dtype, model.device,
+                         cached_tokens=cached_tokens)
     return {**floor, "measured_ms": round(measured_ms, 1),
             "measured_over_floor": against_floor(floor, measured=measured_ms)["measured_over_floor"]}
 
@@ -361,22 +369,25 @@ def run(config: EfficiencyConfig) -> dict:
     requests = load_requests(config, max(config.users, config.batch_size))
     letter_ids = letter_token_ids(tokenizer)
     warm = requests[0]
+    prefixes = (build_prefix_cache(model, tokenizer), build_prefix_cache(model, tokenizer, GENERATION_INSTRUCTION))
     candidate_probabilities(model, tokenizer, [build_prompt(tokenizer, warm.history_titles, warm.candidate_titles)],
-                            letter_ids)
-    generate_ranking(model, tokenizer, warm.history_titles, warm.candidate_titles, max_new_tokens=8)
+                            letter_ids, prefixes[0])
+    generate_ranking(model, tokenizer, warm.history_titles, warm.candidate_titles, max_new_tokens=8,
+                     prefix=prefixes[1])
 
     print(f"title-length sweep on {config.users} test users:", flush=True)
-    points = title_sweep(model, tokenizer, requests[: config.users], letter_ids, config)
+    points = title_sweep(model, tokenizer, requests[: config.users], letter_ids, config, prefixes)
     print_sweep(points)
     headline_texts = [build_prompt(tokenizer, r.history_titles, r.candidate_titles, prompt_config(HEADLINE)).text
                       for r in requests[: config.batch_size]]
-    rates = throughput(model, tokenizer, headline_texts, letter_ids, config)
+    rates = throughput(model, tokenizer, headline_texts, letter_ids, config, prefixes[0])
     print(f"verbalizer throughput at title length {HEADLINE}: "
           + ", ".join(f"{k.replace('_', ' ')}: {v:.2f} requests/s" for k, v in rates.items() if k.startswith("batch")))
-    single_ms = 1000 * time_call(lambda: letter_logits(model, tokenizer, headline_texts[:1], letter_ids),
+    single_ms = 1000 * time_call(lambda: letter_logits(model, tokenizer, headline_texts[:1], letter_ids, prefixes[0]),
                                  model.device, TimingConfig(1, config.repeats)).median_seconds
-    floor = time_floor(model, tokenizer, headline_texts[0], single_ms)
-    print(f"floor: {floor['forward_gflops']} GFLOP for {floor['prompt_tokens']} tokens, each matmul timed at its "
+    floor = time_floor(model, tokenizer, headline_texts[0], single_ms, len(prefixes[0].token_ids))
+    print(f"floor: {floor['forward_gflops']} GFLOP for {floor['prompt_tokens']} tokens ({floor['cached_tokens']} of "
+          "them cached), each matmul timed at its "
           f"shape ({floor['dtype']}, {floor['threads']} thread(s)): {floor['floor_ms']} ms "
           f"({floor['achieved_gflops_per_second']} GFLOP/s); verbalizer measured {floor['measured_ms']} ms = "
           f"{floor['measured_over_floor']}x the floor")

@@ -44,31 +44,36 @@ class Matmul:
         return 2.0 * self.batch * self.m * self.k * self.n * self.count * self.useful
 
 
-def forward_matmuls(config, num_tokens: int, scored_positions: int = 1) -> list[Matmul]:
+def forward_matmuls(config, num_tokens: int, scored_positions: int = 1, cached_tokens: int = 0) -> list[Matmul]:
     """The matrix products of one Llama-style forward over `num_tokens` tokens (batch 1).
 
     `config` needs hidden_size, num_attention_heads, intermediate_size, num_hidden_layers, vocab_size
     (num_key_value_heads and head_dim when they differ from the defaults). The LM head runs on
-    `scored_positions` positions (1 for the verbalizer, which reads the last position only).
+    `scored_positions` positions (1 for the verbalizer, which reads the last position only). With
+    `cached_tokens` (a prefix whose keys/values are reused) only the `num_tokens - cached_tokens` new
+    tokens are projected, and they attend to the cached ones too.
     """
-    hidden, heads, layers, tokens = config.hidden_size, config.num_attention_heads, config.num_hidden_layers, num_tokens
+    if not 0 <= cached_tokens < num_tokens:
+        raise ValueError(f"cached_tokens must be in 0..{num_tokens - 1}, got {cached_tokens}")
+    hidden, heads, layers = config.hidden_size, config.num_attention_heads, config.num_hidden_layers
+    tokens, keys = num_tokens - cached_tokens, num_tokens
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or hidden // heads
-    causal = (tokens + 1) / (2 * tokens)  # token i attends to i + 1 of the T positions
+    causal = (tokens * cached_tokens + tokens * (tokens + 1) / 2) / (tokens * keys)  # new token i sees prefix + i + 1
     return [
         Matmul("q_proj, o_proj", 1, tokens, hidden, heads * head_dim, 2 * layers),
         Matmul("k_proj, v_proj", 1, tokens, hidden, kv_heads * head_dim, 2 * layers),
         Matmul("gate_proj, up_proj", 1, tokens, hidden, config.intermediate_size, 2 * layers),
         Matmul("down_proj", 1, tokens, config.intermediate_size, hidden, layers),
-        Matmul("attention QK^T", heads, tokens, head_dim, tokens, layers, causal),
-        Matmul("attention AV", heads, tokens, tokens, head_dim, layers, causal),
+        Matmul("attention QK^T", heads, tokens, head_dim, keys, layers, causal),
+        Matmul("attention AV", heads, tokens, keys, head_dim, layers, causal),
         Matmul("lm_head", 1, scored_positions, hidden, config.vocab_size, 1),
     ]
 
 
-def forward_flops(config, num_tokens: int, scored_positions: int = 1) -> float:
+def forward_flops(config, num_tokens: int, scored_positions: int = 1, cached_tokens: int = 0) -> float:
     """FLOPs of one Llama-style forward over `num_tokens` (matmuls only; see `forward_matmuls`)."""
-    return sum(product.flops for product in forward_matmuls(config, num_tokens, scored_positions))
+    return sum(product.flops for product in forward_matmuls(config, num_tokens, scored_positions, cached_tokens))
 
 
 def time_matmul(product: Matmul, dtype: torch.dtype, device, timing: TimingConfig = FLOOR_TIMING) -> float:
@@ -80,19 +85,19 @@ def time_matmul(product: Matmul, dtype: torch.dtype, device, timing: TimingConfi
 
 
 def prompt_floor(config, num_tokens: int, dtype: torch.dtype, device="cpu", scored_positions: int = 1,
-                 timer: Callable[..., float] = time_matmul) -> dict:
+                 timer: Callable[..., float] = time_matmul, cached_tokens: int = 0) -> dict:
     """The floor of one forward over `num_tokens` on this machine: each product timed once at its shape.
 
-    Each kind of product's time counts `count * useful` times. Uses torch's current thread count;
-    `timer(product, dtype, device)` -> seconds is swappable for tests. Returns prompt_tokens,
-    forward_gflops, floor_ms, achieved_gflops_per_second (FLOPs over the floor), dtype, device,
-    threads and the per-product times (ms for one product).
+    Each kind of product's time counts `count * useful` times; `cached_tokens` as in `forward_matmuls`.
+    Uses torch's current thread count; `timer(product, dtype, device)` -> seconds is swappable for
+    tests. Returns prompt_tokens, cached_tokens, forward_gflops, floor_ms, achieved_gflops_per_second
+    (FLOPs over the floor), dtype, device, threads and the per-product times (ms for one product).
     """
-    products = forward_matmuls(config, num_tokens, scored_positions)
+    products = forward_matmuls(config, num_tokens, scored_positions, cached_tokens)
     seconds = {product.name: timer(product, dtype, device) for product in products}
     floor_s = sum(seconds[p.name] * p.count * p.useful for p in products)
     flops = sum(p.flops for p in products)
-    return {"prompt_tokens": num_tokens, "forward_gflops": round(flops / 1e9, 2), "floor_ms": round(1000 * floor_s, 1),
+    return {"prompt_tokens": num_tokens, "cached_tokens": cached_tokens, "forward_gflops": round(flops / 1e9, 2), "floor_ms": round(1000 * floor_s, 1),
             "achieved_gflops_per_second": round(flops / floor_s / 1e9, 1),
             "dtype": str(dtype).replace("torch.", ""), "device": str(device), "threads": torch.get_num_threads(),
             "products": [{"name": p.name, "shape": [p.batch, p.m, p.k, p.n], "count": p.count,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -25,11 +26,11 @@ from recsys.machine import dtype_name
 from recsys.ranker.cowatch import CoWatchCounts
 from recsys.ranker.evaluate import read_cowatch, read_fusion_weights, read_prompt_config
 from recsys.ranker.fusion import FusionWeights, describe_fusion, final_order, fused_scores, retriever_opinion
-from recsys.ranker.generation import generate_ranking
+from recsys.ranker.generation import GENERATION_INSTRUCTION, generate_ranking
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, describe, load_ranker, pick_device, use_4bit
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
-from recsys.ranker.prompt import LETTERS, PromptConfig, RankingPrompt, build_prompt, evidence_note, item_texts
-from recsys.ranker.verbalizer import letter_token_ids, read_next_token
+from recsys.ranker.prompt import INSTRUCTION, LETTERS, PromptConfig, RankingPrompt, build_prompt, evidence_note, item_texts
+from recsys.ranker.verbalizer import PrefixCache, build_prefix_cache, letter_token_ids, read_next_token
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, load_catalog, load_model
 from recsys.retriever.model import LRURec
 
@@ -171,6 +172,7 @@ class Pipeline:
         self.info = dict(info or {})
         self.generation_max_new_tokens = generation_max_new_tokens
         self.letter_ids = letter_token_ids(tokenizer)
+        self._prefixes: dict[tuple[str, bool], PrefixCache] = {}
 
     @classmethod
     def load(cls, config: PipelineConfig | None = None) -> "Pipeline":
@@ -282,6 +284,16 @@ class Pipeline:
         """A context in which the ranker computes as the base model (peft's adapter switch: no second model)."""
         return self.model.disable_adapter()
 
+    def prefix_cache(self, instruction: str = INSTRUCTION, base: bool = False) -> PrefixCache:
+        """Keys/values of the first tokens every `instruction` prompt shares, for the served weights (or, with
+        `base`, the base model's), computed on first use and reused: each pass runs only what follows them,
+        exactly as `recsys.ranker.evaluate.score_llm` does."""
+        key = (instruction, base)
+        if key not in self._prefixes:
+            with self.without_adapter() if base else nullcontext():
+                self._prefixes[key] = build_prefix_cache(self.model, self.tokenizer, instruction)
+        return self._prefixes[key]
+
     def recommend(self, history_item_ids, compare_base: bool = False, reverse_check: bool = False) -> Recommendation:
         """Retrieve candidates for a history (item ids, oldest first), score them with the co-watch prior and the
         verbalizer, and rank them by the fusion of the three opinions (`recsys.ranker.fusion`).
@@ -303,21 +315,25 @@ class Pipeline:
         start = time.perf_counter()
         try:
             result.prompt = self.prompt_for(history, candidates)
-            reading = read_next_token(self.model, self.tokenizer, result.prompt, self.letter_ids)
+            reading = read_next_token(self.model, self.tokenizer, result.prompt, self.letter_ids,
+                                      prefix=self.prefix_cache())
             for candidate, probability in zip(candidates, reading.probabilities.tolist()):
                 candidate.probability = probability
             result.ranking = final_order(result.opinions(), self.fusion)
             result.ranking_ms = (time.perf_counter() - start) * 1000
             result.letter_mass, result.top_other_tokens = reading.letter_mass, reading.top_other_tokens
             if compare_base and self.can_compare_base:
+                base_prefix = self.prefix_cache(base=True)
                 with self.without_adapter():
-                    base = read_next_token(self.model, self.tokenizer, result.prompt, self.letter_ids)
+                    base = read_next_token(self.model, self.tokenizer, result.prompt, self.letter_ids,
+                                           prefix=base_prefix)
                 result.base_letter_mass = base.letter_mass
                 for candidate, probability in zip(candidates, base.probabilities.tolist()):
                     candidate.base_probability = probability
             if reverse_check:
                 reverse = self.prompt_for(history, candidates[::-1])
-                flipped = read_next_token(self.model, self.tokenizer, reverse, self.letter_ids).probabilities
+                flipped = read_next_token(self.model, self.tokenizer, reverse, self.letter_ids,
+                                          prefix=self.prefix_cache()).probabilities
                 for candidate, probability in zip(candidates, flipped.flip(0).tolist()):
                     candidate.reversed_probability = probability
         except Exception as error:  # noqa: BLE001 (any ranker failure is reported beside the retrieval results)
@@ -360,7 +376,8 @@ class Pipeline:
             history_titles, candidate_titles, notes = self.prompt_parts(recommendation.history,
                                                                         recommendation.candidates)
             generated = generate_ranking(self.model, self.tokenizer, history_titles, candidate_titles, self.prompt_config,
-                                         self.generation_max_new_tokens, on_token=on_token, notes=notes)
+                                         self.generation_max_new_tokens, on_token=on_token, notes=notes,
+                                         prefix=self.prefix_cache(GENERATION_INSTRUCTION))
         except Exception as error:  # noqa: BLE001 (a failed baseline is shown, never crashes the app)
             race.error = f"{type(error).__name__}: {error}"
             return race

@@ -176,7 +176,7 @@ def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pi
     assert [y for y in bar.y if y.endswith("★")] == [f"(E) {held_out} ★"]
     assert [trace.name for trace in figure.data] == ["Final", "LLM", "Co-watch", "Retriever"]
     assert "### Response:" in prompt
-    monkeypatch.setattr("recsys.pipeline.generate_ranking", lambda model, tokenizer, h, c, config, n, on_token, notes:
+    monkeypatch.setattr("recsys.pipeline.generate_ranking", lambda model, tokenizer, h, c, config, n, on_token, notes, prefix:
                         GenerationResult(list(range(len(c))), "\n".join(c), 50, 1.0, 0.2, 0.8))
     *_, race_summary, timing, text, comparison = last_of(handlers.race(session))
     assert sum(HELD_OUT in v for v in comparison["Verbalizer"]) == 1
@@ -240,7 +240,8 @@ def test_ranker_failure_shows_retrieval_with_the_error(tiny_catalog, tiny_lrurec
 def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_tokenizer, monkeypatch):
     monkeypatch.setattr(demo_handlers, "STREAM_INTERVAL_S", 0.01)
 
-    def slow_generation(model, tokenizer, history_titles, candidate_titles, config, max_new_tokens, on_token, notes):
+    def slow_generation(model, tokenizer, history_titles, candidate_titles, config, max_new_tokens, on_token, notes,
+                        prefix):
         token_ids = tokenizer("\n".join(candidate_titles[::-1]), add_special_tokens=False).input_ids[:30]
         for token_id in token_ids:
             time.sleep(0.01)
@@ -411,7 +412,7 @@ def test_eight_concurrent_sessions_get_their_own_results(served, tiny_pipeline):
 def test_client_race(served, monkeypatch):
     from gradio_client import Client
 
-    monkeypatch.setattr("recsys.pipeline.generate_ranking", lambda model, tokenizer, h, c, config, n, on_token, notes:
+    monkeypatch.setattr("recsys.pipeline.generate_ranking", lambda model, tokenizer, h, c, config, n, on_token, notes, prefix:
                         GenerationResult(list(range(len(c)))[::-1], "\n".join(c[::-1]), 40, 0.5, 0.1, 0.4))
     client = Client(served, verbose=False)
     client.predict("Sci-fi fan", api_name="/load_preset")

@@ -16,7 +16,7 @@ from recsys.ranker.model import cpu_dtype
 from recsys.plots import FONT_COLOR, TRANSPARENT, opinions_figure, timing_figure
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.ranker.fusion import FusionWeights
-from recsys.ranker.generation import GenerationResult
+from recsys.ranker.generation import GENERATION_INSTRUCTION, GenerationResult
 from recsys.ranker.model import RankerLoadConfig
 from recsys.ranker.prompt import LETTERS
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, save_checkpoint
@@ -119,8 +119,9 @@ def test_race_runs_generation_on_the_same_history_and_candidates(tiny_pipeline, 
     seen = {}
 
     def fake_generate(model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, on_token=None,
-                      notes=None):
-        seen.update(history=history_titles, candidates=candidate_titles, config=prompt_config, notes=notes)
+                      notes=None, prefix=None):
+        seen.update(history=history_titles, candidates=candidate_titles, config=prompt_config, notes=notes,
+                    prefix=prefix)
         order = list(range(len(candidate_titles)))[::-1]
         return GenerationResult(order, "\n".join(candidate_titles[i] for i in order), 77, 2.0, 0.5, 1.5)
 
@@ -130,6 +131,7 @@ def test_race_runs_generation_on_the_same_history_and_candidates(tiny_pipeline, 
     assert seen["history"] == tiny_pipeline.catalog.titles([4, 5, 6])
     assert seen["candidates"] == [c.title for c in result.candidates]
     assert seen["config"] == tiny_pipeline.prompt_config and seen["notes"] is None  # no evidence in this prompt
+    assert seen["prefix"] is tiny_pipeline.prefix_cache(GENERATION_INSTRUCTION)  # its own instruction's, built once
     assert race.generated_ranking == list(range(20))[::-1] and race.num_generated_tokens == 77
     assert race.generation_ms == 2000.0 and race.ratio == pytest.approx(2000.0 / result.ranking_ms)
     assert race.error is None

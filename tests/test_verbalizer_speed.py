@@ -9,9 +9,9 @@ import torch
 from conftest import TINY_TITLES
 
 from recsys.ranker.prompt import PromptConfig, build_prompt
-from recsys.ranker.verbalizer import (build_prefix_cache, cached_candidate_probabilities, cached_letter_logits,
-                                      candidate_probabilities, letter_logits, letter_token_ids, position_ids,
-                                      shared_prefix_ids, tokenize_prompts)
+from recsys.ranker.generation import GENERATION_INSTRUCTION, generate_ranking
+from recsys.ranker.verbalizer import (build_prefix_cache, candidate_probabilities, letter_logits, letter_token_ids,
+                                      read_next_token, shared_prefix_ids, tokenize_prompts)
 
 def prompts_of(tokenizer, sizes=((3, 20), (0, 7), (5, 12))):
     """Prompts of different lengths (history size, number of candidates), so that batches need padding."""
@@ -25,7 +25,7 @@ def test_last_position_scoring_equals_full_forward(model, tokenizer):
     fast = letter_logits(model, tokenizer, texts, letter_ids)
     batch = tokenize_prompts(tokenizer, texts, model.device)
     with torch.no_grad():
-        full = model(**batch, position_ids=position_ids(batch["attention_mask"])).logits
+        full = model(**batch).logits  # position ids that start at each row's first real token
     assert full.shape[1] == batch["input_ids"].shape[1]  # every position went through the LM head
     assert torch.allclose(fast, full[:, -1, letter_ids], atol=1e-5)
 
@@ -45,12 +45,36 @@ def test_cached_prefix_equals_plain(model, tokenizer):
     prefix = build_prefix_cache(model, tokenizer)
     assert len(prefix.token_ids) > 10  # the instruction and headers, not a token or two
     plain = candidate_probabilities(model, tokenizer, prompts, letter_ids)
-    cached = cached_candidate_probabilities(model, tokenizer, prompts, letter_ids, prefix)
+    cached = candidate_probabilities(model, tokenizer, prompts, letter_ids, prefix)  # left-padded after the prefix
     for p, c in zip(plain, cached):
         assert c.shape == p.shape
         assert torch.allclose(c, p, atol=1e-5)
-    again = cached_candidate_probabilities(model, tokenizer, prompts[:1], letter_ids, prefix)
+    again = candidate_probabilities(model, tokenizer, prompts[:1], letter_ids, prefix)
     assert torch.allclose(again[0], plain[0], atol=1e-5)  # the stored prefix is not grown by use
+
+
+def test_the_apps_reading_after_the_cached_prefix_equals_the_full_pass(model, tokenizer):
+    """`read_next_token` (what the app calls) gives the same probabilities, letter mass and other tokens with the cache."""
+    letter_ids = letter_token_ids(tokenizer)
+    prompt = prompts_of(tokenizer)[0]
+    plain = read_next_token(model, tokenizer, prompt, letter_ids)
+    cached = read_next_token(model, tokenizer, prompt, letter_ids, prefix=build_prefix_cache(model, tokenizer))
+    assert torch.allclose(cached.probabilities, plain.probabilities, atol=1e-5)
+    assert cached.letter_mass == pytest.approx(plain.letter_mass, abs=1e-5)
+    assert [t for t, _ in cached.top_other_tokens] == [t for t, _ in plain.top_other_tokens]
+
+
+def test_generation_after_its_cached_prefix_writes_the_same_text(model, tokenizer):
+    """The race's baseline continues from its own instruction's prefix and decodes exactly what the full prompt gives."""
+    config = PromptConfig(max_title_tokens=6)
+    plain = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=12)
+    prefix = build_prefix_cache(model, tokenizer, GENERATION_INSTRUCTION)
+    cached = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=12,
+                              prefix=prefix)
+    assert cached.text == plain.text and cached.num_generated_tokens == plain.num_generated_tokens == 12
+    with pytest.raises(ValueError, match="cached prefix"):  # the verbalizer's prefix is not the generation prompt's
+        generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=2,
+                         prefix=build_prefix_cache(model, tokenizer))
 
 
 def test_shared_prefix_is_a_prefix_of_real_prompts(tokenizer):
@@ -62,4 +86,4 @@ def test_shared_prefix_is_a_prefix_of_real_prompts(tokenizer):
 def test_cached_prefix_rejects_other_instructions(model, tokenizer):
     prefix = build_prefix_cache(model, tokenizer, instruction="Something else entirely.")
     with pytest.raises(ValueError, match="cached prefix"):
-        cached_letter_logits(model, tokenizer, [prompts_of(tokenizer)[0].text], letter_token_ids(tokenizer), prefix)
+        letter_logits(model, tokenizer, [prompts_of(tokenizer)[0].text], letter_token_ids(tokenizer), prefix)

@@ -26,7 +26,7 @@ from recsys.ranker.cowatch import COUNTS_FILE, CoWatchCounts
 from recsys.ranker.fusion import FusionWeights, fused_scores, llm_opinion, retriever_opinion
 from recsys.ranker.model import DEFAULT_ADAPTER, TRAIN_COMMAND, RankerLoadConfig, load_ranker
 from recsys.ranker.prompt import PromptConfig, build_prompt, evidence_notes, item_texts
-from recsys.ranker.verbalizer import letter_logits, letter_token_ids
+from recsys.ranker.verbalizer import build_prefix_cache, letter_logits, letter_token_ids
 from recsys.results import write_json
 from recsys.retriever.candidates import SplitCandidates, load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
@@ -97,15 +97,16 @@ def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_conf
               batch_size: int = 1, progress: bool = True, permutation: torch.Tensor | None = None) -> RankingRows:
     """The rows with the LLM's log-probabilities (N, K) filled in: one verbalizer pass per prompt.
 
-    `batch_size` 1 (the default) scores exactly as the app does: one unpadded prompt per pass, so that
-    every figure measured here is the one a user gets; larger batches are left-padded and can differ in
-    the last bits of bf16.
+    `batch_size` 1 (the default) scores exactly as the app does: one unpadded prompt per pass after the
+    cached instruction prefix (`build_prefix_cache`), so that every figure measured here is the one a
+    user gets; larger batches are left-padded and can differ in the last bits of bf16.
     The prompt lists the candidates in the retriever's order, or in `permutation[i]` order for row i
     ((N, K) indices; the scores come back in the retriever's order either way).
     """
     letter_ids = letter_token_ids(tokenizer)
     was_training = model.training
     model.eval()
+    prefix = build_prefix_cache(model, tokenizer)  # as the app: the shared instruction's keys/values computed once
     scores = []
     for start in tqdm(range(0, len(rows), batch_size), desc="verbalizer", disable=not progress, leave=False):
         index = range(start, min(start + batch_size, len(rows)))
@@ -115,7 +116,7 @@ def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_conf
                                 item_texts(catalog, rows.candidate_ids[i][o].tolist(), prompt_config), prompt_config,
                                 notes=evidence_notes(rows.cowatch[i], o) if prompt_config.evidence else None)
                    for i, o in zip(index, orders)]
-        logits = letter_logits(model, tokenizer, [p.text for p in prompts], letter_ids).cpu()
+        logits = letter_logits(model, tokenizer, [p.text for p in prompts], letter_ids, prefix).cpu()
         for row, o in zip(llm_opinion(logits), orders):
             back = torch.empty_like(row)
             back[o] = row  # the candidate shown at letter j is candidate o[j] of the retriever's order

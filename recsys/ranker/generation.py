@@ -110,7 +110,7 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
                      prompt_config: PromptConfig = PromptConfig(),
                      max_new_tokens: int | None = None,
                      on_token: Callable[[int], None] | None = None,
-                     notes: list[str] | None = None) -> GenerationResult:
+                     notes: list[str] | None = None, prefix=None) -> GenerationResult:
     """Rank the candidates by letting the model write their titles, best first, one per line.
 
     Greedy decoding, one token per forward pass on the KV cache. `max_new_tokens` defaults to
@@ -118,15 +118,21 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
     `candidate_titles`. `on_token`, when given, receives each generated token id (EOS excluded) as
     soon as it is chosen, on this thread and inside the timed loop: keep it as cheap as `queue.put`
     and decode elsewhere. `notes` are the candidates' evidence notes when `prompt_config.evidence`.
+    `prefix`, a `recsys.ranker.verbalizer.PrefixCache` built with GENERATION_INSTRUCTION, skips the
+    prompt's shared first tokens, as the verbalizer does in the app (ValueError for another instruction's).
     """
     start = time.perf_counter()
     prompt = build_prompt(tokenizer, history_titles, candidate_titles, prompt_config,
                           instruction=GENERATION_INSTRUCTION, notes=notes)
     budget = answer_length(tokenizer, prompt.candidate_titles) if max_new_tokens is None else max_new_tokens
-    input_ids = tokenizer(prompt.text, return_tensors="pt").input_ids.to(model.device)
+    token_ids = tokenizer(prompt.text).input_ids
+    cache = {}
+    if prefix is not None:
+        token_ids, cache = prefix.suffix(token_ids), cache_kwargs(prefix.expanded_cache(1))
+    input_ids = torch.tensor([token_ids], device=model.device)
     eos_ids = _eos_token_ids(model, tokenizer)
     prefill_start = time.perf_counter()
-    outputs = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+    outputs = model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **cache)
     next_token = outputs.logits[:, -1].argmax(dim=-1, keepdim=True)
     synchronize(model.device)
     decode_start = time.perf_counter()

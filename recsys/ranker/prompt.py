@@ -20,7 +20,6 @@ Layout (as the paper's instruction / input / response prompt):
 
 from __future__ import annotations
 
-import math
 import string
 from dataclasses import dataclass
 

@@ -5,8 +5,8 @@ tokenized (`encode_example`), not by tokenizing "A".."T" alone: SentencePiece to
 different piece for a word-initial "A" than for one after a newline (the reference code's defect).
 
 Every prompt with the same instruction starts with the same tokens; `build_prefix_cache` runs them
-once and `cached_candidate_probabilities` continues from their keys/values, giving the same
-probabilities as `candidate_probabilities` for less compute.
+once, and every scoring function here takes that `PrefixCache` as `prefix=` and runs only the tokens
+after it. The app and evaluation both pass one, so users get exactly the numbers that were measured.
 """
 
 from __future__ import annotations
@@ -46,12 +46,31 @@ def letter_token_ids(tokenizer, prompt_text: str = _PROBE_PROMPT) -> list[int]:
     return ids
 
 
-def tokenize_prompts(tokenizer, prompts: list[str], device) -> dict[str, torch.Tensor]:
-    """Left-padded batch encoding so that every prompt's last token sits at position -1."""
+def tokenize_prompts(tokenizer, prompts: list[str], device, prefix: PrefixCache | None = None) -> dict:
+    """Left-padded batch encoding so that every prompt's last token sits at position -1.
+
+    Returns input_ids and attention_mask (B, T) and position_ids (B, T) that start at 0 on each row's
+    first real token. With a `prefix` (`build_prefix_cache`), input_ids hold only the tokens after it,
+    the mask covers prefix + suffix (the padding sits between them, masked out), positions continue
+    from the prefix, and "prefix_cache" holds a fresh copy of its keys/values for the B rows. Raises
+    ValueError when a prompt does not start with the prefix's tokens.
+    """
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    if prefix is None:
+        batch = dict(tokenizer(prompts, return_tensors="pt", padding=True).to(device))
+        batch["position_ids"] = position_ids(batch["attention_mask"])
+        return batch
+    start = len(prefix.token_ids)
+    suffixes = [prefix.suffix(ids) for ids in tokenizer(prompts).input_ids]
+    length = max(len(s) for s in suffixes)
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (length - len(s)) + s for s in suffixes], device=device)
+    suffix_mask = torch.tensor([[0] * (length - len(s)) + [1] * len(s) for s in suffixes], device=device)
+    attention_mask = torch.cat([torch.ones(len(prompts), start, dtype=suffix_mask.dtype, device=device),
+                                suffix_mask], dim=1)
+    return {"input_ids": input_ids, "attention_mask": attention_mask,
+            "position_ids": position_ids(attention_mask)[:, start:], "prefix_cache": prefix.expanded_cache(len(prompts))}
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -67,8 +86,11 @@ def final_norm(model):
     return norm if norm is not None and hasattr(norm, "weight") else None
 
 
-def forward_letter_logits(model, batch: dict[str, torch.Tensor], letter_ids: list[int]) -> torch.Tensor:
+def forward_letter_logits(model, batch: dict, letter_ids: list[int]) -> torch.Tensor:
     """Letter logits (B, 20) at the next token after each left-padded prompt of `batch`, computed in fp32.
+
+    `batch` is `tokenize_prompts`' output (with or without a prefix cache) or a training collate's
+    input_ids and attention_mask (positions are then derived from the mask).
 
     The decoder runs in the model's dtype; its last position's final RMSNorm and the 20 letter rows of
     the LM head are applied in fp32, so bf16 rounding of the output (a step of 0.06-0.125 at logits
@@ -88,8 +110,10 @@ def _forward(model, batch: dict[str, torch.Tensor], letter_ids: list[int]):
 
     hook = norm.register_forward_hook(keep_last_input) if norm is not None else None
     try:
+        cache = cache_kwargs(batch["prefix_cache"]) if "prefix_cache" in batch else {}
         outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        position_ids=position_ids(batch["attention_mask"]), logits_to_keep=1, use_cache=False)
+                        position_ids=batch.get("position_ids", position_ids(batch["attention_mask"])),
+                        logits_to_keep=1, use_cache=bool(cache), **cache)
     finally:
         if hook is not None:
             hook.remove()
@@ -103,18 +127,21 @@ def _forward(model, batch: dict[str, torch.Tensor], letter_ids: list[int]):
 
 
 @torch.inference_mode()
-def letter_logits(model, tokenizer, prompts: list[str], letter_ids: list[int]) -> torch.Tensor:
+def letter_logits(model, tokenizer, prompts: list[str], letter_ids: list[int],
+                  prefix: PrefixCache | None = None) -> torch.Tensor:
     """Logits (B, 20) at the letter tokens for the next token after each prompt (fp32; see `forward_letter_logits`).
 
     Only the last position goes through the LM head (`logits_to_keep=1`): the full-vocabulary
-    projection at every position would cost more than the rest of the pass for short prompts.
+    projection at every position would cost more than the rest of the pass for short prompts. With a
+    `prefix` only the tokens after it are run.
     """
-    return forward_letter_logits(model, tokenize_prompts(tokenizer, prompts, model.device), letter_ids)
+    return forward_letter_logits(model, tokenize_prompts(tokenizer, prompts, model.device, prefix), letter_ids)
 
 
-def candidate_probabilities(model, tokenizer, prompts: list[RankingPrompt], letter_ids: list[int]) -> list[torch.Tensor]:
+def candidate_probabilities(model, tokenizer, prompts: list[RankingPrompt], letter_ids: list[int],
+                            prefix: PrefixCache | None = None) -> list[torch.Tensor]:
     """Softmax over each prompt's own candidate letters: a list of (num_candidates,) probability vectors."""
-    logits = letter_logits(model, tokenizer, [p.text for p in prompts], letter_ids)
+    logits = letter_logits(model, tokenizer, [p.text for p in prompts], letter_ids, prefix)
     return _softmax_per_prompt(logits, prompts)
 
 
@@ -128,11 +155,12 @@ class VerbalizerReading:
 
 
 @torch.inference_mode()
-def read_next_token(model, tokenizer, prompt: RankingPrompt, letter_ids: list[int], top: int = 5) -> VerbalizerReading:
+def read_next_token(model, tokenizer, prompt: RankingPrompt, letter_ids: list[int], top: int = 5,
+                    prefix: PrefixCache | None = None) -> VerbalizerReading:
     """One forward pass: the candidates' probabilities (from the same fp32 letter logits as `letter_logits`, so the
     app ranks exactly as evaluation does), the letters' share of the mass and the top other tokens."""
     letters = letter_ids[: len(prompt.candidate_titles)]
-    letter_scores, outputs = _forward(model, tokenize_prompts(tokenizer, [prompt.text], model.device), letters)
+    letter_scores, outputs = _forward(model, tokenize_prompts(tokenizer, [prompt.text], model.device, prefix), letters)
     distribution = torch.softmax(outputs.logits[0, -1, :].float(), dim=-1).cpu()
     others = distribution.clone()
     others[letters] = -1.0
@@ -151,6 +179,14 @@ class PrefixCache:
 
     token_ids: list[int]  # the shared prefix's tokens
     key_values: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (1, kv_heads, prefix, head_dim)
+
+    def suffix(self, token_ids: list[int]) -> list[int]:
+        """The prompt's tokens after the prefix; ValueError when the prompt does not start with it (or is nothing more)."""
+        start = len(self.token_ids)
+        if token_ids[:start] != self.token_ids or len(token_ids) == start:
+            raise ValueError("a prompt does not start with the cached prefix; build the cache with the "
+                             "instruction the prompts were built with")
+        return token_ids[start:]
 
     def expanded_cache(self, batch_size: int):
         """A fresh transformers DynamicCache of the prefix for `batch_size` rows (the stored tensors stay unchanged)."""
@@ -176,37 +212,3 @@ def build_prefix_cache(model, tokenizer, instruction: str = INSTRUCTION) -> Pref
     token_ids = shared_prefix_ids(tokenizer, instruction)
     outputs = model(input_ids=torch.tensor([token_ids], device=model.device), use_cache=True, logits_to_keep=1)
     return PrefixCache(token_ids, [(layer.keys, layer.values) for layer in output_cache(outputs).layers])
-
-
-@torch.inference_mode()
-def cached_letter_logits(model, tokenizer, prompts: list[str], letter_ids: list[int],
-                         prefix: PrefixCache) -> torch.Tensor:
-    """Same as `letter_logits` (B, 20), but only the tokens after the cached prefix are run.
-
-    The suffixes are left-padded; the padding sits between prefix and suffix, masked out, and the
-    position ids continue from the prefix so that every real token keeps its position.
-    """
-    encoded = [tokenizer(p).input_ids for p in prompts]
-    start = len(prefix.token_ids)
-    for ids in encoded:
-        if ids[:start] != prefix.token_ids or len(ids) == start:
-            raise ValueError("a prompt does not start with the cached prefix; build the cache with the "
-                             "instruction the prompts were built with")
-    suffixes = [ids[start:] for ids in encoded]
-    length = max(len(s) for s in suffixes)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    input_ids = torch.tensor([[pad_id] * (length - len(s)) + s for s in suffixes], device=model.device)
-    suffix_mask = torch.tensor([[0] * (length - len(s)) + [1] * len(s) for s in suffixes], device=model.device)
-    attention_mask = torch.cat([torch.ones(len(prompts), start, dtype=suffix_mask.dtype, device=model.device),
-                                suffix_mask], dim=1)
-    outputs = model(input_ids=input_ids, attention_mask=attention_mask,
-                    position_ids=position_ids(attention_mask)[:, start:],
-                    **cache_kwargs(prefix.expanded_cache(len(prompts))), use_cache=True, logits_to_keep=1)
-    return outputs.logits[:, -1, :].float()[:, letter_ids]
-
-
-def cached_candidate_probabilities(model, tokenizer, prompts: list[RankingPrompt], letter_ids: list[int],
-                                   prefix: PrefixCache) -> list[torch.Tensor]:
-    """`candidate_probabilities` continuing from a `PrefixCache`: a list of (num_candidates,) probability vectors."""
-    logits = cached_letter_logits(model, tokenizer, [p.text for p in prompts], letter_ids, prefix)
-    return _softmax_per_prompt(logits, prompts)
