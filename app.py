@@ -24,8 +24,8 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from recsys.demo.handlers import (COMPARISON_COLUMNS, MAX_WEIGHT, RESULT_COLUMNS, WEIGHT_STEP, DemoHandlers,
-                                  new_session)
+from recsys.demo.handlers import (COMPARISON_COLUMNS, MAX_WEIGHT, RACE_INTRO, RESULT_COLUMNS, WEIGHT_STEP,
+                                  DemoHandlers, new_session)
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
 from recsys.pipeline import Pipeline, PipelineConfig, default_adapter
 from recsys.ranker.base_model import cache_description
@@ -119,9 +119,7 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
             with gr.Accordion("The exact prompt", open=False):
                 prompt = gr.Textbox(label="Prompt", lines=12, max_lines=60, interactive=False, buttons=["copy"])
             gr.Markdown("### The race: verbalizer vs generation")
-            race_summary = gr.Markdown("Click **Race against generation** to time both on the same history and "
-                                       "candidates. The prompt builder is the same; its instruction asks for the "
-                                       "titles in order instead of one letter.")
+            race_summary = gr.Markdown(RACE_INTRO)
             with gr.Row():
                 timing = gr.Plot(label="Time per stage")
                 generated = gr.Textbox(label="Generated text", lines=10, max_lines=30, interactive=False)
@@ -143,21 +141,25 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
         # always_last: the matches follow the text as it is once the previous search returns (one search at a time)
         movie.input(handlers.suggest, movie, matches, show_progress="hidden", trigger_mode="always_last",
                     api_name="search")
+        racing = race.click(gpu(handlers.race, duration=180), [session, llm_weight, cowatch_weight, compare],
+                            result_outputs + race_outputs,
+                            api_name="race", concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY,
+                            show_progress="minimal")
+        stop_race = {"cancels": [racing]}  # a new history stops a race for the old one (its generation ends too)
         events = [
-            add.click(handlers.add, [session, movie], history_outputs, api_name="add"),
-            movie.submit(handlers.add, [session, movie], history_outputs, api_visibility="private"),
-            matches.input(handlers.add, [session, matches], history_outputs, api_name="pick"),
-            remove.click(handlers.remove, [session, removable], history_outputs, api_name="remove"),
-            clear.click(handlers.clear, [session], history_outputs, api_name="clear"),
-            load_preset.click(handlers.load_preset, [session, preset], history_outputs, api_name="load_preset"),
-            load_user.click(handlers.load_test_user, [session, user], history_outputs, api_name="load_test_user"),
+            add.click(handlers.add, [session, movie], history_outputs, api_name="add", **stop_race),
+            movie.submit(handlers.add, [session, movie], history_outputs, api_visibility="private", **stop_race),
+            matches.input(handlers.add, [session, matches], history_outputs, api_name="pick", **stop_race),
+            remove.click(handlers.remove, [session, removable], history_outputs, api_name="remove", **stop_race),
+            clear.click(handlers.clear, [session], history_outputs, api_name="clear", **stop_race),
+            load_preset.click(handlers.load_preset, [session, preset], history_outputs, api_name="load_preset",
+                              **stop_race),
+            load_user.click(handlers.load_test_user, [session, user], history_outputs, api_name="load_test_user",
+                            **stop_race),
             recommend.click(gpu(handlers.recommend), [session, llm_weight, cowatch_weight, compare, reverse],
                             result_outputs,
                             api_name="recommend", concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY),
-            race.click(gpu(handlers.race, duration=180), [session, llm_weight, cowatch_weight, compare],
-                       result_outputs + race_outputs,
-                       api_name="race", concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY,
-                       show_progress="minimal"),
+            racing,
         ]
         for event in events:  # results made for another history are cleared, whichever finished last
             event.then(handlers.stale_results, [session, last], result_outputs + race_outputs,

@@ -244,9 +244,9 @@ def speed_steps(model, tokenizer, texts: list[str], letter_ids: list[int], confi
     measure("+ LM head on the last position only (logits_to_keep=1)",
             lambda: _letter_logits_variant(model, tokenizer, one, letter_ids, torch.inference_mode, False))
     model.set_attn_implementation("sdpa")
-    measure("+ SDPA attention (= verbalizer.letter_logits)", lambda: letter_logits(model, tokenizer, one, letter_ids))
+    measure("+ SDPA attention", lambda: letter_logits(model, tokenizer, one, letter_ids))
     prefix = build_prefix_cache(model, tokenizer)
-    measure(f"+ cached instruction prefix ({len(prefix.token_ids)} tokens)",
+    measure(f"+ cached instruction prefix ({len(prefix.token_ids)} tokens; what the app runs)",
             lambda: letter_logits(model, tokenizer, one, letter_ids, prefix))
     measure(f"+ batch of {len(batch)} (time per request)",
             lambda: letter_logits(model, tokenizer, batch, letter_ids, prefix), len(batch))

@@ -16,7 +16,7 @@ import app
 from recsys.demo import handlers as demo_handlers
 from recsys.demo import pages
 from recsys.data.catalog import Catalog, Movie
-from recsys.demo.handlers import HELD_OUT, PRESETS, STALE, STALE_CHART, DemoHandlers, new_session
+from recsys.demo.handlers import HELD_OUT, PRESETS, RACE_INTRO, STALE, STALE_CHART, DemoHandlers, new_session
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.generation import GenerationResult
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
@@ -70,7 +70,7 @@ def test_a_partial_title_offers_its_matches_and_adds_only_the_pick(typed_handler
     assert session["history"] == [1] and "nothing was added" in notice and "1 movie matches" in notice
     assert matches["visible"] and matches["choices"] == [("The Godfather: Part II (1974)", 10)]
     session, table, _, notice, matches = typed_handlers.add(start, "boa")
-    assert session["history"] == [1] and matches["choices"] == [("Das Boot (1981)", 51), ("Lifeboat (1944)", 50)]
+    assert session["history"] == [1] and matches["choices"] == [("Das Boot (1981), also known as The Boat", 51), ("Lifeboat (1944)", 50)]
     session, table, _, notice, matches = typed_handlers.add(session, 50)  # the pick: an id from the list
     assert titles_of(table) == ["The Terminator (1984)", "Lifeboat (1944)"] and not matches["visible"]
     session, table, _, notice, _ = typed_handlers.add(start, "The Boat")  # an exact alternative title
@@ -90,7 +90,8 @@ def test_typed_digits_are_a_title_never_an_item_id(typed_handlers):
 def test_matches_follow_the_forgiving_search_as_you_type(typed_handlers):
     suggest = typed_handlers.suggest
     assert suggest("matrix, the")["choices"] == [("The Matrix (1999)", 6)]  # no substring of "The Matrix (1999)"
-    assert suggest("the boat")["choices"] == [("Das Boot (1981)", 51), ("Lifeboat (1944)", 50)]  # exact first
+    assert suggest("the boat")["choices"] == [("Das Boot (1981), also known as The Boat", 51),  # exact first
+                                         ("Lifeboat (1944)", 50)]
     assert suggest("the boat")["visible"] and not suggest("")["visible"] and not suggest("zzz")["visible"]
     many = suggest("e")
     assert len(many["choices"]) == 10 and many["label"].startswith("Matches for “e” (10 of ")
@@ -99,7 +100,7 @@ def test_matches_follow_the_forgiving_search_as_you_type(typed_handlers):
 
 
 @pytest.mark.parametrize("movie, message", [
-    (None, "Pick a movie"), ("", "Pick a movie"), ("Casablanca (1942)", "Unknown title"),
+    (None, "Type a title"), ("", "Type a title"), ("Casablanca (1942)", "Unknown title"),
     ("Alie", "2 movies match"), (9999, "Unknown item id"),
 ])
 def test_bad_movies_get_a_message(handlers, movie, message):
@@ -117,9 +118,9 @@ def test_results_of_another_history_are_cleared_and_never_redrawn(handlers):
                         handlers.load_test_user(session, 2), handlers.add(session, 40)):
         summary, table, chart, prompt, reading, last, race_summary, timing, text, comparison = (
             handlers.stale_results(changed, shown))
-        assert STALE in summary and len(table) == 0 and last is None and STALE in race_summary
-        assert len(comparison) == 0 and text == "" and prompt == "" and reading == ""
-        assert chart.layout.annotations[0].text == timing.layout.annotations[0].text == STALE_CHART
+        assert STALE in summary and len(table) == 0 and last is None and race_summary == RACE_INTRO  # race starts over
+        assert len(comparison) == 0 and text == "" and prompt == "" and reading == "" and timing is None
+        assert chart.layout.annotations[0].text == STALE_CHART
         table, chart = handlers.ranking_view(changed, shown, 0.3, 0.3)  # the sliders: no redraw for the new session
         assert len(table) == 0 and chart.layout.annotations[0].text == STALE_CHART
 
@@ -256,12 +257,37 @@ def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_toke
     assert list(comparison["Verbalizer"]) == [f"({c.letter}) {c.title}" for c in shown.recommendation.ranked()]
     assert set(comparison["Generation (parsed)"]) == {""}  # the verbalizer's ranking first, generation to come
     assert len(streamed) >= 3 and all(output == gr.skip() for step in streamed for output in step[:6])
-    counts = [int(re.search(r"\*\*(\d+) tokens\*\* so far", step[6])[1]) for step in streamed]
+    counts = [int(re.search(r"\*\*(\d+) tokens?\*\* so far", step[6])[1]) for step in streamed]
     assert counts == sorted(counts) and 0 < counts[-1] <= 30 and counts[0] < 30
     texts = [step[8] for step in streamed]
     assert all(final[8].startswith(t) for t in texts) and len(set(texts)) >= 2  # the text grows token by token
     assert "**Generation** 300 ms for 30 tokens" in final[6] and final[5] == shown
     assert list(final[9]["Generation (parsed)"])[0].startswith("(T) ")
+
+
+def test_a_race_left_mid_stream_stops_generating(handlers, monkeypatch):
+    """Gradio closes the race's stream when a new history cancels it: generation stops at its next token."""
+    monkeypatch.setattr(demo_handlers, "STREAM_INTERVAL_S", 0.01)
+    produced, stopped = [], []
+
+    def endless_generation(model, tokenizer, history_titles, candidate_titles, config, max_new_tokens, on_token, notes,
+                           prefix):
+        try:
+            for token_id in range(10_000):  # ~100 s unless stopped
+                time.sleep(0.01)
+                on_token(token_id)
+                produced.append(token_id)
+        except demo_handlers.RaceLeft as error:
+            stopped.append(error)
+            raise
+        return GenerationResult(list(range(len(candidate_titles))), "", len(produced), 100.0, 0.0, 100.0)
+
+    monkeypatch.setattr("recsys.pipeline.generate_ranking", endless_generation)
+    stream = handlers.race({**new_session(), "history": [1, 2, 3]})
+    next(stream), next(stream), next(stream)  # the verbalizer's results, then the text streaming
+    started = time.perf_counter()
+    stream.close()  # what gradio's cancel does
+    assert time.perf_counter() - started < 5 and len(stopped) == 1 and len(produced) < 1_000
 
 
 def test_failed_baseline_gets_a_message(handlers, monkeypatch):

@@ -196,7 +196,7 @@ def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served
         assert history_titles(page) == ["300 (2007)", "Aliens (1986)"]
 
         page.get_by_role("button", name="Race against generation", exact=True).click()  # the race streams
-        running = page.get_by_text("tokens so far")
+        running = page.get_by_text(re.compile(r"tokens? so far"))  # "0 tokens", "1 token", "2 tokens"
         running.wait_for()
         ranked_titles = page.get_by_label("Ranked candidates").locator('[role="gridcell"][data-col="2"]')
         expect(ranked_titles.first).to_be_visible()
@@ -205,7 +205,7 @@ def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served
         seen, clocks = [], []
         while running.count() and len(seen) < 200:  # the text, clock and token count as they grow
             seen.append(generated.input_value())
-            clocks += [tuple(map(float, re.findall(r"([\d.]+) s, (\d+) tokens", text)[0]))
+            clocks += [tuple(map(float, re.findall(r"([\d.]+) s, (\d+) tokens?", text)[0]))
                        for text in running.all_text_contents()]
             page.wait_for_timeout(100)
         expect(page.get_by_text("generation takes")).to_be_visible()
@@ -229,6 +229,16 @@ def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served
         page.wait_for_timeout(1000)
         expect(page.locator(".js-plotly-plot .bars")).to_have_count(0)  # ... never the old results against the new
         expect(page.get_by_text("Three opinions and the final one")).to_have_count(0)
+
+        add_movie(page, "Alie", "Aliens (1986)")  # a race left mid-stream stops: no clock ticks on for the old history
+        page.get_by_role("button", name="Race against generation", exact=True).click()
+        running.wait_for()
+        page.get_by_role("button", name="Clear", exact=True).click()
+        expect(running).to_have_count(0)
+        for _ in range(25):  # 2.5 s: longer than the rest of an uncancelled race would stream
+            assert running.count() == 0 and generated.input_value() == ""
+            page.wait_for_timeout(100)
+        expect(page.get_by_text("Click **Race against generation**".replace("**", ""))).to_be_visible()
         browser.close()
 
 

@@ -193,6 +193,23 @@ def test_exact_titles_beat_partial_ones_and_partial_ones_come_prefix_first():
     assert [m.title for m in search.search("Les Misérables (2012)").ranked] == ["Les Misérables (2012)"]
 
 
+def test_a_number_is_part_of_a_title_not_of_a_year():
+    """"30" finds "300" (a title), never the films of 1930-2030 by their year; a title with its year still finds them."""
+    search = TitleSearch(foreign_catalog())
+    assert [m.title for m in search.search("30").ranked] == ["300 (2007)"]
+    assert [m.title for m in search.search("19").ranked] == []
+    assert [m.title for m in search.search("Die Hard 19").ranked] == ["Die Hard (1988)"]
+
+
+def test_matches_name_the_alternative_title_that_found_them():
+    search = TitleSearch(foreign_catalog())
+    apartment = search.find("auberge")[0]
+    assert search.label(apartment, "auberge") == "The Spanish Apartment (2002), also known as L'Auberge espagnole"
+    assert search.label(apartment, "spanish") == "The Spanish Apartment (2002)"  # the title itself matched
+    assert search.label(search.find("boat")[0], "boat") == "Das Boot (1981), also known as The Boat"
+    assert search.label(search.find("lifeboat")[0], "boat") == "Lifeboat (1944)"
+
+
 @pytest.mark.skipif(not (DEFAULT_CHECKPOINT / "catalog.json").is_file(), reason="no committed catalog")
 @pytest.mark.parametrize("typed, titles", [
     ("Les Misérables", ["Les Misérables (1995)", "Les Misérables (1998)", "Les Misérables (2012)"]),

@@ -6,6 +6,7 @@ Tested without a browser; `app.py` only wires them to Gradio components.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -32,8 +33,14 @@ COMPARISON_COLUMNS = ["Position", "Verbalizer", "Generation (parsed)"]
 MAX_OFFERED = 10  # matches shown to pick from, while typing and after an Add that was not exactly one title
 MAX_QUERY_SHOWN = 40  # characters of the typed text the matches list names (longer text ends in "…")
 STREAM_INTERVAL_S = 0.25  # how often the race redraws the generated text: often enough to watch, rare enough to be free
+class RaceLeft(RuntimeError):
+    """Raised inside the race's generation loop once its stream was closed, to stop generating for nobody."""
+
+
 STALE = "The history changed since these results were made: click Recommend (or Race) again."
 STALE_CHART = "The history changed: Recommend again."  # short enough for a narrow chart
+RACE_INTRO = ("Click **Race against generation** to time both on the same history and candidates. The prompt builder "
+              "is the same; its instruction asks for the titles in order instead of one letter.")
 WHY_ONE_PASS = ("The answer is a single token, so one forward pass gives its whole distribution: reading it at the "
                 "letters A–T scores every candidate at once, where generating a ranked list needs a pass per token.")
 
@@ -137,7 +144,8 @@ class DemoHandlers:
         shown_text = " ".join(text.split())  # one line, single spaces
         shown_text = shown_text if len(shown_text) <= MAX_QUERY_SHOWN else shown_text[:MAX_QUERY_SHOWN - 1] + "…"
         query = f" for “{shown_text}”" if shown_text else ""
-        return gr.update(choices=[(m.title, m.item_id) for m in shown], value=None, visible=bool(shown),
+        return gr.update(choices=[(self.search.label(m, text), m.item_id) for m in shown], value=None,
+                         visible=bool(shown),
                          label=f"Matches{query}{more}: click the movie you mean")
 
     def suggest(self, text: str):
@@ -177,7 +185,7 @@ class DemoHandlers:
             return self.append(session, movie)
         text = "" if movie is None else str(movie).strip()
         if not text:
-            return self.history_view(session, "⚠️ Pick a movie in the search box first.")
+            return self.history_view(session, "⚠️ Type a title in the search box first.")
         found = self.search.search(text)
         if len(found.exact) == 1:
             movie = found.exact[0]
@@ -341,13 +349,12 @@ class DemoHandlers:
         return self.summary_markdown(session, result), table, figure, prompt, self.reading_markdown(result), shown
 
     def stale_results(self, session: dict, shown: ShownResults | None):
-        """Results and race outputs once the history may have changed: cleared with a note when the results on
-        screen were made for another session, untouched otherwise."""
+        """Results and race outputs once the history may have changed: when the results on screen were made for
+        another session, the results are cleared with a note and the race section starts over; else untouched."""
         if shown is None or shown.session == session:
             return tuple(gr.skip() for _ in range(10))
         return (f"⚠️ {STALE}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART), "", "", None,
-                f"⚠️ {STALE}", plots.message_figure(STALE_CHART), "",
-                pd.DataFrame(columns=COMPARISON_COLUMNS))
+                RACE_INTRO, None, "", pd.DataFrame(columns=COMPARISON_COLUMNS))
 
     def recommend(self, session: dict, llm_weight: float | None = None, cowatch_weight: float | None = None,
                   compare_base: bool = False, reverse_check: bool = False, progress=gr.Progress()):
@@ -363,7 +370,8 @@ class DemoHandlers:
     def generating_markdown(self, result: Recommendation, seconds: float, num_tokens: int) -> str:
         """The race's running clock while generation writes its list, beside the verbalizer's time."""
         gap = f": already **{seconds * 1000 / result.ranking_ms:,.1f}×** its time" if seconds else ""
-        return (f"**Generating** the ranked list… **{seconds:,.1f} s**, **{num_tokens} tokens** so far. The "
+        tokens = f"{num_tokens} token" + ("" if num_tokens == 1 else "s")
+        return (f"**Generating** the ranked list… **{seconds:,.1f} s**, **{tokens}** so far. The "
                 f"verbalizer ranked all {len(result.candidates)} candidates in **{result.ranking_ms:,.0f} ms** "
                 f"(one forward pass){gap}.")
 
@@ -419,16 +427,26 @@ class DemoHandlers:
             return
         yield (*results, *self.race_view(session, RaceResult(result)))
         token_ids = queue.SimpleQueue()
+        left = threading.Event()  # set when nobody watches any more: the stream was closed (history changed, page left)
+
+        def on_token(token_id: int) -> None:  # inside generation's timed loop: a flag check and a queue put
+            if left.is_set():
+                raise RaceLeft("the race was left before generation ended")
+            token_ids.put(token_id)
+
         generated: list[int] = []
         unchanged = tuple(gr.skip() for _ in results)
         with ThreadPoolExecutor(max_workers=1) as pool:
             started = time.perf_counter()
-            running = pool.submit(self.pipeline.race, result, token_ids.put)
-            while not wait([running], timeout=STREAM_INTERVAL_S).done:
-                while not token_ids.empty():
-                    generated.append(token_ids.get())
-                text = self.pipeline.tokenizer.decode(generated, skip_special_tokens=True) if generated else ""
-                yield (*unchanged, self.generating_markdown(result, time.perf_counter() - started, len(generated)),
-                       gr.skip(), text, gr.skip())
+            running = pool.submit(self.pipeline.race, result, on_token)
+            try:
+                while not wait([running], timeout=STREAM_INTERVAL_S).done:
+                    while not token_ids.empty():
+                        generated.append(token_ids.get())
+                    text = self.pipeline.tokenizer.decode(generated, skip_special_tokens=True) if generated else ""
+                    yield (*unchanged, self.generating_markdown(result, time.perf_counter() - started, len(generated)),
+                           gr.skip(), text, gr.skip())
+            finally:  # a closed stream (gradio closes it on cancel) stops generating at the next token, freeing the CPU
+                left.set()
             race = running.result()
         yield (*results, *self.race_view(session, race))

@@ -58,6 +58,7 @@ class SearchResult:
 class _Entry:
     movie: Movie
     names: tuple[str, ...]  # search keys of the display title (with year) and of each alternative title
+    bare_names: tuple[str, ...]  # the same without the year: what a number alone is matched against
     exact_keys: frozenset[str]  # each name with and without the year
 
 
@@ -66,7 +67,8 @@ def _entry(movie: Movie) -> _Entry:
     title_keys = {search_key(movie.title), search_key(bare_title)}
     alternative_keys = {search_key(title) for title in movie.alternative_titles} - {""}
     exact = title_keys | alternative_keys | ({f"{key} {year}" for key in alternative_keys} if year else set())
-    return _Entry(movie, (search_key(movie.title), *sorted(alternative_keys)), frozenset(exact - {""}))
+    return _Entry(movie, (search_key(movie.title), *sorted(alternative_keys)),
+                  (search_key(bare_title), *sorted(alternative_keys)), frozenset(exact - {""}))
 
 
 class TitleSearch:
@@ -82,10 +84,22 @@ class TitleSearch:
             return SearchResult([], [])
         exact = [e.movie for e in self.entries if query in e.exact_keys]
         exact_ids = {m.item_id for m in exact}
-        partial = [e for e in self.entries
-                   if e.movie.item_id not in exact_ids and any(query in name for name in e.names)]
+        numbers_only = query.replace(" ", "").isdigit()  # "10" is part of a title ("10 Things..."), not of a year
+        partial = [e for e in self.entries if e.movie.item_id not in exact_ids
+                   and any(query in name for name in (e.bare_names if numbers_only else e.names))]
         partial.sort(key=lambda e: (not any(name.startswith(query) for name in e.names), e.movie.title.casefold()))
         return SearchResult(exact, [e.movie for e in partial])
+
+    @staticmethod
+    def label(movie: Movie, text: str) -> str:
+        """The movie as a list of matches for `text` shows it: its title, and the alternative title that `text`
+        found when the title itself does not contain it ("The Postman (1994), also known as Il Postino")."""
+        query = search_key(text)
+        if query and query not in search_key(movie.title):
+            for alternative in movie.alternative_titles:
+                if query in search_key(alternative):
+                    return f"{movie.title}, also known as {alternative}"
+        return movie.title
 
     def find(self, text: str) -> list[Movie]:
         """Movies matching `text`: the exact matches when there are any, else every movie whose name contains it."""
