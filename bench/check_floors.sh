@@ -24,7 +24,7 @@ export GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1
 [ "$#" -gt 0 ] || set -- --ignore=tests/test_browser.py
 log=bench/results/check_floors.txt
 {
-  echo "# bash bench/check_floors.sh $*   ($(date -u +%Y-%m-%dT%H:%MZ), Python $(python -c 'import platform; print(platform.python_version())'))"
+  echo "# bash bench/check_floors.sh $*   ($(date -u +%Y-%m-%dT%H:%MZ), Python $(python -c 'import platform; print(platform.python_version())'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- recsys tests app.py requirements*.txt || echo ' + uncommitted changes'))"
   echo "## requested"
   echo "$pins"
   echo "## installed"
