@@ -63,6 +63,7 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
                     "the LLM's. **Race** also generates the ranked list as text, the slow way." + adapter_note)
         session = gr.State(new_session())
         last = gr.State(None)  # the latest Recommendation: the fusion slider re-ranks it without a model call
+        race_streaming = gr.State(False)  # set while a race streams; still set after one was cancelled half-way
         with gr.Tab("Recommend"):
             with gr.Row():
                 with gr.Column(scale=2, min_width=300):
@@ -137,7 +138,7 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
 
         history_outputs = [session, history, removable, notice, matches]
         result_outputs = [summary, table, chart, prompt, reading, last]
-        race_outputs = [race_summary, timing, generated, comparison]
+        race_outputs = [race_summary, timing, generated, comparison, race_streaming]
         # always_last: the matches follow the text as it is once the previous search returns (one search at a time)
         movie.input(handlers.suggest, movie, matches, show_progress="hidden", trigger_mode="always_last",
                     api_name="search")
@@ -162,7 +163,7 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
             racing,
         ]
         for event in events:  # results made for another history are cleared, whichever finished last
-            event.then(handlers.stale_results, [session, last], result_outputs + race_outputs,
+            event.then(handlers.stale_results, [session, last, race_streaming], result_outputs + race_outputs,
                        show_progress="hidden", api_visibility="private")
         for slider in (llm_weight, cowatch_weight):
             slider.change(handlers.ranking_view, [session, last, llm_weight, cowatch_weight], [table, chart],

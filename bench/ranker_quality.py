@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys.data import load_dataset  # noqa: E402
 from recsys.machine import machine_record  # noqa: E402
-from recsys.metrics import format_table, ndcg_at, paired_bootstrap  # noqa: E402
+from recsys.metrics import format_table, paired_bootstrap  # noqa: E402
 from recsys.ranker.cowatch import CoWatchCounts  # noqa: E402
-from recsys.ranker.evaluate import (RETRIEVER, ablation, read_cowatch, read_fusion_weights,  # noqa: E402
-                                    read_prompt_config, score_llm, split_rows, target_ranks)
+from recsys.ranker.evaluate import (RETRIEVER, ablation, adapter_rows, read_cowatch, read_fusion_weights,  # noqa: E402
+                                    read_prompt_config, score_llm, subset_ndcgs)
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker  # noqa: E402
 from recsys.ranker.prior import training_counts  # noqa: E402
 from recsys.ranker.train import choose_llm_weight  # noqa: E402
@@ -53,8 +53,8 @@ def cross_fitted(val_rows, test_rows, prior) -> dict:
     for choose_on, score_on, name in ((val_rows, test_rows, "test"), (test_rows, val_rows, "val")):
         weights, _ = choose_llm_weight(choose_on, prior)
         chosen[name] = weights.llm
-        ours += [ndcg_at(r, 10) for r in target_ranks(score_on, weights).tolist()]
-        baseline += [ndcg_at(r, 10) for r in target_ranks(score_on, RETRIEVER).tolist()]
+        ours += subset_ndcgs(score_on, weights)
+        baseline += subset_ndcgs(score_on, RETRIEVER)
     low, high = paired_bootstrap(ours, baseline)
     mean_ours, mean_base = sum(ours) / len(ours), sum(baseline) / len(baseline)
     return {"users": len(ours), "llm_weight_chosen_on_the_other_split": chosen, "retriever_N@10": round(mean_base, 4),
@@ -87,7 +87,8 @@ def main(argv=None) -> dict:
     candidates = load_candidates(args.retriever)
     prompt_config = read_prompt_config(adapter)
     scored = {split: score_llm(model, tokenizer, dataset.catalog,
-                               split_rows(dataset, split, candidates[split], counts, args.max_users), prompt_config)
+                               adapter_rows(dataset, split, candidates[split], adapter, counts, args.max_users),
+                               prompt_config)
               for split in ("val", "test")}
     result = {"test": ablation(scored["test"], weights), "val": ablation(scored["val"], weights),
               "cross_fitted_val_test": cross_fitted(scored["val"], scored["test"], weights.but(llm=0.0)),

@@ -25,13 +25,46 @@ from recsys.data.test_users import TestUsers, load_test_users
 from recsys.machine import dtype_name
 from recsys.ranker.cowatch import CoWatchCounts
 from recsys.ranker.evaluate import read_cowatch, read_fusion_weights, read_prompt_config
-from recsys.ranker.fusion import FusionWeights, describe_fusion, final_order, fused_scores, retriever_opinion
+from recsys.ranker.fusion import (
+    FusionWeights,
+    describe_fusion,
+    final_order,
+    fused_scores,
+    retriever_opinion,
+)
 from recsys.ranker.generation import GENERATION_INSTRUCTION, generate_ranking
-from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, describe, load_ranker, pick_device, use_4bit
+from recsys.ranker.model import (
+    DEFAULT_ADAPTER,
+    RankerLoadConfig,
+    describe,
+    load_ranker,
+    pick_device,
+    use_4bit,
+)
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
-from recsys.ranker.prompt import INSTRUCTION, LETTERS, PromptConfig, RankingPrompt, build_prompt, evidence_note, item_texts
-from recsys.ranker.verbalizer import PrefixCache, build_prefix_cache, letter_token_ids, read_next_token
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, load_catalog, load_model
+from recsys.ranker.pool import keep_best, read_pool
+from recsys.ranker.prompt import (
+    INSTRUCTION,
+    LETTERS,
+    PromptConfig,
+    RankingPrompt,
+    build_prompt,
+    evidence_note,
+    item_texts,
+)
+from recsys.ranker.verbalizer import (
+    PrefixCache,
+    build_prefix_cache,
+    letter_token_ids,
+    read_next_token,
+)
+from recsys.retriever.checkpoint import (
+    DEFAULT_CHECKPOINT,
+    TRAIN_COMMAND,
+    CheckpointError,
+    load_catalog,
+    load_model,
+)
 from recsys.retriever.model import LRURec
 
 MAX_INPUT_ITEMS = 5000  # longest history accepted at all (the longest ml-latest-small user has 2,131 test items)
@@ -152,7 +185,8 @@ class Pipeline:
                  fusion: FusionWeights = FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0),
                  cowatch: CoWatchCounts | None = None,
                  test_users: TestUsers | None = None, adapter: str | Path | None = None,
-                 info: dict[str, str] | None = None, generation_max_new_tokens: int | None = None):
+                 info: dict[str, str] | None = None, generation_max_new_tokens: int | None = None,
+                 pool: int = NUM_CANDIDATES):
         if retriever.config.num_items != len(catalog):
             raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog has "
                                   f"{len(catalog)}: they come from different runs. "
@@ -171,6 +205,7 @@ class Pipeline:
         self.adapter = adapter  # the ranker's adapter folder; None when the base model ranks alone
         self.info = dict(info or {})
         self.generation_max_new_tokens = generation_max_new_tokens
+        self.pool = pool  # LRURec's top films the prior re-ranks to keep NUM_CANDIDATES (`recsys.ranker.pool`)
         self.letter_ids = letter_token_ids(tokenizer)
         self._prefixes: dict[tuple[str, bool], PrefixCache] = {}
 
@@ -196,6 +231,7 @@ class Pipeline:
         fusion = read_fusion_weights(adapter) if config.fusion is None else config.fusion
         prompt_config = config.prompt or read_prompt_config(adapter)  # all read before the slow model load
         cowatch = read_cowatch(adapter)
+        pool = read_pool(adapter) if cowatch is not None else NUM_CANDIDATES
         # The model exactly as evaluation and training validation score it: the adapter unmerged (fp32 LoRA
         # weights over base weights in the CPU precision), fp32 letter logits, one prompt at a time.
         ranker_config = replace(config.ranker, cpu_precision=config.cpu_precision)
@@ -212,7 +248,7 @@ class Pipeline:
                     test_users=test_users_note)
         pipeline = cls(catalog, retriever, model, tokenizer, prompt_config=prompt_config, fusion=fusion,
                        cowatch=cowatch, test_users=test_users, adapter=adapter, info=info,
-                       generation_max_new_tokens=config.generation_max_new_tokens)
+                       generation_max_new_tokens=config.generation_max_new_tokens, pool=pool)
         pipeline.warm_up()
         return pipeline
 
@@ -264,15 +300,22 @@ class Pipeline:
 
     @torch.inference_mode()
     def retrieve(self, history: list[int]) -> tuple[list[Candidate], float]:
-        """LRURec's top-20 unseen items for a checked history, and the time it took (ms)."""
+        """The 20 candidates of a checked history and the time it took (ms): LRURec's top `pool` unseen items, of
+        which the co-watch prior keeps the best 20 in LRURec's order (`recsys.ranker.pool.keep_best`; with a pool
+        of 20, or no co-watch counts, LRURec's top-20). Each keeps LRURec's rank."""
         start = time.perf_counter()
-        ids, scores = self.retriever.retrieve([history], NUM_CANDIDATES)
-        elapsed_ms = (time.perf_counter() - start) * 1000
+        ids, scores = self.retriever.retrieve([history], self.pool)
         pairs = [(i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist()) if math.isfinite(s)]
         if not pairs:
             raise HistoryError("Every catalog item is already in the history: nothing is left to recommend.")
-        candidates = [Candidate(item_id, self.catalog.title(item_id), LETTERS[rank], rank + 1, score)
-                      for rank, (item_id, score) in enumerate(pairs)]
+        kept = list(range(min(len(pairs), NUM_CANDIDATES)))
+        if len(pairs) > NUM_CANDIDATES and self.cowatch is not None:
+            pool_ids = torch.tensor([[i for i, _ in pairs]])
+            kept = keep_best(torch.tensor([[s for _, s in pairs]]), self.cowatch.scores([history], pool_ids),
+                             self.fusion)[0].tolist()
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        candidates = [Candidate(pairs[rank][0], self.catalog.title(pairs[rank][0]), LETTERS[letter], rank + 1,
+                                pairs[rank][1]) for letter, rank in enumerate(kept)]
         return candidates, elapsed_ms
 
     @property

@@ -74,7 +74,7 @@ def test_a_partial_title_offers_its_matches_and_adds_only_the_pick(typed_handler
     session, table, _, notice, matches = typed_handlers.add(session, 50)  # the pick: an id from the list
     assert titles_of(table) == ["The Terminator (1984)", "Lifeboat (1944)"] and not matches["visible"]
     session, table, _, notice, _ = typed_handlers.add(start, "The Boat")  # an exact alternative title
-    assert titles_of(table)[-1] == "Das Boot (1981)" and notice == "Added 'Das Boot (1981)'."
+    assert titles_of(table)[-1] == "Das Boot (1981)" and notice == "Added 'Das Boot (1981), also known as The Boat'."
 
 
 def test_typed_digits_are_a_title_never_an_item_id(typed_handlers):
@@ -112,11 +112,14 @@ def test_bad_movies_get_a_message(handlers, movie, message):
 def test_results_of_another_history_are_cleared_and_never_redrawn(handlers):
     session, *_ = handlers.load_test_user(new_session(), 1)
     *_, shown = handlers.recommend(session)
-    assert handlers.stale_results(session, shown) == tuple(gr.skip() for _ in range(10))  # still this history
-    assert handlers.stale_results(session, None) == tuple(gr.skip() for _ in range(10))
+    assert handlers.stale_results(session, shown) == tuple(gr.skip() for _ in range(11))  # still this history
+    assert handlers.stale_results(session, None) == tuple(gr.skip() for _ in range(11))
+    *results, race_summary, timing, text, comparison, streaming = handlers.stale_results(session, shown, True)
+    assert all(r == gr.skip() for r in results) and race_summary == RACE_INTRO and streaming is False  # a cancelled
+    assert timing is None and text == "" and len(comparison) == 0  # race starts over; this history's results stay
     for changed, *_ in (handlers.clear(session), handlers.load_preset(session, "Sci-fi fan"),
                         handlers.load_test_user(session, 2), handlers.add(session, 40)):
-        summary, table, chart, prompt, reading, last, race_summary, timing, text, comparison = (
+        summary, table, chart, prompt, reading, last, race_summary, timing, text, comparison, streaming = (
             handlers.stale_results(changed, shown))
         assert STALE in summary and len(table) == 0 and last is None and race_summary == RACE_INTRO  # race starts over
         assert len(comparison) == 0 and text == "" and prompt == "" and reading == "" and timing is None
@@ -179,7 +182,8 @@ def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pi
     assert "### Response:" in prompt
     monkeypatch.setattr("recsys.pipeline.generate_ranking", lambda model, tokenizer, h, c, config, n, on_token, notes, prefix:
                         GenerationResult(list(range(len(c))), "\n".join(c), 50, 1.0, 0.2, 0.8))
-    *_, race_summary, timing, text, comparison = last_of(handlers.race(session))
+    *_, race_summary, timing, text, comparison, streaming = last_of(handlers.race(session))
+    assert streaming is False  # finished
     assert sum(HELD_OUT in v for v in comparison["Verbalizer"]) == 1
     assert comparison["Generation (parsed)"][4].endswith(HELD_OUT)  # generation kept the retriever's order
 
@@ -222,7 +226,7 @@ def test_empty_history_gets_a_message_not_a_crash(handlers):
     summary, table, figure, prompt, reading, shown = handlers.recommend(new_session())
     assert "empty" in summary and len(table) == 0 and prompt == ""
     outputs = last_of(handlers.race(new_session()))
-    assert len(outputs) == 10 and "empty" in outputs[0] and "empty" in outputs[6]
+    assert len(outputs) == 11 and "empty" in outputs[0] and "empty" in outputs[6] and outputs[10] is False
 
 
 def test_ranker_failure_shows_retrieval_with_the_error(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
@@ -234,7 +238,7 @@ def test_ranker_failure_shows_retrieval_with_the_error(tiny_catalog, tiny_lrurec
     assert "The ranker failed" in summary and "over the budget" in summary
     assert list(table["Retriever rank"]) == list(range(1, 21)) and table["Final rank"].isna().all()
     assert "ranker failed" in figure.layout.annotations[0].text
-    *_, race_summary, timing, text, comparison = last_of(handlers.race({**new_session(), "history": [1, 2]}))
+    *_, race_summary, timing, text, comparison, _ = last_of(handlers.race({**new_session(), "history": [1, 2]}))
     assert "verbalizer did not run" in race_summary
 
 
@@ -252,7 +256,8 @@ def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_toke
 
     monkeypatch.setattr("recsys.pipeline.generate_ranking", slow_generation)
     first, *streamed, final = handlers.race({**new_session(), "history": [1, 2, 3]})
-    summary, table, chart, prompt, reading, shown, race_summary, timing, text, comparison = first
+    summary, table, chart, prompt, reading, shown, race_summary, timing, text, comparison, streaming = first
+    assert streaming is True and final[10] is False and all(step[10] == gr.skip() for step in streamed)
     assert len(table) == 20 and "Generating" in race_summary and "**0 tokens** so far" in race_summary and text == ""
     assert list(comparison["Verbalizer"]) == [f"({c.letter}) {c.title}" for c in shown.recommendation.ranked()]
     assert set(comparison["Generation (parsed)"]) == {""}  # the verbalizer's ranking first, generation to come
@@ -295,7 +300,7 @@ def test_failed_baseline_gets_a_message(handlers, monkeypatch):
         raise RuntimeError("generation exploded")
 
     monkeypatch.setattr("recsys.pipeline.generate_ranking", failing)
-    summary, table, figure, prompt, reading, shown, race_summary, timing, text, comparison = last_of(handlers.race(
+    summary, table, figure, prompt, reading, shown, race_summary, timing, text, comparison, _ = last_of(handlers.race(
         {**new_session(), "history": [1, 2]}))
     assert len(table) == 20 and "generation baseline failed" in race_summary and "generation exploded" in race_summary
     assert list(timing.data[0].y) == ["verbalizer ranking", "retrieval"]

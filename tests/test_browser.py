@@ -238,7 +238,18 @@ def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served
         for _ in range(25):  # 2.5 s: longer than the rest of an uncancelled race would stream
             assert running.count() == 0 and generated.input_value() == ""
             page.wait_for_timeout(100)
-        expect(page.get_by_text("Click **Race against generation**".replace("**", ""))).to_be_visible()
+        intro = page.get_by_text("Click Race against generation")
+        expect(intro).to_be_visible()
+
+        add_movie(page, "Alie", "Aliens (1986)")  # an event that cancels a race but keeps the history: no frozen clock
+        page.get_by_role("button", name="Race against generation", exact=True).click()
+        running.wait_for()
+        type_movie(page, "Alie")
+        page.get_by_role("button", name="Add", exact=True).click()  # a partial title: nothing added
+        expect(page.get_by_text("nothing was added")).to_be_visible()
+        expect(running).to_have_count(0)
+        expect(intro).to_be_visible()
+        assert history_titles(page) == ["Aliens (1986)"]
         browser.close()
 
 

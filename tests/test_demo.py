@@ -208,6 +208,9 @@ def test_matches_name_the_alternative_title_that_found_them():
     assert search.label(apartment, "spanish") == "The Spanish Apartment (2002)"  # the title itself matched
     assert search.label(search.find("boat")[0], "boat") == "Das Boot (1981), also known as The Boat"
     assert search.label(search.find("lifeboat")[0], "boat") == "Lifeboat (1944)"
+    assert search.label(search.find("boat")[0], "The Boat (1981)") == "Das Boot (1981), also known as The Boat"
+    nine = Movie(1, "Nine to Five (1980)", 1980, ("Comedy",), 1, ("9 to 5",))  # "9" is in 1980 too, but found by "9 to 5"
+    assert search.label(nine, "9") == "Nine to Five (1980), also known as 9 to 5"
 
 
 @pytest.mark.skipif(not (DEFAULT_CHECKPOINT / "catalog.json").is_file(), reason="no committed catalog")

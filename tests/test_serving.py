@@ -66,3 +66,20 @@ def test_the_cached_instruction_prefix_moves_no_top_choice(served):
         assert int(cached.argmax()) == int(full.argmax()), f"user {user}"
         gaps.append(float((cached.log() - full.log()).abs().max()))
     assert max(gaps) < 0.15  # measured 0.07 in bf16 (AMD EPYC, AVX512-BF16); ~1e-6 in fp32
+
+
+def test_evaluation_keeps_the_candidates_the_app_serves(served):
+    """With the committed prior's pool (LRURec's top-50, the prior keeps 20), `adapter_rows` gives every test user
+    in its rows the very candidates, in the same order, that the app's Recommend shows."""
+    from recsys.data import load_dataset
+    from recsys.ranker.evaluate import adapter_rows
+    from recsys.retriever.candidates import load_candidates
+
+    adapter = default_adapter()
+    assert served.pool == 50
+    dataset = load_dataset("ml-latest-small")
+    rows = adapter_rows(dataset, "test", load_candidates(DEFAULT_CHECKPOINT)["test"], adapter, read_cowatch(adapter))
+    assert (~rows.subset()).sum() > 0  # users whose target only the pool brought in
+    for history, ids in list(zip(rows.histories, rows.candidate_ids.tolist()))[:USERS]:
+        candidates, _ = served.retrieve(served.check_history(history)[0])
+        assert [c.item_id for c in candidates] == ids

@@ -189,7 +189,8 @@ class DemoHandlers:
         found = self.search.search(text)
         if len(found.exact) == 1:
             movie = found.exact[0]
-            return self.append(session, movie.item_id, "" if text == movie.title else f"Added '{movie.title}'.")
+            return self.append(session, movie.item_id,
+                               "" if text == movie.title else f"Added '{self.search.label(movie, text)}'.")
         offered = found.ranked
         if not offered:
             return self.history_view(session, f"⚠️ Unknown title '{text}': it is not in the catalog. "
@@ -348,13 +349,15 @@ class DemoHandlers:
         prompt = result.prompt.text if result.prompt else ""
         return self.summary_markdown(session, result), table, figure, prompt, self.reading_markdown(result), shown
 
-    def stale_results(self, session: dict, shown: ShownResults | None):
-        """Results and race outputs once the history may have changed: when the results on screen were made for
-        another session, the results are cleared with a note and the race section starts over; else untouched."""
+    def stale_results(self, session: dict, shown: ShownResults | None, race_streaming: bool = False):
+        """Results and race outputs (and the race's streaming flag) after an event: when the results on screen were
+        made for another session, the results are cleared with a note and the race section starts over; when a race
+        was cancelled half-way (`race_streaming` still set), its section starts over; else nothing changes."""
+        race_reset = (RACE_INTRO, None, "", pd.DataFrame(columns=COMPARISON_COLUMNS), False)
         if shown is None or shown.session == session:
-            return tuple(gr.skip() for _ in range(10))
+            return (*(gr.skip() for _ in range(6)), *(race_reset if race_streaming else (gr.skip(),) * 5))
         return (f"⚠️ {STALE}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART), "", "", None,
-                RACE_INTRO, None, "", pd.DataFrame(columns=COMPARISON_COLUMNS))
+                *race_reset)
 
     def recommend(self, session: dict, llm_weight: float | None = None, cowatch_weight: float | None = None,
                   compare_base: bool = False, reverse_check: bool = False, progress=gr.Progress()):
@@ -369,7 +372,8 @@ class DemoHandlers:
 
     def generating_markdown(self, result: Recommendation, seconds: float, num_tokens: int) -> str:
         """The race's running clock while generation writes its list, beside the verbalizer's time."""
-        gap = f": already **{seconds * 1000 / result.ranking_ms:,.1f}×** its time" if seconds else ""
+        ratio = seconds * 1000 / result.ranking_ms
+        gap = f": already **{ratio:,.1f}×** its time" if ratio >= 1 else ""
         tokens = f"{num_tokens} token" + ("" if num_tokens == 1 else "s")
         return (f"**Generating** the ranked list… **{seconds:,.1f} s**, **{tokens}** so far. The "
                 f"verbalizer ranked all {len(result.candidates)} candidates in **{result.ranking_ms:,.0f} ms** "
@@ -408,10 +412,12 @@ class DemoHandlers:
     def race(self, session: dict, llm_weight: float | None = None, cowatch_weight: float | None = None,
              compare_base: bool = False):
         """Recommend, then race the generation baseline on the same prompt, streaming (a generator of results outputs
-        + race outputs).
+        + race outputs + whether the race is still streaming).
 
         The first yield shows the verbalizer's results and ranking; then every STREAM_INTERVAL_S the text generated
-        so far with a running clock and token count; the last the timing chart and the parsed comparison.
+        so far with a running clock and token count; the last the timing chart and the parsed comparison. The
+        streaming flag is True from the first yield to the last, so `stale_results` can tell a race that was
+        cancelled half-way (its section would otherwise stay frozen) from a finished one.
         Generation runs on its own thread and only queues token ids; decoding and drawing happen here, so
         streaming leaves the measured generation time alone (`bench/race_streaming.py` measures both ways).
         """
@@ -419,13 +425,13 @@ class DemoHandlers:
             result = self.pipeline.recommend(session["history"], compare_base=bool(compare_base))
         except HistoryError as error:
             yield (*self.error_results(str(error)), f"⚠️ {error}", plots.message_figure(str(error)), "",
-                   pd.DataFrame(columns=COMPARISON_COLUMNS))
+                   pd.DataFrame(columns=COMPARISON_COLUMNS), False)
             return
         results = self.results_view(session, result, llm_weight, cowatch_weight)
         if result.ranking is None:
-            yield (*results, *self.race_view(session, self.pipeline.race(result)))
+            yield (*results, *self.race_view(session, self.pipeline.race(result)), False)
             return
-        yield (*results, *self.race_view(session, RaceResult(result)))
+        yield (*results, *self.race_view(session, RaceResult(result)), True)
         token_ids = queue.SimpleQueue()
         left = threading.Event()  # set when nobody watches any more: the stream was closed (history changed, page left)
 
@@ -445,8 +451,8 @@ class DemoHandlers:
                         generated.append(token_ids.get())
                     text = self.pipeline.tokenizer.decode(generated, skip_special_tokens=True) if generated else ""
                     yield (*unchanged, self.generating_markdown(result, time.perf_counter() - started, len(generated)),
-                           gr.skip(), text, gr.skip())
+                           gr.skip(), text, gr.skip(), gr.skip())
             finally:  # a closed stream (gradio closes it on cancel) stops generating at the next token, freeing the CPU
                 left.set()
             race = running.result()
-        yield (*results, *self.race_view(session, race))
+        yield (*results, *self.race_view(session, race), False)

@@ -95,9 +95,10 @@ class TitleSearch:
         """The movie as a list of matches for `text` shows it: its title, and the alternative title that `text`
         found when the title itself does not contain it ("The Postman (1994), also known as Il Postino")."""
         query = search_key(text)
-        if query and query not in search_key(movie.title):
+        bare_title, year = split_year(movie.title)
+        if query and query not in search_key(bare_title):  # the title's year alone does not explain a match
             for alternative in movie.alternative_titles:
-                if query in search_key(alternative):
+                if any(query in key for key in (search_key(alternative), search_key(f"{alternative} {year}"))):
                     return f"{movie.title}, also known as {alternative}"
         return movie.title
 

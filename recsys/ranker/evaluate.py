@@ -19,12 +19,24 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from recsys import NUM_CANDIDATES
 from recsys.data import Catalog, SequenceDataset, load_dataset
 from recsys.data.errors import one_line
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchCounts
-from recsys.ranker.fusion import FusionWeights, fused_scores, llm_opinion, retriever_opinion
-from recsys.ranker.model import DEFAULT_ADAPTER, TRAIN_COMMAND, RankerLoadConfig, load_ranker
+from recsys.ranker.fusion import (
+    FusionWeights,
+    fused_scores,
+    llm_opinion,
+    retriever_opinion,
+)
+from recsys.ranker.model import (
+    DEFAULT_ADAPTER,
+    TRAIN_COMMAND,
+    RankerLoadConfig,
+    load_ranker,
+)
+from recsys.ranker.pool import keep_best, read_pool
 from recsys.ranker.prompt import PromptConfig, build_prompt, evidence_notes, item_texts
 from recsys.ranker.verbalizer import build_prefix_cache, letter_logits, letter_token_ids
 from recsys.results import write_json
@@ -43,12 +55,22 @@ class RankingRows:
     candidate_ids: torch.Tensor  # (N, K) the retriever's order
     retriever_scores: torch.Tensor  # (N, K) raw retriever scores
     cowatch: torch.Tensor  # (N, K) co-watch scores
-    target_index: torch.Tensor  # (N,) 0-based position of the target among the candidates
-    total_users: int  # users of the whole split, for overall metrics (misses outside the subset)
+    target_index: torch.Tensor  # (N,) 0-based position of the target among the candidates; -1: a pool dropped it
+    total_users: int  # users of the whole split, for overall metrics (misses outside the rows)
     llm: torch.Tensor | None = None  # (N, K) the LLM's log-probabilities once scored
+    retriever_rank: torch.Tensor | None = None  # (N,) the target's rank in the retriever's own ranking (inf: beyond
+    # its pool); None: its place among the candidates, which are then the retriever's top ones in its order
 
     def __len__(self) -> int:
         return len(self.histories)
+
+    def retriever_ranks(self) -> torch.Tensor:
+        """(N,) float: each target's rank in the retriever's own ranking."""
+        return self.retriever_rank if self.retriever_rank is not None else (self.target_index + 1).float()
+
+    def subset(self) -> torch.Tensor:
+        """(N,) bool: the paper's valid-retrieval subset, rows whose target is in the retriever's top-20."""
+        return self.retriever_ranks() <= NUM_CANDIDATES
 
     def opinions(self) -> dict[str, torch.Tensor]:
         """The named opinions (N, K) for `recsys.ranker.fusion`; "llm" only once scored."""
@@ -63,12 +85,12 @@ class RankingRows:
         return replace(self, histories=[self.histories[i] for i in index], candidate_ids=self.candidate_ids[picked],
                        retriever_scores=self.retriever_scores[picked], cowatch=self.cowatch[picked],
                        target_index=self.target_index[picked],
-                       llm=None if self.llm is None else self.llm[picked])
+                       llm=None if self.llm is None else self.llm[picked],
+                       retriever_rank=None if self.retriever_rank is None else self.retriever_rank[picked])
 
 
-def subset_rows(candidates: SplitCandidates, max_users: int | None = None, seed: int = 0) -> list[int]:
-    """Rows whose target is among the candidates; a seeded sample of `max_users` of them when given."""
-    rows = [i for i, p in enumerate(candidates.target_positions().tolist()) if p >= 0]
+def sample_rows(rows: list[int], max_users: int | None = None, seed: int = 0) -> list[int]:
+    """`rows`, or a seeded sample of `max_users` of them (in their order) when given."""
     if max_users is not None and max_users < len(rows):
         generator = torch.Generator().manual_seed(seed)
         picked = torch.randperm(len(rows), generator=generator)[:max_users].tolist()
@@ -82,15 +104,40 @@ def histories_of(dataset: SequenceDataset, split: str, users: list[int]) -> list
 
 
 def split_rows(dataset: SequenceDataset, split: str, candidates: SplitCandidates, counts: CoWatchCounts | None,
-               max_users: int | None = None, seed: int = 0) -> RankingRows:
-    """The valid-retrieval subset of a split ("val" or "test") as RankingRows, co-watch scored with `counts`
-    (zeros without counts)."""
-    rows = subset_rows(candidates, max_users, seed)
-    histories = histories_of(dataset, split, candidates.users[rows].tolist())
-    candidate_ids = candidates.candidate_ids[rows].long()
-    cowatch = counts.scores(histories, candidate_ids) if counts else torch.zeros(candidate_ids.shape)
-    return RankingRows(histories, candidate_ids, candidates.candidate_scores[rows].float(), cowatch,
-                       candidates.target_positions()[rows].long(), int(candidates.users.numel()))
+               max_users: int | None = None, seed: int = 0, pool: int = NUM_CANDIDATES,
+               weights: FusionWeights | None = None) -> RankingRows:
+    """A split's ("val" or "test") users to rank, as RankingRows, co-watch scored with `counts` (zeros without).
+
+    With `pool` 20 (the paper's stage one): the valid-retrieval subset, each row LRURec's top-20. With a
+    larger pool (`candidates` must hold LRURec's top-`pool`; `counts` and the prior `weights` required):
+    each user's 20 are the prior's best of the pool (`recsys.ranker.pool.keep_best`, as the app), and the
+    rows are the subset users (a target the pool dropped gets target_index -1, a miss) plus the users whose
+    target LRURec ranked 21..pool and the prior kept. `retriever_rank` keeps LRURec's own rank of each
+    target, so the retriever's row stays LRURec's ranking. A seeded sample of `max_users` rows when given.
+    """
+    available = candidates.candidate_ids.shape[1]
+    if available < pool:
+        raise ValueError(f"the candidates hold LRURec's top-{available}, the pool needs {pool}: re-create them with "
+                         f"python -m recsys.retriever.candidates --k {pool}")
+    ids, scores = candidates.candidate_ids[:, :pool].long(), candidates.candidate_scores[:, :pool].float()
+    histories = histories_of(dataset, split, candidates.users.tolist())
+    cowatch = counts.scores(histories, ids) if counts else torch.zeros(ids.shape)
+    if pool > NUM_CANDIDATES:
+        if counts is None or weights is None:
+            raise ValueError("a candidate pool needs the co-watch counts and the prior's weights")
+        kept = keep_best(scores, cowatch, weights)
+    else:
+        kept = torch.arange(NUM_CANDIDATES).expand(len(ids), -1)
+    ids, scores, cowatch = ids.gather(1, kept), scores.gather(1, kept), cowatch.gather(1, kept)
+    position = candidates.target_positions().long()
+    retriever_rank = torch.where((position >= 0) & (position < pool), position + 1.0, torch.tensor(math.inf))
+    hit = ids == candidates.targets.long().view(-1, 1)
+    target_index = torch.where(hit.any(dim=1), hit.int().argmax(dim=1), torch.tensor(-1))
+    rows = sample_rows(((retriever_rank <= NUM_CANDIDATES) | (target_index >= 0)).nonzero().flatten().tolist(),
+                       max_users, seed)
+    picked = torch.tensor(rows, dtype=torch.long)
+    return RankingRows([histories[i] for i in rows], ids[picked], scores[picked], cowatch[picked], target_index[picked],
+                       int(candidates.users.numel()), retriever_rank=retriever_rank[picked])
 
 
 def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_config: PromptConfig,
@@ -125,28 +172,41 @@ def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_conf
     return replace(rows, llm=torch.stack(scores))
 
 
+RETRIEVER = FusionWeights(retriever=1.0, cowatch=0.0, llm=0.0)
+
+
 def target_ranks(rows: RankingRows, weights: FusionWeights) -> torch.Tensor:
-    """1-based rank (N,) of each row's target in the fused order; ties go to the retriever's order."""
+    """1-based rank (N,) float of each row's target in the fused order; ties go to the retriever's order; inf
+    where the target is not among the row's candidates. RETRIEVER's ranks are the retriever's own ranking
+    (`RankingRows.retriever_ranks`: its order of the candidates unless a pool re-ranked them)."""
+    if weights == RETRIEVER:
+        return rows.retriever_ranks()
     scores = fused_scores(rows.opinions(), weights)
-    target = scores.gather(1, rows.target_index.view(-1, 1))
+    target_index = rows.target_index.clamp_min(0).view(-1, 1)
+    target = scores.gather(1, target_index)
     index = torch.arange(scores.shape[1]).view(1, -1)
-    ahead = (scores > target) | ((scores == target) & (index < rows.target_index.view(-1, 1)))
-    return ahead.sum(dim=1) + 1
+    ahead = (scores > target) | ((scores == target) & (index < target_index))
+    return torch.where(rows.target_index >= 0, ahead.sum(dim=1) + 1.0, torch.tensor(math.inf))
 
 
 def ranking_metrics(rows: RankingRows, weights: FusionWeights) -> dict[str, dict[str, float]]:
-    """{"subset": metrics, "overall": metrics} at k in EVAL_KS for the fused order."""
-    ranks = target_ranks(rows, weights).tolist()
+    """{"subset": metrics over the valid-retrieval subset, "overall": over every user of the split} at k in
+    EVAL_KS for the fused order."""
+    ranks = target_ranks(rows, weights)
     misses = [math.inf] * (rows.total_users - len(rows))
-    return {"subset": metrics_from_ranks(ranks, EVAL_KS), "overall": metrics_from_ranks(ranks + misses, EVAL_KS)}
+    return {"subset": metrics_from_ranks(ranks[rows.subset()].tolist(), EVAL_KS),
+            "overall": metrics_from_ranks(ranks.tolist() + misses, EVAL_KS)}
+
+
+def subset_ndcgs(rows: RankingRows, weights: FusionWeights) -> list[float]:
+    """NDCG@10 of each valid-retrieval subset row's target in the fused order."""
+    return [ndcg_at(r, 10) for r in target_ranks(rows, weights)[rows.subset()].tolist()]
 
 
 def ndcg10(rows: RankingRows, weights: FusionWeights) -> float:
     """Mean subset NDCG@10 of the fused order."""
-    return sum(ndcg_at(r, 10) for r in target_ranks(rows, weights).tolist()) / len(rows)
-
-
-RETRIEVER = FusionWeights(retriever=1.0, cowatch=0.0, llm=0.0)
+    values = subset_ndcgs(rows, weights)
+    return sum(values) / len(values)
 
 
 def ablation_weights(final: FusionWeights) -> dict[str, FusionWeights]:
@@ -160,9 +220,7 @@ def ablation_weights(final: FusionWeights) -> dict[str, FusionWeights]:
 def ndcg_interval(rows: RankingRows, ours: FusionWeights, baseline: FusionWeights = RETRIEVER,
                   resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
     """Paired-bootstrap 95% interval of subset NDCG@10, `ours` minus `baseline`, over the rows."""
-    mine = [ndcg_at(r, 10) for r in target_ranks(rows, ours).tolist()]
-    theirs = [ndcg_at(r, 10) for r in target_ranks(rows, baseline).tolist()]
-    return paired_bootstrap(mine, theirs, resamples, seed)
+    return paired_bootstrap(subset_ndcgs(rows, ours), subset_ndcgs(rows, baseline), resamples, seed)
 
 
 def ablation(rows: RankingRows, final: FusionWeights) -> dict:
@@ -249,6 +307,14 @@ def read_cowatch(adapter: str | Path | None) -> CoWatchCounts | None:
     return None
 
 
+def adapter_rows(dataset: SequenceDataset, split: str, candidates: SplitCandidates, adapter: str | Path | None,
+                 counts: CoWatchCounts | None, max_users: int | None = None) -> RankingRows:
+    """`split_rows` as the app serves `adapter`: its prior's candidate pool (prior.json) and fusion weights, with
+    `counts` (the adapter's, or a data set's own); LRURec's top-20 without counts."""
+    pool = read_pool(adapter) if counts is not None else NUM_CANDIDATES
+    return split_rows(dataset, split, candidates, counts, max_users, pool=pool, weights=read_fusion_weights(adapter))
+
+
 def read_prompt_config(adapter: str | Path | None) -> PromptConfig:
     """The prompt budgets an adapter was trained with (the paper's defaults when none were saved)."""
     saved = read_ranker_config(adapter).get("prompt", {})
@@ -281,7 +347,7 @@ def main(argv=None) -> dict:
     dataset = load_dataset("ml-latest-small", args.data_dir)
     weights = read_fusion_weights(adapter)
     counts = read_cowatch(adapter)
-    rows = split_rows(dataset, args.split, load_candidates(args.retriever)[args.split], counts, args.max_users)
+    rows = adapter_rows(dataset, args.split, load_candidates(args.retriever)[args.split], adapter, counts, args.max_users)
     model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=adapter,
                                                    cpu_precision=args.precision))
     rows = score_llm(model, tokenizer, dataset.catalog, rows, read_prompt_config(adapter), args.batch_size)

@@ -7,29 +7,37 @@ splits them by user into training rows and validation rows (~15% of users), and 
   2. fits the weights of log-softmax(retriever) and co-watch by maximum likelihood on the training rows
      (a two-parameter conditional logit: softmax over the 20 candidates),
   3. scores NDCG@10 of the fused order on the validation rows.
-The best (window, span) by validation NDCG@10 is kept: `--write` saves its counts over every user's
-training part (`cowatch.safetensors`) and `prior.json` into the adapter folder; the ranker is then
-trained on top of this prior and served with it.
+The best (window, span) by validation NDCG@10 is kept. Then the candidate pool (`recsys.ranker.pool`):
+how many of LRURec's top films the prior re-ranks to keep 20, chosen on the paper's 610 validation users.
+`--write` saves the counts over every user's training part (`cowatch.safetensors`) and `prior.json`
+into the adapter folder; the ranker is then trained on top of this prior and served with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from recsys import NUM_CANDIDATES
 from recsys.data import SequenceDataset, load_dataset
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.ranker.evaluate import RETRIEVER, RankingRows, ndcg10
 from recsys.ranker.fusion import FusionWeights, retriever_opinion
-from recsys.ranker.heldout import HeldOutExamples, load_held_out, split_by_user, truncated_sequences
+from recsys.ranker.heldout import (
+    HeldOutExamples,
+    load_held_out,
+    split_by_user,
+    truncated_sequences,
+)
 from recsys.ranker.model import DEFAULT_ADAPTER
+from recsys.ranker.pool import PRIOR_FILE, choose_pool
 from recsys.results import write_json
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
 
-PRIOR_FILE = "prior.json"
 WINDOW_GRID = (1, 2, 3, 5, 10)
 SPAN_GRID = (1, 3, 5, 10, 20)
 
@@ -79,10 +87,12 @@ class PriorChoice:
     weights: FusionWeights
     validation: dict  # held-out validation rows: NDCG@10 of the retriever's order and of the prior
     grid: list[dict]  # every (window, span): fitted weights and validation NDCG@10
+    pool: int = NUM_CANDIDATES  # LRURec's top films the prior re-ranks to keep 20 (`recsys.ranker.pool`)
+    pool_grid: list[dict] = field(default_factory=list)  # every pool size on the validation users
 
     def to_json(self) -> dict:
         return {"cowatch": asdict(self.cowatch), "weights": asdict(self.weights), "validation": self.validation,
-                "grid": self.grid}
+                "grid": self.grid, "pool": self.pool, "pool_grid": self.pool_grid}
 
 
 def choose_prior(examples: HeldOutExamples, dataset: SequenceDataset, windows=WINDOW_GRID,
@@ -117,19 +127,27 @@ def read_prior(folder: str | Path) -> tuple[CoWatchConfig, FusionWeights]:
 
 
 def main(argv=None) -> PriorChoice:
-    """Choose the prior on held-out examples, print the grid; with --write save counts and prior.json."""
+    """Choose the prior on held-out examples and the pool on validation users, print both; with --write save
+    the counts and prior.json."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heldout", default="runs/heldout", help="folder written by recsys.ranker.heldout")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", default=str(DEFAULT_ADAPTER), help="where --write puts prior.json and the counts")
+    parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT), help="LRURec checkpoint for the pool")
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--json", default=None, help="also write the choice and the grid here")
     args = parser.parse_args(argv)
     dataset = load_dataset("ml-latest-small", args.data_dir)
     choice = choose_prior(load_held_out(args.heldout), dataset)
     print(json.dumps({"chosen": asdict(choice.cowatch), "weights": asdict(choice.weights), **choice.validation}))
+    counts = training_counts(dataset, choice.cowatch)
+    choice.pool, choice.pool_grid = choose_pool(load_model(args.retriever), dataset, counts, choice.weights)
+    for row in choice.pool_grid:
+        print(f"pool {row['pool']:>3}: validation users' NDCG@10 {row['N@10']:.4f}, R@10 {row['R@10']:.4f}, "
+              f"coverage@20 {row['coverage@20']:.4f} {row.get('ci95_diff_vs_20', '')}")
+    print(f"chosen pool: {choice.pool}")
     if args.write:
-        training_counts(dataset, choice.cowatch).save(args.output)
+        counts.save(args.output)
         (Path(args.output) / PRIOR_FILE).write_text(json.dumps(choice.to_json(), indent=2) + "\n")
         print(f"wrote {Path(args.output) / PRIOR_FILE} and the co-watch counts")
     write_json(args.json, choice.to_json())

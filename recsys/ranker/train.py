@@ -31,22 +31,49 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from recsys import NUM_CANDIDATES
 from recsys.data import load_dataset
-from recsys.ranker.evaluate import (RANKER_CONFIG_FILE, RankingRows, ablation, ndcg10, print_ablation, score_llm,
-                                    split_rows)
-from recsys.ranker.examples import RankingExample, make_examples
+from recsys.machine import machine_record
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
+from recsys.ranker.evaluate import (
+    RANKER_CONFIG_FILE,
+    RankingRows,
+    ablation,
+    ndcg10,
+    print_ablation,
+    score_llm,
+    split_rows,
+)
+from recsys.ranker.examples import RankingExample, make_examples
 from recsys.ranker.fusion import FusionWeights, llm_opinion, prior_scores
 from recsys.ranker.heldout import load_held_out, split_by_user
-from recsys.ranker.prior import PRIOR_FILE, heldout_rows, read_prior
-from recsys.ranker.model import (DEFAULT_ADAPTER, LoraSettings, RankerLoadConfig, add_lora, load_adapter, load_base_model,
-                                 load_tokenizer, pick_device, use_4bit)
-from recsys.ranker.prompt import LETTERS, PromptConfig, build_prompt, evidence_notes, item_texts
-from recsys.ranker.verbalizer import encode_example, forward_letter_logits, letter_token_ids
-from recsys.machine import machine_record
+from recsys.ranker.model import (
+    DEFAULT_ADAPTER,
+    LoraSettings,
+    RankerLoadConfig,
+    add_lora,
+    load_adapter,
+    load_base_model,
+    load_tokenizer,
+    pick_device,
+    use_4bit,
+)
+from recsys.ranker.pool import PRIOR_FILE, read_pool
+from recsys.ranker.prior import heldout_rows, read_prior
+from recsys.ranker.prompt import (
+    LETTERS,
+    PromptConfig,
+    build_prompt,
+    evidence_notes,
+    item_texts,
+)
+from recsys.ranker.verbalizer import (
+    encode_example,
+    forward_letter_logits,
+    letter_token_ids,
+)
 from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
-
 
 TRAINING_LOG_FILE = "training_log.json"
 LOSSES = ("vocab", "letters", "residual")
@@ -389,8 +416,10 @@ def finalize(config: RankerTrainConfig) -> dict:
     model = load_adapter(load_base_model(load_config), output).eval()
     validation = score_llm(model, tokenizer, dataset.catalog, data.validation, prompt_config)
     weights, by_weight = choose_llm_weight(validation, data.prior_weights)
+    pool = read_pool(config.prior) if data.cowatch_counts is not None else NUM_CANDIDATES  # the prior's pool
     scored = {split: score_llm(model, tokenizer, dataset.catalog,
-                               split_rows(dataset, split, candidates[split], data.cowatch_counts), prompt_config)
+                               split_rows(dataset, split, candidates[split], data.cowatch_counts, pool=pool,
+                                          weights=weights), prompt_config)
               for split in ("val", "test")}
     results = {split: ablation(rows, weights) for split, rows in scored.items()}
     print_ablation(results["val"], f"paper's validation users ({len(scored['val'])}), fusion {weights}")

@@ -1,8 +1,9 @@
-"""Top-20 candidates of every validation and test user, as compact integer arrays for the ranker.
+"""LRURec's top-K candidates of every validation and test user, as compact integer arrays for the ranker.
 
-`python -m recsys.retriever.candidates` writes `candidates.safetensors` (per split: users, targets,
-candidate ids (U, 20) in retriever order, their scores) and `candidates.json` (coverage) into the
-checkpoint folder.
+`python -m recsys.retriever.candidates --k 50` writes `candidates.safetensors` (per split: users, targets,
+candidate ids (U, K) in retriever order, their scores) and `candidates.json` (coverage at 20 and at K)
+into the checkpoint folder. K is 20 for the paper's stage one, or the prior's candidate pool
+(`recsys.ranker.pool`), from which evaluation keeps the 20 the prior ranks best, as the app does.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ class SplitCandidates:
     candidate_ids: torch.Tensor  # (U, K) int32 item ids, retriever order (best first)
     candidate_scores: torch.Tensor  # (U, K) float32 retriever scores
 
-    def coverage(self) -> float:
-        """Share of users whose target is among their candidates (the valid-retrieval subset)."""
-        return (self.candidate_ids == self.targets[:, None]).any(dim=1).float().mean().item()
+    def coverage(self, k: int | None = None) -> float:
+        """Share of users whose target is among their first `k` candidates (all by default); at k = 20 the
+        valid-retrieval subset."""
+        return (self.candidate_ids[:, :k] == self.targets[:, None]).any(dim=1).float().mean().item()
 
     def target_positions(self) -> torch.Tensor:
         """(U,) 0-based position of the target in each row, -1 when not retrieved."""
@@ -63,7 +65,8 @@ def save_candidates(candidates: dict[str, SplitCandidates], folder: str | Path) 
     tensors = {f"{split}.{name}": getattr(c, name).contiguous()
                for split, c in candidates.items() for name in ("users", "targets", "candidate_ids", "candidate_scores")}
     save_file(tensors, folder / CANDIDATES_FILE)
-    summary = {f"{split}_coverage@{c.candidate_ids.shape[1]}": round(c.coverage(), 4) for split, c in candidates.items()}
+    summary = {f"{split}_coverage@{k}": round(c.coverage(k), 4) for split, c in candidates.items()
+               for k in sorted({NUM_CANDIDATES, c.candidate_ids.shape[1]}) if k <= c.candidate_ids.shape[1]}
     summary["users"] = {split: int(c.users.numel()) for split, c in candidates.items()}
     (folder / "candidates.json").write_text(json.dumps(summary, indent=2) + "\n")
     return folder / CANDIDATES_FILE
@@ -86,7 +89,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--k", type=int, default=NUM_CANDIDATES)
+    parser.add_argument("--k", type=int, default=NUM_CANDIDATES,
+                        help="candidates per user: 20, or the prior's pool (prior.json 'pool', e.g. 50)")
     args = parser.parse_args(argv)
     model = load_model(args.checkpoint)
     dataset = load_dataset(load_config(args.checkpoint).get("dataset", "ml-latest-small"), args.data_dir)

@@ -1,0 +1,88 @@
+"""The candidate pool: LRURec's top-P, the prior keeps 20; the app and evaluation keep the same 20 and score them alike."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import make_pipeline
+
+from recsys import NUM_CANDIDATES
+from recsys.data.preprocess import SequenceDataset
+from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
+from recsys.ranker.evaluate import RETRIEVER, RankingRows, ranking_metrics, split_rows, target_ranks
+from recsys.ranker.fusion import FusionWeights
+from recsys.ranker.pool import PRIOR_FILE, keep_best, read_pool
+from recsys.retriever.candidates import SplitCandidates
+
+PRIOR = FusionWeights(retriever=1.0, cowatch=1.0, llm=0.0)
+
+
+def test_the_prior_keeps_its_best_in_the_retrievers_order():
+    retriever = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])
+    cowatch = torch.tensor([[0.0, 0.0, 0.0, 10.0, 0.0]])  # the 4th film is backed by co-watch
+    assert keep_best(retriever, cowatch, PRIOR, keep=3).tolist() == [[0, 1, 3]]  # best 3: 4th, 1st, 2nd; LRURec order
+    assert keep_best(retriever, torch.zeros(1, 5), PRIOR, keep=3).tolist() == [[0, 1, 2]]  # no co-watch: LRURec's top
+    assert keep_best(retriever[:, :3], cowatch[:, :3], PRIOR, keep=3).tolist() == [[0, 1, 2]]  # nothing to choose
+
+
+def test_the_pool_is_read_from_prior_json(tmp_path):
+    assert read_pool(None) == read_pool(tmp_path) == NUM_CANDIDATES  # no prior: the paper's stage one
+    (tmp_path / PRIOR_FILE).write_text(json.dumps({"pool": 50}))
+    assert read_pool(tmp_path) == 50
+    (tmp_path / PRIOR_FILE).write_text(json.dumps({"pool": 5}))
+    with pytest.raises(ValueError, match="pool must be"):
+        read_pool(tmp_path)
+
+
+def test_the_retrievers_row_stays_its_own_ranking_and_dropped_targets_are_misses():
+    """Row 0: LRURec rank 3, kept. Row 1: LRURec rank 15, dropped by the pool. Row 2: LRURec rank 30, kept by the
+    prior (not in the paper's subset). A fourth user's target is nowhere."""
+    retriever = torch.tensor([[3.0, 2.0, 1.0]] * 3)
+    cowatch = torch.tensor([[0.0, 0.0, 5.0], [0.0, 0.0, 0.0], [5.0, 0.0, 0.0]])
+    rows = RankingRows([[1], [2], [3]], torch.tensor([[4, 5, 6], [7, 8, 9], [10, 11, 12]]), retriever, cowatch,
+                       torch.tensor([2, -1, 0]), total_users=4, retriever_rank=torch.tensor([3.0, 15.0, 30.0]))
+    assert rows.subset().tolist() == [True, True, False]
+    assert target_ranks(rows, RETRIEVER).tolist() == [3, 15, 30]  # LRURec's own ranks, not its order of the pool
+    assert target_ranks(rows, PRIOR).tolist() == [1, math.inf, 1]
+    prior, retriever_metrics = ranking_metrics(rows, PRIOR), ranking_metrics(rows, RETRIEVER)
+    assert prior["subset"]["R@10"] == 0.5 and prior["overall"]["R@10"] == 0.5  # 1 of 2; 2 of 4
+    assert retriever_metrics["subset"]["R@10"] == 0.5 and retriever_metrics["overall"]["R@10"] == 0.25
+
+
+def test_split_rows_keep_the_pools_best_and_add_the_targets_it_brings_in(tiny_catalog):
+    """Three users, LRURec's top-25 each (ids 1..25 in order). User 1's target is LRURec's 2nd, user 2's its 23rd
+    and backed by co-watch, user 3's its 24th without support: pooled, user 2 joins the rows, user 3 does not."""
+    dataset = SequenceDataset("tiny", {1: [30, 31, 32], 2: [33, 34, 35], 3: [36, 37, 38]}, tiny_catalog)
+    ids = torch.arange(1, 26, dtype=torch.int32).expand(3, -1).clone()
+    candidates = SplitCandidates(torch.tensor([1, 2, 3], dtype=torch.int32), torch.tensor([2, 23, 24], dtype=torch.int32),
+                                 ids, torch.linspace(5, 0, 25).expand(3, -1).clone())
+    counts = CoWatchCounts.from_sequences([[34, 23]] * 5, len(tiny_catalog), CoWatchConfig(1, 1))  # 34 -> 23
+    paper = split_rows(dataset, "test", candidates, counts)  # LRURec's top-20: only user 1 is in the subset
+    assert paper.candidate_ids.tolist() == [list(range(1, 21))] and paper.target_index.tolist() == [1]
+    pooled = split_rows(dataset, "test", candidates, counts, pool=25, weights=FusionWeights(0.4, 1.8, 0.0))
+    assert len(pooled) == 2 and pooled.total_users == 3
+    assert 23 in pooled.candidate_ids[1].tolist() and pooled.candidate_ids.shape == (2, NUM_CANDIDATES)
+    assert pooled.retriever_ranks().tolist() == [2, 23] and pooled.subset().tolist() == [True, False]
+    assert pooled.candidate_ids[1].tolist() == sorted(pooled.candidate_ids[1].tolist())  # still LRURec's order
+    with pytest.raises(ValueError, match="--k 30"):
+        split_rows(dataset, "test", candidates, counts, pool=30, weights=FusionWeights(0.4, 1.8, 0.0))
+
+
+def test_the_app_keeps_what_evaluation_keeps(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
+    """Pipeline.retrieve with a pool keeps the prior's best 20 of LRURec's top-P, in LRURec's order, each with
+    LRURec's rank: the same choice `keep_best` makes for evaluation."""
+    history = [1, 2, 3]
+    plain = make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer)
+    top = tiny_lrurec.retrieve([history], 30)[0][0].tolist()
+    counts = CoWatchCounts.from_sequences([[3, top[27]]] * 5, len(tiny_catalog), CoWatchConfig(1, 1))  # backs #28
+    pooled = make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, cowatch=counts, pool=30,
+                           fusion=FusionWeights(0.4, 1.8, 0.0))
+    served, _ = pooled.retrieve(history)
+    assert [c.item_id for c in plain.retrieve(history)[0]] == top[:NUM_CANDIDATES]
+    assert top[27] in [c.item_id for c in served] and len(served) == NUM_CANDIDATES
+    assert [c.retriever_rank for c in served] == sorted(c.retriever_rank for c in served)
+    assert all(top[c.retriever_rank - 1] == c.item_id for c in served)
+    assert [c.letter for c in served][:3] == ["A", "B", "C"]
