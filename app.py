@@ -54,9 +54,11 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
     adapter_note = ("" if pipeline.adapter else "\n\n⚠️ **No ranker adapter found: the base model ranks alone**, "
                     f"so its probabilities are close to guesses. Train one with `{RANKER_TRAIN_COMMAND}`.")
     fusion = handlers.fusion
+    stage_one = (f"LRURec retrieves its top {pipeline.pool}, the co-watch prior keeps the 20 it backs most (LRURec's "
+                 "rank stays beside each), and " if pipeline.pool > 20 else "LRURec retrieves 20 candidates and ")
     with gr.Blocks(title="LlamaRec demo") as demo:
         gr.Markdown("# LlamaRec: retrieve with LRURec, rank with an LLM verbalizer\n"
-                    "Build a watch history (oldest first), then **Recommend**: LRURec retrieves 20 candidates and "
+                    "Build a watch history (oldest first), then **Recommend**: " + stage_one +
                     "the language model scores them in **one forward pass**, reading the probabilities of the "
                     "letters A–T. The final ranking weighs three opinions of each candidate: the retriever's, "
                     "a **co-watch** prior (which films followed your latest ones in other people's histories) and "

@@ -244,7 +244,9 @@ class Pipeline:
                                     + (", fp32 LoRA adapter" if adapter else "") + ", fp32 letter logits")
         if not adapter:
             info["adapter"] = f"none: the base model ranks alone (train an adapter with: {RANKER_TRAIN_COMMAND})"
-        info.update(retriever=f"LRURec, {folder.name} ({len(catalog)} items, window {retriever.config.max_len})",
+        info.update(retriever=f"LRURec, {folder.name} ({len(catalog)} items, window {retriever.config.max_len}); "
+                              + (f"the co-watch prior keeps the best 20 of its top {pool}" if pool > NUM_CANDIDATES
+                                 else "its top 20 are the candidates"),
                     test_users=test_users_note)
         pipeline = cls(catalog, retriever, model, tokenizer, prompt_config=prompt_config, fusion=fusion,
                        cowatch=cowatch, test_users=test_users, adapter=adapter, info=info,
