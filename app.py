@@ -150,9 +150,11 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
                             show_progress="minimal")
         stop_race = {"cancels": [racing]}  # a new history stops a race for the old one (its generation ends too)
         events = [
-            add.click(handlers.add, [session, movie], history_outputs, api_name="add", **stop_race),
-            movie.submit(handlers.add, [session, movie], history_outputs, api_visibility="private", **stop_race),
-            matches.input(handlers.add, [session, matches], history_outputs, api_name="pick", **stop_race),
+            add.click(handlers.add_and_clear, [session, movie], history_outputs + [movie], api_name="add", **stop_race),
+            movie.submit(handlers.add_and_clear, [session, movie], history_outputs + [movie], api_visibility="private",
+                         **stop_race),
+            matches.input(handlers.add_and_clear, [session, matches], history_outputs + [movie], api_name="pick",
+                          **stop_race),
             remove.click(handlers.remove, [session, removable], history_outputs, api_name="remove", **stop_race),
             clear.click(handlers.clear, [session], history_outputs, api_name="clear", **stop_race),
             load_preset.click(handlers.load_preset, [session, preset], history_outputs, api_name="load_preset",

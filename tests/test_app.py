@@ -399,11 +399,12 @@ def test_client_builds_a_history_and_recommends(served, tiny_pipeline):
     from gradio_client import Client
 
     client = Client(served, verbose=False)
-    table, remove, notice, matches = client.predict("The Matrix (1999)", api_name="/add")
-    table, remove, notice, matches = client.predict("blade runner", api_name="/add")
+    table, remove, notice, matches, box = client.predict("The Matrix (1999)", api_name="/add")
+    assert box == ""  # added: the search box is emptied, so Enter cannot add it twice
+    table, remove, notice, matches, box = client.predict("blade runner", api_name="/add")
     assert [row[1] for row in table["data"]] == ["The Matrix (1999)", "Blade Runner (1982)"]
-    table, remove, notice, matches = client.predict("no such film", api_name="/add")
-    assert "Unknown title" in notice and len(table["data"]) == 2
+    table, remove, notice, matches, box = client.predict("no such film", api_name="/add")
+    assert "Unknown title" in notice and len(table["data"]) == 2 and box != ""  # the text stays, to correct it
     summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
     expected = tiny_pipeline.recommend([6, 3])
     assert [row[2] for row in results["data"]] == [c.title for c in expected.ranked()]

@@ -199,6 +199,12 @@ class DemoHandlers:
         return self.history_view(session, f"'{text}' is not exactly one title; {count}. Click the one you mean "
                                           "under **Matches**: nothing was added.", offered, text)
 
+    def add_and_clear(self, session: dict, movie):
+        """`add`, plus the search box's update: emptied once the history took the movie (so Enter cannot add it again
+        by accident), left as typed when nothing was added."""
+        outputs = self.add(session, movie)
+        return (*outputs, "" if outputs[0]["history"] != session["history"] else gr.skip())
+
     def append(self, session: dict, item_id: int, notice: str = ""):
         """History outputs with `item_id` appended; a repeat moves it to the latest viewing."""
         history = list(session["history"])
