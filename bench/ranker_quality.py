@@ -27,7 +27,7 @@ from recsys.data import load_dataset  # noqa: E402
 from recsys.machine import machine_record  # noqa: E402
 from recsys.metrics import format_table, paired_bootstrap  # noqa: E402
 from recsys.ranker.cowatch import CoWatchCounts  # noqa: E402
-from recsys.ranker.evaluate import (RETRIEVER, ablation, adapter_rows, read_cowatch, read_fusion_weights,  # noqa: E402
+from recsys.ranker.evaluate import (RETRIEVER, ablation, adapter_rows, pool_trade, read_cowatch, read_fusion_weights,  # noqa: E402
                                     read_prompt_config, score_llm, subset_ndcgs)
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker  # noqa: E402
 from recsys.ranker.prior import training_counts  # noqa: E402
@@ -92,7 +92,9 @@ def main(argv=None) -> dict:
               for split in ("val", "test")}
     result = {"test": ablation(scored["test"], weights), "val": ablation(scored["val"], weights),
               "cross_fitted_val_test": cross_fitted(scored["val"], scored["test"], weights.but(llm=0.0)),
-              "users": len(scored["test"]), "total_users": scored["test"].total_users, "fusion": weights.__dict__,
+              "users": int(scored["test"].subset().sum()), "rows": len(scored["test"]),
+              "total_users": scored["test"].total_users, "fusion": weights.__dict__,
+              "pool": {split: pool_trade(rows) for split, rows in scored.items()},
               "dataset": args.dataset, "paper": PAPER if args.dataset == "ml-latest-small" else None,
               "adapter": Path(args.adapter).name, "base_model": args.base_model or "SmolLM2-135M-Instruct",
               "machine": machine}
@@ -102,7 +104,8 @@ def main(argv=None) -> dict:
         if args.dataset == "ml-latest-small":
             table.update({"paper LRURec": PAPER[part]["retriever"], "paper LlamaRec (Llama-2-7B)": PAPER[part]["final"]})
         table.update({f"ours: {LABELS[name]}": test[name][part] for name in LABELS if name in test})
-        print(f"\n{args.dataset}, {title}: {len(scored['test'])} of {scored['test'].total_users} test users in the subset")
+        print(f"\n{args.dataset}, {title}: {result['users']} of {scored['test'].total_users} test users in the subset; "
+              f"the pool {result['pool']['test']}")
         print(format_table(table, KEYS))
     base = test["retriever"]["subset"]["N@10"]
     print("\nsubset NDCG@10 over the retriever's order, paired-bootstrap 95% interval of the difference:")

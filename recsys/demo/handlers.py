@@ -87,7 +87,8 @@ def rounded(probability: float | None) -> float | None:
 
 
 def change_label(retriever_rank: int, final_rank: int | None) -> str:
-    """How far the final rank moved from the retriever's: "=", "▲ n" (up) or "▼ n" (down); "" when unranked."""
+    """How far the final rank moved from the candidate's place in the retriever's order of the 20: "=", "▲ n" (up)
+    or "▼ n" (down); "" when unranked."""
     if final_rank is None:
         return ""
     if final_rank == retriever_rank:
@@ -258,7 +259,7 @@ class DemoHandlers:
         lines += [f"ℹ️ {n}" for n in result.notices]
         if target is not None:
             if held_out is None:
-                lines.append(f"{HELD_OUT}: **{self.catalog.title(target)}** is not among LRURec's "
+                lines.append(f"{HELD_OUT}: **{self.catalog.title(target)}** is not among the "
                              f"{len(result.candidates)} candidates, so the ranker cannot find it.")
             else:
                 found = result.candidates[held_out]
@@ -319,12 +320,12 @@ class DemoHandlers:
         extra = [name for name, field in ((BASE_COLUMN, "base_probability"), (REVERSED_COLUMN, "reversed_probability"))
                  if any(getattr(c, field) is not None for c in candidates)]
         rows = []
-        for index in order or range(len(candidates)):
+        for index in order or range(len(candidates)):  # index: the candidate's place in LRURec's order of the 20
             c = candidates[index]
             row = {"Final rank": final.get(index), "Letter": c.letter, "Title": marked(c.title, c.item_id, target),
                    "Final": rounded(final_probabilities[index]), "LLM": rounded(c.probability),
                    "Co-watch": round(opinions["cowatch"][index], 4), "Retriever": round(opinions["retriever"][index], 4),
-                   "Retriever rank": c.retriever_rank, "Change": change_label(c.retriever_rank, final.get(index)),
+                   "Retriever rank": c.retriever_rank, "Change": change_label(index + 1, final.get(index)),
                    "Co-watch evidence": self.evidence_text(c), BASE_COLUMN: rounded(c.base_probability),
                    REVERSED_COLUMN: rounded(c.reversed_probability)}
             rows.append(row)

@@ -78,7 +78,10 @@ def training_markdown(adapter: str | Path | None) -> str:
     ]
     test = metrics.get("test", {})
     if "final" in test:
-        lines.append(f"\n**Test, valid-retrieval subset ({metrics.get('test_users_in_subset')} users)**, each row's "
+        candidates = (f"the prior's best 20 of LRURec's top-{metrics['pool']}" if metrics.get("pool", 20) > 20 else
+                      "LRURec's top-20; the Benchmarks tab has the figures of what is served now")
+        lines.append(f"\n**Test when the adapter was finalized, valid-retrieval subset "
+                     f"({metrics.get('test_users_in_subset')} users; candidates: {candidates})**, each row's "
                      "paired-bootstrap 95% interval of NDCG@10 minus the retriever's:\n")
         head = "| | N@10 | R@10 | interval vs retriever |\n|---|---|---|---|"
         body = "\n".join(f"| {ABLATION_LABELS[name]} | {test[name]['subset']['N@10']:.4f} | "

@@ -1,9 +1,10 @@
-"""Two-stage evaluation: the retriever's top-20 re-ranked by the fused opinions (retriever, co-watch, LLM).
+"""Two-stage evaluation: each user's 20 candidates (LRURec's top-20, or the prior's best 20 of LRURec's top-50:
+`recsys.ranker.pool`) ranked by the fused opinions (retriever, co-watch, LLM).
 
 `python -m recsys.ranker.evaluate --adapter checkpoints/llamarec-smollm2-135m-ml-latest-small --json out.json`
 
-Metrics follow the paper: on the valid-retrieval subset (users whose held-out item is in the
-top-20) and overall (the subset's ranks, every other user a miss). Every caller (training
+Metrics follow the paper: on the valid-retrieval subset (users whose held-out item is in LRURec's
+top-20; a target the pool dropped is a miss) and overall (every user; a target outside the 20 a miss). Every caller (training
 validation, evaluation, benchmarks) scores the LLM through `score_llm`, the app through the same
 `recsys.ranker.verbalizer.letter_logits`, and ranks by `recsys.ranker.fusion`.
 """
@@ -24,18 +25,8 @@ from recsys.data import Catalog, SequenceDataset, load_dataset
 from recsys.data.errors import one_line
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchCounts
-from recsys.ranker.fusion import (
-    FusionWeights,
-    fused_scores,
-    llm_opinion,
-    retriever_opinion,
-)
-from recsys.ranker.model import (
-    DEFAULT_ADAPTER,
-    TRAIN_COMMAND,
-    RankerLoadConfig,
-    load_ranker,
-)
+from recsys.ranker.fusion import (FusionWeights, fused_scores, llm_opinion, retriever_opinion)
+from recsys.ranker.model import (DEFAULT_ADAPTER, TRAIN_COMMAND, RankerLoadConfig, load_ranker)
 from recsys.ranker.pool import keep_best, read_pool
 from recsys.ranker.prompt import PromptConfig, build_prompt, evidence_notes, item_texts
 from recsys.ranker.verbalizer import build_prefix_cache, letter_logits, letter_token_ids
@@ -178,8 +169,9 @@ RETRIEVER = FusionWeights(retriever=1.0, cowatch=0.0, llm=0.0)
 def target_ranks(rows: RankingRows, weights: FusionWeights) -> torch.Tensor:
     """1-based rank (N,) float of each row's target in the fused order; ties go to the retriever's order; inf
     where the target is not among the row's candidates. RETRIEVER's ranks are the retriever's own ranking
-    (`RankingRows.retriever_ranks`: its order of the candidates unless a pool re-ranked them)."""
-    if weights == RETRIEVER:
+    (`RankingRows.retriever_ranks`: its order of the candidates unless a pool re-ranked them); so do weights
+    without co-watch and LLM."""
+    if weights.cowatch == 0 and weights.llm == 0:  # the retriever alone (at any weight) ranks as it ranks itself
         return rows.retriever_ranks()
     scores = fused_scores(rows.opinions(), weights)
     target_index = rows.target_index.clamp_min(0).view(-1, 1)
@@ -307,6 +299,13 @@ def read_cowatch(adapter: str | Path | None) -> CoWatchCounts | None:
     return None
 
 
+def pool_trade(rows: RankingRows) -> dict[str, int]:
+    """What a candidate pool did to the rows' targets: subset targets it dropped, targets beyond LRURec's top-20 it
+    brought in (both 0 without a pool)."""
+    subset, kept = rows.subset(), rows.target_index >= 0
+    return {"subset_targets_dropped": int((subset & ~kept).sum()), "targets_brought_in": int((~subset & kept).sum())}
+
+
 def adapter_rows(dataset: SequenceDataset, split: str, candidates: SplitCandidates, adapter: str | Path | None,
                  counts: CoWatchCounts | None, max_users: int | None = None) -> RankingRows:
     """`split_rows` as the app serves `adapter`: its prior's candidate pool (prior.json) and fusion weights, with
@@ -352,8 +351,10 @@ def main(argv=None) -> dict:
                                                    cpu_precision=args.precision))
     rows = score_llm(model, tokenizer, dataset.catalog, rows, read_prompt_config(adapter), args.batch_size)
     result = ablation(rows, weights)
-    result.update(users=len(rows), total_users=rows.total_users, fusion=weights.__dict__)
-    print_ablation(result, f"{args.split}: {len(rows)} users in the valid-retrieval subset of {rows.total_users}; fusion {weights}")
+    result.update(users=int(rows.subset().sum()), rows=len(rows), total_users=rows.total_users,
+                  fusion=weights.__dict__, **pool_trade(rows))
+    print_ablation(result, f"{args.split}: {result['users']} users in the valid-retrieval subset of {rows.total_users}; "
+                           f"fusion {weights}")
     write_json(args.json, result)
     return result
 

@@ -27,12 +27,7 @@ from recsys.data import SequenceDataset, load_dataset
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.ranker.evaluate import RETRIEVER, RankingRows, ndcg10
 from recsys.ranker.fusion import FusionWeights, retriever_opinion
-from recsys.ranker.heldout import (
-    HeldOutExamples,
-    load_held_out,
-    split_by_user,
-    truncated_sequences,
-)
+from recsys.ranker.heldout import (HeldOutExamples, load_held_out, split_by_user, truncated_sequences)
 from recsys.ranker.model import DEFAULT_ADAPTER
 from recsys.ranker.pool import PRIOR_FILE, choose_pool
 from recsys.results import write_json

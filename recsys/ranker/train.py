@@ -35,43 +35,17 @@ from recsys import NUM_CANDIDATES
 from recsys.data import load_dataset
 from recsys.machine import machine_record
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
-from recsys.ranker.evaluate import (
-    RANKER_CONFIG_FILE,
-    RankingRows,
-    ablation,
-    ndcg10,
-    print_ablation,
-    score_llm,
-    split_rows,
-)
+from recsys.ranker.evaluate import (RANKER_CONFIG_FILE, RankingRows, ablation, ndcg10, pool_trade, print_ablation,
+                                    score_llm, split_rows)
 from recsys.ranker.examples import RankingExample, make_examples
 from recsys.ranker.fusion import FusionWeights, llm_opinion, prior_scores
 from recsys.ranker.heldout import load_held_out, split_by_user
-from recsys.ranker.model import (
-    DEFAULT_ADAPTER,
-    LoraSettings,
-    RankerLoadConfig,
-    add_lora,
-    load_adapter,
-    load_base_model,
-    load_tokenizer,
-    pick_device,
-    use_4bit,
-)
+from recsys.ranker.model import (DEFAULT_ADAPTER, LoraSettings, RankerLoadConfig, add_lora, load_adapter,
+                                 load_base_model, load_tokenizer, pick_device, use_4bit)
 from recsys.ranker.pool import PRIOR_FILE, read_pool
 from recsys.ranker.prior import heldout_rows, read_prior
-from recsys.ranker.prompt import (
-    LETTERS,
-    PromptConfig,
-    build_prompt,
-    evidence_notes,
-    item_texts,
-)
-from recsys.ranker.verbalizer import (
-    encode_example,
-    forward_letter_logits,
-    letter_token_ids,
-)
+from recsys.ranker.prompt import (LETTERS, PromptConfig, build_prompt, evidence_notes, item_texts)
+from recsys.ranker.verbalizer import (encode_example, forward_letter_logits, letter_token_ids)
 from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
 
@@ -423,14 +397,16 @@ def finalize(config: RankerTrainConfig) -> dict:
               for split in ("val", "test")}
     results = {split: ablation(rows, weights) for split, rows in scored.items()}
     print_ablation(results["val"], f"paper's validation users ({len(scored['val'])}), fusion {weights}")
-    print_ablation(results["test"], f"test users ({len(scored['test'])} of {scored['test'].total_users}), fusion {weights}")
+    print_ablation(results["test"], f"test users ({int(scored['test'].subset().sum())} of {scored['test'].total_users} "
+                                    f"in the subset), fusion {weights}")
     metrics = {"training_examples": log["examples"], "best_step": best["step"],
                "examples_seen_at_best": best["examples_seen"], "examples_seen": history[-1]["examples_seen"],
                "train_time_s": history[-1]["train_s"], "machine": machine_record(next(model.parameters()).dtype),
                "validation_history": history, "validation_rows": len(validation),
                "val_ndcg10_by_llm_weight": by_weight, "fusion": asdict(weights),
                "heldout_validation": ablation(validation, weights), "val": results["val"], "test": results["test"],
-               "test_users_in_subset": len(scored["test"]), "test_users": scored["test"].total_users}
+               "test_users_in_subset": int(scored["test"].subset().sum()), "test_users": scored["test"].total_users,
+               "pool": pool, "pool_trade": {split: pool_trade(rows) for split, rows in scored.items()}}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     cowatch = read_prior(config.prior)[0] if config.examples == "heldout" else None  # the fusion's co-watch
     (output / RANKER_CONFIG_FILE).write_text(json.dumps(
