@@ -18,18 +18,22 @@ weights as chosen on ml-latest-small); the adapter is the ml-latest-small one.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recsys import NUM_CANDIDATES  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
 from recsys.machine import machine_record  # noqa: E402
-from recsys.metrics import format_table, paired_bootstrap  # noqa: E402
+from recsys.metrics import format_table, ndcg_at, paired_bootstrap  # noqa: E402
 from recsys.ranker.cowatch import CoWatchCounts  # noqa: E402
-from recsys.ranker.evaluate import (RETRIEVER, ablation, adapter_rows, pool_trade, read_cowatch, read_fusion_weights,  # noqa: E402
-                                    read_prompt_config, score_llm, subset_ndcgs)
+from recsys.ranker.evaluate import (RETRIEVER, ablation, adapter_rows, pool_trade, read_cowatch,  # noqa: E402
+                                    read_fusion_weights, read_prompt_config, score_llm, split_rows, subset_ndcgs,
+                                    target_ranks)
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker  # noqa: E402
+from recsys.ranker.pool import read_pool  # noqa: E402
 from recsys.ranker.prior import training_counts  # noqa: E402
 from recsys.ranker.train import choose_llm_weight  # noqa: E402
 from recsys.results import write_json  # noqa: E402
@@ -60,6 +64,23 @@ def cross_fitted(val_rows, test_rows, prior) -> dict:
     return {"users": len(ours), "llm_weight_chosen_on_the_other_split": chosen, "retriever_N@10": round(mean_base, 4),
             "final_N@10": round(mean_ours, 4), "gain": round(mean_ours / mean_base - 1, 4),
             "ci95_diff_N@10": [round(low, 4), round(high, 4)]}
+
+
+def pool_effect(dataset, candidates, counts, weights, pool: int) -> dict | None:
+    """What the candidate pool changes for all test users at the served weights (no LLM in them): overall NDCG@10
+    and Recall@10 with the pool and with LRURec's top-20, and the paired-bootstrap interval of each difference.
+    None when the served fusion uses the LLM (its scores of the top-20 rows would be needed) or there is no pool."""
+    if weights.llm or pool <= NUM_CANDIDATES or counts is None:
+        return None
+    per_user = {}
+    for name, size in (("pool", pool), ("top20", NUM_CANDIDATES)):
+        rows = split_rows(dataset, "test", candidates, counts, pool=size, weights=weights)
+        ranks = target_ranks(rows, weights).tolist() + [math.inf] * (rows.total_users - len(rows))
+        per_user[name] = {"N@10": [ndcg_at(r, 10) for r in ranks], "R@10": [float(r <= 10) for r in ranks]}
+    return {key: {"pool": round(sum(per_user["pool"][key]) / len(per_user["pool"][key]), 4),
+                  "top20": round(sum(per_user["top20"][key]) / len(per_user["top20"][key]), 4),
+                  "ci95_diff": [round(x, 4) for x in paired_bootstrap(per_user["pool"][key], per_user["top20"][key])]}
+            for key in ("N@10", "R@10")}
 
 
 def main(argv=None) -> dict:
@@ -95,6 +116,8 @@ def main(argv=None) -> dict:
               "users": int(scored["test"].subset().sum()), "rows": len(scored["test"]),
               "total_users": scored["test"].total_users, "fusion": weights.__dict__,
               "pool": {split: pool_trade(rows) for split, rows in scored.items()},
+              "pool_vs_top20_all_test_users": pool_effect(dataset, candidates["test"], counts, weights,
+                                                          read_pool(adapter) if counts is not None else NUM_CANDIDATES),
               "dataset": args.dataset, "paper": PAPER if args.dataset == "ml-latest-small" else None,
               "adapter": Path(args.adapter).name, "base_model": args.base_model or "SmolLM2-135M-Instruct",
               "machine": machine}
@@ -117,6 +140,7 @@ def main(argv=None) -> dict:
         print(f"  the LLM's own contribution (at its trained weight 1, over retriever + co-watch): "
               f"{test['llm_contribution']}")
     print(f"  cross-fitted validation + test: {result['cross_fitted_val_test']}")
+    print(f"  the candidate pool against LRURec's top-20, all test users: {result['pool_vs_top20_all_test_users']}")
     print(f"machine: {machine['cpu_model']}, {machine['dtype']}, {machine['torch_threads']} threads, "
           f"load {machine['load_average_1min_at_start']}")
     write_json(args.json, result)
