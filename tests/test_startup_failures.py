@@ -20,6 +20,7 @@ from recsys.ranker.evaluate import read_cowatch, read_fusion_weights, read_promp
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, add_lora, load_adapter
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_COMMAND
+from recsys.ranker.pool import PRIOR_FILE, read_pool
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_catalog, load_model
 from recsys.retriever.checkpoint import TRAIN_COMMAND as RETRIEVER_COMMAND
 from tests.conftest import make_llama
@@ -213,3 +214,13 @@ def test_corrupt_cowatch_counts_name_themselves_and_the_fix(tmp_path, corrupt):
     with pytest.raises(ValueError) as raised:
         read_cowatch(folder)
     assert_names_the_fix(raised.value, folder / "cowatch.safetensors", "python -m recsys.ranker.prior --write")
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_a_corrupt_prior_json_names_itself_and_the_fix(tmp_path, corrupt):
+    """prior.json (the candidate pool) is read at start-up: a damaged one stops it with one line and the command."""
+    folder = Path(shutil.copytree(DEFAULT_ADAPTER, tmp_path / "adapter"))
+    corrupt(folder / PRIOR_FILE)
+    with pytest.raises(ValueError) as raised:
+        read_pool(folder)
+    assert_names_the_fix(raised.value, folder / PRIOR_FILE, "python -m recsys.ranker.prior --write")

@@ -18,6 +18,7 @@ import torch
 
 from recsys import NUM_CANDIDATES
 from recsys.data import SequenceDataset
+from recsys.data.errors import one_line
 from recsys.metrics import ndcg_at, paired_bootstrap
 from recsys.ranker.cowatch import CoWatchCounts
 from recsys.ranker.fusion import FusionWeights, prior_scores
@@ -79,8 +80,14 @@ def read_pool(folder: str | Path | None) -> int:
     """How many of LRURec's top films the prior re-ranks to keep 20 (prior.json "pool"; 20, the paper's stage one,
     when `folder` or the key is absent)."""
     path = Path(folder or ".") / PRIOR_FILE
-    pool = json.loads(path.read_text()).get("pool", NUM_CANDIDATES) if folder and path.is_file() else NUM_CANDIDATES
-    if not isinstance(pool, int) or pool < NUM_CANDIDATES:
-        raise ValueError(f"{path}: pool must be a whole number >= {NUM_CANDIDATES}, got {pool!r}. "
-                         "Re-create it with: python -m recsys.ranker.prior --write")
+    fix = "Re-create it with: python -m recsys.ranker.prior --write"
+    if not folder or not path.is_file():
+        return NUM_CANDIDATES
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # ValueError covers bad JSON and bad UTF-8
+        raise ValueError(f"{path} is corrupt ({one_line(error)}). {fix}") from error
+    pool = saved.get("pool", NUM_CANDIDATES) if isinstance(saved, dict) else None
+    if not isinstance(pool, int) or isinstance(pool, bool) or pool < NUM_CANDIDATES:
+        raise ValueError(f"{path}: pool must be a whole number >= {NUM_CANDIDATES}, got {pool!r}. {fix}")
     return pool
