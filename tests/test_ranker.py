@@ -176,3 +176,23 @@ def test_4bit_nf4_loading_on_cuda(tmp_path, tiny_tokenizer):
     tiny_tokenizer.save_pretrained(tmp_path / "base")
     model = load_base_model(RankerLoadConfig(base_model=str(tmp_path / "base")), for_training=True)
     assert getattr(model, "is_loaded_in_4bit", False)
+
+
+def test_only_the_two_known_harmless_library_notices_are_hidden(caplog):
+    import logging
+    import warnings
+
+    from recsys.ranker import model
+    from recsys.ranker.model import KNOWN_HARMLESS
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning("%s: No module named 'kernels'", KNOWN_HARMLESS[0])
+        logger.warning("Something else went wrong")
+    assert [r.getMessage() for r in caplog.records] == ["Something else went wrong"]
+    with warnings.catch_warnings(record=True) as caught:  # a clean filter list with ours on top, as at a plain start
+        warnings.simplefilter("always")
+        model._quiet_known_harmless_notices()
+        warnings.warn(KNOWN_HARMLESS[1] + " and will be removed in v6.", FutureWarning)
+        warnings.warn("another deprecation", FutureWarning)
+    assert [str(w.message) for w in caught] == ["another deprecation"]

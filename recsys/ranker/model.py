@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +15,24 @@ from recsys.machine import native_cpu_bf16
 from recsys.ranker.base_model import resolve_base_model
 
 DEFAULT_ADAPTER = Path(__file__).resolve().parents[2] / "checkpoints" / "llamarec-smollm2-135m-ml-latest-small"
+# Library notices that read like errors at every start but change nothing here: bitsandbytes' CPU backend looks
+# for an optional `kernels` package (only its 4-bit path, which CPUs do not use), and peft reads a transformers
+# attribute deprecated in favour of another. Only these two messages are hidden.
+KNOWN_HARMLESS = ("Failed to load CPU gemm_4bit_forward from kernels-community",
+                  "`is_gradient_checkpointing` is deprecated")
+
+
+def _quiet_known_harmless_notices() -> None:
+    """Hide the KNOWN_HARMLESS library messages (a logging filter and a warnings filter); nothing else."""
+    class DropKnown(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not any(record.getMessage().startswith(text) for text in KNOWN_HARMLESS)
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(DropKnown())
+    warnings.filterwarnings("ignore", message=re.escape(KNOWN_HARMLESS[1]), category=FutureWarning)
+
+
+_quiet_known_harmless_notices()
 TRAIN_COMMAND = "python -m recsys.ranker.train"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
