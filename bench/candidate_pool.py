@@ -28,13 +28,13 @@ from recsys.data import load_dataset  # noqa: E402
 from recsys.machine import machine_record  # noqa: E402
 from recsys.pipeline import default_adapter  # noqa: E402
 from recsys.ranker.evaluate import read_cowatch, read_fusion_weights  # noqa: E402
-from recsys.ranker.pool import choose_pool  # noqa: E402
+from recsys.ranker.prior import choose_pool  # noqa: E402
 from recsys.results import write_json  # noqa: E402
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
 
 
 def main(argv=None) -> dict:
-    """Print coverage, NDCG@10 and Recall@10 of each pool size on validation (`recsys.ranker.pool.choose_pool`)."""
+    """Print coverage, NDCG@10 and Recall@10 of each pool size on validation (`recsys.ranker.prior.choose_pool`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--json", default=None)

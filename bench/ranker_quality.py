@@ -18,7 +18,6 @@ weights as chosen on ml-latest-small); the adapter is the ml-latest-small one.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -29,9 +28,8 @@ from recsys.data import load_dataset  # noqa: E402
 from recsys.machine import machine_record  # noqa: E402
 from recsys.metrics import format_table, ndcg_at, paired_bootstrap  # noqa: E402
 from recsys.ranker.cowatch import CoWatchCounts  # noqa: E402
-from recsys.ranker.evaluate import (RETRIEVER, ablation, adapter_rows, pool_trade, read_cowatch,  # noqa: E402
-                                    read_fusion_weights, read_prompt_config, score_llm, split_rows, subset_ndcgs,
-                                    target_ranks)
+from recsys.ranker.evaluate import (RETRIEVER, ablation, adapter_rows, all_user_ranks, pool_trade, read_cowatch,  # noqa: E402
+                                    read_fusion_weights, read_prompt_config, score_llm, split_rows, subset_ndcgs)
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker  # noqa: E402
 from recsys.ranker.pool import read_pool  # noqa: E402
 from recsys.ranker.prior import training_counts  # noqa: E402
@@ -75,7 +73,7 @@ def pool_effect(dataset, candidates, counts, weights, pool: int) -> dict | None:
     per_user = {}
     for name, size in (("pool", pool), ("top20", NUM_CANDIDATES)):
         rows = split_rows(dataset, "test", candidates, counts, pool=size, weights=weights)
-        ranks = target_ranks(rows, weights).tolist() + [math.inf] * (rows.total_users - len(rows))
+        ranks = all_user_ranks(rows, weights, candidates.users.tolist())  # paired user by user
         per_user[name] = {"N@10": [ndcg_at(r, 10) for r in ranks], "R@10": [float(r <= 10) for r in ranks]}
     return {key: {"pool": round(sum(per_user["pool"][key]) / len(per_user["pool"][key]), 4),
                   "top20": round(sum(per_user["top20"][key]) / len(per_user["top20"][key]), 4),

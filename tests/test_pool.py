@@ -12,7 +12,7 @@ from conftest import make_pipeline
 from recsys import NUM_CANDIDATES
 from recsys.data.preprocess import SequenceDataset
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
-from recsys.ranker.evaluate import RETRIEVER, RankingRows, pool_trade, ranking_metrics, split_rows, target_ranks
+from recsys.ranker.evaluate import RETRIEVER, RankingRows, all_user_ranks, pool_trade, ranking_metrics, split_rows, target_ranks
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.pool import PRIOR_FILE, keep_best, read_pool
 from recsys.retriever.candidates import SplitCandidates, retrieve_split
@@ -73,6 +73,9 @@ def test_split_rows_keep_the_pools_best_and_add_the_targets_it_brings_in(tiny_ca
     assert pooled.retriever_ranks().tolist() == [2, 23, 20] and pooled.subset().tolist() == [True, False, True]
     assert pooled.target_index[2] == -1 and 20 not in pooled.candidate_ids[2].tolist()  # dropped: a miss
     assert pool_trade(pooled) == {"subset_targets_dropped": 1, "targets_brought_in": 1}
+    users = [1, 2, 3, 4]  # two systems' ranks pair user by user, whichever rows each has
+    assert all_user_ranks(paper, RETRIEVER, users) == [2, math.inf, math.inf, 20]
+    assert all_user_ranks(pooled, RETRIEVER, users) == [2, 23, math.inf, 20]
     assert pooled.candidate_ids[1].tolist() == sorted(pooled.candidate_ids[1].tolist())  # still LRURec's order
     with pytest.raises(ValueError, match="--k 30"):
         split_rows(dataset, "test", candidates, counts, pool=30, weights=FusionWeights(0.4, 1.8, 0.0))

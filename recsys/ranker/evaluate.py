@@ -49,6 +49,7 @@ class RankingRows:
     target_index: torch.Tensor  # (N,) 0-based position of the target among the candidates; -1: a pool dropped it
     total_users: int  # users of the whole split, for overall metrics (misses outside the rows)
     llm: torch.Tensor | None = None  # (N, K) the LLM's log-probabilities once scored
+    users: torch.Tensor | None = None  # (N,) the user of each row (split rows); None for held-out examples
     retriever_rank: torch.Tensor | None = None  # (N,) the target's rank in the retriever's own ranking (inf: beyond
     # its pool); None: its place among the candidates, which are then the retriever's top ones in its order
 
@@ -77,6 +78,7 @@ class RankingRows:
                        retriever_scores=self.retriever_scores[picked], cowatch=self.cowatch[picked],
                        target_index=self.target_index[picked],
                        llm=None if self.llm is None else self.llm[picked],
+                       users=None if self.users is None else self.users[picked],
                        retriever_rank=None if self.retriever_rank is None else self.retriever_rank[picked])
 
 
@@ -128,7 +130,8 @@ def split_rows(dataset: SequenceDataset, split: str, candidates: SplitCandidates
                        max_users, seed)
     picked = torch.tensor(rows, dtype=torch.long)
     return RankingRows([histories[i] for i in rows], ids[picked], scores[picked], cowatch[picked], target_index[picked],
-                       int(candidates.users.numel()), retriever_rank=retriever_rank[picked])
+                       int(candidates.users.numel()), users=candidates.users[picked].long(),
+                       retriever_rank=retriever_rank[picked])
 
 
 def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_config: PromptConfig,
@@ -179,6 +182,13 @@ def target_ranks(rows: RankingRows, weights: FusionWeights) -> torch.Tensor:
     index = torch.arange(scores.shape[1]).view(1, -1)
     ahead = (scores > target) | ((scores == target) & (index < target_index))
     return torch.where(rows.target_index >= 0, ahead.sum(dim=1) + 1.0, torch.tensor(math.inf))
+
+
+def all_user_ranks(rows: RankingRows, weights: FusionWeights, users: list[int]) -> list[float]:
+    """Each of `users`' target ranks in the fused order of split rows, in the order of `users` (inf for a user
+    without a row), so that two systems' ranks pair user by user."""
+    ranks = dict(zip(rows.users.tolist(), target_ranks(rows, weights).tolist()))
+    return [ranks.get(user, math.inf) for user in users]
 
 
 def ranking_metrics(rows: RankingRows, weights: FusionWeights) -> dict[str, dict[str, float]]:

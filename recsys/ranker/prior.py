@@ -25,13 +25,16 @@ import torch
 from recsys import NUM_CANDIDATES
 from recsys.data import SequenceDataset, load_dataset
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
-from recsys.ranker.evaluate import RETRIEVER, RankingRows, ndcg10
+from recsys.metrics import ndcg_at, paired_bootstrap
+from recsys.ranker.evaluate import RETRIEVER, RankingRows, all_user_ranks, ndcg10, split_rows
 from recsys.ranker.fusion import FusionWeights, retriever_opinion
-from recsys.ranker.heldout import (HeldOutExamples, load_held_out, split_by_user, truncated_sequences)
+from recsys.ranker.heldout import HeldOutExamples, load_held_out, split_by_user, truncated_sequences
 from recsys.ranker.model import DEFAULT_ADAPTER
-from recsys.ranker.pool import PRIOR_FILE, choose_pool
+from recsys.ranker.pool import PRIOR_FILE
 from recsys.results import write_json
+from recsys.retriever.candidates import retrieve_split
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
+from recsys.retriever.model import LRURec
 
 WINDOW_GRID = (1, 2, 3, 5, 10)
 SPAN_GRID = (1, 3, 5, 10, 20)
@@ -110,6 +113,39 @@ def choose_prior(examples: HeldOutExamples, dataset: SequenceDataset, windows=WI
                   "training_examples": len(train_rows), "retriever_N@10": round(retriever_only, 4),
                   "prior_N@10": best["val_N@10"]}
     return PriorChoice(CoWatchConfig(best["window"], best["span"]), FusionWeights(**best["weights"]), validation, grid)
+
+
+POOL_GRID = (20, 30, 50, 100)
+
+
+def pooled_ndcg(model: LRURec, dataset: SequenceDataset, counts: CoWatchCounts, weights: FusionWeights,
+                pool: int, split: str = "val") -> dict[str, list[float]]:
+    """Per user of `split` (in the split's order): NDCG@10, Recall@10 and coverage@20 of the prior's order of the
+    20 it keeps from LRURec's top-`pool`, ranked as evaluation ranks them (`split_rows`; a target not kept is a
+    miss)."""
+    candidates = retrieve_split(model, dataset, split, k=pool)
+    prior = weights.but(llm=0.0)
+    rows = split_rows(dataset, split, candidates, counts, pool=pool, weights=prior)
+    ranks = all_user_ranks(rows, prior, candidates.users.tolist())
+    return {"N@10": [ndcg_at(r, 10) for r in ranks], "R@10": [float(r <= 10) for r in ranks],
+            "coverage@20": [float(r <= NUM_CANDIDATES) for r in ranks]}
+
+
+def choose_pool(model: LRURec, dataset: SequenceDataset, counts: CoWatchCounts, weights: FusionWeights,
+                pools=POOL_GRID) -> tuple[int, list[dict]]:
+    """(the pool size with the best mean validation NDCG@10, within 0.001 the smaller; every size's means and
+    paired-bootstrap intervals against a pool of 20)."""
+    per_user = {pool: pooled_ndcg(model, dataset, counts, weights, pool) for pool in pools}
+    rows = []
+    for pool in pools:
+        row = {"pool": pool, **{k: round(sum(v) / len(v), 4) for k, v in per_user[pool].items()}}
+        if pool != NUM_CANDIDATES and NUM_CANDIDATES in per_user:
+            row["ci95_diff_vs_20"] = {k: [round(x, 4) for x in paired_bootstrap(per_user[pool][k],
+                                                                                 per_user[NUM_CANDIDATES][k])]
+                                      for k in ("N@10", "R@10")}
+        rows.append(row)
+    best = max(row["N@10"] for row in rows)
+    return min(row["pool"] for row in rows if row["N@10"] >= best - 0.001), rows
 
 
 def read_prior(folder: str | Path) -> tuple[CoWatchConfig, FusionWeights]:
