@@ -102,8 +102,8 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
                                                                 f"(chosen on validation).")
                 cowatch_weight = gr.Slider(0.0, MAX_WEIGHT, value=fusion.cowatch, step=WEIGHT_STEP, scale=3,
                                            label="Co-watch weight",
-                                           info="0 = no co-watch in the ranking" + (" (it still chose the 20 candidates)"
-                                                                                   if pipeline.pool > 20 else "")
+                                           info="0 = no co-watch in the ranking"
+                                                + (" (it still chose the 20 candidates)" if pipeline.pool > 20 else "")
                                                 + f". Served: {fusion.cowatch:g} (fitted on held-out "
                                                 f"examples; the retriever's weight stays {fusion.retriever:g}).")
                 reset = gr.Button("Served weights", scale=1, min_width=120)

@@ -11,11 +11,12 @@ retriever chart, what the verbalizer reads); `compare_base_p50_ms` times the sam
 with the base model" ticked (one more forward pass). Extra app.py flags follow `--`, e.g. `-- --threads 1`.
 Goals on 2 idle CPU cores (warm model cache): cold start < 10 s, Recommend p50 < 500 ms.
 
-The floor: once the app has stopped, a plain matmul is timed at each of the served prompt's shapes
-(the median prompt of the clicks, tokenized as the app does, less the cached instruction prefix the app
-does not run again), in the app's dtype with the app's torch threads (`recsys.floor`). Recommend p50 / floor and the server's verbalizer p50 / floor say how far
-the serving path is from what this machine's matmuls allow. The JSON names the machine (CPU model,
-flags, the app's dtype and threads, load average at the start).
+The floor: once the app has stopped, a plain matmul is timed at each of the served prompt's shapes (the
+median prompt of the clicks, tokenized as the app does, less the cached instruction prefix the app does
+not run again), in the app's dtype with the app's torch threads (`recsys.floor`). Recommend p50 / floor
+and the server's verbalizer p50 / floor say how far the serving path is from what this machine's matmuls
+allow. The JSON names the machine (CPU model, flags, the app's dtype and threads, load average at the
+start).
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ def title_sweep(model, tokenizer, requests: list[Request], letter_ids: list[int]
 
 def throughput(model, tokenizer, texts: list[str], letter_ids: list[int], config: EfficiencyConfig,
                prefix: PrefixCache) -> dict:
-    """Verbalizer requests per second on `texts` (after the cached prefix), one prompt per forward vs all in one batch."""
+    """Verbalizer requests per second on `texts` (after the cached prefix), one prompt a forward vs all in one batch."""
     timing = TimingConfig(0, config.repeats)
     one_by_one = time_call(lambda: [letter_logits(model, tokenizer, [t], letter_ids, prefix) for t in texts],
                            model.device, timing)

@@ -58,8 +58,8 @@ def features(sequences: list[list[int]], num_items: int, histories: list[list[in
             "popularity": torch.log1p(occurrences[candidate_ids])}
 
 
-def heldout_features(dataset: SequenceDataset, folder: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor,
-                                                                     torch.Tensor]:
+def heldout_features(dataset: SequenceDataset,
+                     folder: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
     """(features of every held-out row, target index (N,), user (N,), is-validation (N,))."""
     examples = load_held_out(folder)
     histories = examples.histories(dataset)
@@ -144,7 +144,8 @@ def main(argv=None) -> dict:
                                                          torch.tensor(row["weights"]), paper.target_index)
     (served_name, served_ndcg), (best_name, best_ndcg) = confirm.items()
     paper_interval = [round(x, 4) for x in paired_bootstrap(best_ndcg.tolist(), served_ndcg.tolist())]
-    print(f"chosen on held-out validation: {best_name} ({best['heldout_val_N@10']:.4f} vs {served['heldout_val_N@10']:.4f};"
+    print(f"chosen on held-out validation: {best_name} ({best['heldout_val_N@10']:.4f} vs "
+          f"{served['heldout_val_N@10']:.4f};"
           f" difference interval {heldout_interval})")
     print(f"the paper's {len(paper)} validation users: served prior {served_ndcg.mean():.4f}, chosen "
           f"{best_ndcg.mean():.4f}, difference interval {paper_interval}")

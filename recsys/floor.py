@@ -97,7 +97,8 @@ def prompt_floor(config, num_tokens: int, dtype: torch.dtype, device="cpu", scor
     seconds = {product.name: timer(product, dtype, device) for product in products}
     floor_s = sum(seconds[p.name] * p.count * p.useful for p in products)
     flops = sum(p.flops for p in products)
-    return {"prompt_tokens": num_tokens, "cached_tokens": cached_tokens, "forward_gflops": round(flops / 1e9, 2), "floor_ms": round(1000 * floor_s, 1),
+    return {"prompt_tokens": num_tokens, "cached_tokens": cached_tokens, "forward_gflops": round(flops / 1e9, 2),
+            "floor_ms": round(1000 * floor_s, 1),
             "achieved_gflops_per_second": round(flops / floor_s / 1e9, 1),
             "dtype": str(dtype).replace("torch.", ""), "device": str(device), "threads": torch.get_num_threads(),
             "products": [{"name": p.name, "shape": [p.batch, p.m, p.k, p.n], "count": p.count,

@@ -25,15 +25,15 @@ from recsys.data.test_users import TestUsers, load_test_users
 from recsys.machine import dtype_name
 from recsys.ranker.cowatch import CoWatchCounts
 from recsys.ranker.evaluate import read_cowatch, read_fusion_weights, read_prompt_config
-from recsys.ranker.fusion import (FusionWeights, describe_fusion, final_order, fused_scores, retriever_opinion)
+from recsys.ranker.fusion import FusionWeights, describe_fusion, final_order, fused_scores, retriever_opinion
 from recsys.ranker.generation import GENERATION_INSTRUCTION, generate_ranking
-from recsys.ranker.model import (DEFAULT_ADAPTER, RankerLoadConfig, describe, load_ranker, pick_device, use_4bit)
+from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, describe, load_ranker, pick_device, use_4bit
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.pool import keep_best, read_pool
 from recsys.ranker.prompt import (INSTRUCTION, LETTERS, PromptConfig, RankingPrompt, build_prompt, evidence_note,
                                   item_texts)
-from recsys.ranker.verbalizer import (PrefixCache, build_prefix_cache, letter_token_ids, read_next_token)
-from recsys.retriever.checkpoint import (DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, load_catalog, load_model)
+from recsys.ranker.verbalizer import PrefixCache, build_prefix_cache, letter_token_ids, read_next_token
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, load_catalog, load_model
 from recsys.retriever.model import LRURec
 
 MAX_INPUT_ITEMS = 5000  # longest history accepted at all (the longest ml-latest-small user has 2,131 test items)

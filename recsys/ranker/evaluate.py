@@ -3,9 +3,9 @@
 
 `python -m recsys.ranker.evaluate --adapter checkpoints/llamarec-smollm2-135m-ml-latest-small --json out.json`
 
-Metrics follow the paper: on the valid-retrieval subset (users whose held-out item is in LRURec's
-top-20; a target the pool dropped is a miss) and overall (every user; a target outside the 20 a miss). Every caller (training
-validation, evaluation, benchmarks) scores the LLM through `score_llm`, the app through the same
+Metrics follow the paper: on the valid-retrieval subset (users whose held-out item is in LRURec's top-20; a
+target the pool dropped is a miss) and overall (every user; a target outside the 20 a miss). Every caller
+(training validation, evaluation, benchmarks) scores the LLM through `score_llm`, the app through the same
 `recsys.ranker.verbalizer.letter_logits`, and ranks by `recsys.ranker.fusion`.
 """
 
@@ -25,8 +25,8 @@ from recsys.data import Catalog, SequenceDataset, load_dataset
 from recsys.data.errors import one_line
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchCounts
-from recsys.ranker.fusion import (FusionWeights, fused_scores, llm_opinion, retriever_opinion)
-from recsys.ranker.model import (DEFAULT_ADAPTER, TRAIN_COMMAND, RankerLoadConfig, load_ranker)
+from recsys.ranker.fusion import FusionWeights, fused_scores, llm_opinion, retriever_opinion
+from recsys.ranker.model import DEFAULT_ADAPTER, TRAIN_COMMAND, RankerLoadConfig, load_ranker
 from recsys.ranker.pool import keep_best, read_pool
 from recsys.ranker.prompt import PromptConfig, build_prompt, evidence_notes, item_texts
 from recsys.ranker.verbalizer import build_prefix_cache, letter_logits, letter_token_ids
@@ -356,14 +356,16 @@ def main(argv=None) -> dict:
     dataset = load_dataset("ml-latest-small", args.data_dir)
     weights = read_fusion_weights(adapter)
     counts = read_cowatch(adapter)
-    rows = adapter_rows(dataset, args.split, load_candidates(args.retriever)[args.split], adapter, counts, args.max_users)
+    candidates = load_candidates(args.retriever)[args.split]
+    rows = adapter_rows(dataset, args.split, candidates, adapter, counts, args.max_users)
     model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=adapter,
                                                    cpu_precision=args.precision))
     rows = score_llm(model, tokenizer, dataset.catalog, rows, read_prompt_config(adapter), args.batch_size)
     result = ablation(rows, weights)
     result.update(users=int(rows.subset().sum()), rows=len(rows), total_users=rows.total_users,
                   fusion=weights.__dict__, **pool_trade(rows))
-    print_ablation(result, f"{args.split}: {result['users']} users in the valid-retrieval subset of {rows.total_users}; "
+    print_ablation(result, f"{args.split}: {result['users']} users in the valid-retrieval subset of "
+                           f"{rows.total_users}; "
                            f"fusion {weights}")
     write_json(args.json, result)
     return result

@@ -44,8 +44,8 @@ from recsys.ranker.model import (DEFAULT_ADAPTER, LoraSettings, RankerLoadConfig
                                  load_base_model, load_tokenizer, pick_device, use_4bit)
 from recsys.ranker.pool import PRIOR_FILE, read_pool
 from recsys.ranker.prior import heldout_rows, read_prior
-from recsys.ranker.prompt import (LETTERS, PromptConfig, build_prompt, evidence_notes, item_texts)
-from recsys.ranker.verbalizer import (encode_example, forward_letter_logits, letter_token_ids)
+from recsys.ranker.prompt import LETTERS, PromptConfig, build_prompt, evidence_notes, item_texts
+from recsys.ranker.verbalizer import encode_example, forward_letter_logits, letter_token_ids
 from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
 

@@ -70,7 +70,8 @@ def tokenize_prompts(tokenizer, prompts: list[str], device, prefix: PrefixCache 
     attention_mask = torch.cat([torch.ones(len(prompts), start, dtype=suffix_mask.dtype, device=device),
                                 suffix_mask], dim=1)
     return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "position_ids": position_ids(attention_mask)[:, start:], "prefix_cache": prefix.expanded_cache(len(prompts))}
+            "position_ids": position_ids(attention_mask)[:, start:],
+            "prefix_cache": prefix.expanded_cache(len(prompts))}
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -181,7 +182,7 @@ class PrefixCache:
     key_values: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (1, kv_heads, prefix, head_dim)
 
     def suffix(self, token_ids: list[int]) -> list[int]:
-        """The prompt's tokens after the prefix; ValueError when the prompt does not start with it (or is nothing more)."""
+        """The prompt's tokens after the prefix; ValueError when the prompt does not start with it (or has no more)."""
         start = len(self.token_ids)
         if token_ids[:start] != self.token_ids or len(token_ids) == start:
             raise ValueError("a prompt does not start with the cached prefix; build the cache with the "
