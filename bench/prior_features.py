@@ -61,7 +61,7 @@ def features(sequences: list[list[int]], num_items: int, histories: list[list[in
 def heldout_features(dataset: SequenceDataset,
                      folder: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
     """(features of every held-out row, target index (N,), user (N,), is-validation (N,))."""
-    examples = load_held_out(folder)
+    examples = load_held_out(folder).top()  # the rows the prior is fitted on: target in the top-20
     histories = examples.histories(dataset)
     rows: dict[str, torch.Tensor] = {}
     for cut in examples.cuts.unique().tolist():

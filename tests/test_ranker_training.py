@@ -134,18 +134,25 @@ def test_held_out_retriever_never_sees_the_positions_it_scores():
         assert dataset.sequences[user][-2] not in truncated.sequences[user][-2:] or counts[user] == 0
 
 
-def test_held_out_examples_are_the_retrievers_top20_in_its_order(tmp_path):
+def test_held_out_examples_are_the_retrievers_top_k_in_its_order(tmp_path):
     from safetensors.torch import save_file
 
     dataset = _toy_dataset()
     counts = held_out_counts(dataset, holdout=10)
     retriever = make_lrurec()
     positions = held_out_positions(dataset, counts)
-    tensors = candidate_examples(retriever, dataset, positions)
-    assert 0 < tensors["users"].numel() <= len(positions)
+    tensors = candidate_examples(retriever, dataset, positions, k=30)
+    assert tensors["candidate_ids"].shape[1] == 30
+    assert 0 < int((tensors["answer_index"] < 20).sum()) < tensors["users"].numel() <= len(positions)
+    for user, position, ids in zip(tensors["users"].tolist(), tensors["positions"].tolist(),
+                                   tensors["candidate_ids"].tolist()):
+        assert ids == retriever.retrieve([dataset.train(user)[:position]], 30)[0][0].tolist()
     save_file(tensors, tmp_path / "heldout_examples.safetensors")
-    examples = load_held_out(tmp_path).ranking_examples(dataset)
-    for example, user, position in zip(examples, tensors["users"].tolist(), tensors["positions"].tolist()):
+    examples = load_held_out(tmp_path).ranking_examples(dataset)  # the rows whose target is in the top-20
+    in_top20 = (tensors["answer_index"] < 20).nonzero().flatten().tolist()
+    assert len(examples) == len(in_top20)
+    for example, row in zip(examples, in_top20):
+        user, position = int(tensors["users"][row]), int(tensors["positions"][row])
         history = dataset.train(user)[:position]
         top_ids, _ = retriever.retrieve([history], 20)
         assert list(example.candidates) == top_ids[0].tolist()

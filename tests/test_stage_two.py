@@ -15,7 +15,7 @@ from recsys.ranker.examples import RankingExample
 from recsys.ranker.fusion import FusionWeights, final_order, fused_scores, prior_scores
 from recsys.ranker.heldout import (HeldOutExamples, candidate_examples, held_out_counts, held_out_positions,
                                    split_by_user, truncated_dataset, truncated_sequences)
-from recsys.ranker.prior import fit_prior_weights, training_counts
+from recsys.ranker.prior import fit_prior_weights, heldout_rows, pooled_heldout_rows, training_counts
 from recsys.ranker.prompt import PromptConfig, build_prompt, evidence_note
 from recsys.ranker.train import ExampleDataset, collate_letters, letter_loss
 from recsys.ranker.verbalizer import forward_letter_logits, letter_token_ids, tokenize_prompts
@@ -254,3 +254,43 @@ def test_spearman_of_same_and_reversed_orders():
 
     assert spearman([0.1, 0.5, 0.2], [1.0, 3.0, 2.0]) == pytest.approx(1.0)
     assert spearman(torch.tensor([0.1, 0.5, 0.2]), torch.tensor([3.0, 1.0, 2.0])) == pytest.approx(-1.0)
+
+
+def test_training_rows_hold_the_candidates_the_served_pool_keeps():
+    """Held-out rows for training: with pool 20 exactly the rows whose target is in the top-20; with pool 30, of each
+    row's top-30 the 20 the prior ranks best (co-watch counted from the row's own truncated retriever), in the
+    retriever's order, the row kept exactly when its target is among them, and the target's own rank kept."""
+    dataset = _toy_dataset(num_users=12)
+    tensors = {}
+    for cut in (10, 20):
+        part = candidate_examples(make_lrurec(), dataset, held_out_positions(dataset, held_out_counts(dataset, cut),
+                                                                             skip_last=cut - 10), k=30)
+        part["cuts"] = torch.full_like(part["users"], cut)
+        tensors = {k: torch.cat([tensors[k], v]) if k in tensors else v for k, v in part.items()}
+    examples = HeldOutExamples(*(tensors[k].long() if k != "candidate_scores" else tensors[k]
+                                 for k in ("users", "positions", "cuts", "candidate_ids", "candidate_scores",
+                                           "answer_index")))
+    config, weights = CoWatchConfig(3, 3), FusionWeights(0.3, 2.0, 0.0)
+    paper = pooled_heldout_rows(examples, dataset, config, weights, pool=20)
+    top20 = heldout_rows(examples.top(), dataset, config)
+    assert torch.equal(paper.candidate_ids, top20.candidate_ids) and torch.equal(paper.target_index, top20.target_index)
+    assert torch.equal(paper.cowatch, top20.cowatch) and len(paper) == int((examples.answer_index < 20).sum())
+
+    wide = heldout_rows(examples, dataset, config)  # every row's top-30 with its co-watch scores
+    prior = prior_scores(wide.retriever_scores, wide.cowatch, weights)
+    expected = []
+    for row in range(len(wide)):
+        best = sorted(range(30), key=lambda j: (-prior[row, j].item(), j))[:20]
+        if int(examples.answer_index[row]) in best:
+            expected.append((row, sorted(best)))
+    pooled = pooled_heldout_rows(examples, dataset, config, weights, pool=30)
+    assert len(pooled) == len(expected)
+    for i, (row, best) in enumerate(expected):
+        assert pooled.candidate_ids[i].tolist() == examples.candidate_ids[row][best].tolist()
+        assert pooled.candidate_ids[i][pooled.target_index[i]] == dataset.train(int(examples.users[row]))[
+            int(examples.positions[row])]
+        assert pooled.retriever_ranks()[i] == examples.answer_index[row] + 1
+    brought_in = sum(int(examples.answer_index[row]) >= 20 for row, _ in expected)
+    dropped = int((examples.answer_index < 20).sum()) - (len(expected) - brought_in)
+    assert brought_in > 0 and dropped > 0  # the pool changed the rows both ways, so the test has teeth
+    assert len(pooled.ranking_examples()) == len(pooled)

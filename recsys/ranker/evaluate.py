@@ -25,6 +25,7 @@ from recsys.data import Catalog, SequenceDataset, load_dataset
 from recsys.data.errors import one_line
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchCounts
+from recsys.ranker.examples import RankingExample
 from recsys.ranker.fusion import FusionWeights, fused_scores, llm_opinion, retriever_opinion
 from recsys.ranker.model import DEFAULT_ADAPTER, TRAIN_COMMAND, RankerLoadConfig, load_ranker
 from recsys.ranker.pool import keep_best, read_pool
@@ -70,6 +71,13 @@ class RankingRows:
         if self.llm is not None:
             named["llm"] = self.llm
         return named
+
+    def ranking_examples(self) -> list[RankingExample]:
+        """Rows as training examples (candidates in the rows' order); every row must hold its target."""
+        if (self.target_index < 0).any():
+            raise ValueError("a training example needs its target among the candidates")
+        return [RankingExample(tuple(h), tuple(ids), a) for h, ids, a in
+                zip(self.histories, self.candidate_ids.tolist(), self.target_index.tolist())]
 
     def select(self, index: list[int]) -> "RankingRows":
         """The rows at `index`, in that order."""

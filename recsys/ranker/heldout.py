@@ -1,11 +1,13 @@
 """Held-out ranker examples: candidates as the ranker sees them at inference, from retrievers that never saw the positions.
 
-At inference the ranker gets LRURec's top-20 in LRURec's order for a position LRURec never trained
-on. Training on random negatives (the paper's recipe) teaches a small LM a different task. Here one
-second LRURec per *cut point* c is trained on every user's training items without their last c
-items; its top-20 (ids and scores, in its order) for the positions between c and c - window items
-before the end is one example each, kept only when the target is among the 20 (as the
-valid-retrieval subset at inference). Cuts 30, 60 and 90 with a window of 30 cover each user's last
+At inference the ranker gets 20 of LRURec's top films for a position LRURec never trained on (its
+top-20, or the 20 the prior keeps of its top-P: `recsys.ranker.pool`). Training on random negatives
+(the paper's recipe) teaches a small LM a different task. Here one second LRURec per *cut point* c is
+trained on every user's training items without their last c items; its top-100 (ids and scores, in
+its order; `MAX_POOL`) for the positions between c and c - window items before the end is one example
+each, kept when the target is among them. `HeldOutExamples.top(20)` gives the rows of the
+valid-retrieval subset (target in the top-20, as at inference with the paper's stage one), on which the
+prior is fitted; `recsys.ranker.prior.pooled_heldout_rows` gives the 20 the served pool keeps. Cuts 30, 60 and 90 with a window of 30 cover each user's last
 90 training positions once, each scored by a retriever that stopped just before it.
 
 The co-watch prior of an example is counted from what its retriever saw (its truncated sequences),
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -28,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from recsys import NUM_CANDIDATES
 from recsys.data import SequenceDataset, load_dataset
 from recsys.ranker.examples import RankingExample
+from recsys.ranker.pool import MAX_POOL
 from recsys.retriever.checkpoint import load_model
 from recsys.retriever.model import LRURec
 
@@ -78,18 +81,19 @@ def held_out_positions(dataset: SequenceDataset, counts: dict[int, int], skip_la
 
 @torch.no_grad()
 def candidate_examples(retriever: LRURec, dataset: SequenceDataset, positions: list[tuple[int, int]],
-                       batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """The retriever's top-20 (retriever order) for each position, kept when the target is among them.
+                       k: int = MAX_POOL, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """The retriever's top-`k` (retriever order) for each position, kept when the target is among them.
 
-    Returns users (N,), positions (N,), candidate_ids (N, 20), answer_index (N,) as int32 and
-    candidate_scores (N, 20) float32 (the retriever's raw scores, best first).
+    Returns users (N,), positions (N,), candidate_ids (N, k), answer_index (N,) as int32 and
+    candidate_scores (N, k) float32 (the retriever's raw scores, best first); k is at most the catalog's size.
     """
+    k = min(k, retriever.config.num_items)
     kept: dict[str, list] = {"users": [], "positions": [], "candidate_ids": [], "answer_index": [],
                              "candidate_scores": []}
     for start in range(0, len(positions), batch_size):
         batch = positions[start:start + batch_size]
         histories = [dataset.train(u)[:p] for u, p in batch]
-        top_ids, top_scores = retriever.retrieve(histories, NUM_CANDIDATES)
+        top_ids, top_scores = retriever.retrieve(histories, k)
         for (user, position), ids, scores in zip(batch, top_ids.tolist(), top_scores.tolist()):
             target = dataset.train(user)[position]
             if target in ids:
@@ -101,7 +105,7 @@ def candidate_examples(retriever: LRURec, dataset: SequenceDataset, positions: l
     tensors = {name: torch.tensor(values, dtype=torch.float32 if name == "candidate_scores" else torch.int32)
                for name, values in kept.items()}
     for name in ("candidate_ids", "candidate_scores"):
-        tensors[name] = tensors[name].reshape(-1, NUM_CANDIDATES)
+        tensors[name] = tensors[name].reshape(-1, k)
     return tensors
 
 
@@ -112,8 +116,8 @@ class HeldOutExamples:
     users: torch.Tensor  # (N,) int
     positions: torch.Tensor  # (N,) int: history = train[:position], target = train[position]
     cuts: torch.Tensor  # (N,) int: the cut point of the retriever that produced the row
-    candidate_ids: torch.Tensor  # (N, 20) int, that retriever's order
-    candidate_scores: torch.Tensor  # (N, 20) float32, that retriever's scores
+    candidate_ids: torch.Tensor  # (N, K) int, that retriever's top-K in its order (K = MAX_POOL; 20 in older files)
+    candidate_scores: torch.Tensor  # (N, K) float32, that retriever's scores
     answer_index: torch.Tensor  # (N,) int
 
     def __len__(self) -> int:
@@ -123,14 +127,24 @@ class HeldOutExamples:
         """The rows where the boolean (N,) `mask` is true."""
         return HeldOutExamples(*(getattr(self, name)[mask] for name in self.__dataclass_fields__))
 
+    def top(self, k: int = NUM_CANDIDATES) -> "HeldOutExamples":
+        """The rows whose target is in the retriever's top-`k`, with those `k` candidates only (ValueError when the
+        rows hold fewer)."""
+        if self.candidate_ids.shape[1] < k:
+            raise ValueError(f"the held-out examples hold the retriever's top-{self.candidate_ids.shape[1]}, not "
+                             f"{k}: re-create them with python -m recsys.ranker.heldout --resume")
+        rows = self.select(self.answer_index < k)
+        return replace(rows, candidate_ids=rows.candidate_ids[:, :k], candidate_scores=rows.candidate_scores[:, :k])
+
     def histories(self, dataset: SequenceDataset) -> list[list[int]]:
         """Each row's history (item ids, oldest first)."""
         return [dataset.train(u)[:p] for u, p in zip(self.users.tolist(), self.positions.tolist())]
 
     def ranking_examples(self, dataset: SequenceDataset) -> list[RankingExample]:
-        """Rows as RankingExamples (candidates in the retriever's order)."""
+        """The rows whose target is in the retriever's top-20 as RankingExamples (that top-20 in its order)."""
+        top = self.top()
         return [RankingExample(tuple(h), tuple(ids), a) for h, ids, a in
-                zip(self.histories(dataset), self.candidate_ids.tolist(), self.answer_index.tolist())]
+                zip(top.histories(dataset), top.candidate_ids.tolist(), top.answer_index.tolist())]
 
 
 def load_held_out(folder: str | Path) -> HeldOutExamples:
@@ -185,15 +199,18 @@ def build(config: HeldOutConfig) -> dict:
         tensors = candidate_examples(load_model(retriever_dir), dataset, positions)
         tensors["cuts"] = torch.full_like(tensors["users"], cut)
         parts.append(tensors)
+        in_top20 = int((tensors["answer_index"] < NUM_CANDIDATES).sum())
         per_cut[cut] = {"positions": len(positions), "examples": int(tensors["users"].numel()),
-                        "coverage@20": round(tensors["users"].numel() / max(len(positions), 1), 4)}
+                        "coverage@20": round(in_top20 / max(len(positions), 1), 4),
+                        f"coverage@{MAX_POOL}": round(tensors["users"].numel() / max(len(positions), 1), 4)}
         print(f"cut {cut}: {per_cut[cut]}")
     examples = {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
     output.mkdir(parents=True, exist_ok=True)
     save_file(examples, output / EXAMPLES_FILE)
-    answers = torch.bincount(examples["answer_index"].long(), minlength=NUM_CANDIDATES)
+    answers = torch.bincount(examples["answer_index"].long(), minlength=MAX_POOL)[:NUM_CANDIDATES]
     validation = is_validation_user(examples["users"].long())
     summary = {"config": asdict(config), "per_cut": per_cut, "examples": int(examples["users"].numel()),
+               "examples_in_top20": int((examples["answer_index"] < NUM_CANDIDATES).sum()),
                "validation_examples": int(validation.sum()),
                "validation_users": int(examples["users"][validation].unique().numel()),
                "users_with_examples": int(examples["users"].unique().numel()),

@@ -6,7 +6,8 @@ recommended, however strongly the co-watch prior backs it; with P > 20 the prior
 LRURec's order (so the letters follow the retriever as before). P is chosen on the 610 validation users
 by NDCG@10 of the prior's order (`recsys.ranker.prior.choose_pool`; `python -m recsys.ranker.prior --write`
 saves it in prior.json, `bench/candidate_pool.py` prints the evidence). Serving (`Pipeline.retrieve`) and
-evaluation (`recsys.ranker.evaluate.split_rows`) both call `keep_best`.
+evaluation (`recsys.ranker.evaluate.split_rows`) both call `keep_best`, and so does training: the LLM learns on
+the held-out candidates the same pool keeps (`recsys.ranker.prior.pooled_heldout_rows`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from recsys.data.errors import one_line
 from recsys.ranker.fusion import FusionWeights, prior_scores
 
 PRIOR_FILE = "prior.json"  # the prior's choices, beside the adapter (`python -m recsys.ranker.prior --write`)
+MAX_POOL = 100  # the largest pool the prior may choose; held-out examples keep LRURec's top-MAX_POOL
 
 
 def keep_best(retriever_scores: torch.Tensor, cowatch_scores: torch.Tensor, weights: FusionWeights,

@@ -1,7 +1,7 @@
 """The fixed prior of stage two: retriever + co-watch, its window/span chosen and its weights fitted on held-out examples.
 
-`python -m recsys.ranker.prior` reads the held-out examples (`python -m recsys.ranker.heldout`),
-splits them by user into training rows and validation rows (~15% of users), and for every
+`python -m recsys.ranker.prior` reads the held-out examples (`python -m recsys.ranker.heldout`) whose
+target is in their retriever's top-20 (the 20 candidates as the paper's stage one gives them), splits them by user into training rows and validation rows (~15% of users), and for every
 (window, span) of the grid
   1. counts co-watch pairs in what each example's truncated retriever saw,
   2. fits the weights of log-softmax(retriever) and co-watch by maximum likelihood on the training rows
@@ -30,7 +30,7 @@ from recsys.ranker.evaluate import RETRIEVER, RankingRows, all_user_ranks, ndcg1
 from recsys.ranker.fusion import FusionWeights, retriever_opinion
 from recsys.ranker.heldout import HeldOutExamples, load_held_out, split_by_user, truncated_sequences
 from recsys.ranker.model import DEFAULT_ADAPTER
-from recsys.ranker.pool import PRIOR_FILE
+from recsys.ranker.pool import MAX_POOL, PRIOR_FILE, keep_best
 from recsys.results import write_json
 from recsys.retriever.candidates import retrieve_split
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
@@ -50,6 +50,23 @@ def heldout_rows(examples: HeldOutExamples, dataset: SequenceDataset, config: Co
         cowatch[index] = counts.scores([histories[i] for i in index.tolist()], examples.candidate_ids[index])
     return RankingRows(histories, examples.candidate_ids, examples.candidate_scores, cowatch, examples.answer_index,
                        len(examples))
+
+
+def pooled_heldout_rows(examples: HeldOutExamples, dataset: SequenceDataset, config: CoWatchConfig,
+                        weights: FusionWeights, pool: int) -> RankingRows:
+    """Held-out examples as the served pool gives them: of each row's top-`pool` (its retriever's order), the 20 the
+    prior (`weights`, co-watch from the row's own truncated retriever) keeps (`recsys.ranker.pool.keep_best`), in the
+    retriever's order; only rows whose target was kept (a training row needs its answer); `retriever_rank` keeps the
+    target's rank in the retriever's own order. `pool` 20: the rows whose target is in the top-20, as they are."""
+    rows = heldout_rows(examples.top(pool), dataset, config)
+    kept = keep_best(rows.retriever_scores, rows.cowatch, weights)
+    hit = kept == rows.target_index.view(-1, 1)
+    answered = hit.any(dim=1).nonzero().flatten()
+    kept = kept[answered]
+    return RankingRows([rows.histories[i] for i in answered.tolist()], rows.candidate_ids[answered].gather(1, kept),
+                       rows.retriever_scores[answered].gather(1, kept), rows.cowatch[answered].gather(1, kept),
+                       hit[answered].int().argmax(dim=1), len(answered),
+                       retriever_rank=rows.target_index[answered] + 1.0)
 
 
 def training_counts(dataset: SequenceDataset, config: CoWatchConfig) -> CoWatchCounts:
@@ -95,8 +112,9 @@ class PriorChoice:
 
 def choose_prior(examples: HeldOutExamples, dataset: SequenceDataset, windows=WINDOW_GRID,
                  spans=SPAN_GRID) -> PriorChoice:
-    """Fit the weights on training rows and pick (window, span) by validation NDCG@10 (ties: the smaller window, span)."""
-    train_rows, val_rows = split_by_user(examples)
+    """Fit the weights on training rows and pick (window, span) by validation NDCG@10 (ties: the smaller window, span);
+    rows whose target is in their retriever's top-20."""
+    train_rows, val_rows = split_by_user(examples.top())
     grid = []
     for window in windows:
         for span in spans:
@@ -115,7 +133,7 @@ def choose_prior(examples: HeldOutExamples, dataset: SequenceDataset, windows=WI
     return PriorChoice(CoWatchConfig(best["window"], best["span"]), FusionWeights(**best["weights"]), validation, grid)
 
 
-POOL_GRID = (20, 30, 50, 100)
+POOL_GRID = (NUM_CANDIDATES, 30, 50, MAX_POOL)
 
 
 def pooled_ndcg(model: LRURec, dataset: SequenceDataset, counts: CoWatchCounts, weights: FusionWeights,

@@ -4,9 +4,10 @@
 random negatives, loss on letter + EOS over the whole vocabulary. The committed adapter learns the
 *residual* of a fixed prior on held-out retriever candidates: cross-entropy over
 softmax(letter logits + prior), prior = w_r log-softmax(retriever) + w_c co-watch attached to the
-films, the candidates shuffled in the prompt so that a letter's position earns nothing:
+films, the candidates shuffled in the prompt so that a letter's position earns nothing, each example's
+20 candidates the ones the served pool keeps (`recsys.ranker.pool`; `--pool 20`: the retriever's top-20):
 
-    python -m recsys.ranker.heldout                   # truncated retrievers -> 7,120 held-out examples
+    python -m recsys.ranker.heldout                   # truncated retrievers -> their top-100 at 14,947 positions
     python -m recsys.ranker.prior --write             # co-watch window/span and prior weights
     python -m recsys.ranker.train --examples heldout --loss residual --shuffle ...
 
@@ -43,7 +44,7 @@ from recsys.ranker.heldout import load_held_out, split_by_user
 from recsys.ranker.model import (DEFAULT_ADAPTER, LoraSettings, RankerLoadConfig, add_lora, load_adapter,
                                  load_base_model, load_tokenizer, pick_device, use_4bit)
 from recsys.ranker.pool import PRIOR_FILE, read_pool
-from recsys.ranker.prior import heldout_rows, read_prior
+from recsys.ranker.prior import pooled_heldout_rows, read_prior
 from recsys.ranker.prompt import LETTERS, PromptConfig, build_prompt, evidence_notes, item_texts
 from recsys.ranker.verbalizer import encode_example, forward_letter_logits, letter_token_ids
 from recsys.retriever.candidates import load_candidates
@@ -65,6 +66,7 @@ class RankerTrainConfig:
     examples: str = "random"  # "random": training prefixes, random negatives (paper); "heldout": held-out candidates
     heldout_dir: str = "runs/heldout"  # written by `python -m recsys.ranker.heldout`
     prior: str = str(DEFAULT_ADAPTER)  # folder with prior.json and cowatch.safetensors (`recsys.ranker.prior --write`)
+    pool: int | None = None  # "heldout": the 20 the prior keeps of each row's top-`pool` (None: prior.json's pool)
     shuffle: bool = False  # candidates in a random order in each prompt (the prior carries the retriever's order)
     val_examples: int = 400  # "heldout": validation rows scored at every validation (seeded sample)
     max_examples: int | None = None  # None = every example
@@ -235,7 +237,8 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
     """Examples, priors and validation rows as `config` asks.
 
     "heldout": held-out examples of ~85% of users train, a seeded sample of `val_examples` rows of the
-    other users validates. "random": the paper's examples, validated on the paper's validation users.
+    other users validates, both with the 20 candidates the served pool keeps (`pooled_heldout_rows`).
+    "random": the paper's examples, validated on the paper's validation users.
     Held-out runs read the prior chosen by `recsys.ranker.prior` from `config.prior` (the residual loss trains
     on it; every loss is validated with the LLM added to it).
     """
@@ -268,12 +271,13 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
         keep = torch.zeros(len(train_part), dtype=torch.bool)
         keep[rng.sample(range(len(train_part)), config.max_examples)] = True
         train_part = train_part.select(keep)
-    rows = heldout_rows(train_part, dataset, cowatch_config)
+    pool = config.pool if config.pool is not None else read_pool(config.prior)
+    rows = pooled_heldout_rows(train_part, dataset, cowatch_config, prior_weights, pool)
     priors = prior_scores(rows.retriever_scores, rows.cowatch, prior_weights) if config.loss == "residual" else None
-    validation = heldout_rows(val_part, dataset, cowatch_config)
+    validation = pooled_heldout_rows(val_part, dataset, cowatch_config, prior_weights, pool)
     if config.val_examples < len(validation):
         validation = validation.select(sorted(rng.sample(range(len(validation)), config.val_examples)))
-    return TrainingData(train_part.ranking_examples(dataset), priors, rows.cowatch, validation, prior_weights, counts)
+    return TrainingData(rows.ranking_examples(), priors, rows.cowatch, validation, prior_weights, counts)
 
 
 def choose_llm_weight(rows: RankingRows, prior: FusionWeights,
