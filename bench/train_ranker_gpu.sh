@@ -5,13 +5,13 @@
 #   RECIPE=paper (default): every training prefix (~88k examples), random negatives, full-vocabulary loss.
 #   RECIPE=residual: the committed recipe (held-out LRURec candidates from three cuts, the co-watch prior,
 #                    the LLM trained on the residual with shuffled candidates), paper budgets.
-#   RECIPE=heldout: the previous recipe (held-out candidates, letter loss, no prior), paper budgets.
+#   RECIPE=heldout: the previous recipe (held-out candidates: the retriever's top-20, letter loss), paper budgets.
 # Several GPUs: replace `python -m` with `accelerate launch -m`.
 set -euo pipefail
 base=${1:-smollm2-135m-instruct}
 recipe=${RECIPE:-paper}
 output=${2:-runs/ranker-$recipe-$(basename "$base")}
-python -m recsys.retriever.candidates
+python -m recsys.retriever.candidates --k 100  # enough for any candidate pool the prior may choose
 budgets=(--max-history 20 --max-title-tokens 32 --max-prompt-tokens 1536)
 if [ "$recipe" = residual ]; then
   python -m recsys.ranker.heldout --resume
@@ -21,7 +21,7 @@ if [ "$recipe" = residual ]; then
     --eval-every 100 --val-examples 1000 "${budgets[@]}"
 elif [ "$recipe" = heldout ]; then
   python -m recsys.ranker.heldout --resume
-  python -m recsys.ranker.train --base-model "$base" --output "$output" --examples heldout --loss letters \
+  python -m recsys.ranker.train --base-model "$base" --output "$output" --examples heldout --pool 20 --loss letters \
     --lr 5e-4 --batch-size 8 --per-device-batch-size 8 --epochs 1 --warmup-steps 20 --eval-every 75 "${budgets[@]}"
 else
   python -m recsys.ranker.train --base-model "$base" --output "$output" \

@@ -12,7 +12,8 @@ from conftest import make_pipeline
 from recsys import NUM_CANDIDATES
 from recsys.data.preprocess import SequenceDataset
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
-from recsys.ranker.evaluate import RETRIEVER, RankingRows, all_user_ranks, pool_trade, ranking_metrics, split_rows, target_ranks
+from recsys.ranker.evaluate import (RETRIEVER, RankingRows, all_user_ranks, ndcg10, pool_trade, ranking_metrics,
+                                    rows_ndcg10, split_rows, target_ranks)
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.pool import PRIOR_FILE, keep_best, read_pool
 from recsys.retriever.candidates import SplitCandidates, retrieve_split
@@ -48,6 +49,8 @@ def test_the_retrievers_row_stays_its_own_ranking_and_dropped_targets_are_misses
     assert target_ranks(rows, RETRIEVER).tolist() == [3, 15, 30]  # LRURec's own ranks, not its order of the pool
     assert target_ranks(rows, FusionWeights(2.0, 0.0, 0.0)).tolist() == [3, 15, 30]  # at any retriever weight
     assert target_ranks(rows, PRIOR).tolist() == [1, math.inf, 1]
+    assert rows_ndcg10(rows, PRIOR) == pytest.approx(2 / 3)  # every row counts, the dropped target as 0
+    assert ndcg10(rows, PRIOR) == pytest.approx(1 / 2)  # the paper's subset only: rows 0 and 1
     prior, retriever_metrics = ranking_metrics(rows, PRIOR), ranking_metrics(rows, RETRIEVER)
     assert prior["subset"]["R@10"] == 0.5 and prior["overall"]["R@10"] == 0.5  # 1 of 2; 2 of 4
     assert retriever_metrics["subset"]["R@10"] == 0.5 and retriever_metrics["overall"]["R@10"] == 0.25

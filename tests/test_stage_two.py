@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -15,7 +16,7 @@ from recsys.ranker.examples import RankingExample
 from recsys.ranker.fusion import FusionWeights, final_order, fused_scores, prior_scores
 from recsys.ranker.heldout import (HeldOutExamples, candidate_examples, held_out_counts, held_out_positions,
                                    split_by_user, truncated_dataset, truncated_sequences)
-from recsys.ranker.prior import fit_prior_weights, heldout_rows, pooled_heldout_rows, training_counts
+from recsys.ranker.prior import fit_prior_weights, pooled_heldout_rows, training_counts
 from recsys.ranker.prompt import PromptConfig, build_prompt, evidence_note
 from recsys.ranker.train import ExampleDataset, collate_letters, letter_loss
 from recsys.ranker.verbalizer import forward_letter_logits, letter_token_ids, tokenize_prompts
@@ -256,41 +257,89 @@ def test_spearman_of_same_and_reversed_orders():
     assert spearman(torch.tensor([0.1, 0.5, 0.2]), torch.tensor([3.0, 1.0, 2.0])) == pytest.approx(-1.0)
 
 
-def test_training_rows_hold_the_candidates_the_served_pool_keeps():
-    """Held-out rows for training: with pool 20 exactly the rows whose target is in the top-20; with pool 30, of each
-    row's top-30 the 20 the prior ranks best (co-watch counted from the row's own truncated retriever), in the
-    retriever's order, the row kept exactly when its target is among them, and the target's own rank kept."""
-    dataset = _toy_dataset(num_users=12)
-    tensors = {}
-    for cut in (10, 20):
-        part = candidate_examples(make_lrurec(), dataset, held_out_positions(dataset, held_out_counts(dataset, cut),
-                                                                             skip_last=cut - 10), k=30)
+def _held_out_toy(dataset: SequenceDataset) -> tuple[dict[str, torch.Tensor], HeldOutExamples]:
+    """Held-out examples of two cuts (10, 20), each scored by its own (differently seeded) retriever's top-30."""
+    tensors: dict[str, torch.Tensor] = {}
+    for seed, cut in enumerate((10, 20)):
+        positions = held_out_positions(dataset, held_out_counts(dataset, cut), skip_last=cut - 10)
+        part = candidate_examples(make_lrurec(seed=seed), dataset, positions, k=30)
         part["cuts"] = torch.full_like(part["users"], cut)
         tensors = {k: torch.cat([tensors[k], v]) if k in tensors else v for k, v in part.items()}
     examples = HeldOutExamples(*(tensors[k].long() if k != "candidate_scores" else tensors[k]
                                  for k in ("users", "positions", "cuts", "candidate_ids", "candidate_scores",
                                            "answer_index")))
-    config, weights = CoWatchConfig(3, 3), FusionWeights(0.3, 2.0, 0.0)
-    paper = pooled_heldout_rows(examples, dataset, config, weights, pool=20)
-    top20 = heldout_rows(examples.top(), dataset, config)
-    assert torch.equal(paper.candidate_ids, top20.candidate_ids) and torch.equal(paper.target_index, top20.target_index)
-    assert torch.equal(paper.cowatch, top20.cowatch) and len(paper) == int((examples.answer_index < 20).sum())
+    return tensors, examples
 
-    wide = heldout_rows(examples, dataset, config)  # every row's top-30 with its co-watch scores
-    prior = prior_scores(wide.retriever_scores, wide.cowatch, weights)
+
+def test_training_rows_hold_the_candidates_the_served_pool_keeps():
+    """Held-out rows for training: with pool 30, of each row's top-30 the 20 the prior ranks best, with co-watch
+    counted from the sequences its own truncated retriever saw, in the retriever's order, the row kept exactly
+    when its target is among them (or, for validation, kept as a miss), the target's own rank kept; with pool 20
+    the rows whose target is in the top-20, unchanged."""
+    dataset = _toy_dataset(num_users=12)
+    _, examples = _held_out_toy(dataset)
+    config, weights = CoWatchConfig(3, 3), FusionWeights(0.3, 2.0, 0.0)
+    histories = examples.histories(dataset)
+    cowatch = torch.zeros(examples.candidate_ids.shape)  # counted here from each cut's truncated sequences
+    for row, cut in enumerate(examples.cuts.tolist()):
+        counts = CoWatchCounts.from_sequences(truncated_sequences(dataset, cut).values(), dataset.num_items, config)
+        cowatch[row] = counts.scores([histories[row]], examples.candidate_ids[row:row + 1])[0]
+    prior = prior_scores(examples.candidate_scores, cowatch, weights)
     expected = []
-    for row in range(len(wide)):
-        best = sorted(range(30), key=lambda j: (-prior[row, j].item(), j))[:20]
-        if int(examples.answer_index[row]) in best:
-            expected.append((row, sorted(best)))
+    for row in range(len(examples)):
+        best = sorted(sorted(range(30), key=lambda j: (-prior[row, j].item(), j))[:20])
+        expected.append((row, best, int(examples.answer_index[row]) in best))
     pooled = pooled_heldout_rows(examples, dataset, config, weights, pool=30)
-    assert len(pooled) == len(expected)
-    for i, (row, best) in enumerate(expected):
+    answered = [(row, best) for row, best, found in expected if found]
+    assert len(pooled) == len(answered)
+    for i, (row, best) in enumerate(answered):
         assert pooled.candidate_ids[i].tolist() == examples.candidate_ids[row][best].tolist()
+        assert torch.equal(pooled.retriever_scores[i], examples.candidate_scores[row][best])
+        assert torch.allclose(pooled.cowatch[i], cowatch[row][best])
         assert pooled.candidate_ids[i][pooled.target_index[i]] == dataset.train(int(examples.users[row]))[
             int(examples.positions[row])]
         assert pooled.retriever_ranks()[i] == examples.answer_index[row] + 1
-    brought_in = sum(int(examples.answer_index[row]) >= 20 for row, _ in expected)
-    dropped = int((examples.answer_index < 20).sum()) - (len(expected) - brought_in)
-    assert brought_in > 0 and dropped > 0  # the pool changed the rows both ways, so the test has teeth
-    assert len(pooled.ranking_examples()) == len(pooled)
+    brought_in = sum(int(examples.answer_index[row]) >= 20 for row, _ in answered)
+    dropped = [row for row, _, found in expected if not found and int(examples.answer_index[row]) < 20]
+    assert brought_in > 0 and dropped  # the pool changed the rows both ways, so the test has teeth
+    with_misses = pooled_heldout_rows(examples, dataset, config, weights, pool=30, misses=True)
+    assert len(with_misses) == len(examples) and int((with_misses.target_index == -1).sum()) == sum(
+        not found for _, _, found in expected)
+    assert with_misses.subset().sum() == int((examples.answer_index < 20).sum())  # dropped top-20 rows: misses
+
+    paper = pooled_heldout_rows(examples, dataset, config, weights, pool=20)
+    top20 = (examples.answer_index < 20).nonzero().flatten()
+    assert paper.candidate_ids.tolist() == examples.candidate_ids[top20, :20].tolist()
+    assert paper.target_index.tolist() == examples.answer_index[top20].tolist()
+    assert torch.allclose(paper.cowatch, cowatch[top20, :20])
+
+
+def test_training_reads_the_pool_of_its_prior(tmp_path):
+    """`training_data` on held-out examples trains and validates on the 20 the prior's pool (prior.json) keeps;
+    `--pool 20` gives the retriever's top-20."""
+    from safetensors.torch import save_file
+
+    from recsys.ranker.heldout import EXAMPLES_FILE
+    from recsys.ranker.train import RankerTrainConfig, training_data
+
+    dataset = _toy_dataset(num_users=12)
+    tensors, examples = _held_out_toy(dataset)
+    save_file(tensors, tmp_path / EXAMPLES_FILE)
+    config, weights = CoWatchConfig(3, 3), FusionWeights(0.3, 2.0, 1.0)
+    training_counts(dataset, config).save(tmp_path)
+    (tmp_path / "prior.json").write_text(json.dumps({"cowatch": {"window": 3, "span": 3},
+                                                     "weights": {"retriever": 0.3, "cowatch": 2.0, "llm": 1.0},
+                                                     "pool": 30}))
+    train_part, val_part = split_by_user(examples)
+    seen = {}
+    for pool in (None, 20):
+        data = training_data(RankerTrainConfig(examples="heldout", heldout_dir=str(tmp_path), prior=str(tmp_path),
+                                               loss="residual", pool=pool, val_examples=10**6), dataset)
+        rows = pooled_heldout_rows(train_part, dataset, config, weights, pool or 30)
+        assert [e.candidates for e in data.examples] == [tuple(ids) for ids in rows.candidate_ids.tolist()]
+        assert [e.answer_index for e in data.examples] == rows.target_index.tolist()
+        assert torch.allclose(data.priors, prior_scores(rows.retriever_scores, rows.cowatch, weights))
+        assert len(data.validation) == len(pooled_heldout_rows(val_part, dataset, config, weights, pool or 30,
+                                                               misses=True))
+        seen[pool] = data.examples
+    assert seen[None] != seen[20]  # the pool of 30 changed what the LLM trains on

@@ -219,6 +219,12 @@ def ndcg10(rows: RankingRows, weights: FusionWeights) -> float:
     return sum(values) / len(values)
 
 
+def rows_ndcg10(rows: RankingRows, weights: FusionWeights) -> float:
+    """Mean NDCG@10 of the fused order over every row (a target the pool dropped: 0), what training validation
+    chooses by. Rows without a pool (each target among its retriever's top-20) are all subset rows: `ndcg10`."""
+    return sum(ndcg_at(r, 10) for r in target_ranks(rows, weights).tolist()) / len(rows)
+
+
 def ablation_weights(final: FusionWeights) -> dict[str, FusionWeights]:
     """The ablation rows of a served fusion: the retriever's order, each opinion added, the LLM on top of the
     prior at the weight it was trained with (1), and the served fusion (whose LLM weight validation chose)."""

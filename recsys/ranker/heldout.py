@@ -7,8 +7,9 @@ trained on every user's training items without their last c items; its top-100 (
 its order; `MAX_POOL`) for the positions between c and c - window items before the end is one example
 each, kept when the target is among them. `HeldOutExamples.top(20)` gives the rows of the
 valid-retrieval subset (target in the top-20, as at inference with the paper's stage one), on which the
-prior is fitted; `recsys.ranker.prior.pooled_heldout_rows` gives the 20 the served pool keeps. Cuts 30, 60 and 90 with a window of 30 cover each user's last
-90 training positions once, each scored by a retriever that stopped just before it.
+prior is fitted; `recsys.ranker.prior.pooled_heldout_rows` gives the 20 the served pool keeps, on which
+the LLM is trained. Cuts 30, 60 and 90 with a window of 30 cover each user's last 90 training positions
+once, each scored by a retriever that stopped just before it.
 
 The co-watch prior of an example is counted from what its retriever saw (its truncated sequences),
 so no example's own target, nor anything after it, is counted (`recsys.ranker.cowatch`).
@@ -212,6 +213,7 @@ def build(config: HeldOutConfig) -> dict:
     summary = {"config": asdict(config), "per_cut": per_cut, "examples": int(examples["users"].numel()),
                "examples_in_top20": int((examples["answer_index"] < NUM_CANDIDATES).sum()),
                "validation_examples": int(validation.sum()),
+               "validation_examples_in_top20": int((validation & (examples["answer_index"] < NUM_CANDIDATES)).sum()),
                "validation_users": int(examples["users"][validation].unique().numel()),
                "users_with_examples": int(examples["users"].unique().numel()),
                "answer_position_share": [round(c / max(int(answers.sum()), 1), 4) for c in answers.tolist()]}

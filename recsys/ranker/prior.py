@@ -1,8 +1,8 @@
 """The fixed prior of stage two: retriever + co-watch, its window/span chosen and its weights fitted on held-out examples.
 
-`python -m recsys.ranker.prior` reads the held-out examples (`python -m recsys.ranker.heldout`) whose
-target is in their retriever's top-20 (the 20 candidates as the paper's stage one gives them), splits them by user into training rows and validation rows (~15% of users), and for every
-(window, span) of the grid
+`python -m recsys.ranker.prior` reads the held-out examples (`python -m recsys.ranker.heldout`)
+whose target is in their retriever's top-20 (as the paper's stage one gives them), splits them by
+user into training rows and validation rows (~15% of users), and for every (window, span) of the grid
   1. counts co-watch pairs in what each example's truncated retriever saw,
   2. fits the weights of log-softmax(retriever) and co-watch by maximum likelihood on the training rows
      (a two-parameter conditional logit: softmax over the 20 candidates),
@@ -53,20 +53,22 @@ def heldout_rows(examples: HeldOutExamples, dataset: SequenceDataset, config: Co
 
 
 def pooled_heldout_rows(examples: HeldOutExamples, dataset: SequenceDataset, config: CoWatchConfig,
-                        weights: FusionWeights, pool: int) -> RankingRows:
+                        weights: FusionWeights, pool: int, misses: bool = False) -> RankingRows:
     """Held-out examples as the served pool gives them: of each row's top-`pool` (its retriever's order), the 20 the
     prior (`weights`, co-watch from the row's own truncated retriever) keeps (`recsys.ranker.pool.keep_best`), in the
-    retriever's order; only rows whose target was kept (a training row needs its answer); `retriever_rank` keeps the
-    target's rank in the retriever's own order. `pool` 20: the rows whose target is in the top-20, as they are."""
+    retriever's order. A row whose target was not kept is left out (a training row needs its answer), or with
+    `misses` kept with target_index -1 (a miss, as evaluation counts it). `retriever_rank` keeps the target's rank in
+    the retriever's own order. `pool` 20: the rows whose target is in the top-20, as they are."""
     rows = heldout_rows(examples.top(pool), dataset, config)
     kept = keep_best(rows.retriever_scores, rows.cowatch, weights)
     hit = kept == rows.target_index.view(-1, 1)
-    answered = hit.any(dim=1).nonzero().flatten()
-    kept = kept[answered]
-    return RankingRows([rows.histories[i] for i in answered.tolist()], rows.candidate_ids[answered].gather(1, kept),
-                       rows.retriever_scores[answered].gather(1, kept), rows.cowatch[answered].gather(1, kept),
-                       hit[answered].int().argmax(dim=1), len(answered),
-                       retriever_rank=rows.target_index[answered] + 1.0)
+    found = hit.any(dim=1)
+    index = torch.arange(len(rows)) if misses else found.nonzero().flatten()
+    kept, hit = kept[index], hit[index]
+    return RankingRows([rows.histories[i] for i in index.tolist()], rows.candidate_ids[index].gather(1, kept),
+                       rows.retriever_scores[index].gather(1, kept), rows.cowatch[index].gather(1, kept),
+                       torch.where(found[index], hit.int().argmax(dim=1), torch.tensor(-1)), len(index),
+                       retriever_rank=rows.target_index[index] + 1.0)
 
 
 def training_counts(dataset: SequenceDataset, config: CoWatchConfig) -> CoWatchCounts:

@@ -36,8 +36,8 @@ from recsys import NUM_CANDIDATES
 from recsys.data import load_dataset
 from recsys.machine import machine_record
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
-from recsys.ranker.evaluate import (RANKER_CONFIG_FILE, RankingRows, ablation, ndcg10, pool_trade, print_ablation,
-                                    score_llm, split_rows)
+from recsys.ranker.evaluate import (RANKER_CONFIG_FILE, RankingRows, ablation, pool_trade, print_ablation,
+                                    rows_ndcg10, score_llm, split_rows)
 from recsys.ranker.examples import RankingExample, make_examples
 from recsys.ranker.fusion import FusionWeights, llm_opinion, prior_scores
 from recsys.ranker.heldout import load_held_out, split_by_user
@@ -267,14 +267,12 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
                                 config.seed)
         return TrainingData(examples, None, None, validation, prior_weights, counts)
     train_part, val_part = split_by_user(load_held_out(config.heldout_dir))
-    if config.max_examples is not None and config.max_examples < len(train_part):
-        keep = torch.zeros(len(train_part), dtype=torch.bool)
-        keep[rng.sample(range(len(train_part)), config.max_examples)] = True
-        train_part = train_part.select(keep)
     pool = config.pool if config.pool is not None else read_pool(config.prior)
     rows = pooled_heldout_rows(train_part, dataset, cowatch_config, prior_weights, pool)
+    if config.max_examples is not None and config.max_examples < len(rows):
+        rows = rows.select(sorted(rng.sample(range(len(rows)), config.max_examples)))
     priors = prior_scores(rows.retriever_scores, rows.cowatch, prior_weights) if config.loss == "residual" else None
-    validation = pooled_heldout_rows(val_part, dataset, cowatch_config, prior_weights, pool)
+    validation = pooled_heldout_rows(val_part, dataset, cowatch_config, prior_weights, pool, misses=True)
     if config.val_examples < len(validation):
         validation = validation.select(sorted(rng.sample(range(len(validation)), config.val_examples)))
     return TrainingData(rows.ranking_examples(), priors, rows.cowatch, validation, prior_weights, counts)
@@ -282,9 +280,9 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
 
 def choose_llm_weight(rows: RankingRows, prior: FusionWeights,
                       grid=LLM_WEIGHT_GRID) -> tuple[FusionWeights, dict[float, float]]:
-    """The LLM's weight on top of `prior` with the best subset NDCG@10 over `grid` (ties: the smaller), and the
-    NDCG@10 of every weight of LLM_WEIGHT_GRID."""
-    by_weight = {w: ndcg10(rows, prior.but(llm=w)) for w in LLM_WEIGHT_GRID}
+    """The LLM's weight on top of `prior` with the best NDCG@10 over the rows (`rows_ndcg10`) over `grid` (ties: the
+    smaller), and the NDCG@10 of every weight of LLM_WEIGHT_GRID."""
+    by_weight = {w: rows_ndcg10(rows, prior.but(llm=w)) for w in LLM_WEIGHT_GRID}
     best = max(by_weight[w] for w in grid)
     return prior.but(llm=min(w for w in grid if by_weight[w] == best)), by_weight
 
@@ -338,8 +336,8 @@ def train(config: RankerTrainConfig) -> dict | None:
         history.append({"step": step, "examples_seen": seen, "val_N@10": round(ndcg, 4), "llm_weight": weights.llm,
                         "val_trained_sum_N@10": round(by_weight[1.0], 4),
                         "val_prior_N@10": round(by_weight[0.0], 4),
-                        "val_llm_alone_N@10": round(ndcg10(rows, FusionWeights(0.0, 0.0, 1.0)), 4),
-                        "val_retriever_N@10": round(ndcg10(rows, FusionWeights(1.0, 0.0, 0.0)), 4),
+                        "val_llm_alone_N@10": round(rows_ndcg10(rows, FusionWeights(0.0, 0.0, 1.0)), 4),
+                        "val_retriever_N@10": round(rows_ndcg10(rows, FusionWeights(1.0, 0.0, 0.0)), 4),
                         "train_s": round(log["train_seconds"], 1), "validation_s": round(time.time() - started, 1),
                         "examples_per_s": round(seen / log["train_seconds"], 3) if step else None})
         if ndcg > best:
@@ -385,7 +383,9 @@ def finalize(config: RankerTrainConfig) -> dict:
     load_config = RankerLoadConfig(base_model=config.base_model, quantization=config.quantization,
                                    cpu_precision=config.cpu_precision)
     dataset = load_dataset("ml-latest-small", config.data_dir)
-    data = training_data(replace(config, val_examples=10**9), dataset)  # every validation row
+    served_pool = read_pool(config.prior) if config.examples == "heldout" else NUM_CANDIDATES
+    # every validation row, with the candidates the served pool keeps: the LLM's weight is chosen for serving
+    data = training_data(replace(config, val_examples=10**9, pool=served_pool), dataset)
     candidates = load_candidates(config.retriever)
     log = json.loads((output / TRAINING_LOG_FILE).read_text())
     history = log["validation_history"]
@@ -394,9 +394,8 @@ def finalize(config: RankerTrainConfig) -> dict:
     model = load_adapter(load_base_model(load_config), output).eval()
     validation = score_llm(model, tokenizer, dataset.catalog, data.validation, prompt_config)
     weights, by_weight = choose_llm_weight(validation, data.prior_weights)
-    pool = read_pool(config.prior) if data.cowatch_counts is not None else NUM_CANDIDATES  # the prior's pool
     scored = {split: score_llm(model, tokenizer, dataset.catalog,
-                               split_rows(dataset, split, candidates[split], data.cowatch_counts, pool=pool,
+                               split_rows(dataset, split, candidates[split], data.cowatch_counts, pool=served_pool,
                                           weights=weights), prompt_config)
               for split in ("val", "test")}
     results = {split: ablation(rows, weights) for split, rows in scored.items()}
@@ -410,7 +409,7 @@ def finalize(config: RankerTrainConfig) -> dict:
                "val_ndcg10_by_llm_weight": by_weight, "fusion": asdict(weights),
                "heldout_validation": ablation(validation, weights), "val": results["val"], "test": results["test"],
                "test_users_in_subset": int(scored["test"].subset().sum()), "test_users": scored["test"].total_users,
-               "pool": pool, "pool_trade": {split: pool_trade(rows) for split, rows in scored.items()}}
+               "pool": served_pool, "pool_trade": {split: pool_trade(rows) for split, rows in scored.items()}}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     cowatch = read_prior(config.prior)[0] if config.examples == "heldout" else None  # the fusion's co-watch
     (output / RANKER_CONFIG_FILE).write_text(json.dumps(
