@@ -248,6 +248,13 @@ def test_about_tab_gives_the_adapters_recipe_and_measured_effect(tmp_path):
                  "llm_contribution": {"N@10": 0.004, "ci95_N@10": [-0.01, 0.02]}}}))
     text = training_markdown(tmp_path)
     assert "7000 ranking tasks (the kept adapter had seen 2400)" in text and "never saw those positions" in text
+    assert "LRURec's own top-20 with its scores" in text  # no pool recorded: the paper's stage one
+    config = json.loads((tmp_path / "ranker_config.json").read_text())
+    config["training"]["pool"] = None  # trained on the served pool, which metrics.json records
+    (tmp_path / "ranker_config.json").write_text(json.dumps(config))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    (tmp_path / "metrics.json").write_text(json.dumps({**metrics, "pool": 50}))
+    assert "the 20 the prior keeps of LRURec's top-50 with its scores" in training_markdown(tmp_path)
     assert "plus the fixed prior" in text
     assert "no years" in text and "top 10 layers" in text and "retriever 0.5; cowatch 1.5; llm 1.0" in text
     assert "| Retriever (LRURec order) | 0.3500 | 0.6000 | – |" in text

@@ -54,18 +54,21 @@ def test_app_and_evaluation_rank_40_test_users_alike(served):
     assert [r.ranking for r in results] == [r.order_with(served.fusion) for r in results]
 
 
-def test_the_cached_instruction_prefix_moves_no_top_choice(served):
+def test_the_cached_instruction_prefix_moves_only_near_ties(served):
     """The app and evaluation skip the instruction's 36 tokens (their keys/values computed once). In bf16 that moves
-    log-probabilities by a few hundredths (other matmul shapes), never the LLM's first choice for these users."""
+    log-probabilities by a few hundredths (other matmul shapes); the LLM's first choice changes only where the full
+    pass had two films within that noise of each other, and stays the same for nearly every user."""
     users = load_test_users(DEFAULT_CHECKPOINT)
-    gaps = []
+    gaps, same = [], 0
     for user in users.ids()[:USERS]:
         result = served.recommend(list(users[user].history))
-        cached = torch.tensor([c.probability for c in result.candidates])
-        full = read_next_token(served.model, served.tokenizer, result.prompt, served.letter_ids).probabilities
-        assert int(cached.argmax()) == int(full.argmax()), f"user {user}"
-        gaps.append(float((cached.log() - full.log()).abs().max()))
+        cached = torch.tensor([c.probability for c in result.candidates]).log()
+        full = read_next_token(served.model, served.tokenizer, result.prompt, served.letter_ids).probabilities.log()
+        gaps.append(float((cached - full).abs().max()))
+        same += int(cached.argmax()) == int(full.argmax())
+        assert full.max() - full[cached.argmax()] <= 0.05, f"user {user}: a first choice moved beyond a near tie"
     assert max(gaps) < 0.15  # measured 0.07 in bf16 (AMD EPYC, AVX512-BF16); ~1e-6 in fp32
+    assert same >= 0.9 * len(gaps)
 
 
 def test_evaluation_keeps_the_candidates_the_app_serves(served):

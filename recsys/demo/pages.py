@@ -59,7 +59,9 @@ def training_markdown(adapter: str | Path | None) -> str:
         metrics = json.loads((Path(adapter) / "metrics.json").read_text())
     except (OSError, json.JSONDecodeError):
         return "### The ranker\n_This adapter has no training record (ranker_config.json, metrics.json)._"
-    source = ("LRURec's own top-20 with its scores, from truncated LRURecs that never saw those positions "
+    pool = config.get("pool") or metrics.get("pool", 20)  # training's pool (null in the config: the served one)
+    kept = f"the 20 the prior keeps of LRURec's top-{pool}" if pool > 20 else "LRURec's own top-20"
+    source = (f"{kept} with its scores, from truncated LRURecs that never saw those positions "
               f"(`{config.get('heldout_dir')}`)" if config.get("examples") == "heldout"
               else "the ground truth among 19 random items, shuffled (the paper's)")
     loss = {"letters": "cross-entropy over the 20 letter logits",
