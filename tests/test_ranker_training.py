@@ -187,3 +187,26 @@ def test_letter_loss_training_learns_a_toy_rule(tmp_path):
     mean_answer_probability = sum(p[19].item() for p in probabilities) / len(probabilities)
     assert mean_answer_probability > 3 / 20  # chance is 1/20
     assert not math.isnan(mean_answer_probability)
+
+
+def test_the_gpu_recipes_are_valid_training_commands():
+    """Every `python -m recsys.ranker.train` line of bench/train_ranker_gpu.sh parses into a config (no stale flag):
+    the residual recipe trains on the served pool (prior.json's), the previous held-out recipe on LRURec's top-20,
+    and the candidates it writes hold enough films for any pool the prior may choose."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from recsys.ranker.pool import MAX_POOL
+    from recsys.ranker.train import parse_args
+
+    script = (Path(__file__).resolve().parents[1] / "bench" / "train_ranker_gpu.sh").read_text().replace("\\\n", " ")
+    budgets = re.search(r"budgets=\((.*)\)", script).group(1)
+    commands = [line.split("python -m recsys.ranker.train", 1)[1] for line in script.splitlines()
+                if "python -m recsys.ranker.train" in line]
+    configs = [parse_args(shlex.split(c.replace('"${budgets[@]}"', budgets).replace('"$base"', "some/model")
+                                      .replace('"$output"', "runs/out")))[0] for c in commands]
+    assert [(c.examples, c.loss, c.pool) for c in configs] == [("heldout", "residual", None),
+                                                               ("heldout", "letters", 20), ("random", "vocab", None)]
+    assert all(c.base_model == "some/model" and c.max_history == 20 for c in configs)
+    assert f"python -m recsys.retriever.candidates --k {MAX_POOL}" in script
