@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -32,10 +32,14 @@ from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.pool import keep_best, read_pool
 from recsys.ranker.prompt import (INSTRUCTION, LETTERS, PromptConfig, RankingPrompt, build_prompt, evidence_note,
                                   item_texts)
+from recsys.ranker.title_likelihood import (TitleConfig, read_title_config, title_log_likelihoods, title_opinion,
+                                            title_texts)
 from recsys.ranker.verbalizer import PrefixCache, build_prefix_cache, letter_token_ids, read_next_token
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, load_catalog, load_model
 from recsys.retriever.model import LRURec
 
+DEFAULT_CATALOG_ADAPTER = Path(__file__).resolve().parents[1] / "checkpoints" / "catalog-lm-smollm2-135m-ml-latest-small"
+CATALOG_ADAPTER_NAME = "catalog"  # the catalog-pretrained LoRA, loaded beside the verbalizer's ("default")
 MAX_INPUT_ITEMS = 5000  # longest history accepted at all (the longest ml-latest-small user has 2,131 test items)
 
 
@@ -43,10 +47,10 @@ class HistoryError(ValueError):
     """A watch history the pipeline cannot use; the message says what to change."""
 
 
-def default_adapter() -> Path | None:
-    """The committed ranker adapter folder when it holds an adapter, else None (base model alone)."""
+def default_adapter(folder: Path = DEFAULT_ADAPTER) -> Path | None:
+    """`folder` (default: the committed ranker adapter) when it holds an adapter, else None."""
     files = ("adapter_config.json", "adapter_model.safetensors")
-    return DEFAULT_ADAPTER if all((DEFAULT_ADAPTER / f).is_file() for f in files) else None
+    return folder if all((folder / f).is_file() for f in files) else None
 
 
 @dataclass
@@ -59,6 +63,8 @@ class PipelineConfig:
     fusion: FusionWeights | None = None  # None: the weights saved with the adapter (the LLM alone without one)
     generation_max_new_tokens: int | None = None  # None: the generation baseline's own default
     cpu_precision: str = "auto"  # unquantized ranker on CPU: "fp32", "bf16" or "auto" (bf16 where the CPU has it)
+    # the catalog-pretrained adapter that scores title likelihood (None: the ranker's model scores it)
+    catalog_adapter: str | Path | None = field(default_factory=lambda: default_adapter(DEFAULT_CATALOG_ADAPTER))
 
 
 @dataclass
@@ -77,6 +83,7 @@ class Candidate:
     final_probability: float | None = None  # softmax of the fused score at the pipeline's fusion weights
     base_probability: float | None = None  # the base model's probability, without the adapter (when asked for)
     reversed_probability: float | None = None  # the LLM's probability with the candidates listed in reverse
+    title_probability: float | None = None  # the LLM asked by title likelihood (softmax over the candidates)
 
 
 @dataclass
@@ -94,13 +101,16 @@ class Recommendation:
     letter_mass: float | None = None  # share of the next-token probability on the candidates' letters
     top_other_tokens: list[tuple[str, float]] = field(default_factory=list)  # likeliest non-letter next tokens
     base_letter_mass: float | None = None  # the same share for the base model (when compared)
+    titles_ms: float | None = None  # time of the title-likelihood scoring (when it ran)
 
     def opinions(self) -> dict[str, torch.Tensor]:
         """The named opinions (K,) of `recsys.ranker.fusion`: retriever, co-watch and (once scored) the LLM."""
         named = {"retriever": retriever_opinion(torch.tensor([c.retriever_score for c in self.candidates])),
                  "cowatch": torch.tensor([c.cowatch_score for c in self.candidates])}
-        if all(c.probability is not None for c in self.candidates):
-            named["llm"] = torch.log(torch.tensor([c.probability for c in self.candidates]).clamp_min(1e-30))
+        for name, field_name in (("llm", "probability"), ("titles", "title_probability")):
+            values = [getattr(c, field_name) for c in self.candidates]
+            if all(v is not None for v in values):
+                named[name] = torch.log(torch.tensor(values).clamp_min(1e-30))
         return named
 
     def opinion_probabilities(self, weights: FusionWeights) -> dict[str, list[float]]:
@@ -155,7 +165,7 @@ class Pipeline:
                  cowatch: CoWatchCounts | None = None,
                  test_users: TestUsers | None = None, adapter: str | Path | None = None,
                  info: dict[str, str] | None = None, generation_max_new_tokens: int | None = None,
-                 pool: int = NUM_CANDIDATES):
+                 pool: int = NUM_CANDIDATES, title_config: TitleConfig = TitleConfig()):
         if retriever.config.num_items != len(catalog):
             raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog has "
                                   f"{len(catalog)}: they come from different runs. "
@@ -175,6 +185,7 @@ class Pipeline:
         self.info = dict(info or {})
         self.generation_max_new_tokens = generation_max_new_tokens
         self.pool = pool  # LRURec's top films the prior re-ranks to keep NUM_CANDIDATES (`recsys.ranker.pool`)
+        self.title_config = title_config
         self.letter_ids = letter_token_ids(tokenizer)
         self._prefixes: dict[tuple[str, bool], PrefixCache] = {}
 
@@ -205,6 +216,11 @@ class Pipeline:
         # weights over base weights in the CPU precision), fp32 letter logits, one prompt at a time.
         ranker_config = replace(config.ranker, cpu_precision=config.cpu_precision)
         model, tokenizer = load_ranker(ranker_config)
+        title_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years)
+        if config.catalog_adapter and adapter:
+            title_config, title_weight = read_title_config(config.catalog_adapter)
+            fusion = fusion.but(titles=title_weight) if config.fusion is None else fusion
+            model.load_adapter(str(config.catalog_adapter), adapter_name=CATALOG_ADAPTER_NAME)
         info = describe(ranker_config)
         if device.type == "cpu" and not use_4bit(ranker_config, device):
             short = {torch.float32: "fp32", torch.bfloat16: "bf16"}
@@ -216,10 +232,14 @@ class Pipeline:
         info.update(retriever=f"LRURec, {folder.name} ({len(catalog)} items, window {retriever.config.max_len}); "
                               + (f"the co-watch prior keeps the best 20 of its top {pool}" if pool > NUM_CANDIDATES
                                  else "its top 20 are the candidates"),
-                    test_users=test_users_note)
+                    test_users=test_users_note,
+                    title_likelihood=(f"catalog-pretrained adapter {Path(config.catalog_adapter).name}"
+                                      if config.catalog_adapter and adapter else "the ranker's model")
+                    + f", fusion weight {fusion.titles:g}")
         pipeline = cls(catalog, retriever, model, tokenizer, prompt_config=prompt_config, fusion=fusion,
                        cowatch=cowatch, test_users=test_users, adapter=adapter, info=info,
-                       generation_max_new_tokens=config.generation_max_new_tokens, pool=pool)
+                       generation_max_new_tokens=config.generation_max_new_tokens, pool=pool,
+                       title_config=title_config)
         pipeline.warm_up()
         return pipeline
 
@@ -294,6 +314,35 @@ class Pipeline:
         """Whether an adapter is loaded, so that the base model's opinion differs from the ranker's."""
         return self.adapter is not None
 
+    @property
+    def has_catalog_adapter(self) -> bool:
+        """Whether a catalog-pretrained adapter scores title likelihood (else the served model does)."""
+        return CATALOG_ADAPTER_NAME in getattr(self.model, "peft_config", {})
+
+    @contextmanager
+    def catalog_adapter(self):
+        """A context in which the model computes with the catalog-pretrained adapter (when loaded), then the
+        served one again (peft's adapter switch: one model in memory)."""
+        if not self.has_catalog_adapter:
+            yield
+            return
+        served = self.model.active_adapter
+        self.model.set_adapter(CATALOG_ADAPTER_NAME)
+        try:
+            yield
+        finally:
+            self.model.set_adapter(served)
+
+    def title_probabilities(self, history: list[int], candidates: list[Candidate]) -> torch.Tensor:
+        """(K,) the LLM asked by title likelihood: softmax over the candidates of each title's log-probability after
+        the history (`recsys.ranker.title_likelihood`, the same computation as evaluation's `score_titles`)."""
+        config = self.title_config
+        history_titles = title_texts(self.tokenizer, self.catalog, history[-config.max_history:], config)
+        titles = title_texts(self.tokenizer, self.catalog, [c.item_id for c in candidates], config)
+        with self.catalog_adapter():
+            sums, lengths = title_log_likelihoods(self.model, self.tokenizer, history_titles, titles)
+        return title_opinion(sums, lengths, config.per_token).exp()
+
     def without_adapter(self):
         """A context in which the ranker computes as the base model (peft's adapter switch: no second model)."""
         return self.model.disable_adapter()
@@ -308,13 +357,15 @@ class Pipeline:
                 self._prefixes[key] = build_prefix_cache(self.model, self.tokenizer, instruction)
         return self._prefixes[key]
 
-    def recommend(self, history_item_ids, compare_base: bool = False, reverse_check: bool = False) -> Recommendation:
+    def recommend(self, history_item_ids, compare_base: bool = False, reverse_check: bool = False,
+                  titles: bool = False) -> Recommendation:
         """Retrieve candidates for a history (item ids, oldest first), score them with the co-watch prior and the
         verbalizer, and rank them by the fusion of the three opinions (`recsys.ranker.fusion`).
 
         With `compare_base` (and an adapter loaded) one more forward pass gives the base model's
         probabilities for the same prompt; with `reverse_check` one more pass lists the candidates in
-        reverse, to show whether the LLM's opinion follows the films or the letters. Raises
+        reverse, to show whether the LLM's opinion follows the films or the letters; with `titles` (always when the
+        fusion weighs it) the LLM is also asked by title likelihood, with no letters. Raises
         HistoryError for unusable input. A ranker failure does not raise: the retrieval results come
         back with `ranker_error` set and no ranking.
         """
@@ -326,8 +377,13 @@ class Pipeline:
                 candidate.cowatch_score = score
                 candidate.cowatch_evidence = self.cowatch.evidence(history, candidate.item_id)
         result = Recommendation(history, candidates, None, None, retrieval_ms, None, notices)
-        start = time.perf_counter()
         try:
+            if titles or self.fusion.titles:
+                start = time.perf_counter()
+                for candidate, probability in zip(candidates, self.title_probabilities(history, candidates).tolist()):
+                    candidate.title_probability = probability
+                result.titles_ms = (time.perf_counter() - start) * 1000
+            start = time.perf_counter()
             result.prompt = self.prompt_for(history, candidates)
             reading = read_next_token(self.model, self.tokenizer, result.prompt, self.letter_ids,
                                       prefix=self.prefix_cache())
@@ -353,7 +409,8 @@ class Pipeline:
         except Exception as error:  # noqa: BLE001 (any ranker failure is reported beside the retrieval results)
             for candidate in candidates:
                 candidate.probability = candidate.base_probability = candidate.reversed_probability = None
-            result.ranking, result.ranking_ms = None, None
+                candidate.title_probability = None
+            result.ranking, result.ranking_ms, result.titles_ms = None, None, None
             result.ranker_error = f"{type(error).__name__}: {error}"
             return result
         final = fused_scores(result.opinions(), self.fusion).softmax(dim=-1).tolist()

@@ -30,6 +30,7 @@ from recsys.ranker.fusion import FusionWeights, fused_scores, llm_opinion, retri
 from recsys.ranker.model import DEFAULT_ADAPTER, TRAIN_COMMAND, RankerLoadConfig, load_ranker
 from recsys.ranker.pool import keep_best, read_pool
 from recsys.ranker.prompt import PromptConfig, build_prompt, evidence_notes, item_texts
+from recsys.ranker.title_likelihood import TitleConfig, title_log_likelihoods, title_texts
 from recsys.ranker.verbalizer import build_prefix_cache, letter_logits, letter_token_ids
 from recsys.results import write_json
 from recsys.retriever.candidates import SplitCandidates, load_candidates
@@ -50,6 +51,7 @@ class RankingRows:
     target_index: torch.Tensor  # (N,) 0-based position of the target among the candidates; -1: a pool dropped it
     total_users: int  # users of the whole split, for overall metrics (misses outside the rows)
     llm: torch.Tensor | None = None  # (N, K) the LLM's log-probabilities once scored
+    titles: torch.Tensor | None = None  # (N, K) the title-likelihood opinion once scored (`score_titles`)
     users: torch.Tensor | None = None  # (N,) the user of each row (split rows); None for held-out examples
     retriever_rank: torch.Tensor | None = None  # (N,) the target's rank in the retriever's own ranking (inf: beyond
     # its pool); None: its place among the candidates, which are then the retriever's top ones in its order
@@ -70,6 +72,8 @@ class RankingRows:
         named = {"retriever": retriever_opinion(self.retriever_scores), "cowatch": self.cowatch}
         if self.llm is not None:
             named["llm"] = self.llm
+        if self.titles is not None:
+            named["titles"] = self.titles
         return named
 
     def ranking_examples(self) -> list[RankingExample]:
@@ -86,6 +90,7 @@ class RankingRows:
                        retriever_scores=self.retriever_scores[picked], cowatch=self.cowatch[picked],
                        target_index=self.target_index[picked],
                        llm=None if self.llm is None else self.llm[picked],
+                       titles=None if self.titles is None else self.titles[picked],
                        users=None if self.users is None else self.users[picked],
                        retriever_rank=None if self.retriever_rank is None else self.retriever_rank[picked])
 
@@ -174,6 +179,23 @@ def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_conf
     return replace(rows, llm=torch.stack(scores))
 
 
+def score_titles(model, tokenizer, catalog: Catalog, rows: RankingRows, config: TitleConfig,
+                 progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's candidates' title log-likelihoods after its history: (sums (N, K), token counts (N, K)), the
+    app's computation (`title_log_likelihoods`, one user at a time); `title_opinion` turns them into the opinion."""
+    was_training = model.training
+    model.eval()
+    sums, lengths = [], []
+    for i in tqdm(range(len(rows)), desc="title likelihood", disable=not progress, leave=False):
+        history = title_texts(tokenizer, catalog, rows.histories[i][-config.max_history:], config)
+        total, length = title_log_likelihoods(model, tokenizer, history,
+                                              title_texts(tokenizer, catalog, rows.candidate_ids[i].tolist(), config))
+        sums.append(total)
+        lengths.append(length)
+    model.train(was_training)
+    return torch.stack(sums), torch.stack(lengths)
+
+
 RETRIEVER = FusionWeights(retriever=1.0, cowatch=0.0, llm=0.0)
 
 
@@ -182,7 +204,7 @@ def target_ranks(rows: RankingRows, weights: FusionWeights) -> torch.Tensor:
     where the target is not among the row's candidates. RETRIEVER's ranks are the retriever's own ranking
     (`RankingRows.retriever_ranks`: its order of the candidates unless a pool re-ranked them); so do weights
     without co-watch and LLM."""
-    if weights.cowatch == 0 and weights.llm == 0:  # the retriever alone (at any weight) ranks as it ranks itself
+    if weights.cowatch == weights.llm == weights.titles == 0:  # the retriever alone (any weight) ranks as it does
         return rows.retriever_ranks()
     scores = fused_scores(rows.opinions(), weights)
     target_index = rows.target_index.clamp_min(0).view(-1, 1)

@@ -3,9 +3,10 @@
 Opinions of one user's K candidates, each (K,) or (B, K):
 - "retriever": log-softmax of LRURec's scores over the candidates,
 - "cowatch":  the co-watch prior's score (`recsys.ranker.cowatch`),
-- "llm":      log-softmax of the verbalizer's letter logits, mapped back to the candidates.
+- "llm":      log-softmax of the verbalizer's letter logits, mapped back to the candidates,
+- "titles":   log-softmax of each candidate title's likelihood after the history (`recsys.ranker.title_likelihood`).
 
-final = w_retriever * retriever + w_cowatch * cowatch + w_llm * llm, and softmax(final) is the
+final = sum of weight x opinion over the names, and softmax(final) is the
 final probability. Training uses the same sum with w_llm = 1 (the LLM learns the residual of the
 fixed prior; Clark et al. 2019's product of experts), evaluation and the app rank by it, and the
 fusion explorer moves the weights without a model call.
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-OPINIONS = ("retriever", "cowatch", "llm")
+OPINIONS = ("retriever", "cowatch", "llm", "titles")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class FusionWeights:
     retriever: float = 1.0
     cowatch: float = 0.0
     llm: float = 1.0
+    titles: float = 0.0  # the LLM asked a second way: its title likelihood (no letters)
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -84,15 +86,10 @@ def final_order(opinions: dict[str, torch.Tensor], weights: FusionWeights) -> li
     return order(fused_scores(opinions, weights))
 
 
-def final_probabilities(opinions: dict[str, torch.Tensor], weights: FusionWeights) -> torch.Tensor:
-    """Softmax of the fused score: the final probability of each candidate, same shape as the opinions."""
-    return torch.softmax(fused_scores(opinions, weights), dim=-1)
-
-
-
 def describe_fusion(weights: FusionWeights) -> str:
     """The final score in words, e.g. "0.46 x log p(retriever) + 1.49 x co-watch + 1 x log p(LLM)"."""
     terms = [f"{weights.retriever:g} × log p(retriever)" if weights.retriever else "",
              f"{weights.cowatch:g} × co-watch" if weights.cowatch else "",
-             f"{weights.llm:g} × log p(LLM)" if weights.llm else ""]
+             f"{weights.llm:g} × log p(LLM)" if weights.llm else "",
+             f"{weights.titles:g} × log p(LLM, title likelihood)" if weights.titles else ""]
     return " + ".join(t for t in terms if t) or "no opinion (the retriever's order)"

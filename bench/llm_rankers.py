@@ -1,0 +1,284 @@
+"""Three ways an LLM ranks, side by side: generation, the verbalizer, title likelihood.
+
+`python bench/llm_rankers.py --catalog-adapter runs/catalog-lm --json bench/results/llm_rankers.json`
+
+Same model family, users, candidates and machine, one run. For each way of asking and each model:
+- ms per user (the way's one scoring call: the verbalizer's pass, the 20 titles' likelihood, the
+  generated list),
+- NDCG@10 of its own order,
+- its own contribution over the served prior (retriever + co-watch) at weight 1, with a paired-bootstrap
+  interval, on the held-out validation rows (every held-out position of the validation users whose
+  target is in the truncated LRURec's top-50, the served pool's 20; a dropped target counts 0) and on
+  the paper's validation users (LRURec's subset),
+- order invariance: the same candidates listed in reverse, film-by-film and letter-by-letter Spearman.
+
+Generation writes a list, not scores: it is run on `--generation-users` test users for its time and
+NDCG@10 only. Then the choice: the title-likelihood weight (and sum or per-token score) with the best
+held-out validation NDCG@10, kept only if it is not negative on the paper's validation users; test is
+scored once with the chosen fusion and written to `--write-choice` (the adapter folder) when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from recsys import NUM_CANDIDATES
+from recsys.data import load_dataset
+from recsys.machine import machine_record
+from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap, spearman
+from recsys.ranker.evaluate import (EVAL_KS, RankingRows, adapter_rows, read_cowatch, read_fusion_weights,
+                                    read_prompt_config, score_llm, score_titles, target_ranks)
+from recsys.ranker.fusion import FusionWeights
+from recsys.ranker.generation import generate_ranking
+from recsys.ranker.heldout import load_held_out, split_by_user
+from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
+from recsys.ranker.pool import read_pool
+from recsys.ranker.prior import pooled_heldout_rows, read_prior
+from recsys.ranker.prompt import item_texts
+from recsys.ranker.title_likelihood import TITLE_CONFIG_FILE, TitleConfig, title_opinion
+from recsys.results import write_json
+from recsys.retriever.candidates import load_candidates
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
+
+WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def row_ndcgs(rows: RankingRows, weights: FusionWeights, subset: bool) -> list[float]:
+    """NDCG@10 of each row's target in the fused order (only the valid-retrieval subset rows with `subset`)."""
+    ranks = target_ranks(rows, weights)
+    if subset:
+        ranks = ranks[rows.subset()]
+    return [ndcg_at(r, 10) for r in ranks.tolist()]
+
+
+def contribution(rows: RankingRows, prior: FusionWeights, ours: FusionWeights, subset: bool) -> dict:
+    """Mean NDCG@10 of `ours` minus `prior` over the rows, with its paired-bootstrap 95% interval."""
+    a, b = row_ndcgs(rows, ours, subset), row_ndcgs(rows, prior, subset)
+    low, high = paired_bootstrap(a, b)
+    return {"N@10": round(sum(a) / len(a), 4), "prior_N@10": round(sum(b) / len(b), 4),
+            "diff": round((sum(a) - sum(b)) / len(a), 4), "ci95_diff": [round(low, 4), round(high, 4)]}
+
+
+def alone(rows: RankingRows, name: str, subset: bool) -> float:
+    """Mean NDCG@10 of one opinion's own order."""
+    values = row_ndcgs(rows, FusionWeights(retriever=0.0, cowatch=0.0, llm=0.0, **{name: 1.0}), subset)
+    return round(sum(values) / len(values), 4)
+
+
+def order_agreement(in_order: torch.Tensor, reversed_order: torch.Tensor) -> dict[str, float]:
+    """Mean film-by-film and letter-by-letter Spearman of (N, K) scores (both indexed in the retriever's order)."""
+    film = [spearman(a, b) for a, b in zip(in_order, reversed_order)]
+    letter = [spearman(a, b.flip(0)) for a, b in zip(in_order, reversed_order)]
+    return {"film_by_film": round(sum(film) / len(film), 3), "letter_by_letter": round(sum(letter) / len(letter), 3)}
+
+
+def timed(function, *args, **kwargs):
+    """(function's result, seconds it took)."""
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def reversed_rows(rows: RankingRows) -> RankingRows:
+    """The same rows with each row's candidates listed in reverse (the target index follows)."""
+    k = rows.candidate_ids.shape[1]
+    return replace(rows, candidate_ids=rows.candidate_ids.flip(1), retriever_scores=rows.retriever_scores.flip(1),
+                   cowatch=rows.cowatch.flip(1), target_index=torch.where(rows.target_index >= 0,
+                                                                          k - 1 - rows.target_index, -1),
+                   llm=None, titles=None)
+
+
+def main(argv=None) -> dict:
+    """Score every row set with each way and model, print the table and the choice, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", default=str(DEFAULT_ADAPTER), help="the served verbalizer adapter")
+    parser.add_argument("--catalog-adapter", default=None, help="catalog-pretrained adapter (title likelihood)")
+    parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument("--heldout-dir", default="runs/heldout")
+    parser.add_argument("--max-heldout", type=int, default=None, help="a seeded sample of the held-out rows")
+    parser.add_argument("--order-users", type=int, default=30)
+    parser.add_argument("--generation-users", type=int, default=20)
+    parser.add_argument("--write-choice", default=None, help="folder to write the chosen title config into")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    dataset = load_dataset("ml-latest-small")
+    adapter = args.adapter
+    cowatch_config, prior_weights = read_prior(adapter)
+    served = read_fusion_weights(adapter)
+    prior = served.but(llm=0.0, titles=0.0)
+    counts = read_cowatch(adapter)
+    candidates = load_candidates(args.retriever)
+    _, val_part = split_by_user(load_held_out(args.heldout_dir))
+    heldout = pooled_heldout_rows(val_part, dataset, cowatch_config, prior_weights, read_pool(adapter), misses=True)
+    if args.max_heldout is not None and args.max_heldout < len(heldout):
+        heldout = heldout.select(sorted(torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))
+                                        [: args.max_heldout].tolist()))
+    row_sets = {"heldout_val": (heldout, False),
+                "paper_val": (adapter_rows(dataset, "val", candidates["val"], adapter, counts), True),
+                "test": (adapter_rows(dataset, "test", candidates["test"], adapter, counts), True)}
+    model, tokenizer = load_ranker(RankerLoadConfig(adapter=adapter, cpu_precision="auto"))
+    if args.catalog_adapter:
+        model.load_adapter(args.catalog_adapter, adapter_name="catalog")
+    machine = machine_record(next(model.parameters()).dtype)
+    prompt_config = read_prompt_config(adapter)
+    titles_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years)
+    models = {"base": ("none", None), "verbalizer adapter": ("default", "llm")}
+    if args.catalog_adapter:
+        models["catalog-trained"] = ("catalog", "titles")
+    results: dict = {"rows": {name: len(rows) for name, (rows, _) in row_sets.items()}, "ways": {}}
+    title_scores: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+    llm_scores: dict[str, dict[str, torch.Tensor]] = {}
+    for model_name, (adapter_name, way) in models.items():
+        context = model.disable_adapter() if adapter_name == "none" else nullcontext_set(model, adapter_name)
+        with context:
+            for way_name in ("verbalizer", "title likelihood"):
+                if (way == "titles" and way_name == "verbalizer") or (way == "llm" and way_name != "verbalizer"):
+                    continue  # each adapter asked the way it was trained for; the base model both ways
+                entry: dict = {}
+                for set_name, (rows, subset) in row_sets.items():
+                    if model_name == "base" and way_name == "verbalizer" and set_name == "heldout_val":
+                        continue  # the base model's letters were measured on the users sets; the time goes elsewhere
+                    if way_name == "verbalizer":
+                        scored, seconds = timed(score_llm, model, tokenizer, dataset.catalog, rows, prompt_config)
+                        llm_scores.setdefault(model_name, {})[set_name] = scored.llm
+                        weights = prior.but(llm=1.0)
+                        name = "llm"
+                    else:
+                        (sums, lengths), seconds = timed(score_titles, model, tokenizer, dataset.catalog, rows,
+                                                         titles_config)
+                        title_scores.setdefault(model_name, {})[set_name] = (sums, lengths)
+                        scored = replace(rows, titles=title_opinion(sums, lengths))
+                        weights = prior.but(titles=1.0)
+                        name = "titles"
+                    entry[set_name] = {"ms_per_user": round(seconds * 1000 / len(rows), 1),
+                                       "alone_N@10": alone(scored, name, subset),
+                                       "contribution_at_weight_1": contribution(scored, prior, weights, subset)}
+                    print(model_name, way_name, set_name, json.dumps(entry[set_name]), flush=True)
+                order_rows = row_sets["test"][0].select(list(range(min(args.order_users, len(row_sets["test"][0])))))
+                flipped = reversed_rows(order_rows)
+                if way_name == "verbalizer":
+                    a = score_llm(model, tokenizer, dataset.catalog, order_rows, prompt_config, progress=False).llm
+                    b = score_llm(model, tokenizer, dataset.catalog, flipped, prompt_config, progress=False).llm
+                else:
+                    a = title_opinion(*score_titles(model, tokenizer, dataset.catalog, order_rows, titles_config,
+                                                    progress=False))
+                    b = title_opinion(*score_titles(model, tokenizer, dataset.catalog, flipped, titles_config,
+                                                    progress=False))
+                entry["order_invariance_test"] = order_agreement(a, b.flip(1))
+                results["ways"][f"{way_name}, {model_name}"] = entry
+    results["ways"]["generation, verbalizer adapter"] = generation_entry(model, tokenizer, dataset,
+                                                                         row_sets["test"][0], prompt_config,
+                                                                         args.generation_users)
+    if args.catalog_adapter:
+        results["choice"] = choose(row_sets, title_scores["catalog-trained"], prior, served, titles_config)
+        if args.write_choice:
+            chosen = results["choice"]
+            path = Path(args.write_choice) / TITLE_CONFIG_FILE
+            path.write_text(json.dumps({"title": asdict(chosen["config"]), "weight": chosen["weight"],
+                                        "validation": chosen["validation"]}, indent=2) + "\n")
+        results["choice"]["config"] = asdict(results["choice"]["config"])
+    results.update(served=asdict(served), machine=machine)
+    print_table(results)
+    write_json(args.json, results)
+    return results
+
+
+def nullcontext_set(model, adapter_name: str):
+    """A context that activates peft adapter `adapter_name` and restores the served one ("default") after."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def active():
+        model.set_adapter(adapter_name)
+        try:
+            yield
+        finally:
+            model.set_adapter("default")
+    return active()
+
+
+def generation_entry(model, tokenizer, dataset, rows: RankingRows, prompt_config, users: int) -> dict:
+    """Time and NDCG@10 of the generated list on the first `users` test rows (their subset rows)."""
+    picked = [i for i in range(len(rows)) if bool(rows.subset()[i])][:users]
+    ndcgs, seconds, tokens = [], [], []
+    for i in picked:
+        history = item_texts(dataset.catalog, rows.histories[i][-prompt_config.max_history:], prompt_config)
+        titles = item_texts(dataset.catalog, rows.candidate_ids[i].tolist(), prompt_config)
+        result = generate_ranking(model, tokenizer, history, titles, prompt_config)
+        target = int(rows.target_index[i])
+        ndcgs.append(ndcg_at(result.ranking.index(target) + 1, 10) if target >= 0 else 0.0)
+        seconds.append(result.seconds)
+        tokens.append(result.num_generated_tokens)
+    return {"test_users": len(picked), "ms_per_user": round(1000 * sum(seconds) / len(picked), 1),
+            "alone_N@10_test": round(sum(ndcgs) / len(ndcgs), 4),
+            "generated_tokens": round(sum(tokens) / len(tokens), 1)}
+
+
+def choose(row_sets, scores, prior: FusionWeights, served: FusionWeights, config: TitleConfig) -> dict:
+    """The title-likelihood weight and score form with the best held-out validation NDCG@10 (ties: the smaller
+    weight), kept only when not negative on the paper's validation users; test scored once with the choice."""
+    def rows_with(set_name: str, per_token: bool) -> RankingRows:
+        rows, _ = row_sets[set_name]
+        return replace(rows, titles=title_opinion(*scores[set_name], per_token=per_token))
+
+    grid = {}
+    for per_token in (False, True):
+        rows = rows_with("heldout_val", per_token)
+        for weight in WEIGHT_GRID:
+            values = row_ndcgs(rows, prior.but(titles=weight), subset=False)
+            grid[(per_token, weight)] = sum(values) / len(values)
+    best = max(grid.values())
+    per_token, weight = min((k for k, v in grid.items() if v == best), key=lambda k: (k[1], k[0]))
+    confirm = contribution(rows_with("paper_val", per_token), prior, prior.but(titles=weight), subset=True)
+    if weight and confirm["diff"] < 0:
+        weight = 0.0  # held-out validation's choice did not hold on the paper's validation users
+    chosen = served.but(titles=weight)
+    test_rows = rows_with("test", per_token)
+    ranks = target_ranks(test_rows, chosen)
+    test = {"subset": metrics_from_ranks(ranks[test_rows.subset()].tolist(), EVAL_KS),
+            "overall": metrics_from_ranks(ranks.tolist() + [float("inf")] * (test_rows.total_users - len(test_rows)),
+                                          EVAL_KS),
+            "vs_served_without": contribution(test_rows, served.but(titles=0.0), chosen, subset=True),
+            "vs_retriever": contribution(test_rows, FusionWeights(1.0, 0.0, 0.0), chosen, subset=True)}
+    return {"config": replace(config, per_token=per_token), "weight": weight,
+            "validation": {"heldout_val_N@10_by_weight": {f"{'per_token' if k[0] else 'sum'}@{k[1]:g}": round(v, 4)
+                                                           for k, v in grid.items()},
+                           "paper_val_at_choice": confirm},
+            "test": {part: ({k: round(v, 4) for k, v in value.items()} if part in ("subset", "overall") else value)
+                     for part, value in test.items()}}
+
+
+def print_table(results: dict) -> None:
+    """The three ways as one table: ms, NDCG@10 alone, own contribution with its interval, order invariance."""
+    print(f"\nrows: {results['rows']}")
+    table = {}
+    for name, entry in results["ways"].items():
+        row = {"ms/user": entry.get("heldout_val", entry).get("ms_per_user", 0.0)}
+        for set_name in ("heldout_val", "paper_val", "test"):
+            if set_name in entry:
+                row[f"{set_name} alone"] = entry[set_name]["alone_N@10"]
+                row[f"{set_name} +"] = entry[set_name]["contribution_at_weight_1"]["diff"]
+        if "alone_N@10_test" in entry:
+            row["test alone"] = entry["alone_N@10_test"]
+        table[name] = row
+    print(format_table(table, ["ms/user", "heldout_val alone", "heldout_val +", "paper_val alone", "paper_val +",
+                               "test alone", "test +"]))
+    for name, entry in results["ways"].items():
+        intervals = {s: entry[s]["contribution_at_weight_1"]["ci95_diff"] for s in ("heldout_val", "paper_val", "test")
+                     if s in entry}
+        print(f"  {name}: contribution intervals {intervals}; order {entry.get('order_invariance_test')}")
+    if "choice" in results:
+        print(f"choice: {json.dumps(results['choice'])}")
+    machine = results["machine"]
+    print(f"machine: {machine['cpu_model']}, {machine['dtype']}, {machine['torch_threads']} threads, "
+          f"load {machine['load_average_1min_at_start']}; NUM_CANDIDATES {NUM_CANDIDATES}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Title likelihood: a way for the LLM to rank with no letters.
+
+The model reads the history as a plain list of titles, one a line, and each candidate's score is the
+log-probability of its own title (and the line's end) as the next line:
+
+    Movies a user watched, in order:
+    Heat
+    The Matrix
+    <candidate title>\\n        <- log p(candidate tokens | history), summed (or per token)
+
+The 20 candidates share the history: it runs once, and its keys and values are reused by one
+batched pass over the 20 titles, so a user costs about one forward pass, like the verbalizer. The
+score does not depend on where a candidate is listed (no list, no letters): position-free by
+construction. The same text format is what catalog pretraining (`recsys.ranker.catalog_lm`) trains
+on, built by the same `history_ids` / `title_ids`, so training and scoring see identical tokens.
+
+Titles are joined as separately tokenized lines: byte-level BPE splits on the newline, so the ids of
+the concatenation equal the concatenated ids and a title's tokens never depend on its neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from recsys.data.errors import one_line
+from recsys.kv_cache import cache_kwargs, output_cache
+from recsys.ranker.prompt import PromptConfig, cut_title, item_texts
+
+HEADER = "Movies a user watched, in order:\n"
+TITLE_CONFIG_FILE = "title_config.json"  # beside a catalog-pretrained adapter: TitleConfig and its fusion weight
+PRETRAIN_COMMAND = "python -m recsys.ranker.catalog_lm"
+
+
+@dataclass(frozen=True)
+class TitleConfig:
+    """How titles are shown and scored (the history budget and the title form are the verbalizer's defaults)."""
+
+    max_history: int = 10  # latest history titles read
+    max_title_tokens: int = 32
+    years: bool = False  # titles without "(1999)": shorter, and the year is not what tells two films apart here
+    per_token: bool = False  # score = mean log-probability per token instead of the sum (chosen on validation)
+
+    def prompt_config(self) -> PromptConfig:
+        """The prompt budgets of `recsys.ranker.prompt` that show titles the same way."""
+        return PromptConfig(max_history=self.max_history, max_title_tokens=self.max_title_tokens, years=self.years)
+
+
+def read_title_config(folder: str | Path) -> tuple[TitleConfig, float]:
+    """(TitleConfig, fusion weight chosen on validation) saved beside a catalog-pretrained adapter (`bench/llm_rankers.py
+    --write-choice`); the defaults and weight 0 when the folder has none. RuntimeError names a corrupt file."""
+    path = Path(folder) / TITLE_CONFIG_FILE
+    if not path.is_file():
+        return TitleConfig(), 0.0
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        config, weight = TitleConfig(**saved["title"]), float(saved["weight"])
+        if not weight >= 0:
+            raise ValueError(f"weight {weight}")
+    except (ValueError, TypeError, KeyError, OSError) as error:
+        raise RuntimeError(f"{path} is corrupt ({one_line(error)}). Re-create it with: python bench/llm_rankers.py "
+                           f"--catalog-adapter {folder} --write-choice {folder}") from error
+    return config, weight
+
+
+def title_texts(tokenizer, catalog, item_ids, config: TitleConfig) -> list[str]:
+    """Catalog titles of `item_ids` as the title format shows them (year dropped unless `config.years`, cut)."""
+    return [cut_title(tokenizer, t, config.max_title_tokens) for t in item_texts(catalog, item_ids,
+                                                                                   config.prompt_config())]
+
+
+def title_ids(tokenizer, title: str) -> list[int]:
+    """The tokens of one title line: the title and its newline (the newline says the title is complete)."""
+    return tokenizer(title + "\n", add_special_tokens=False).input_ids
+
+
+def history_ids(tokenizer, titles: list[str]) -> list[int]:
+    """The tokens of the header and the history lines (oldest first), with the tokenizer's special start."""
+    ids = tokenizer(HEADER).input_ids
+    for title in titles:
+        ids += title_ids(tokenizer, title)
+    return ids
+
+
+@torch.inference_mode()
+def title_log_likelihoods(model, tokenizer, history_titles: list[str],
+                          candidate_titles: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of log-probabilities (K,), token counts (K,)) of each candidate's title line after the history, fp32.
+
+    One pass over the history (keys and values kept), then one batched pass of the K title lines,
+    right-padded, attending to the shared history: the first token of each title is read off the
+    history's last logits, the rest off the batched pass.
+    """
+    device = model.device
+    context = history_ids(tokenizer, history_titles)
+    lines = [title_ids(tokenizer, t) for t in candidate_titles]
+    first = model(input_ids=torch.tensor([context], device=device), use_cache=True, logits_to_keep=1)
+    first_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+    totals = torch.tensor([float(first_logp[line[0]]) for line in lines])
+    lengths = torch.tensor([len(line) for line in lines], dtype=torch.float32)
+    longest = max(len(line) for line in lines)
+    if longest > 1:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        inputs = torch.tensor([line[:-1] + [pad] * (longest - len(line)) for line in lines], device=device)
+        mask = torch.tensor([[1] * len(context) + [1] * (len(line) - 1) + [0] * (longest - len(line))
+                             for line in lines], device=device)
+        positions = torch.arange(len(context), len(context) + longest - 1, device=device).expand(len(lines), -1)
+        from transformers import DynamicCache
+
+        layers = output_cache(first).layers
+        cache = DynamicCache([(layer.keys.expand(len(lines), -1, -1, -1), layer.values.expand(len(lines), -1, -1, -1))
+                              for layer in layers])
+        logits = model(input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
+                       **cache_kwargs(cache)).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        targets = torch.tensor([line[1:] + [0] * (longest - len(line)) for line in lines], device=device)
+        picked = logp.gather(2, targets.unsqueeze(-1)).squeeze(-1)
+        valid = torch.tensor([[1.0] * (len(line) - 1) + [0.0] * (longest - len(line)) for line in lines],
+                             device=device)
+        totals = totals + (picked * valid).sum(dim=1).cpu()
+    return totals, lengths
+
+
+def title_opinion(totals: torch.Tensor, lengths: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+    """The named opinion "titles" of `recsys.ranker.fusion`: log-softmax over the candidates of each title's
+    log-likelihood (summed, or per token with `per_token`), same shape as `totals` ((K,) or (N, K))."""
+    scores = totals / lengths if per_token else totals
+    return torch.log_softmax(scores.float(), dim=-1)

@@ -1,0 +1,135 @@
+"""Title likelihood (the LLM asked with no letters) and catalog pretraining, on the tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import make_llama
+
+from recsys.data import SequenceDataset
+from recsys.ranker.catalog_lm import (CatalogLMConfig, encode_window, epochs_of, held_out_sequences, kept_sequences,
+                                      train, windows)
+from recsys.ranker.evaluate import RankingRows, score_titles
+from recsys.ranker.fusion import FusionWeights, final_order
+from recsys.ranker.heldout import HeldOutConfig, held_out_counts
+from recsys.ranker.title_likelihood import (TITLE_CONFIG_FILE, TitleConfig, history_ids, read_title_config,
+                                            title_ids, title_log_likelihoods, title_opinion)
+
+HISTORY = ["The Matrix", "Heat", "Alien"]
+CANDIDATES = ["Toy Story", "Se7en", "The Godfather: Part II", "Fargo", "Jumanji"]
+
+
+def full_sequence_log_likelihood(model, tokenizer, history: list[str], title: str) -> float:
+    """The reference: one whole unpadded sequence (history then title) and the sum of the title's log-probs."""
+    context = history_ids(tokenizer, history)
+    line = title_ids(tokenizer, title)
+    logits = model(input_ids=torch.tensor([context + line])).logits[0].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    return float(sum(logp[len(context) - 1 + j, token] for j, token in enumerate(line)))
+
+
+@torch.inference_mode()
+def test_batched_titles_over_the_shared_history_equal_one_sequence_each(tiny_llama, tiny_tokenizer):
+    sums, lengths = title_log_likelihoods(tiny_llama, tiny_tokenizer, HISTORY, CANDIDATES)
+    expected = [full_sequence_log_likelihood(tiny_llama, tiny_tokenizer, HISTORY, t) for t in CANDIDATES]
+    assert torch.allclose(sums, torch.tensor(expected), atol=1e-4)
+    assert lengths.tolist() == [len(title_ids(tiny_tokenizer, t)) for t in CANDIDATES]
+
+
+def test_title_ids_concatenate_like_the_joined_text(tiny_tokenizer):
+    """Lines tokenized one by one give the same ids as the whole text: training and scoring see the same tokens."""
+    assert history_ids(tiny_tokenizer, HISTORY) == tiny_tokenizer(
+        "Movies a user watched, in order:\n" + "".join(t + "\n" for t in HISTORY)).input_ids
+
+
+def test_the_score_does_not_depend_on_where_a_candidate_is_listed(tiny_llama, tiny_tokenizer):
+    forward, _ = title_log_likelihoods(tiny_llama, tiny_tokenizer, HISTORY, CANDIDATES)
+    backward, _ = title_log_likelihoods(tiny_llama, tiny_tokenizer, HISTORY, CANDIDATES[::-1])
+    assert torch.allclose(forward, backward.flip(0), atol=1e-4)
+
+
+def test_title_opinion_is_a_log_softmax_of_sums_or_per_token_means():
+    sums, lengths = torch.tensor([-4.0, -6.0, -9.0]), torch.tensor([2.0, 6.0, 3.0])
+    assert torch.allclose(title_opinion(sums, lengths).exp().sum(), torch.tensor(1.0))
+    assert title_opinion(sums, lengths).argmax() == 0
+    assert title_opinion(sums, lengths, per_token=True).argmax() == 1  # -1 a token beats -2 and -3
+
+
+def test_titles_enter_the_one_fusion_rule():
+    opinions = {"retriever": torch.tensor([0.0, -1.0]), "titles": torch.tensor([-3.0, 0.0])}
+    assert final_order(opinions, FusionWeights(1.0, 0.0, 0.0, titles=0.0)) == [0, 1]
+    assert final_order(opinions, FusionWeights(1.0, 0.0, 0.0, titles=1.0)) == [1, 0]
+
+
+def test_evaluation_scores_titles_as_the_pipeline_does(tiny_pipeline, tiny_catalog):
+    history = [1, 2, 3, 4, 5, 6]
+    candidates, _ = tiny_pipeline.retrieve(history)
+    app = tiny_pipeline.recommend(history, titles=True)
+    rows = RankingRows([history], torch.tensor([[c.item_id for c in candidates]]), torch.zeros(1, len(candidates)),
+                       torch.zeros(1, len(candidates)), torch.tensor([0]), 1)
+    sums, lengths = score_titles(tiny_pipeline.model, tiny_pipeline.tokenizer, tiny_catalog, rows,
+                                 tiny_pipeline.title_config, progress=False)
+    expected = title_opinion(sums, lengths).exp()[0]
+    assert torch.allclose(torch.tensor([c.title_probability for c in app.candidates]), expected, atol=1e-5)
+    assert app.titles_ms is not None and "titles" in app.opinions()
+    assert tiny_pipeline.recommend(history).candidates[0].title_probability is None  # computed only when asked
+
+
+def test_a_damaged_title_config_names_the_file_and_the_fix(tmp_path):
+    assert read_title_config(tmp_path) == (TitleConfig(), 0.0)
+    (tmp_path / TITLE_CONFIG_FILE).write_text(json.dumps({"title": {"per_token": True}, "weight": 0.5}))
+    assert read_title_config(tmp_path) == (TitleConfig(per_token=True), 0.5)
+    for broken in ("{", json.dumps({"title": {"colour": 1}, "weight": 1}), json.dumps({"title": {}, "weight": -1})):
+        (tmp_path / TITLE_CONFIG_FILE).write_text(broken)
+        with pytest.raises(RuntimeError, match="title_config.json is corrupt.*llm_rankers.py"):
+            read_title_config(tmp_path)
+
+
+def sequences_dataset(catalog) -> SequenceDataset:
+    """Ten users of 8 to 100 items over the tiny catalog (ids cycle)."""
+    n = len(catalog)
+    return SequenceDataset("tiny", {u: [(u * 7 + i) % n + 1 for i in range(8 + 10 * u)] for u in range(1, 11)},
+                           catalog)
+
+
+def test_pretraining_reads_no_held_out_validation_or_test_item(tiny_catalog):
+    dataset = sequences_dataset(tiny_catalog)
+    counts = held_out_counts(dataset, max(HeldOutConfig().cuts))
+    kept = kept_sequences(dataset)
+    for user, items in dataset.sequences.items():
+        assert kept[user] == items[: len(items) - 2 - counts[user]]  # never the last two, nor the held-out ones
+    for user, held in held_out_sequences(dataset).items():
+        assert held == dataset.train(user)[len(dataset.train(user)) - counts[user]:]
+    chunks = windows(kept, 4)
+    assert all(2 <= len(c) <= 4 for c in chunks)
+    assert sum(len(c) for c in chunks) == sum(len(s) - (len(s) % 4 == 1) for s in kept.values())
+    two_passes = epochs_of(chunks, 2.0, seed=0)
+    assert len(two_passes) == 2 * len(chunks) and sorted(map(tuple, two_passes[: len(chunks)])) == sorted(
+        map(tuple, chunks))
+
+
+def test_every_title_token_is_a_target_and_the_header_is_not(tiny_tokenizer):
+    ids, labels = encode_window(tiny_tokenizer, HISTORY)
+    header = len(history_ids(tiny_tokenizer, []))
+    assert labels[:header] == [-100] * header and labels[header:] == ids[header:]
+    assert ids == history_ids(tiny_tokenizer, HISTORY)
+
+
+def test_pretraining_lowers_held_out_perplexity_and_resumes(tiny_catalog, tiny_tokenizer, tmp_path, monkeypatch):
+    """A few steps on the tiny model: the log records perplexity before and after, and --resume continues the step
+    count (optimizer state read back from safetensors) instead of starting over."""
+    import recsys.ranker.catalog_lm as catalog_lm
+
+    monkeypatch.setattr(catalog_lm, "load_tokenizer", lambda name: tiny_tokenizer)
+    monkeypatch.setattr(catalog_lm, "load_base_model", lambda config, for_training=False: make_llama(tiny_tokenizer))
+    dataset = sequences_dataset(tiny_catalog)
+    config = CatalogLMConfig(output=str(tmp_path / "run"), window=8, batch_size=4, lr=5e-3, warmup_steps=1,
+                             eval_every=4, eval_windows=8, epochs=3.0, lora_targets="q_proj,v_proj")
+    first = train(CatalogLMConfig(**{**config.__dict__, "max_minutes": 0.0}), dataset)  # stops after one step
+    assert first["step"] == 1 and not first["finished"]
+    log = train(CatalogLMConfig(**{**config.__dict__, "resume": True}), dataset)
+    assert log["finished"] and log["step"] == log["total_steps"] and log["evaluations"][0]["step"] == 1
+    assert log["perplexity_best"] < log["perplexity_before"]
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
