@@ -38,11 +38,10 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-from recsys.floor import against_floor, prompt_floor  # noqa: E402
-from recsys.machine import describe_machine, machine_record  # noqa: E402
-from recsys.results import write_json  # noqa: E402
+from recsys.floor import against_floor, prompt_floor
+from recsys.machine import describe_machine, machine_record
+from recsys.results import write_json
 
 GOALS = {"cold_start_s": 10.0, "p50_ms": 500.0}
 STAGE_TIMES = re.compile(r"\*\*(?:retrieval|verbalizer ranking)\*\* ([\d,.]+) ms", re.I)  # from the summary

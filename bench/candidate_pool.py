@@ -16,21 +16,18 @@ in prior.json). K = 20 is the paper's stage one.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys.data import load_dataset  # noqa: E402
-from recsys.machine import machine_record  # noqa: E402
-from recsys.pipeline import default_adapter  # noqa: E402
-from recsys.ranker.evaluate import read_cowatch, read_fusion_weights  # noqa: E402
-from recsys.ranker.prior import choose_pool  # noqa: E402
-from recsys.results import write_json  # noqa: E402
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
+from recsys.data import load_dataset
+from recsys.machine import machine_record
+from recsys.pipeline import default_adapter
+from recsys.ranker.evaluate import read_cowatch, read_fusion_weights
+from recsys.ranker.prior import choose_pool
+from recsys.results import write_json
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
 
 
 def main(argv=None) -> dict:

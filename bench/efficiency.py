@@ -22,27 +22,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys import NUM_CANDIDATES  # noqa: E402
-from recsys.data import load_dataset  # noqa: E402
-from recsys.floor import against_floor, prompt_floor  # noqa: E402
-from recsys.machine import auto_dtype, describe_machine, emulation, machine_record  # noqa: E402
-from recsys.ranker.generation import GENERATION_INSTRUCTION, answer_length, generate_ranking  # noqa: E402
-from recsys.ranker.model import RankerLoadConfig, describe, load_ranker, pick_device  # noqa: E402
-from recsys.ranker.prompt import PromptConfig, build_prompt  # noqa: E402
-from recsys.ranker.verbalizer import (PrefixCache, build_prefix_cache, candidate_probabilities,  # noqa: E402
+from recsys import NUM_CANDIDATES
+from recsys.data import load_dataset
+from recsys.floor import against_floor, prompt_floor
+from recsys.machine import auto_dtype, describe_machine, emulation, machine_record
+from recsys.ranker.generation import GENERATION_INSTRUCTION, answer_length, generate_ranking
+from recsys.ranker.model import RankerLoadConfig, describe, load_ranker, pick_device
+from recsys.ranker.prompt import PromptConfig, build_prompt
+from recsys.ranker.verbalizer import (PrefixCache, build_prefix_cache, candidate_probabilities,
                                       letter_logits, letter_token_ids, tokenize_prompts)
-from recsys.results import write_json  # noqa: E402
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model  # noqa: E402
-from recsys.timing import TimingConfig, median, time_call  # noqa: E402
+from recsys.results import write_json
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model
+from recsys.timing import TimingConfig, median, time_call
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLE_LENGTHS = ("5", "10", "20", "40", "uncut")  # the paper's sweep of title lengths, plus the titles as they are

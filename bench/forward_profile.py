@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys.floor import prompt_floor  # noqa: E402
-from recsys.machine import describe_machine, machine_record  # noqa: E402
-from recsys.pipeline import Pipeline, PipelineConfig, default_adapter  # noqa: E402
-from recsys.ranker.model import RankerLoadConfig  # noqa: E402
-from recsys.ranker.verbalizer import forward_letter_logits, tokenize_prompts  # noqa: E402
-from recsys.results import write_json  # noqa: E402
+from recsys.floor import prompt_floor
+from recsys.machine import describe_machine, machine_record
+from recsys.pipeline import Pipeline, PipelineConfig, default_adapter
+from recsys.ranker.model import RankerLoadConfig
+from recsys.ranker.verbalizer import forward_letter_logits, tokenize_prompts
+from recsys.results import write_json
 
 KINDS = {  # operator name -> kind; anything else is "other"
     "aten::mm": "matrix products", "aten::bmm": "matrix products", "aten::addmm": "matrix products",

@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys.machine import describe_machine, machine_record  # noqa: E402
-from recsys.results import write_json  # noqa: E402
+from recsys.machine import describe_machine, machine_record
+from recsys.results import write_json
 
 
 def tiny_loads(device: str) -> dict:

@@ -12,21 +12,19 @@ the titles agrees film by film; one that learned a position prior agrees letter 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys.data import load_dataset  # noqa: E402
-from recsys.machine import machine_record  # noqa: E402
-from recsys.metrics import spearman  # noqa: E402
-from recsys.ranker.evaluate import read_prompt_config, score_llm, split_rows  # noqa: E402
-from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker  # noqa: E402
-from recsys.results import write_json  # noqa: E402
-from recsys.retriever.candidates import load_candidates  # noqa: E402
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
+from recsys.data import load_dataset
+from recsys.machine import machine_record
+from recsys.metrics import spearman
+from recsys.ranker.evaluate import read_prompt_config, score_llm, split_rows
+from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
+from recsys.results import write_json
+from recsys.retriever.candidates import load_candidates
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 
 def agreement(in_order: torch.Tensor, reversed_order: torch.Tensor) -> dict[str, float]:

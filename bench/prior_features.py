@@ -21,22 +21,19 @@ never read. Takes seconds.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys.data import SequenceDataset, load_dataset  # noqa: E402
-from recsys.machine import machine_record  # noqa: E402
-from recsys.metrics import ndcg_at, paired_bootstrap  # noqa: E402
-from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts  # noqa: E402
-from recsys.ranker.evaluate import split_rows  # noqa: E402
-from recsys.ranker.fusion import retriever_opinion  # noqa: E402
-from recsys.ranker.heldout import is_validation_user, load_held_out, truncated_sequences  # noqa: E402
-from recsys.results import write_json  # noqa: E402
-from recsys.retriever.candidates import load_candidates  # noqa: E402
+from recsys.data import SequenceDataset, load_dataset
+from recsys.machine import machine_record
+from recsys.metrics import ndcg_at, paired_bootstrap
+from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
+from recsys.ranker.evaluate import split_rows
+from recsys.ranker.fusion import retriever_opinion
+from recsys.ranker.heldout import is_validation_user, load_held_out, truncated_sequences
+from recsys.results import write_json
+from recsys.retriever.candidates import load_candidates
 
 SERVED = ("retriever", "cowatch")
 CANDIDATE_SETS = [SERVED, *[SERVED + extra for extra in (

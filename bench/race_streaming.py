@@ -20,19 +20,17 @@ import os
 import re
 import socket
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-import app  # noqa: E402
-from recsys.demo.handlers import STREAM_INTERVAL_S, DemoHandlers  # noqa: E402
-from recsys.machine import describe_machine, machine_record  # noqa: E402
-from recsys.results import write_json  # noqa: E402
+import app
+from recsys.demo.handlers import STREAM_INTERVAL_S, DemoHandlers
+from recsys.machine import describe_machine, machine_record
+from recsys.results import write_json
 
 GENERATION = re.compile(r"\*\*Generation\*\* ([\d,]+) ms for (\d+) tokens")  # from the race summary
 RACE_SUMMARY = 5  # position of the race summary among /race's outputs (the session states are not sent)

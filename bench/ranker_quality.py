@@ -18,25 +18,23 @@ weights as chosen on ml-latest-small); the adapter is the ml-latest-small one.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys import NUM_CANDIDATES  # noqa: E402
-from recsys.data import load_dataset  # noqa: E402
-from recsys.machine import machine_record  # noqa: E402
-from recsys.metrics import format_table, ndcg_at, paired_bootstrap  # noqa: E402
-from recsys.ranker.cowatch import CoWatchCounts  # noqa: E402
-from recsys.ranker.evaluate import (RETRIEVER, ablation, adapter_rows, all_user_ranks, pool_trade, read_cowatch,  # noqa: E402
+from recsys import NUM_CANDIDATES
+from recsys.data import load_dataset
+from recsys.machine import machine_record
+from recsys.metrics import format_table, ndcg_at, paired_bootstrap
+from recsys.ranker.cowatch import CoWatchCounts
+from recsys.ranker.evaluate import (RETRIEVER, ablation, adapter_rows, all_user_ranks, pool_trade, read_cowatch,
                                     read_fusion_weights, read_prompt_config, score_llm, split_rows, subset_ndcgs)
-from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker  # noqa: E402
-from recsys.ranker.pool import read_pool  # noqa: E402
-from recsys.ranker.prior import training_counts  # noqa: E402
-from recsys.ranker.train import choose_llm_weight  # noqa: E402
-from recsys.results import write_json  # noqa: E402
-from recsys.retriever.candidates import load_candidates  # noqa: E402
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
+from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
+from recsys.ranker.pool import read_pool
+from recsys.ranker.prior import training_counts
+from recsys.ranker.train import choose_llm_weight
+from recsys.results import write_json
+from recsys.retriever.candidates import load_candidates
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 PAPER = {"subset": {"retriever": {"N@10": 0.3367, "R@10": 0.6654}, "final": {"N@10": 0.3766, "R@10": 0.7560}},
          "overall": {"retriever": {"M@5": 0.0390, "N@5": 0.0468, "R@5": 0.0705,

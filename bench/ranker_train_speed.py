@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys.data import load_dataset  # noqa: E402
-from recsys.machine import machine_record  # noqa: E402
-from recsys.ranker.heldout import load_held_out  # noqa: E402
-from recsys.ranker.model import LoraSettings, RankerLoadConfig, add_lora, load_base_model, load_tokenizer  # noqa: E402
-from recsys.ranker.prompt import PromptConfig  # noqa: E402
-from recsys.ranker.train import ExampleDataset, collate_letters, letter_loss  # noqa: E402
-from recsys.ranker.verbalizer import letter_token_ids  # noqa: E402
-from recsys.results import write_json  # noqa: E402
+from recsys.data import load_dataset
+from recsys.machine import machine_record
+from recsys.ranker.heldout import load_held_out
+from recsys.ranker.model import LoraSettings, RankerLoadConfig, add_lora, load_base_model, load_tokenizer
+from recsys.ranker.prompt import PromptConfig
+from recsys.ranker.train import ExampleDataset, collate_letters, letter_loss
+from recsys.ranker.verbalizer import letter_token_ids
+from recsys.results import write_json
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SETTINGS = (  # (name, years in the prompt, LoRA on the top N layers or all, LoRA target modules)

@@ -11,19 +11,16 @@ both and counts the test users whose target or history the choice changes:
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys.machine import machine_record  # noqa: E402
-from recsys.results import write_json  # noqa: E402
-from recsys import NUM_CANDIDATES  # noqa: E402
-from recsys.data import load_dataset  # noqa: E402
-from recsys.data.preprocess import TIE_ORDERS  # noqa: E402
-from recsys.metrics import format_table, metrics_from_ranks  # noqa: E402
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model  # noqa: E402
-from recsys.retriever.evaluate import split_inputs, target_ranks  # noqa: E402
+from recsys.machine import machine_record
+from recsys.results import write_json
+from recsys import NUM_CANDIDATES
+from recsys.data import load_dataset
+from recsys.data.preprocess import TIE_ORDERS
+from recsys.metrics import format_table, metrics_from_ranks
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model
+from recsys.retriever.evaluate import split_inputs, target_ranks
 
 PAPER_LRUREC = {"M@5": 0.0390, "N@5": 0.0468, "R@5": 0.0705, "M@10": 0.0491, "N@10": 0.0705, "R@10": 0.1426}
 COLUMNS = list(PAPER_LRUREC)

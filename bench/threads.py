@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "bench"))
 
-from app_latency import measure  # noqa: E402
+from app_latency import measure
 
-from recsys.machine import describe_machine  # noqa: E402
-from recsys.results import write_json  # noqa: E402
+from recsys.machine import describe_machine
+from recsys.results import write_json
 
 
 def main(argv=None) -> dict:

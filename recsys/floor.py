@@ -14,7 +14,7 @@ truer, than FLOPs over a square-matmul rate.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -14,7 +14,7 @@ from collections import Counter
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -190,7 +190,7 @@ class Pipeline:
         self._prefixes: dict[tuple[str, bool], PrefixCache] = {}
 
     @classmethod
-    def load(cls, config: PipelineConfig | None = None) -> "Pipeline":
+    def load(cls, config: PipelineConfig | None = None) -> Pipeline:
         """Load what `config` names (default: the committed checkpoints), once, and warm it up.
 
         Raises CheckpointError / RuntimeError whose message names the command that fixes the problem.

@@ -11,7 +11,6 @@ import argparse
 import os
 import re
 import socket
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -258,7 +257,6 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--screenshot", default="assets/screenshot.png")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import tempfile
 
     import app

@@ -64,7 +64,7 @@ class Catalog:
         return path
 
     @classmethod
-    def load(cls, folder_or_file: str | Path) -> "Catalog":
+    def load(cls, folder_or_file: str | Path) -> Catalog:
         """Load a catalog saved by `save` (a folder holding catalog.json, or the file itself)."""
         path = Path(folder_or_file)
         if path.is_dir():

@@ -50,7 +50,7 @@ class CoWatchCounts:
 
     @classmethod
     def from_sequences(cls, sequences: Iterable[list[int]], num_items: int,
-                       config: CoWatchConfig = CoWatchConfig()) -> "CoWatchCounts":
+                       config: CoWatchConfig = CoWatchConfig()) -> CoWatchCounts:
         """Count, in every sequence (item ids 1..num_items, oldest first), each item c that comes 1..window after h."""
         size = num_items + 1
         flat = torch.zeros(size * size, dtype=torch.int32)
@@ -99,7 +99,7 @@ class CoWatchCounts:
         return path
 
     @classmethod
-    def load(cls, folder: str | Path) -> "CoWatchCounts":
+    def load(cls, folder: str | Path) -> CoWatchCounts:
         """Read `folder`/cowatch.safetensors; FileNotFoundError / ValueError name the file and the command that makes it."""
         path = Path(folder) / COUNTS_FILE
         fix = "Re-create it with: python -m recsys.ranker.prior --write"

@@ -83,7 +83,7 @@ class RankingRows:
         return [RankingExample(tuple(h), tuple(ids), a) for h, ids, a in
                 zip(self.histories, self.candidate_ids.tolist(), self.target_index.tolist())]
 
-    def select(self, index: list[int]) -> "RankingRows":
+    def select(self, index: list[int]) -> RankingRows:
         """The rows at `index`, in that order."""
         picked = torch.as_tensor(index, dtype=torch.long)
         return replace(self, histories=[self.histories[i] for i in index], candidate_ids=self.candidate_ids[picked],

@@ -35,7 +35,7 @@ class FusionWeights:
             if not (isinstance(value, (int, float)) and value >= 0.0):  # also refuses NaN
                 raise ValueError(f"fusion weight {name} must be a number >= 0, got {value!r}")
 
-    def but(self, **changes: float) -> "FusionWeights":
+    def but(self, **changes: float) -> FusionWeights:
         """A copy with some weights changed (e.g. `weights.but(llm=0)` for the prior alone)."""
         return FusionWeights(**{**asdict(self), **changes})
 

@@ -124,11 +124,11 @@ class HeldOutExamples:
     def __len__(self) -> int:
         return int(self.users.numel())
 
-    def select(self, mask: torch.Tensor) -> "HeldOutExamples":
+    def select(self, mask: torch.Tensor) -> HeldOutExamples:
         """The rows where the boolean (N,) `mask` is true."""
         return HeldOutExamples(*(getattr(self, name)[mask] for name in self.__dataclass_fields__))
 
-    def top(self, k: int = NUM_CANDIDATES) -> "HeldOutExamples":
+    def top(self, k: int = NUM_CANDIDATES) -> HeldOutExamples:
         """The rows whose target is in the retriever's top-`k`, with those `k` candidates only (ValueError when the
         rows hold fewer)."""
         if self.candidate_ids.shape[1] < k:
