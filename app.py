@@ -113,6 +113,12 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
                                       info=None if pipeline.can_compare_base else "No adapter is loaded.")
                 reverse = gr.Checkbox(False, label="Also list the candidates in reverse (one more forward pass): "
                                                    "does the LLM follow the films or the letters?")
+                titles = gr.Checkbox(bool(fusion.titles), interactive=not fusion.titles,
+                                     label="Also ask the LLM without letters: each title's likelihood after your "
+                                           "history (one more pass over the 20 titles)",
+                                     info="Served with weight " + f"{fusion.titles:g}" + (
+                                         " (chosen on validation), so always computed." if fusion.titles else
+                                         ": validation gave it no weight; shown, not ranked by."))
             summary = gr.Markdown()
             with gr.Row():
                 with gr.Column(scale=3, min_width=300):
@@ -163,7 +169,7 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
                               **stop_race),
             load_user.click(handlers.load_test_user, [session, user], history_outputs, api_name="load_test_user",
                             **stop_race),
-            recommend.click(gpu(handlers.recommend), [session, llm_weight, cowatch_weight, compare, reverse],
+            recommend.click(gpu(handlers.recommend), [session, llm_weight, cowatch_weight, compare, reverse, titles],
                             result_outputs,
                             api_name="recommend", concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY),
             racing,

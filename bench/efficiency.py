@@ -146,12 +146,12 @@ def sweep_point(model, tokenizer, requests: list[Request], title_length: str, le
         prompt_tokens.append(prompt.num_tokens)
         title_tokens += [len(tokenizer(t, add_special_tokens=False).input_ids) for t in prompt.candidate_titles]
         budgets.append(answer_length(tokenizer, prompt.candidate_titles))
-        verbalize = lambda: candidate_probabilities(  # noqa: E731
+        verbalize = lambda history=history, candidates=candidates: candidate_probabilities(  # noqa: E731
             model, tokenizer, [build_prompt(tokenizer, history, candidates, prompt_cfg)], letter_ids, prefixes[0])
         verbalizer_seconds += time_call(verbalize, model.device, TimingConfig(0, config.repeats)).seconds
-        results += time_call(lambda: generate_ranking(model, tokenizer, history, candidates, prompt_cfg,
-                                                      prefix=prefixes[1]),
-                             model.device, TimingConfig(0, config.generation_repeats)).outputs
+        generate = lambda history=history, candidates=candidates: generate_ranking(  # noqa: E731
+            model, tokenizer, history, candidates, prompt_cfg, prefix=prefixes[1])
+        results += time_call(generate, model.device, TimingConfig(0, config.generation_repeats)).outputs
     decoded = sum(max(r.num_generated_tokens - 1, 0) for r in results)  # the prefill yields the first token
     verbalizer_ms = 1000 * median(verbalizer_seconds)
     generation_ms = 1000 * median([r.seconds for r in results])

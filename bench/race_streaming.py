@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 import app
 from recsys.demo.handlers import STREAM_INTERVAL_S, DemoHandlers
 from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 GENERATION = re.compile(r"\*\*Generation\*\* ([\d,]+) ms for (\d+) tokens")  # from the race summary
 RACE_SUMMARY = 5  # position of the race summary among /race's outputs (the session states are not sent)

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 from app_latency import measure
 

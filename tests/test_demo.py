@@ -281,3 +281,41 @@ def test_evidence_prompts_carry_each_films_rank_and_count_also_reversed(adapted_
     assert pipeline.race(result).error is None  # the race's prompt shows the same notes (else build_prompt refuses)
     with pytest.raises(CheckpointError, match="co-watch evidence"):
         Pipeline(pipeline.catalog, pipeline.retriever, pipeline.model, pipeline.tokenizer, prompt_config=config)
+
+
+def test_title_likelihood_reads_the_catalog_adapter_and_gives_the_served_one_back(tiny_catalog, tiny_lrurec,
+                                                                                    tiny_tokenizer):
+    """With a catalog-pretrained adapter loaded beside the verbalizer's, the titles column is that adapter's title
+    likelihood (not the verbalizer adapter's), and the verbalizer computes with its own adapter afterwards."""
+    from peft import LoraConfig
+
+    from recsys.demo.handlers import TITLES_COLUMN
+    from recsys.pipeline import CATALOG_ADAPTER_NAME
+    from recsys.ranker.title_likelihood import title_log_likelihoods, title_opinion, title_texts
+
+    model = adapted_llama(tiny_tokenizer)
+    model.add_adapter(CATALOG_ADAPTER_NAME, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(9)
+    for name, param in model.named_parameters():
+        if f"lora_B.{CATALOG_ADAPTER_NAME}" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    pipeline = make_pipeline(tiny_catalog, tiny_lrurec, model.eval(), tiny_tokenizer)
+    before = pipeline.recommend([5, 6, 7])
+    summary, table, chart, prompt, reading, shown = DemoHandlers(pipeline).recommend(
+        {**new_session(), "history": [5, 6, 7]}, None, None, False, False, True)
+    result = shown.recommendation
+    config = pipeline.title_config
+    history = title_texts(tiny_tokenizer, tiny_catalog, [5, 6, 7], config)
+    titles = title_texts(tiny_tokenizer, tiny_catalog, [c.item_id for c in result.candidates], config)
+    expected = {}
+    for adapter in (CATALOG_ADAPTER_NAME, "default"):
+        model.set_adapter(adapter)
+        expected[adapter] = title_opinion(*title_log_likelihoods(model, tiny_tokenizer, history, titles)).exp()
+    model.set_adapter("default")
+    got = torch.tensor([c.title_probability for c in result.candidates])
+    assert torch.allclose(got, expected[CATALOG_ADAPTER_NAME], atol=1e-5)
+    assert not torch.allclose(got, expected["default"], atol=1e-3)
+    assert torch.equal(torch.tensor([c.probability for c in result.candidates]),
+                       torch.tensor([c.probability for c in before.candidates]))  # the verbalizer's adapter is back
+    assert TITLES_COLUMN in table.columns and "LLM by title likelihood" in [t.name for t in chart.data]
+    assert "title likelihood" in summary

@@ -27,6 +27,7 @@ RESULT_COLUMNS = ["Final rank", "Letter", "Title", "Final", "LLM", "Co-watch", "
                   "Co-watch evidence"]
 BASE_COLUMN = "Base LLM"
 REVERSED_COLUMN = "LLM, reversed list"
+TITLES_COLUMN = "LLM, titles"  # the LLM asked by title likelihood, no letters
 WEIGHT_STEP = 0.05  # the fusion sliders' resolution
 MAX_WEIGHT = 4.0  # the fusion sliders' range: 0 .. MAX_WEIGHT
 COMPARISON_COLUMNS = ["Position", "Verbalizer", "Generation (parsed)"]
@@ -254,6 +255,7 @@ class DemoHandlers:
         held_out = result.index_of(target)
         lines = [f"**Retrieval** {result.retrieval_ms:,.0f} ms"
                  + (f" · **verbalizer ranking** {result.ranking_ms:,.0f} ms" if result.ranking_ms is not None else "")
+                 + (f" · **title likelihood** {result.titles_ms:,.0f} ms" if result.titles_ms is not None else "")
                  + f" · history of {len(result.history)} movies"
                  + (f" (the prompt shows the last {len(result.prompt.history_titles)})" if result.prompt else "")]
         lines += [f"ℹ️ {n}" for n in result.notices]
@@ -317,7 +319,8 @@ class DemoHandlers:
         opinions = result.opinion_probabilities(weights)
         final_probabilities = (torch.softmax(fused_scores(result.opinions(), weights), dim=-1).tolist()
                                if order else [None] * len(candidates))
-        extra = [name for name, field in ((BASE_COLUMN, "base_probability"), (REVERSED_COLUMN, "reversed_probability"))
+        extra = [name for name, field in ((BASE_COLUMN, "base_probability"), (REVERSED_COLUMN, "reversed_probability"),
+                                          (TITLES_COLUMN, "title_probability"))
                  if any(getattr(c, field) is not None for c in candidates)]
         rows = []
         for index in order or range(len(candidates)):  # index: the candidate's place in LRURec's order of the 20
@@ -327,7 +330,7 @@ class DemoHandlers:
                    "Co-watch": round(opinions["cowatch"][index], 4), "Retriever": round(opinions["retriever"][index], 4),
                    "Retriever rank": c.retriever_rank, "Change": change_label(index + 1, final.get(index)),
                    "Co-watch evidence": self.evidence_text(c), BASE_COLUMN: rounded(c.base_probability),
-                   REVERSED_COLUMN: rounded(c.reversed_probability)}
+                   REVERSED_COLUMN: rounded(c.reversed_probability), TITLES_COLUMN: rounded(c.title_probability)}
             rows.append(row)
         columns = RESULT_COLUMNS[:5] + extra + RESULT_COLUMNS[5:]
         if order is None:
@@ -338,6 +341,8 @@ class DemoHandlers:
                 "Co-watch": opinions["cowatch"], "Retriever": opinions["retriever"]}
         if BASE_COLUMN in extra:
             bars["LLM base model (no adapter)"] = [c.base_probability for c in candidates]
+        if TITLES_COLUMN in extra:
+            bars["LLM by title likelihood"] = [c.title_probability for c in candidates]
         figure = plots.opinions_figure(
             [c.letter for c in candidates], [c.title for c in candidates], bars, order, highlight=held_out,
             title=f"Three opinions and the final one: {describe_fusion(weights)}"
@@ -367,12 +372,14 @@ class DemoHandlers:
                 *race_reset)
 
     def recommend(self, session: dict, llm_weight: float | None = None, cowatch_weight: float | None = None,
-                  compare_base: bool = False, reverse_check: bool = False, progress=gr.Progress()):
-        """Retrieve and rank for the session's history: (summary, table, chart, prompt, reading, shown results)."""
+                  compare_base: bool = False, reverse_check: bool = False, titles: bool = False,
+                  progress=gr.Progress()):
+        """Retrieve and rank for the session's history: (summary, table, chart, prompt, reading, shown results).
+        With `titles` the LLM is also asked by title likelihood (one more pass, shown beside the letters)."""
         progress(0.1, desc="Retrieving with LRURec, then ranking with the verbalizer")
         try:
             result = self.pipeline.recommend(session["history"], compare_base=bool(compare_base),
-                                             reverse_check=bool(reverse_check))
+                                             reverse_check=bool(reverse_check), titles=bool(titles))
         except HistoryError as error:
             return self.error_results(str(error))
         return self.results_view(session, result, llm_weight, cowatch_weight)

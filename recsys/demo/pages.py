@@ -28,7 +28,7 @@ def facts_markdown(pipeline: Pipeline) -> str:
     """The About tab: what is loaded, as a table."""
     names = {"device": "Device", "base_model": "Base model", "quantization": "Quantization", "adapter": "Adapter",
              "retriever": "Retriever", "test_users": "Test users", "prompt": "Prompt budgets",
-             "final_ranking": "Final ranking"}
+             "title_likelihood": "Title likelihood", "final_ranking": "Final ranking"}
     facts = pipeline.describe()
     rows = "\n".join(f"| {names.get(k, k)} | {v} |" for k, v in facts.items())
     return (f"| Part | Setting |\n|---|---|\n{rows}\n| CPU threads | {torch.get_num_threads()} |\n\n"
