@@ -24,13 +24,14 @@ import gradio as gr
 import pandas as pd
 import torch
 
+from recsys.demo.gpu import RECOMMEND_S, gpu_event, on_zerogpu, race_seconds
 from recsys.demo.handlers import (COMPARISON_COLUMNS, MAX_WEIGHT, RACE_INTRO, RESULT_COLUMNS, WEIGHT_STEP,
                                   DemoHandlers, new_session)
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
 from recsys.pipeline import Pipeline, PipelineConfig, default_adapter
 from recsys.ranker.base_model import cache_description
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
-from recsys.ranker.model import RankerLoadConfig
+from recsys.ranker.model import QUANTIZATIONS, RankerLoadConfig
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 EFFICIENCY_FIGURE = Path(__file__).resolve().parent / "assets" / "efficiency.png"
@@ -41,11 +42,6 @@ CSS = """
 .results-table td, .results-table th { word-break: normal !important; overflow-wrap: normal !important; }
 .results-table th { white-space: nowrap; }
 """
-
-
-def gpu(function, duration: int = 60):
-    """`spaces.GPU` (ZeroGPU Spaces) around a model-running handler; the handler itself elsewhere."""
-    return spaces.GPU(function, duration=duration) if spaces is not None else function
 
 
 def build_demo(pipeline: Pipeline) -> gr.Blocks:
@@ -152,7 +148,9 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
         # always_last: the matches follow the text as it is once the previous search returns (one search at a time)
         movie.input(handlers.suggest, movie, matches, show_progress="hidden", trigger_mode="always_last",
                     api_name="search")
-        racing = race.click(gpu(handlers.race, duration=180), [session, llm_weight, cowatch_weight, compare],
+        race_s = race_seconds(pipeline.race_token_budget())
+        racing = race.click(gpu_event(handlers.race, spaces, race_s, handlers.race_error),
+                            [session, llm_weight, cowatch_weight, compare],
                             result_outputs + race_outputs,
                             api_name="race", concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY,
                             show_progress="minimal")
@@ -169,7 +167,8 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
                               **stop_race),
             load_user.click(handlers.load_test_user, [session, user], history_outputs, api_name="load_test_user",
                             **stop_race),
-            recommend.click(gpu(handlers.recommend), [session, llm_weight, cowatch_weight, compare, reverse, titles],
+            recommend.click(gpu_event(handlers.recommend, spaces, RECOMMEND_S, handlers.error_results),
+                            [session, llm_weight, cowatch_weight, compare, reverse, titles],
                             result_outputs,
                             api_name="recommend", concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY),
             racing,
@@ -215,6 +214,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--adapter", default=None,
                         help="peft adapter folder (default: the committed one when present; 'none': base model alone)")
     parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT), help="LRURec checkpoint folder")
+    parser.add_argument("--quantization", default="auto", choices=list(QUANTIZATIONS),
+                        help="ranker weights on CUDA: auto = 4-bit NF4 for models of about 1B parameters and more, "
+                             "bf16 otherwise; none, 4bit or 8bit to choose (a failed bitsandbytes load falls back "
+                             "to bf16)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="ranker precision on CPU; auto = bf16 where the CPU computes it natively, else fp32")
     parser.add_argument("--threads", type=int, default=0,
@@ -228,9 +231,10 @@ def load_pipeline(args: argparse.Namespace) -> Pipeline:
     """Load the pipeline the flags name; exits with the fixing command when a checkpoint is missing or corrupt."""
     adapter = default_adapter() if args.adapter is None else (None if args.adapter == "none" else args.adapter)
     config = PipelineConfig(retriever=args.retriever, cpu_precision=args.precision,
-                            ranker=RankerLoadConfig(base_model=args.base_model, adapter=adapter))
+                            ranker=RankerLoadConfig(base_model=args.base_model, adapter=adapter,
+                                                    quantization=args.quantization))
     try:
-        return Pipeline.load(config)
+        return Pipeline.load(config, start_on_device=not on_zerogpu(spaces))
     except (RuntimeError, OSError, ValueError) as error:  # CheckpointError is a RuntimeError
         sys.exit(f"Cannot start the demo: {error}")
 

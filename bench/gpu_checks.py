@@ -56,7 +56,8 @@ def tiny_loads(device: str) -> dict:
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
         model(input_ids=token_ids, labels=token_ids).loss.backward()
         optimizer.step()
-        changed = [name for name, p in model.named_parameters() if p.requires_grad and not torch.equal(p, trainable[name])]
+        changed = [name for name, p in model.named_parameters()
+                   if p.requires_grad and not torch.equal(p, trainable[name])]
         result["qlora_step"] = {"trainable_tensors": len(trainable), "changed": len(changed),
                                 "only_lora_trainable": all("lora_" in name for name in trainable)}
     result["ok"] = (all(result[q]["finite"] for q in ("none", "4bit")) and result["4bit"]["is_loaded_in_4bit"]

@@ -37,7 +37,7 @@ from recsys.ranker.evaluate import (EVAL_KS, RankingRows, adapter_rows, read_cow
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.generation import generate_ranking
 from recsys.ranker.heldout import load_held_out, split_by_user
-from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
+from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_adapter, load_ranker
 from recsys.ranker.pool import read_pool
 from recsys.ranker.prior import pooled_heldout_rows, read_prior
 from recsys.ranker.prompt import item_texts
@@ -124,7 +124,7 @@ def main(argv=None) -> dict:
                 "test": (adapter_rows(dataset, "test", candidates["test"], adapter, counts), True)}
     model, tokenizer = load_ranker(RankerLoadConfig(adapter=adapter, cpu_precision="auto"))
     if args.catalog_adapter:
-        model.load_adapter(args.catalog_adapter, adapter_name="catalog")
+        model = load_adapter(model, args.catalog_adapter, name="catalog")
     machine = machine_record(next(model.parameters()).dtype)
     prompt_config = read_prompt_config(adapter)
     titles_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years)

@@ -1,7 +1,8 @@
 """Two-stage quality, ablated: which part of the final ranking each opinion (retriever, co-watch, LLM) earns.
 
 `python bench/ranker_quality.py --json bench/results/ranker_quality.json`
-`python bench/ranker_quality.py --dataset ml-100k --retriever runs/lrurec-ml-100k --json bench/results/ranker_quality_ml-100k.json`
+`python bench/ranker_quality.py --dataset ml-100k --retriever runs/lrurec-ml-100k
+--json bench/results/ranker_quality_ml-100k.json`
 
 Rows, on the test users' valid-retrieval subset and on all test users, each with a paired bootstrap
 (1,000 resamples over the subset's users) against the retriever's order: the retriever; the LLM
@@ -118,10 +119,12 @@ def main(argv=None) -> dict:
               "adapter": Path(args.adapter).name, "base_model": args.base_model or "SmolLM2-135M-Instruct",
               "machine": machine}
     test = result["test"]
-    for part, title in (("subset", "valid-retrieval subset (paper Table 3)"), ("overall", "all test users (paper Table 1)")):
+    for part, title in (("subset", "valid-retrieval subset (paper Table 3)"),
+                        ("overall", "all test users (paper Table 1)")):
         table = {}
         if args.dataset == "ml-latest-small":
-            table.update({"paper LRURec": PAPER[part]["retriever"], "paper LlamaRec (Llama-2-7B)": PAPER[part]["final"]})
+            table.update({"paper LRURec": PAPER[part]["retriever"],
+                          "paper LlamaRec (Llama-2-7B)": PAPER[part]["final"]})
         table.update({f"ours: {LABELS[name]}": test[name][part] for name in LABELS if name in test})
         print(f"\n{args.dataset}, {title}: {result['users']} of {scored['test'].total_users} test users in the subset; "
               f"the pool {result['pool']['test']}")

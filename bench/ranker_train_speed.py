@@ -48,10 +48,12 @@ def main(argv=None) -> dict:
     letter_ids, pad = letter_token_ids(tokenizer), collate_letters(tokenizer.pad_token_id)
     rows, machine = [], None
     for name, years, top_layers, targets in SETTINGS:
-        config = RankerLoadConfig(cpu_precision="auto", lora=LoraSettings(target_modules=targets, top_layers=top_layers))
+        config = RankerLoadConfig(cpu_precision="auto",
+                                  lora=LoraSettings(target_modules=targets, top_layers=top_layers))
         model = add_lora(load_base_model(config, for_training=True), config.lora).train()
         machine = machine or machine_record(next(model.parameters()).dtype)
-        data = ExampleDataset(examples, tokenizer, dataset.catalog, PromptConfig(max_history=10, years=years), "letters")
+        data = ExampleDataset(examples, tokenizer, dataset.catalog, PromptConfig(max_history=10, years=years),
+                              "letters")
         seconds = []
         for item in data:
             start = time.perf_counter()

@@ -28,7 +28,8 @@ def read_cpuinfo(path: Path | None = None) -> tuple[str, set[str]]:
         text = (path or CPUINFO).read_text()
     except OSError:
         return platform.processor() or "unknown", set()
-    model, flags = "unknown", set()
+    model = "unknown"
+    flags: set[str] = set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()

@@ -27,7 +27,8 @@ from recsys.ranker.cowatch import CoWatchCounts
 from recsys.ranker.evaluate import read_cowatch, read_fusion_weights, read_prompt_config
 from recsys.ranker.fusion import FusionWeights, describe_fusion, final_order, fused_scores, retriever_opinion
 from recsys.ranker.generation import GENERATION_INSTRUCTION, generate_ranking
-from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, describe, load_ranker, pick_device, use_4bit
+from recsys.ranker.model import (DEFAULT_ADAPTER, RankerLoadConfig, describe, load_adapter, load_ranker,
+                                 loaded_quantization, pick_device)
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.pool import keep_best, read_pool
 from recsys.ranker.prompt import (INSTRUCTION, LETTERS, PromptConfig, RankingPrompt, build_prompt, evidence_note,
@@ -190,8 +191,11 @@ class Pipeline:
         self._prefixes: dict[tuple[str, bool], PrefixCache] = {}
 
     @classmethod
-    def load(cls, config: PipelineConfig | None = None) -> Pipeline:
+    def load(cls, config: PipelineConfig | None = None, start_on_device: bool = True) -> Pipeline:
         """Load what `config` names (default: the committed checkpoints), once, and warm it up.
+
+        With `start_on_device` False (a ZeroGPU Space: CUDA exists only inside `spaces.GPU` calls) nothing runs on
+        the device at load: no warm-up and no device query; the first model event builds what warm-up would.
 
         Raises CheckpointError / RuntimeError whose message names the command that fixes the problem.
         """
@@ -220,9 +224,9 @@ class Pipeline:
         if config.catalog_adapter and adapter:
             title_config, title_weight = read_title_config(config.catalog_adapter)
             fusion = fusion.but(titles=title_weight) if config.fusion is None else fusion
-            model.load_adapter(str(config.catalog_adapter), adapter_name=CATALOG_ADAPTER_NAME)
-        info = describe(ranker_config)
-        if device.type == "cpu" and not use_4bit(ranker_config, device):
+            model = load_adapter(model, config.catalog_adapter, name=CATALOG_ADAPTER_NAME)
+        info = describe(ranker_config, model, query_device=start_on_device)
+        if device.type == "cpu" and loaded_quantization(model) == "none":
             short = {torch.float32: "fp32", torch.bfloat16: "bf16"}
             dtype = next(model.parameters()).dtype
             info["quantization"] = (f"{short.get(dtype, dtype_name(dtype))} base weights"
@@ -240,7 +244,8 @@ class Pipeline:
                        cowatch=cowatch, test_users=test_users, adapter=adapter, info=info,
                        generation_max_new_tokens=config.generation_max_new_tokens, pool=pool,
                        title_config=title_config)
-        pipeline.warm_up()
+        if start_on_device:
+            pipeline.warm_up()
         return pipeline
 
     @property
@@ -255,6 +260,11 @@ class Pipeline:
                 "prompt": f"last {prompt.max_history} history titles, {prompt.max_title_tokens} tokens a title, "
                           f"{prompt.max_prompt_tokens} tokens in all",
                 "final_ranking": describe_fusion(self.fusion)}
+
+    def race_token_budget(self) -> int:
+        """The most tokens a race generates: the configured budget, else every candidate's title at its token
+        budget, one a line (the baseline's own budget, `answer_length`, is the shown titles' tokens: never more)."""
+        return self.generation_max_new_tokens or NUM_CANDIDATES * (self.prompt_config.max_title_tokens + 1)
 
     def warm_up(self) -> None:
         """One throw-away recommendation, so the first user's click does not pay for lazy initialisation."""

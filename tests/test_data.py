@@ -43,7 +43,8 @@ def test_clean_title(raw, cleaned):
 
 def test_alternative_titles_are_kept_for_search():
     assert alternative_titles("Boot, Das (Boat, The) (1981)") == ["The Boat"]
-    assert alternative_titles("Léon: The Professional (a.k.a. The Professional) (Léon) (1994)") == ["The Professional", "Léon"]
+    assert alternative_titles("Léon: The Professional (a.k.a. The Professional) (Léon) (1994)") == [
+        "The Professional", "Léon"]
     assert alternative_titles("School of Flesh, The (École de la chair, L') (1998)") == ["L'École de la chair"]
     assert alternative_titles("(500) Days of Summer (2009)") == []
     assert alternative_titles("European Vacation (aka National Lampoon's European Vacation) (1985)") == [
@@ -102,7 +103,7 @@ def test_hash_tie_order_reorders_only_equal_timestamps_and_is_stable():
     by_hash = build_dataset("toy", ratings, movies, tie_order="hash")
     assert all(seq == [1, 2, 3, 4, 5, 6] for seq in by_item.sequences.values())  # the paper's order: item ids
     raw_id = {m.item_id: m.source_id for m in by_hash.catalog.movies}
-    for user, seq in by_hash.sequences.items():
+    for _user, seq in by_hash.sequences.items():
         times = [time_of[raw_id[i]] for i in seq]
         assert times == sorted(times)  # time order kept: only items at the same time move
         assert sorted(seq[:2]) == [1, 2] and sorted(seq[2:5]) == [3, 4, 5] and seq[5] == 6

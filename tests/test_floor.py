@@ -29,7 +29,8 @@ def test_a_cached_prefix_is_neither_projected_again_nor_lost_to_attention():
     cached, new, hidden, heads, kv, head_dim, inter, layers, vocab = 36, 10, 32, 4, 2, 8, 64, 2, 100
     linear = 2 * new * layers * (2 * hidden * heads * head_dim + 2 * hidden * kv * head_dim + 3 * hidden * inter)
     attention = 2 * 2 * layers * heads * head_dim * (new * cached + new * (new + 1) / 2)
-    assert forward_flops(TINY, cached + new, cached_tokens=cached) == pytest.approx(linear + attention + 2 * hidden * vocab)
+    assert forward_flops(TINY, cached + new, cached_tokens=cached) == pytest.approx(
+        linear + attention + 2 * hidden * vocab)
     assert forward_flops(TINY, cached + new, cached_tokens=cached) < forward_flops(TINY, cached + new)
     with pytest.raises(ValueError, match="cached_tokens"):
         forward_matmuls(TINY, 10, cached_tokens=10)

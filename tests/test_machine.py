@@ -1,4 +1,5 @@
-"""The machine record: CPU model and speed flags read from /proc/cpuinfo, dtype, threads, load; JSON results carry it."""
+"""The machine record: CPU model and speed flags read from /proc/cpuinfo, dtype, threads, load; JSON results
+carry it."""
 
 from __future__ import annotations
 

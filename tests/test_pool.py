@@ -1,4 +1,5 @@
-"""The candidate pool: LRURec's top-P, the prior keeps 20; the app and evaluation keep the same 20 and score them alike."""
+"""The candidate pool: LRURec's top-P, the prior keeps 20; the app and evaluation keep the same 20 and score
+them alike."""
 
 from __future__ import annotations
 

@@ -92,7 +92,8 @@ def test_letter_ids_equal_training_labels_sentencepiece_and_differ_from_naive():
 
 def test_probabilities_sum_to_one_and_follow_the_logits(tiny_llama, tiny_tokenizer):
     letter_ids = letter_token_ids(tiny_tokenizer)
-    prompts = [build_prompt(tiny_tokenizer, HISTORY[:4], CANDIDATES), build_prompt(tiny_tokenizer, HISTORY[5:9], CANDIDATES[:7])]
+    prompts = [build_prompt(tiny_tokenizer, HISTORY[:4], CANDIDATES),
+               build_prompt(tiny_tokenizer, HISTORY[5:9], CANDIDATES[:7])]
     probabilities = candidate_probabilities(tiny_llama, tiny_tokenizer, prompts, letter_ids)
     assert [p.shape[0] for p in probabilities] == [20, 7]
     for p in probabilities:
@@ -193,6 +194,6 @@ def test_only_the_two_known_harmless_library_notices_are_hidden(caplog):
     with warnings.catch_warnings(record=True) as caught:  # a clean filter list with ours on top, as at a plain start
         warnings.simplefilter("always")
         model._quiet_known_harmless_notices()
-        warnings.warn(KNOWN_HARMLESS[1] + " and will be removed in v6.", FutureWarning)
-        warnings.warn("another deprecation", FutureWarning)
+        warnings.warn(KNOWN_HARMLESS[1] + " and will be removed in v6.", FutureWarning, stacklevel=2)
+        warnings.warn("another deprecation", FutureWarning, stacklevel=2)
     assert [str(w.message) for w in caught] == ["another deprecation"]

@@ -10,7 +10,8 @@ import torch
 from conftest import TINY_TITLES, make_catalog, make_llama, make_lrurec, make_tokenizer
 from recsys.data.preprocess import SequenceDataset
 from recsys.ranker.examples import RankingExample
-from recsys.ranker.heldout import candidate_examples, held_out_counts, held_out_positions, load_held_out, truncated_dataset
+from recsys.ranker.heldout import (candidate_examples, held_out_counts, held_out_positions, load_held_out,
+                                   truncated_dataset)
 from recsys.ranker.model import LoraSettings, add_lora
 from recsys.ranker.prompt import PromptConfig, build_prompt, item_text, item_texts
 from recsys.ranker.train import ExampleDataset, RankerTrainConfig, build_trainer, collate_letters, letter_loss

@@ -1,4 +1,5 @@
-"""Stage two beyond the paper: the co-watch prior, held-out examples at several cuts, the residual loss, the fusion rule."""
+"""Stage two beyond the paper: the co-watch prior, held-out examples at several cuts, the residual loss, the fusion
+rule."""
 
 from __future__ import annotations
 
@@ -115,7 +116,8 @@ def test_fusion_is_a_weighted_sum_of_named_opinions():
     assert final_order(opinions, FusionWeights(1.0, 1.0, 0.0)) == [1, 0, 2]
     assert torch.allclose(fused_scores(opinions, FusionWeights(2.0, 0.5, 1.0)),
                           2 * opinions["retriever"] + 0.5 * opinions["cowatch"] + opinions["llm"])
-    assert final_order({"retriever": torch.zeros(3)}, FusionWeights(1.0, 0.0, 0.0)) == [0, 1, 2]  # ties: retriever order
+    # ties: retriever order
+    assert final_order({"retriever": torch.zeros(3)}, FusionWeights(1.0, 0.0, 0.0)) == [0, 1, 2]
     with pytest.raises(ValueError, match="llm opinion is missing"):
         fused_scores({"retriever": torch.zeros(3)}, FusionWeights())
     with pytest.raises(ValueError, match=">= 0"):
@@ -148,8 +150,8 @@ def test_target_ranks_and_the_ablation_follow_the_fusion():
     metrics = ranking_metrics(rows, FusionWeights(0.0, 0.0, 1.0))
     assert metrics["subset"]["R@1"] == 1.0 and metrics["overall"]["R@1"] == 0.5  # two more users, both misses
     result = ablation(rows, FusionWeights(1.0, 2.0, 1.0))
-    assert set(result) == {"retriever", "llm_alone", "retriever+llm", "retriever+cowatch", "retriever+cowatch+llm", "final",
-                           "llm_contribution"}
+    assert set(result) == {"retriever", "llm_alone", "retriever+llm", "retriever+cowatch", "retriever+cowatch+llm",
+                           "final", "llm_contribution"}
     assert result["retriever"]["subset"]["N@10"] == pytest.approx((1 / math.log2(4) + 1 / math.log2(3)) / 2, abs=1e-4)
 
 

@@ -54,7 +54,8 @@ def test_cached_prefix_equals_plain(model, tokenizer):
 
 
 def test_the_apps_reading_after_the_cached_prefix_equals_the_full_pass(model, tokenizer):
-    """`read_next_token` (what the app calls) gives the same probabilities, letter mass and other tokens with the cache."""
+    """`read_next_token` (what the app calls) gives the same probabilities, letter mass and other tokens with the
+    cache."""
     letter_ids = letter_token_ids(tokenizer)
     prompt = prompts_of(tokenizer)[0]
     plain = read_next_token(model, tokenizer, prompt, letter_ids)
@@ -65,7 +66,8 @@ def test_the_apps_reading_after_the_cached_prefix_equals_the_full_pass(model, to
 
 
 def test_generation_after_its_cached_prefix_writes_the_same_text(model, tokenizer):
-    """The race's baseline continues from its own instruction's prefix and decodes exactly what the full prompt gives."""
+    """The race's baseline continues from its own instruction's prefix and decodes exactly what the full prompt
+    gives."""
     config = PromptConfig(max_title_tokens=6)
     plain = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=12)
     prefix = build_prefix_cache(model, tokenizer, GENERATION_INSTRUCTION)

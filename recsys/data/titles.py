@@ -28,7 +28,9 @@ def split_year(raw_title: str) -> tuple[str, int | None]:
 
 
 def front_article(title: str) -> str:
-    """Move a trailing article to the front: "Matrix, The" -> "The Matrix", "Auberge espagnole, L'" -> "L'Auberge espagnole"."""
+    """Move a trailing article to the front.
+
+    "Matrix, The" -> "The Matrix", "Auberge espagnole, L'" -> "L'Auberge espagnole"."""
     match = _ARTICLE.match(title.strip())
     if match is None:
         return title.strip()
@@ -44,7 +46,7 @@ def split_title(raw_title: str) -> tuple[str, list[str], int | None]:
     A title that is only parentheses keeps them: "(500) Days of Summer (2009)" -> ("(500) Days of Summer", [], 2009).
     """
     title, year = split_year(raw_title)
-    alternatives = []
+    alternatives: list[str] = []
     while (match := _TRAILING_GROUP.search(title)) is not None and match.start() > 0:
         alternatives.insert(0, front_article(_AKA.sub("", match.group(1))))
         title = title[: match.start()].rstrip()

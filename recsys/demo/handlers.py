@@ -361,6 +361,11 @@ class DemoHandlers:
         prompt = result.prompt.text if result.prompt else ""
         return self.summary_markdown(session, result), table, figure, prompt, self.reading_markdown(result), shown
 
+    def race_error(self, message: str):
+        """Results and race outputs (and the streaming flag, off) that only carry a message."""
+        return (*self.error_results(message), f"⚠️ {message}", plots.message_figure(message), "",
+                pd.DataFrame(columns=COMPARISON_COLUMNS), False)
+
     def stale_results(self, session: dict, shown: ShownResults | None, race_streaming: bool = False):
         """Results and race outputs (and the race's streaming flag) after an event: when the results on screen were
         made for another session, the results are cleared with a note and the race section starts over; when a race
@@ -438,8 +443,7 @@ class DemoHandlers:
         try:
             result = self.pipeline.recommend(session["history"], compare_base=bool(compare_base))
         except HistoryError as error:
-            yield (*self.error_results(str(error)), f"⚠️ {error}", plots.message_figure(str(error)), "",
-                   pd.DataFrame(columns=COMPARISON_COLUMNS), False)
+            yield self.race_error(str(error))
             return
         results = self.results_view(session, result, llm_weight, cowatch_weight)
         if result.ranking is None:

@@ -87,11 +87,13 @@ class CoWatchCounts:
         return (recent[best], counts[best]) if counts[best] > 0 else None
 
     def save(self, folder: str | Path) -> Path:
-        """Write the nonzero counts (COO: int16 rows/cols, int32 counts) and the config to `folder`/cowatch.safetensors."""
+        """Write the nonzero counts (COO: int16 rows/cols, int32 counts) and the config to
+        `folder`/cowatch.safetensors."""
         nonzero = self.counts.nonzero()
         if self.num_items > torch.iinfo(torch.int16).max:
             raise ValueError(f"{self.num_items} items do not fit the int16 item ids of {COUNTS_FILE}")
-        tensors = {"rows": nonzero[:, 0].to(torch.int16).contiguous(), "cols": nonzero[:, 1].to(torch.int16).contiguous(),
+        tensors = {"rows": nonzero[:, 0].to(torch.int16).contiguous(),
+                   "cols": nonzero[:, 1].to(torch.int16).contiguous(),
                    "counts": self.counts[nonzero[:, 0], nonzero[:, 1]].contiguous()}
         path = Path(folder) / COUNTS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +102,9 @@ class CoWatchCounts:
 
     @classmethod
     def load(cls, folder: str | Path) -> CoWatchCounts:
-        """Read `folder`/cowatch.safetensors; FileNotFoundError / ValueError name the file and the command that makes it."""
+        """Read `folder`/cowatch.safetensors.
+
+        FileNotFoundError / ValueError name the file and the command that makes it."""
         path = Path(folder) / COUNTS_FILE
         fix = "Re-create it with: python -m recsys.ranker.prior --write"
         if not path.is_file():

@@ -1,4 +1,5 @@
-"""Held-out ranker examples: candidates as the ranker sees them at inference, from retrievers that never saw the positions.
+"""Held-out ranker examples: candidates as the ranker sees them at inference, from retrievers that never saw
+the positions.
 
 At inference the ranker gets 20 of LRURec's top films for a position LRURec never trained on (its
 top-20, or the 20 the prior keeps of its top-P: `recsys.ranker.pool`). Training on random negatives
@@ -179,7 +180,9 @@ def truncated_sequences(dataset: SequenceDataset, cut: int) -> dict[int, list[in
 
 
 def build(config: HeldOutConfig) -> dict:
-    """Train the truncated retrievers (or reuse them), write the held-out examples and a summary; returns the summary."""
+    """Train the truncated retrievers (or reuse them), write the held-out examples and a summary.
+
+    Returns the summary."""
     from recsys.retriever.train import TrainConfig, train
 
     if any(c < config.window for c in config.cuts):

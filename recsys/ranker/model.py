@@ -1,7 +1,14 @@
-"""Loading the ranker: any causal LM by name or path, 4-bit NF4 on CUDA, LoRA adapters with peft."""
+"""Loading the ranker: any causal LM by name or path, 4-bit NF4 or 8-bit for big models on CUDA, LoRA adapters (peft).
+
+Quantization is a choice (`RankerLoadConfig.quantization`): "auto" quantizes to 4-bit NF4 only on CUDA
+and only models of QUANTIZE_FROM_PARAMETERS and more (a 135M model needs none, and bitsandbytes has no
+kernels for some GPUs); "none", "4bit" and "8bit" ask for one. A quantized load that fails on CUDA
+falls back to bf16 with one line that says so.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import warnings
@@ -56,7 +63,7 @@ class RankerLoadConfig:
     base_model: str | None = None  # None = the default SmolLM2-135M-Instruct; else a hub name or a folder
     adapter: str | None = None  # a peft adapter folder (adapter_config.json + adapter_model.safetensors)
     device: str = "auto"  # "auto" = cuda when available, else cpu
-    quantization: str = "auto"  # "auto" = 4-bit NF4 on CUDA, none on CPU; or "4bit" / "none"
+    quantization: str = "auto"  # "auto": 4-bit NF4 for big models on CUDA, else none; or "none" / "4bit" / "8bit"
     cpu_precision: str = "fp32"  # unquantized weights on CPU: "fp32", "bf16" or "auto" (bf16 where the CPU has it)
     lora: LoraSettings = field(default_factory=LoraSettings)
 
@@ -77,13 +84,46 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+QUANTIZATIONS = ("auto", "none", "4bit", "8bit")
+QUANTIZE_FROM_PARAMETERS = 1_000_000_000  # "auto" quantizes models from about 1B parameters on (Llama-2-7B: 6.7B)
+
+
+@functools.cache
+def parameter_count(path: str) -> int:
+    """Parameters of the causal LM at `path` (a folder or hub name), counted on meta tensors: no weights read."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    model.tie_weights()  # tied input and output embeddings count once, as `parameters()` yields each tensor once
+    return sum(p.numel() for p in model.parameters())
+
+
+def quantization_of(config: RankerLoadConfig, device: torch.device) -> str:
+    """"none", "4bit" or "8bit": what `config.quantization` asks for on `device` ("auto": 4-bit on CUDA for models of
+    QUANTIZE_FROM_PARAMETERS and more, none otherwise). ValueError for an unknown setting."""
+    if config.quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {config.quantization!r}")
+    if config.quantization != "auto":
+        return config.quantization
+    if device.type != "cuda":
+        return "none"
+    big = parameter_count(str(resolve_base_model(config.base_model))) >= QUANTIZE_FROM_PARAMETERS
+    return "4bit" if big else "none"
+
+
 def use_4bit(config: RankerLoadConfig, device: torch.device) -> bool:
-    """Whether to quantize to 4-bit NF4 (auto: on CUDA only)."""
-    if config.quantization == "auto":
-        return device.type == "cuda"
-    if config.quantization not in ("4bit", "none"):
-        raise ValueError(f"quantization must be auto, 4bit or none, got {config.quantization!r}")
-    return config.quantization == "4bit"
+    """Whether `config` quantizes to 4-bit NF4 on `device` (`quantization_of`)."""
+    return quantization_of(config, device) == "4bit"
+
+
+def loaded_quantization(model) -> str:
+    """"4bit", "8bit" or "none": how a loaded model (peft-wrapped or not) holds its weights."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base, "is_loaded_in_4bit", False):
+        return "4bit"
+    return "8bit" if getattr(base, "is_loaded_in_8bit", False) else "none"
 
 
 def load_tokenizer(base_model: str | None):
@@ -98,32 +138,43 @@ def load_tokenizer(base_model: str | None):
 
 
 def load_base_model(config: RankerLoadConfig, for_training: bool = False):
-    """The causal LM: 4-bit NF4 + double quantization + bf16 compute when quantizing, else bf16 on CUDA and
-    `config.cpu_precision` on CPU.
+    """The causal LM: 4-bit NF4 + double quantization + bf16 compute (or 8-bit) when `quantization_of` says so,
+    else bf16 on CUDA and `config.cpu_precision` on CPU.
 
-    For training a quantized model, gradient checkpointing is enabled through peft's k-bit preparation.
+    A quantized load that fails on CUDA (bitsandbytes missing, or without kernels for the GPU) prints one line and
+    loads bf16 weights instead; on CPU it raises. For training a quantized model, gradient checkpointing is
+    enabled through peft's k-bit preparation.
     """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     device = pick_device(config.device)
     path = resolve_base_model(config.base_model)
-    kwargs: dict = {"attn_implementation": "sdpa"}
-    if use_4bit(config, device):
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
-        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
-        kwargs["dtype"] = torch.bfloat16
-    else:
-        kwargs["dtype"] = torch.bfloat16 if device.type == "cuda" else cpu_dtype(config.cpu_precision)
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if "quantization_config" in kwargs:
+    quantization = quantization_of(config, device)
+    plain = {"attn_implementation": "sdpa",
+             "dtype": torch.bfloat16 if device.type == "cuda" else cpu_dtype(config.cpu_precision)}
+    model = None
+    if quantization != "none":
+        bits = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.bfloat16) if quantization == "4bit"
+                else BitsAndBytesConfig(load_in_8bit=True))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                path, attn_implementation="sdpa", dtype=torch.bfloat16, quantization_config=bits,
+                device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"})
+        except (ImportError, RuntimeError, ValueError, OSError, AttributeError) as error:
+            if device.type != "cuda":
+                raise
+            print(f"{quantization} loading with bitsandbytes failed ({_one_line(error)}); loading bf16 weights "
+                  "instead (pass --quantization none to skip the attempt).")
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(path, **plain)
+    if loaded_quantization(model) != "none":
         if for_training:
             from peft import prepare_model_for_kbit_training
 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     else:
-        model = model.to(device)
+        model = model.to(device)  # type: ignore[arg-type]  # transformers' wrapped `to` confuses mypy
     return model
 
 
@@ -140,8 +191,9 @@ def add_lora(model, settings: LoraSettings = LoraSettings()):
     return get_peft_model(model, lora)
 
 
-def load_adapter(model, adapter: str | Path, trainable: bool = False):
-    """Attach a saved peft adapter to `model`.
+def load_adapter(model, adapter: str | Path, trainable: bool = False, name: str = "default"):
+    """Attach a saved peft adapter to `model` as `name`; onto a model that already carries adapters, beside them (the
+    active one stays active).
 
     Raises RuntimeError with a one-line message naming the unusable file (adapter_config.json or
     adapter_model.safetensors) and the training command that re-creates it.
@@ -172,7 +224,13 @@ def load_adapter(model, adapter: str | Path, trainable: bool = False):
         raise RuntimeError(f"{weights_file} is corrupt ({_one_line(error)}). "
                            f"Re-create it with: {TRAIN_COMMAND}") from error
     try:
-        return PeftModel.from_pretrained(model, str(folder), config=config, is_trainable=trainable)
+        # The adapter's weights are read onto the base weights' device (peft's default is any visible GPU)
+        device = str(next(model.parameters()).device)
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable, torch_device=device)
+            return model
+        return PeftModel.from_pretrained(model, str(folder), config=config, is_trainable=trainable,
+                                         adapter_name=name, torch_device=device)
     except (ValueError, TypeError, KeyError, OSError, RuntimeError, SafetensorError) as error:
         raise RuntimeError(f"{weights_file} cannot be loaded onto the base model ({_one_line(error)}). "
                            f"Re-create it with: {TRAIN_COMMAND}") from error
@@ -187,11 +245,19 @@ def load_ranker(config: RankerLoadConfig):
     return model.eval(), tokenizer
 
 
-def describe(config: RankerLoadConfig) -> dict[str, str]:
-    """Human-readable facts about a load config: device, base model, quantization, adapter."""
+QUANTIZATION_NAMES = {"4bit": "4-bit NF4 (bitsandbytes)", "8bit": "8-bit (bitsandbytes)"}
+
+
+def describe(config: RankerLoadConfig, model=None, query_device: bool = True) -> dict[str, str]:
+    """Human-readable facts about a load config (and the loaded `model`, whose weights say how it was quantized):
+    device, base model, quantization, adapter. Without `query_device` (ZeroGPU: no CUDA outside GPU calls) the
+    device is not asked its name."""
     device = pick_device(config.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    if device.type != "cuda":
+        name = "CPU"
+    else:
+        name = torch.cuda.get_device_name(device) if query_device else "CUDA (ZeroGPU: a GPU is lent for each event)"
+    quantization = loaded_quantization(model) if model is not None else quantization_of(config, device)
     return {"device": name, "base_model": config.base_model or "SmolLM2-135M-Instruct (default)",
-            "quantization": "4-bit NF4 (bitsandbytes)" if use_4bit(config, device) else
-            ("bf16" if device.type == "cuda" else "fp32"),
+            "quantization": QUANTIZATION_NAMES.get(quantization, "bf16" if device.type == "cuda" else "fp32"),
             "adapter": str(config.adapter) if config.adapter else "none (base model only)"}

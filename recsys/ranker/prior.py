@@ -1,4 +1,5 @@
-"""The fixed prior of stage two: retriever + co-watch, its window/span chosen and its weights fitted on held-out examples.
+"""The fixed prior of stage two: retriever + co-watch, its window/span chosen and its weights fitted on
+held-out examples.
 
 `python -m recsys.ranker.prior` reads the held-out examples (`python -m recsys.ranker.heldout`)
 whose target is in their retriever's top-20 (as the paper's stage one gives them), splits them by
@@ -73,7 +74,8 @@ def pooled_heldout_rows(examples: HeldOutExamples, dataset: SequenceDataset, con
 
 def training_counts(dataset: SequenceDataset, config: CoWatchConfig) -> CoWatchCounts:
     """Co-watch counts over every user's training part: what validation and test users (and the app) are scored with."""
-    return CoWatchCounts.from_sequences((dataset.train(u) for u in sorted(dataset.sequences)), dataset.num_items, config)
+    return CoWatchCounts.from_sequences((dataset.train(u) for u in sorted(dataset.sequences)), dataset.num_items,
+                                        config)
 
 
 def fit_prior_weights(retriever_scores: torch.Tensor, cowatch_scores: torch.Tensor,

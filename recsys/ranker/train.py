@@ -28,6 +28,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -130,7 +131,7 @@ class ExampleDataset(torch.utils.data.Dataset):
                 rng.shuffle(order)
             candidates = [example.candidates[j] for j in order]
             answer = order.index(example.answer_index)
-            notes = evidence_notes(cowatch[index], order) if prompt_config.evidence else None
+            notes = evidence_notes(cowatch[index], order) if prompt_config.evidence and cowatch is not None else None
             prompt = build_prompt(tokenizer, item_texts(catalog, example.history, prompt_config),
                                   item_texts(catalog, candidates, prompt_config), prompt_config, notes=notes)
             if loss == "vocab":
@@ -312,11 +313,13 @@ def train(config: RankerTrainConfig) -> dict | None:
                                config.seed if config.shuffle else None, data.cowatch)
     print(f"{len(train_set)} training examples; {len(data.validation)} validation rows")
 
-    checkpoint = get_last_checkpoint(str(output / "trainer")) if config.resume and (output / "trainer").is_dir() else None
+    checkpoint = (get_last_checkpoint(str(output / "trainer"))
+                  if config.resume and (output / "trainer").is_dir() else None)
     log_path = output / TRAINING_LOG_FILE
-    log = {"examples": len(train_set), "validation_rows": len(data.validation), "batch_size": config.batch_size,
-           "config": asdict(config), "machine": machine_record(next(model.parameters()).dtype),
-           "validation_history": [], "train_seconds": 0.0}
+    log: dict[str, Any] = {"examples": len(train_set), "validation_rows": len(data.validation),
+                           "batch_size": config.batch_size, "config": asdict(config),
+                           "machine": machine_record(next(model.parameters()).dtype),
+                           "validation_history": [], "train_seconds": 0.0}
     if checkpoint and log_path.is_file():
         log.update({k: v for k, v in json.loads(log_path.read_text()).items() if k in ("validation_history",
                                                                                       "train_seconds")})
@@ -344,8 +347,9 @@ def train(config: RankerTrainConfig) -> dict | None:
             model.save_pretrained(output)
         log_path.write_text(json.dumps(log, indent=2) + "\n")
         h = history[-1]
-        tqdm.write(f"step {step}: validation NDCG@10 {ndcg:.4f} (LLM weight {weights.llm:g}; best {max(best, ndcg):.4f});"
-                   f" prior {h['val_prior_N@10']:.4f}, LLM alone {h['val_llm_alone_N@10']:.4f}, retriever "
+        tqdm.write(f"step {step}: validation NDCG@10 {ndcg:.4f} (LLM weight {weights.llm:g}; "
+                   f"best {max(best, ndcg):.4f}); prior {h['val_prior_N@10']:.4f}, "
+                   f"LLM alone {h['val_llm_alone_N@10']:.4f}, retriever "
                    f"{h['val_retriever_N@10']:.4f}; {h['examples_per_s']} examples/s")
         clock["since"] = time.time()
         return ndcg
@@ -429,7 +433,7 @@ def parse_args(argv=None) -> tuple[RankerTrainConfig, bool]:
         if field.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
             continue
-        kind = {"int": int, "float": float, "int | None": int}.get(field.type, str)
+        kind = {"int": int, "float": float, "int | None": int}.get(str(field.type), str)  # postponed annotations
         parser.add_argument(flag, type=kind, default=field.default, choices=LOSSES if field.name == "loss" else None)
     parser.add_argument("--finalize-only", action="store_true",
                         help="skip training: evaluate the adapter already saved in --output")

@@ -65,8 +65,9 @@ def save_candidates(candidates: dict[str, SplitCandidates], folder: str | Path) 
     tensors = {f"{split}.{name}": getattr(c, name).contiguous()
                for split, c in candidates.items() for name in ("users", "targets", "candidate_ids", "candidate_scores")}
     save_file(tensors, folder / CANDIDATES_FILE)
-    summary = {f"{split}_coverage@{k}": round(c.coverage(k), 4) for split, c in candidates.items()
-               for k in sorted({NUM_CANDIDATES, c.candidate_ids.shape[1]}) if k <= c.candidate_ids.shape[1]}
+    summary: dict[str, float | dict[str, int]] = {
+        f"{split}_coverage@{k}": round(c.coverage(k), 4) for split, c in candidates.items()
+        for k in sorted({NUM_CANDIDATES, c.candidate_ids.shape[1]}) if k <= c.candidate_ids.shape[1]}
     summary["users"] = {split: int(c.users.numel()) for split, c in candidates.items()}
     (folder / "candidates.json").write_text(json.dumps(summary, indent=2) + "\n")
     return folder / CANDIDATES_FILE
@@ -80,7 +81,8 @@ def load_candidates(folder: str | Path = DEFAULT_CHECKPOINT) -> dict[str, SplitC
                               f"--checkpoint {folder}")
     tensors = load_file(path)
     splits = {key.split(".")[0] for key in tensors}
-    return {s: SplitCandidates(*(tensors[f"{s}.{n}"] for n in ("users", "targets", "candidate_ids", "candidate_scores")))
+    return {s: SplitCandidates(*(tensors[f"{s}.{n}"]
+                                 for n in ("users", "targets", "candidate_ids", "candidate_scores")))
             for s in sorted(splits)}
 
 

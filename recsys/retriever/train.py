@@ -9,6 +9,7 @@ import argparse
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -66,7 +67,8 @@ def collate(windows: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, t
 
 def make_optimizer(model: LRURec, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices and embeddings only."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         (no_decay if "layer_norm" in name or name.endswith("bias") or "params_log" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -87,7 +89,8 @@ def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
     model = LRURec(LRURecConfig(num_items=dataset.num_items, dropout=config.dropout, max_len=config.max_len))
     optimizer = make_optimizer(model, config)
     windows = training_windows(dataset, config.max_len)
-    progress = {"step": 0, "epoch": 0, "batch": 0, "best": -1.0, "best_step": 0, "bad": 0, "elapsed": 0.0}
+    progress: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best": -1.0, "best_step": 0, "bad": 0,
+                                "elapsed": 0.0}
     best_state = None
     if config.resume and state_path.exists():
         saved = torch.load(state_path, weights_only=True)
@@ -102,7 +105,8 @@ def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
     bar = tqdm(total=config.max_steps, initial=progress["step"], desc="train LRURec")
     model.train()
     while progress["step"] < config.max_steps and progress["bad"] < config.patience:
-        order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(config.seed * 100_003 + progress["epoch"]))
+        order = torch.randperm(len(windows),
+                               generator=torch.Generator().manual_seed(config.seed * 100_003 + progress["epoch"]))
         for batch_index in range(progress["batch"], batches_per_epoch):
             picked = order[batch_index * config.batch_size:(batch_index + 1) * config.batch_size]
             inputs, labels = collate([windows[i] for i in picked])
@@ -140,12 +144,13 @@ def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
         model.load_state_dict(best_state)
     model.eval()
     wall_time = progress["elapsed"] + time.time() - started
-    metrics = {"val": evaluate_split(model, dataset, "val"), "test": evaluate_split(model, dataset, "test"),
-               "best_step": progress["best_step"], "steps": progress["step"], "wall_time_s": round(wall_time, 1),
-               "dataset_statistics": dataset.statistics()}
+    metrics: dict[str, Any] = {
+        "val": evaluate_split(model, dataset, "val"), "test": evaluate_split(model, dataset, "test"),
+        "best_step": progress["best_step"], "steps": progress["step"], "wall_time_s": round(wall_time, 1),
+        "dataset_statistics": dataset.statistics()}
     save_checkpoint(model, output, dataset.catalog, metrics, extra)
-    print(f"best step {progress['best_step']}; test R@10 {metrics['test']['R@10']:.4f} N@10 {metrics['test']['N@10']:.4f}; "
-          f"{wall_time / 60:.1f} min; saved to {output}")
+    print(f"best step {progress['best_step']}; test R@10 {metrics['test']['R@10']:.4f} "
+          f"N@10 {metrics['test']['N@10']:.4f}; {wall_time / 60:.1f} min; saved to {output}")
     return metrics
 
 
@@ -157,7 +162,7 @@ def parse_args(argv=None) -> TrainConfig:
         if field.type == "bool":
             parser.add_argument(flag, action="store_true")
         else:
-            kind = {"int": int, "float": float}.get(field.type, str)
+            kind = {"int": int, "float": float}.get(str(field.type), str)  # a string: annotations are postponed
             parser.add_argument(flag, type=kind, default=field.default)
     return TrainConfig(**vars(parser.parse_args(argv)))
 

@@ -1,0 +1,95 @@
+"""Model events on a GPU host: as they are on a CPU or a dedicated GPU, or inside `spaces.GPU` on ZeroGPU.
+
+On a Hugging Face ZeroGPU Space (`spaces` importable and SPACES_ZERO_GPU set) CUDA exists only inside
+functions decorated with `spaces.GPU`: weights may be moved to "cuda" at start-up, but a forward pass,
+a cache build or a device query there fails. So start-up only loads (`on_zerogpu()` skips the warm-up
+and the device query), and each model event asks for a GPU for as long as it needs:
+
+- Recommend: RECOMMEND_S, a few passes of well under a second each on any GPU;
+- the race: `race_seconds`, from its token budget (the candidates' title tokens, the paper's rule) at
+  GPU_SECONDS_PER_TOKEN, capped at VISITOR_MAX_S.
+
+ZeroGPU checks the requested duration against the visitor's remaining daily quota and against a
+maximum, and refuses the request before the function runs ("You have exceeded your GPU quota (60s
+requested vs. 44s left)", "ZeroGPU illegal duration"). `gpu_event` turns a refusal into the event's
+own message outputs, so the visitor reads one sentence and every other event keeps working.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import os
+from collections.abc import Callable
+
+ZEROGPU_ENV = "SPACES_ZERO_GPU"
+RECOMMEND_S = 15  # one Recommend: up to 3 forward passes, plus CUDA's first-call start in a fresh worker
+# What a visitor who is not logged in can always be granted at once: ZeroGPU's default request. Logged-out
+# visitors have had about 120 s a day, logged-in free accounts 210 s, PRO 1,500 s (Hub discussions, 2024-25).
+VISITOR_MAX_S = 60
+# Greedy decoding, one token a call of the HF forward on the KV cache: ~46 ms a token for the 135M model on
+# 2 CPU cores (bench/results/efficiency.json); on a GPU the per-call overhead dominates for small models and a
+# 7B model decodes at 20-40 ms a token in bf16. 50 ms leaves margin for both; no GPU figure was measured here.
+GPU_SECONDS_PER_TOKEN = 0.05
+RACE_OVERHEAD_S = 10  # the race's Recommend and the generation prompt's prefill
+
+
+def on_zerogpu(spaces_module=None) -> bool:
+    """Whether this process runs on a ZeroGPU Space: the `spaces` package is importable and SPACES_ZERO_GPU is set
+    (the Space sets it; elsewhere `spaces.GPU` is a no-op decorator)."""
+    return spaces_module is not None and os.environ.get(ZEROGPU_ENV, "").lower() in ("1", "true", "yes")
+
+
+def race_seconds(budget_tokens: int, seconds_per_token: float = GPU_SECONDS_PER_TOKEN,
+                 cap: int = VISITOR_MAX_S) -> int:
+    """GPU seconds a race asks for: its Recommend and prefill plus `budget_tokens` decoded tokens, at most `cap`."""
+    return min(cap, math.ceil(RACE_OVERHEAD_S + budget_tokens * seconds_per_token))
+
+
+# What ZeroGPU's refusals say (the `spaces` package and Hub reports): the requested duration against the quota
+# left or the maximum, or no GPU free; they are raised in the Space's own process before the function runs.
+REFUSALS = ("gpu quota", "illegal duration", "larger than the maximum allowed", "no gpu was available",
+            "gpu task aborted")
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether `error` is ZeroGPU refusing (or withdrawing) the GPU, not a failure of the event itself."""
+    text = " ".join(str(error).split()).lower()
+    return any(marker in text for marker in REFUSALS)
+
+
+def refusal_sentence(error: BaseException) -> str:
+    """The one sentence a visitor reads when the GPU was refused."""
+    return (f"The GPU was not granted for this request ({' '.join(str(error).split())}). Nothing else is affected: "
+            "try again later, or sign in to Hugging Face for a larger daily GPU quota.")
+
+
+def gpu_event(function: Callable, spaces_module, duration, refused: Callable[[str], object]) -> Callable:
+    """`function` as a model event: decorated with `spaces_module.GPU(duration=...)` when given (`duration`: seconds
+    or a callable of the event's arguments); a refused GPU request (`is_refusal`) returns `refused(sentence)`, or
+    yields it for a generator event, instead of raising. Other errors pass through. Without `spaces_module`,
+    `function` is returned as it is."""
+    if spaces_module is None:
+        return function
+    decorated = spaces_module.GPU(function, duration=duration)
+    if inspect.isgeneratorfunction(function):
+        @functools.wraps(function)
+        def run_generator(*args, **kwargs):
+            try:
+                yield from decorated(*args, **kwargs)
+            except Exception as error:
+                if not is_refusal(error):
+                    raise
+                yield refused(refusal_sentence(error))
+        return run_generator
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        try:
+            return decorated(*args, **kwargs)
+        except Exception as error:
+            if not is_refusal(error):
+                raise
+            return refused(refusal_sentence(error))
+    return run

@@ -1,0 +1,257 @@
+"""The GPU paths, checked on a CPU: ZeroGPU's rules, GPU durations and refusals, quantization as a choice.
+
+ZeroGPU is modelled by `ZeroGPURules`, a stand-in for the `spaces` package in its ZeroGPU mode (the real one
+imports only on a CUDA build of torch): CUDA is reported available, and any module's forward pass or a CUDA
+device query outside a `spaces.GPU` call raises, as computation on offloaded "cuda" tensors and
+`torch._C._cuda_init` do there; decorated calls run here on the CPU and record the duration they asked for.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import sys
+import types
+
+import pytest
+import torch
+
+import app
+from recsys.demo.gpu import (RECOMMEND_S, VISITOR_MAX_S, gpu_event, is_refusal, on_zerogpu, race_seconds)
+from recsys.ranker import model as ranker_model
+from recsys.ranker.model import RankerLoadConfig, load_base_model, quantization_of
+
+
+class ZeroGPURules:
+    """A stand-in `spaces` module with ZeroGPU's rules (see the module docstring)."""
+
+    def __init__(self):
+        self.inside = 0  # decorated calls running now (ZeroGPU runs them in a worker where every thread has the GPU)
+        self.durations: list[int] = []
+        self.refuse: str | None = None  # a refusal message for the next requests, as ZeroGPU raises it
+        self.module = types.ModuleType("spaces")
+        self.module.GPU = self.gpu
+
+    def gpu(self, function=None, duration=60):
+        if function is None:
+            return lambda f: self.gpu(f, duration)
+
+        def requested(args, kwargs) -> int:
+            seconds = duration(*args, **kwargs) if callable(duration) else duration
+            self.durations.append(seconds)
+            if self.refuse:
+                raise RuntimeError(self.refuse)
+            return seconds
+
+        if inspect.isgeneratorfunction(function):
+            def run_generator(*args, **kwargs):
+                requested(args, kwargs)
+                self.inside += 1
+                try:
+                    yield from function(*args, **kwargs)
+                finally:
+                    self.inside -= 1
+            return run_generator
+
+        def run(*args, **kwargs):
+            requested(args, kwargs)
+            self.inside += 1
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.inside -= 1
+        return run
+
+    def guard(self, what: str):
+        if not self.inside:
+            raise RuntimeError(f"ZeroGPU: {what} outside a spaces.GPU call (CUDA exists only inside one)")
+
+    def install(self, monkeypatch) -> None:
+        """Make this process look like a ZeroGPU Space until the test ends."""
+        monkeypatch.setitem(sys.modules, "spaces", self.module)
+        monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+        monkeypatch.setattr(app, "spaces", self.module)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        for name in ("get_device_name", "current_device", "synchronize", "get_device_properties", "mem_get_info"):
+            monkeypatch.setattr(torch.cuda, name, lambda *a, _name=name, **k: self.guard(f"torch.cuda.{_name}"))
+        # bitsandbytes, imported with CUDA reported available, binds its CUDA stream getter at import (a CPU build
+        # of torch lacks it); calling it outside a GPU call is refused like any other CUDA use.
+        monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream",
+                            lambda *a: self.guard("torch._C._cuda_getCurrentRawStream"), raising=False)
+        hook = torch.nn.modules.module.register_module_forward_pre_hook(lambda module, args: self.guard("a forward"))
+        monkeypatch.setattr(self, "_hook", hook, raising=False)
+
+
+@pytest.fixture
+def zerogpu(monkeypatch):
+    rules = ZeroGPURules()
+    rules.install(monkeypatch)
+    # Weights go to "cuda" at start-up on ZeroGPU (emulated there); this CPU build keeps them on the CPU.
+    import recsys.pipeline
+
+    for module in (ranker_model, recsys.pipeline):
+        monkeypatch.setattr(module, "pick_device", lambda device="auto": torch.device("cpu"))
+    yield rules
+    rules._hook.remove()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_stand_in_refuses_work_outside_a_gpu_call(zerogpu, tiny_llama):
+    with pytest.raises(RuntimeError, match="outside a spaces.GPU call"):
+        tiny_llama(input_ids=torch.tensor([[1, 2]]))
+    with pytest.raises(RuntimeError, match="outside a spaces.GPU call"):
+        torch.cuda.get_device_name(0)
+    inside = zerogpu.module.GPU(lambda: tiny_llama(input_ids=torch.tensor([[1, 2]])).logits.shape, duration=5)
+    assert inside() == (1, 2, tiny_llama.config.vocab_size) and zerogpu.durations == [5]
+    assert on_zerogpu(zerogpu.module) and not on_zerogpu(None)
+
+
+def test_the_app_starts_recommends_and_races_under_zerogpu_rules(zerogpu, tmp_path, monkeypatch):
+    """The real start-up (committed checkpoints, the default base model): nothing computes outside GPU calls; then
+    Recommend and a streamed race through the launched app, each asking for at most what a visitor is granted."""
+    from gradio_client import Client
+
+    from recsys.ranker.base_model import converted_dir
+
+    if not ((converted_dir() / "model.safetensors").is_file() and (app.DEFAULT_CHECKPOINT / "model.safetensors").is_file()):
+        pytest.skip("default base model not prepared (python -m recsys.ranker.base_model --prepare)")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    pipeline = app.load_pipeline(app.parse_args([]))  # would raise on a warm-up pass or a device query
+    demo = app.build_demo(pipeline)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        client.predict("Sci-fi fan", api_name="/load_preset")
+        summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
+        assert "verbalizer ranking" in summary and len(results["data"]) == 20
+        job = client.submit(api_name="/race")
+        updates = list(job)  # every streamed update
+        race_summary = job.outputs()[-1][5]
+        assert "**Generation**" in race_summary and len(updates) >= 2
+        zerogpu.refuse = "You have exceeded your GPU quota (60s requested vs. 44s left). Try again in 0:01:00"
+        summary, results, *_ = client.predict(api_name="/recommend")
+        assert "The GPU was not granted" in summary and "44s left" in summary and results["data"] == []
+        race_summary = client.predict(api_name="/race")[5]
+        assert "The GPU was not granted" in race_summary
+        zerogpu.refuse = None
+        summary, *_ = client.predict(api_name="/recommend")  # the app keeps working after a refusal
+        assert "verbalizer ranking" in summary
+    finally:
+        demo.close()
+    assert zerogpu.durations and max(zerogpu.durations) <= VISITOR_MAX_S
+    assert RECOMMEND_S in zerogpu.durations and race_seconds(pipeline.race_token_budget()) in zerogpu.durations
+
+
+def test_the_device_is_not_asked_its_name_on_zerogpu(monkeypatch):
+    rules = ZeroGPURules()
+    rules.install(monkeypatch)
+    rules._hook.remove()
+    facts = ranker_model.describe(RankerLoadConfig(device="cuda", quantization="none"), query_device=False)
+    assert "ZeroGPU" in facts["device"] and facts["quantization"] == "bf16"
+
+
+def test_the_race_asks_for_its_budget_and_never_more_than_a_visitor_gets():
+    assert race_seconds(200, seconds_per_token=0.05) == 20  # 10 s of Recommend and prefill + 200 tokens
+    assert race_seconds(660) == 43  # 20 titles of 32 tokens and their newlines, the default prompt's most
+    assert race_seconds(100_000) == VISITOR_MAX_S
+
+
+def test_a_refused_gpu_request_becomes_the_events_message_and_other_errors_pass(zerogpu):
+    def recommend(history):
+        if history == "boom":
+            raise ValueError("a bug of the event itself")
+        return ("ranked", history)
+
+    def race(history):
+        yield "first"
+        yield "last"
+
+    event = gpu_event(recommend, zerogpu.module, 7, lambda sentence: ("refused", sentence))
+    streamed = gpu_event(race, zerogpu.module, 9, lambda sentence: ("refused", sentence))
+    assert event("h") == ("ranked", "h") and list(streamed("h")) == ["first", "last"]
+    assert zerogpu.durations == [7, 9]
+    assert inspect.signature(event) == inspect.signature(recommend)  # Gradio reads the handler's parameters
+    with pytest.raises(ValueError, match="a bug"):
+        event("boom")
+    zerogpu.refuse = "ZeroGPU illegal duration: The requested GPU duration (300s) is larger than the maximum allowed"
+    kind, sentence = event("h")
+    assert kind == "refused" and "larger than the maximum allowed" in sentence and "sign in" in sentence
+    assert list(streamed("h"))[0][0] == "refused"
+    assert is_refusal(RuntimeError("No GPU was available after 60s")) and not is_refusal(RuntimeError("CUDA OOM"))
+    assert gpu_event(recommend, None, 7, print) is recommend  # no spaces package: the handler as it is
+
+
+class FakeLoads:
+    """`AutoModelForCausalLM.from_pretrained` stand-in: records each load's keyword arguments; a quantized load
+    raises as bitsandbytes does on a GPU it has no kernels for."""
+
+    def __init__(self, fail_quantized: bool):
+        self.calls: list[dict] = []
+        self.fail_quantized = fail_quantized
+
+    def __call__(self, path, **kwargs):
+        self.calls.append(kwargs)
+        if "quantization_config" in kwargs and self.fail_quantized:
+            raise RuntimeError("bitsandbytes: no kernel image is available for execution on the device")
+        return types.SimpleNamespace(is_loaded_in_4bit="quantization_config" in kwargs, is_loaded_in_8bit=False,
+                                     to=lambda device: self.calls[-1].setdefault("placed_on", device))
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch, tmp_path):
+    monkeypatch.setattr(ranker_model, "pick_device", lambda device="auto": torch.device("cuda"))
+    monkeypatch.setattr(ranker_model, "resolve_base_model", lambda name: tmp_path)
+
+    def install(fail_quantized: bool) -> FakeLoads:
+        loads = FakeLoads(fail_quantized)
+        monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", loads)
+        return loads
+    return install
+
+
+def test_a_failed_bitsandbytes_load_on_cuda_falls_back_to_bf16(fake_cuda, capsys):
+    loads = fake_cuda(fail_quantized=True)
+    model = load_base_model(RankerLoadConfig(quantization="4bit"))
+    assert len(loads.calls) == 2 and "quantization_config" in loads.calls[0]
+    assert "quantization_config" not in loads.calls[1] and loads.calls[1]["dtype"] == torch.bfloat16
+    assert ranker_model.loaded_quantization(model) == "none"
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "4bit loading with bitsandbytes failed" in printed[0] and "bf16" in printed[0]
+
+
+def test_quantization_none_on_cuda_loads_bf16_once(fake_cuda):
+    loads = fake_cuda(fail_quantized=True)
+    load_base_model(RankerLoadConfig(quantization="none"))
+    assert len(loads.calls) == 1 and "quantization_config" not in loads.calls[0]
+    assert loads.calls[0]["dtype"] == torch.bfloat16
+
+
+def test_auto_quantizes_only_big_models_on_cuda(monkeypatch, tmp_path):
+    monkeypatch.setattr(ranker_model, "resolve_base_model", lambda name: tmp_path)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(ranker_model, "parameter_count", lambda path: 134_515_008)  # SmolLM2-135M
+    assert quantization_of(RankerLoadConfig(), cuda) == "none"
+    monkeypatch.setattr(ranker_model, "parameter_count", lambda path: 6_738_415_616)  # Llama-2-7B
+    assert quantization_of(RankerLoadConfig(), cuda) == "4bit"
+    assert quantization_of(RankerLoadConfig(), cpu) == "none"
+    assert quantization_of(RankerLoadConfig(quantization="8bit"), cpu) == "8bit"
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        quantization_of(RankerLoadConfig(quantization="3bit"), cuda)
+
+
+def test_parameter_count_reads_no_weights(tiny_llama, tmp_path):
+    tiny_llama.config.save_pretrained(tmp_path)  # a config only: no weights file
+    assert ranker_model.parameter_count(str(tmp_path)) == sum(p.numel() for p in tiny_llama.parameters())
+
+
+def test_app_flag_reaches_the_load_config(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(app.Pipeline, "load", classmethod(lambda cls, config, start_on_device=True:
+                                                          seen.update(config=config, start=start_on_device)))
+    app.load_pipeline(app.parse_args(["--quantization", "none"]))
+    assert seen["config"].ranker.quantization == "none" and seen["start"] is True
