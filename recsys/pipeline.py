@@ -39,7 +39,8 @@ from recsys.ranker.verbalizer import PrefixCache, build_prefix_cache, letter_tok
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, load_catalog, load_model
 from recsys.retriever.model import LRURec
 
-DEFAULT_CATALOG_ADAPTER = Path(__file__).resolve().parents[1] / "checkpoints" / "catalog-lm-smollm2-135m-ml-latest-small"
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+DEFAULT_CATALOG_ADAPTER = CHECKPOINTS / "catalog-lm-smollm2-135m-ml-latest-small"
 CATALOG_ADAPTER_NAME = "catalog"  # the catalog-pretrained LoRA, loaded beside the verbalizer's ("default")
 MAX_INPUT_ITEMS = 5000  # longest history accepted at all (the longest ml-latest-small user has 2,131 test items)
 
@@ -120,7 +121,8 @@ class Recommendation:
                 for name, opinion in self.opinions().items()}
 
     def order_with(self, weights: FusionWeights) -> list[int] | None:
-        """Candidate indices best first by the fused score at `weights`; None when the ranker failed (no LLM opinion)."""
+        """Candidate indices best first by the fused score at `weights`; None when the ranker failed (no LLM
+        opinion)."""
         if self.ranking is None:
             return None
         return final_order(self.opinions(), weights)
@@ -457,7 +459,8 @@ class Pipeline:
         try:
             history_titles, candidate_titles, notes = self.prompt_parts(recommendation.history,
                                                                         recommendation.candidates)
-            generated = generate_ranking(self.model, self.tokenizer, history_titles, candidate_titles, self.prompt_config,
+            generated = generate_ranking(self.model, self.tokenizer, history_titles, candidate_titles,
+                                         self.prompt_config,
                                          self.generation_max_new_tokens, on_token=on_token, notes=notes,
                                          prefix=self.prefix_cache(GENERATION_INSTRUCTION))
         except Exception as error:  # noqa: BLE001 (a failed baseline is shown, never crashes the app)

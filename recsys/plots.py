@@ -45,7 +45,7 @@ def message_figure(message: str, height: int = 200) -> go.Figure:
     return _layout(figure, "", height)
 
 
-def opinions_figure(letters: list[str], titles: list[str], opinions: dict[str, list[float]], order: list[int],
+def opinions_figure(letters: list[str], titles: list[str], opinions: dict[str, list], order: list[int],
                     highlight: int | None = None, title: str = "Each opinion's probability") -> go.Figure:
     """Per candidate, one bar per named opinion (e.g. {"Final": ..., "LLM": ..., "Retriever": ...}, each a list of
     probabilities in candidate order), candidates in `order` (best first, drawn on top). `highlight` indexes a

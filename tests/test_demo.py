@@ -194,7 +194,8 @@ def test_exact_titles_beat_partial_ones_and_partial_ones_come_prefix_first():
 
 
 def test_a_number_is_part_of_a_title_not_of_a_year():
-    """"30" finds "300" (a title), never the films of 1930-2030 by their year; a title with its year still finds them."""
+    """"30" finds "300" (a title), never the films of 1930-2030 by their year; a title with its year still finds
+    them."""
     search = TitleSearch(foreign_catalog())
     assert [m.title for m in search.search("30").ranked] == ["300 (2007)"]
     assert [m.title for m in search.search("19").ranked] == []
@@ -209,7 +210,7 @@ def test_matches_name_the_alternative_title_that_found_them():
     assert search.label(search.find("boat")[0], "boat") == "Das Boot (1981), also known as The Boat"
     assert search.label(search.find("lifeboat")[0], "boat") == "Lifeboat (1944)"
     assert search.label(search.find("boat")[0], "The Boat (1981)") == "Das Boot (1981), also known as The Boat"
-    nine = Movie(1, "Nine to Five (1980)", 1980, ("Comedy",), 1, ("9 to 5",))  # "9" is in 1980 too, but found by "9 to 5"
+    nine = Movie(1, "Nine to Five (1980)", 1980, ("Comedy",), 1, ("9 to 5",))  # "9" is in 1980 too; found by "9 to 5"
     assert search.label(nine, "9") == "Nine to Five (1980), also known as 9 to 5"
 
 

@@ -118,7 +118,8 @@ def test_the_app_starts_recommends_and_races_under_zerogpu_rules(zerogpu, tmp_pa
 
     from recsys.ranker.base_model import converted_dir
 
-    if not ((converted_dir() / "model.safetensors").is_file() and (app.DEFAULT_CHECKPOINT / "model.safetensors").is_file()):
+    needed = (converted_dir() / "model.safetensors", app.DEFAULT_CHECKPOINT / "model.safetensors")
+    if not all(path.is_file() for path in needed):
         pytest.skip("default base model not prepared (python -m recsys.ranker.base_model --prepare)")
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     pipeline = app.load_pipeline(app.parse_args([]))  # would raise on a warm-up pass or a device query

@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import gradio as gr
@@ -156,7 +157,7 @@ class DemoHandlers:
 
     # --- the watch history -------------------------------------------------------------------------------------
 
-    def history_view(self, session: dict, notice: str = "", offered: list[Movie] = (), query: str = ""):
+    def history_view(self, session: dict, notice: str = "", offered: Sequence[Movie] = (), query: str = ""):
         """Outputs after a history event: (session, history table, remove-dropdown update, notice, matches update).
 
         `offered` are the matches of the typed `query` to pick from (the matches list is hidden when there are none).
@@ -288,8 +289,9 @@ class DemoHandlers:
                 f"{others}. The probabilities shown are the letters' share renormalised to 1. {WHY_ONE_PASS}")
         reversed_ = [c.reversed_probability for c in result.candidates]
         if all(p is not None for p in reversed_):
-            films = spearman([c.probability for c in result.candidates], reversed_)
-            letters = spearman([c.probability for c in result.candidates], reversed_[::-1])
+            shown = torch.tensor([c.probability for c in result.candidates])
+            films = spearman(shown, torch.tensor(reversed_))
+            letters = spearman(shown, torch.tensor(reversed_[::-1]))
             verdict = ("its opinion follows the **films**" if films > letters else
                        "its opinion follows the **letters** (a position habit), not the films")
             text += (f"\n\n**Films or letters?** With the same candidates listed in reverse, the LLM's probabilities "
@@ -327,7 +329,8 @@ class DemoHandlers:
             c = candidates[index]
             row = {"Final rank": final.get(index), "Letter": c.letter, "Title": marked(c.title, c.item_id, target),
                    "Final": rounded(final_probabilities[index]), "LLM": rounded(c.probability),
-                   "Co-watch": round(opinions["cowatch"][index], 4), "Retriever": round(opinions["retriever"][index], 4),
+                   "Co-watch": round(opinions["cowatch"][index], 4),
+                   "Retriever": round(opinions["retriever"][index], 4),
                    "Retriever rank": c.retriever_rank, "Change": change_label(index + 1, final.get(index)),
                    "Co-watch evidence": self.evidence_text(c), BASE_COLUMN: rounded(c.base_probability),
                    REVERSED_COLUMN: rounded(c.reversed_probability), TITLES_COLUMN: rounded(c.title_probability)}
@@ -391,7 +394,7 @@ class DemoHandlers:
 
     def generating_markdown(self, result: Recommendation, seconds: float, num_tokens: int) -> str:
         """The race's running clock while generation writes its list, beside the verbalizer's time."""
-        ratio = seconds * 1000 / result.ranking_ms
+        ratio = seconds * 1000 / (result.ranking_ms or float("nan"))
         gap = f": already **{ratio:,.1f}×** its time" if ratio >= 1 else ""
         tokens = f"{num_tokens} token" + ("" if num_tokens == 1 else "s")
         return (f"**Generating** the ranked list… **{seconds:,.1f} s**, **{tokens}** so far. The "
@@ -450,7 +453,7 @@ class DemoHandlers:
             yield (*results, *self.race_view(session, self.pipeline.race(result)), False)
             return
         yield (*results, *self.race_view(session, RaceResult(result)), True)
-        token_ids = queue.SimpleQueue()
+        token_ids: queue.SimpleQueue[int] = queue.SimpleQueue()
         left = threading.Event()  # set when nobody watches any more: the stream was closed (history changed, page left)
 
         def on_token(token_id: int) -> None:  # inside generation's timed loop: a flag check and a queue put

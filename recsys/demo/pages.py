@@ -141,7 +141,8 @@ def benchmarks_markdown() -> str:
     if ranker and "final" in ranker.get("test", {}):
         test = ranker["test"]
         for part, label in (("subset", "valid-retrieval subset"), ("overall", "all test users")):
-            parts.append(f"**Test, {label}**" + (f" ({ranker['users']} users in the subset)" if part == "subset" else ""))
+            users = f" ({ranker['users']} users in the subset)" if part == "subset" else ""
+            parts.append(f"**Test, {label}**" + users)
             paper = ranker.get("paper") or PAPER_RANKER
             rows = {**ablation_rows(test, part), "LRURec, paper": paper[part]["retriever"],
                     "LlamaRec (Llama-2-7b), paper": paper[part]["final"]}
@@ -159,11 +160,11 @@ def benchmarks_markdown() -> str:
     parts.append("### Efficiency: verbalizer vs generation")
     efficiency = _read_result("efficiency")
     if efficiency:
-        rows = "\n".join(f"| {length} | {v.get('verbalizer_ms', 0):,.0f} | {v.get('generation_ms', 0):,.0f} | "
+        lines = "\n".join(f"| {length} | {v.get('verbalizer_ms', 0):,.0f} | {v.get('generation_ms', 0):,.0f} | "
                          f"{v.get('ratio', 0):,.1f}× |" for length, v in efficiency.get("by_title_len", {}).items())
         parts.append(f"Device: {efficiency.get('device', 'unknown')}. Paper (Llama-2-7b): verbalizer under 1 s at "
                      f"every title length, generation {PAPER_GENERATION_S} s at title length 20.\n\n"
-                     "| Title tokens | Verbalizer (ms) | Generation (ms) | Ratio |\n|---|---|---|---|\n" + rows)
+                     "| Title tokens | Verbalizer (ms) | Generation (ms) | Ratio |\n|---|---|---|---|\n" + lines)
         if efficiency.get("throughput"):
             parts.append(f"Throughput: {_inline(efficiency['throughput'])}.")
     else:

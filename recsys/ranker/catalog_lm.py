@@ -88,7 +88,7 @@ def windows(sequences: dict[int, list[int]], size: int) -> list[list[int]]:
 
 def epochs_of(chunks: list[list[int]], epochs: float, seed: int) -> list[list[int]]:
     """`epochs` passes over `chunks` (a fraction of a pass at the end), each pass in its own seeded order."""
-    rng, order = random.Random(seed), []
+    rng, order = random.Random(seed), list[list[int]]()
     while len(order) < int(len(chunks) * epochs):
         shuffled = list(chunks)
         rng.shuffle(shuffled)

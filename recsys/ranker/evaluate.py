@@ -16,6 +16,7 @@ import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -217,6 +218,8 @@ def target_ranks(rows: RankingRows, weights: FusionWeights) -> torch.Tensor:
 def all_user_ranks(rows: RankingRows, weights: FusionWeights, users: list[int]) -> list[float]:
     """Each of `users`' target ranks in the fused order of split rows, in the order of `users` (inf for a user
     without a row), so that two systems' ranks pair user by user."""
+    if rows.users is None:
+        raise ValueError("all_user_ranks needs split rows (each row's user)")
     ranks = dict(zip(rows.users.tolist(), target_ranks(rows, weights).tolist()))
     return [ranks.get(user, math.inf) for user in users]
 
@@ -270,7 +273,7 @@ def ablation(rows: RankingRows, final: FusionWeights) -> dict:
         if weights.llm and rows.llm is None:
             continue
         metrics = ranking_metrics(rows, weights)
-        entry = {part: {k: round(v, 4) for k, v in metrics[part].items()} for part in metrics}
+        entry: dict[str, Any] = {part: {k: round(v, 4) for k, v in metrics[part].items()} for part in metrics}
         entry["weights"] = weights.__dict__
         if name != "retriever":
             entry["ci95_vs_retriever_N@10"] = [round(x, 4) for x in ndcg_interval(rows, weights)]
@@ -366,11 +369,11 @@ def read_prompt_config(adapter: str | Path | None) -> PromptConfig:
     try:
         config = PromptConfig(**saved)
     except TypeError as error:  # not a JSON object, or unknown keys
-        raise ranker_config_error(Path(adapter) / RANKER_CONFIG_FILE, f"prompt: {one_line(error)}") from error
+        raise ranker_config_error(Path(adapter or ".") / RANKER_CONFIG_FILE, f"prompt: {one_line(error)}") from error
     for name in saved:
         default = getattr(PromptConfig, name)
         if type(saved[name]) is not type(default) or (isinstance(default, int) and saved[name] < 0):
-            raise ranker_config_error(Path(adapter) / RANKER_CONFIG_FILE, f"prompt {name} {saved[name]!r}")
+            raise ranker_config_error(Path(adapter or ".") / RANKER_CONFIG_FILE, f"prompt {name} {saved[name]!r}")
     return config
 
 

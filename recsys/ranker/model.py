@@ -61,7 +61,7 @@ class RankerLoadConfig:
     """How to load the ranker's language model."""
 
     base_model: str | None = None  # None = the default SmolLM2-135M-Instruct; else a hub name or a folder
-    adapter: str | None = None  # a peft adapter folder (adapter_config.json + adapter_model.safetensors)
+    adapter: str | Path | None = None  # a peft adapter folder (adapter_config.json + adapter_model.safetensors)
     device: str = "auto"  # "auto" = cuda when available, else cpu
     quantization: str = "auto"  # "auto": 4-bit NF4 for big models on CUDA, else none; or "none" / "4bit" / "8bit"
     cpu_precision: str = "fp32"  # unquantized weights on CPU: "fp32", "bf16" or "auto" (bf16 where the CPU has it)

@@ -50,8 +50,9 @@ class TitleConfig:
 
 
 def read_title_config(folder: str | Path) -> tuple[TitleConfig, float]:
-    """(TitleConfig, fusion weight chosen on validation) saved beside a catalog-pretrained adapter (`bench/llm_rankers.py
-    --write-choice`); the defaults and weight 0 when the folder has none. RuntimeError names a corrupt file."""
+    """(TitleConfig, fusion weight chosen on validation) saved beside a catalog-pretrained adapter
+    (`bench/llm_rankers.py --write-choice`); the defaults and weight 0 when the folder has none. RuntimeError names a
+    corrupt file."""
     path = Path(folder) / TITLE_CONFIG_FILE
     if not path.is_file():
         return TitleConfig(), 0.0
