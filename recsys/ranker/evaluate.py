@@ -2,6 +2,8 @@
 `recsys.ranker.pool`) ranked by the fused opinions (retriever, co-watch, LLM).
 
 `python -m recsys.ranker.evaluate --adapter checkpoints/llamarec-smollm2-135m-ml-latest-small --json out.json`
+`accelerate launch --num_processes 2 -m recsys.ranker.evaluate ...` shards the users over 2 processes (GPUs, or
+CPU processes with `--cpu`) and gathers their scores: the same metrics as one process.
 
 Metrics follow the paper: on the valid-retrieval subset (users whose held-out item is in LRURec's top-20; a
 target the pool dropped is a miss) and overall (every user; a target outside the 20 a miss). Every caller
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 from recsys import NUM_CANDIDATES
 from recsys.data import Catalog, SequenceDataset, load_dataset
 from recsys.data.errors import one_line
+from recsys.distributed import is_main_process, sharded
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchCounts
 from recsys.ranker.examples import RankingExample
@@ -156,45 +159,56 @@ def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_conf
     cached instruction prefix (`build_prefix_cache`), so that every figure measured here is the one a
     user gets; larger batches are left-padded and can differ in the last bits of bf16.
     The prompt lists the candidates in the retriever's order, or in `permutation[i]` order for row i
-    ((N, K) indices; the scores come back in the retriever's order either way).
+    ((N, K) indices; the scores come back in the retriever's order either way). Under `accelerate launch` each
+    process scores its share of the rows and all get every row back (`recsys.distributed.sharded`).
     """
     letter_ids = letter_token_ids(tokenizer)
     was_training = model.training
     model.eval()
     prefix = build_prefix_cache(model, tokenizer)  # as the app: the shared instruction's keys/values computed once
-    scores = []
-    for start in tqdm(range(0, len(rows), batch_size), desc="verbalizer", disable=not progress, leave=False):
-        index = range(start, min(start + batch_size, len(rows)))
-        orders = [permutation[i] if permutation is not None else torch.arange(rows.candidate_ids.shape[1])
-                  for i in index]
-        prompts = [build_prompt(tokenizer, item_texts(catalog, rows.histories[i], prompt_config),
-                                item_texts(catalog, rows.candidate_ids[i][o].tolist(), prompt_config), prompt_config,
-                                notes=evidence_notes(rows.cowatch[i], o) if prompt_config.evidence else None)
-                   for i, o in zip(index, orders)]
-        logits = letter_logits(model, tokenizer, [p.text for p in prompts], letter_ids, prefix).cpu()
-        for row, o in zip(llm_opinion(logits), orders):
-            back = torch.empty_like(row)
-            back[o] = row  # the candidate shown at letter j is candidate o[j] of the retriever's order
-            scores.append(back)
+
+    def score(mine: list[int]) -> list[torch.Tensor]:
+        scores = []
+        for start in tqdm(range(0, len(mine), batch_size), desc="verbalizer", disable=not progress, leave=False):
+            index = mine[start:start + batch_size]
+            orders = [permutation[i] if permutation is not None else torch.arange(rows.candidate_ids.shape[1])
+                      for i in index]
+            prompts = [build_prompt(tokenizer, item_texts(catalog, rows.histories[i], prompt_config),
+                                    item_texts(catalog, rows.candidate_ids[i][o].tolist(), prompt_config),
+                                    prompt_config,
+                                    notes=evidence_notes(rows.cowatch[i], o) if prompt_config.evidence else None)
+                       for i, o in zip(index, orders)]
+            logits = letter_logits(model, tokenizer, [p.text for p in prompts], letter_ids, prefix).cpu()
+            for row, o in zip(llm_opinion(logits), orders):
+                back = torch.empty_like(row)
+                back[o] = row  # the candidate shown at letter j is candidate o[j] of the retriever's order
+                scores.append(back)
+        return scores
+
+    scored = sharded(len(rows), score)
     model.train(was_training)
-    return replace(rows, llm=torch.stack(scores))
+    return replace(rows, llm=torch.stack(scored))
 
 
 def score_titles(model, tokenizer, catalog: Catalog, rows: RankingRows, config: TitleConfig,
                  progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's candidates' title log-likelihoods after its history: (sums (N, K), token counts (N, K)), the
-    app's computation (`title_log_likelihoods`, one user at a time); `title_opinion` turns them into the opinion."""
+    app's computation (`title_log_likelihoods`, one user at a time); `title_opinion` turns them into the opinion.
+    Sharded across processes under `accelerate launch`, as `score_llm`."""
     was_training = model.training
     model.eval()
-    sums, lengths = [], []
-    for i in tqdm(range(len(rows)), desc="title likelihood", disable=not progress, leave=False):
-        history = title_texts(tokenizer, catalog, rows.histories[i][-config.max_history:], config)
-        total, length = title_log_likelihoods(model, tokenizer, history,
-                                              title_texts(tokenizer, catalog, rows.candidate_ids[i].tolist(), config))
-        sums.append(total)
-        lengths.append(length)
+
+    def score(mine: list[int]) -> list[torch.Tensor]:
+        pairs = []
+        for i in tqdm(mine, desc="title likelihood", disable=not progress, leave=False):
+            history = title_texts(tokenizer, catalog, rows.histories[i][-config.max_history:], config)
+            titles = title_texts(tokenizer, catalog, rows.candidate_ids[i].tolist(), config)
+            pairs.append(torch.stack(title_log_likelihoods(model, tokenizer, history, titles)))
+        return pairs
+
+    scored = torch.stack(sharded(len(rows), score))  # (N, 2, K): sums and token counts
     model.train(was_training)
-    return torch.stack(sums), torch.stack(lengths)
+    return scored[:, 0], scored[:, 1]
 
 
 RETRIEVER = FusionWeights(retriever=1.0, cowatch=0.0, llm=0.0)
@@ -403,10 +417,10 @@ def main(argv=None) -> dict:
     result = ablation(rows, weights)
     result.update(users=int(rows.subset().sum()), rows=len(rows), total_users=rows.total_users,
                   fusion=weights.__dict__, **pool_trade(rows))
-    print_ablation(result, f"{args.split}: {result['users']} users in the valid-retrieval subset of "
-                           f"{rows.total_users}; "
-                           f"fusion {weights}")
-    write_json(args.json, result)
+    if is_main_process():  # under `accelerate launch` every process holds the gathered rows; one reports
+        print_ablation(result, f"{args.split}: {result['users']} users in the valid-retrieval subset of "
+                               f"{rows.total_users}; fusion {weights}")
+        write_json(args.json, result)
     return result
 
 

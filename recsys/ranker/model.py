@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -78,9 +79,11 @@ def cpu_dtype(precision: str) -> torch.dtype:
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """"auto" -> cuda when available, else cpu."""
+    """"auto" -> this process's GPU when CUDA is available (cuda:$LOCAL_RANK, which `accelerate launch` sets: one GPU
+    a process), else cpu."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
+            else torch.device("cpu")
     return torch.device(device)
 
 
