@@ -5,7 +5,11 @@
 #   RECIPE=paper (default): every training prefix (~88k examples), random negatives, full-vocabulary loss.
 #   RECIPE=residual: the committed recipe (held-out LRURec candidates from three cuts, the co-watch prior,
 #                    the LLM trained on the residual with shuffled candidates), paper budgets.
-#   RECIPE=heldout: the previous recipe (held-out candidates: the retriever's top-20, letter loss), paper budgets.
+#   RECIPE=heldout: held-out candidates, the retriever's top-20, letter loss, paper budgets.
+#   RECIPE=zero-shot: no training: the base model (a big instruct model) ranks as it is; its LLM weight is chosen
+#                     on the held-out validation rows over the committed prior, and OUTPUT becomes a ranker
+#                     folder without adapter weights.
+# Then serve it: python app.py --base-model BASE_MODEL --adapter OUTPUT
 # Several GPUs: replace `python -m` with `accelerate launch -m`.
 set -euo pipefail
 base=${1:-smollm2-135m-instruct}
@@ -19,6 +23,10 @@ if [ "$recipe" = residual ]; then
   python -m recsys.ranker.train --base-model "$base" --output "$output" --prior "$output" --examples heldout \
     --loss residual --shuffle --lr 5e-4 --batch-size 8 --per-device-batch-size 8 --epochs 1 --warmup-steps 20 \
     --eval-every 100 --val-examples 1000 "${budgets[@]}"
+elif [ "$recipe" = zero-shot ]; then
+  python -m recsys.ranker.heldout --resume
+  python -m recsys.ranker.train --base-model "$base" --output "$output" --examples heldout \
+    --prior checkpoints/llamarec-smollm2-135m-ml-latest-small --zero-shot "${budgets[@]}"
 elif [ "$recipe" = heldout ]; then
   python -m recsys.ranker.heldout --resume
   python -m recsys.ranker.train --base-model "$base" --output "$output" --examples heldout --pool 20 --loss letters \
@@ -28,3 +36,4 @@ else
     --lr 1e-4 --batch-size 16 --per-device-batch-size 4 --epochs 1 --warmup-steps 100 --eval-every 100 "${budgets[@]}"
 fi
 python bench/ranker_quality.py --base-model "$base" --adapter "$output" --json "$output/ranker_quality.json"
+echo "serve it: python app.py --base-model $base --adapter $output"

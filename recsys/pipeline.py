@@ -24,7 +24,7 @@ from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
 from recsys.data.test_users import TestUsers, load_test_users
 from recsys.machine import dtype_name
 from recsys.ranker.cowatch import CoWatchCounts
-from recsys.ranker.evaluate import read_cowatch, read_fusion_weights, read_prompt_config
+from recsys.ranker.evaluate import RANKER_CONFIG_FILE, read_cowatch, read_fusion_weights, read_prompt_config
 from recsys.ranker.fusion import FusionWeights, describe_fusion, final_order, fused_scores, retriever_opinion
 from recsys.ranker.generation import GENERATION_INSTRUCTION, generate_ranking
 from recsys.ranker.model import (DEFAULT_ADAPTER, RankerLoadConfig, describe, load_adapter, load_ranker,
@@ -65,8 +65,9 @@ class PipelineConfig:
     fusion: FusionWeights | None = None  # None: the weights saved with the adapter (the LLM alone without one)
     generation_max_new_tokens: int | None = None  # None: the generation baseline's own default
     cpu_precision: str = "auto"  # unquantized ranker on CPU: "fp32", "bf16" or "auto" (bf16 where the CPU has it)
-    # the catalog-pretrained adapter that scores title likelihood (None: the ranker's model scores it)
-    catalog_adapter: str | Path | None = field(default_factory=lambda: default_adapter(DEFAULT_CATALOG_ADAPTER))
+    # the catalog-pretrained adapter that scores title likelihood; "auto": the committed one for the default base
+    # model it was trained on; None: the ranker's model scores it
+    catalog_adapter: str | Path | None = "auto"
 
 
 @dataclass
@@ -213,34 +214,45 @@ class Pipeline:
             test_users, test_users_note = None, f"none in {folder} (create them with: {TEST_USERS_COMMAND})"
         except ValueError as error:
             raise CheckpointError(str(error)) from error
-        adapter = config.ranker.adapter
-        fusion = read_fusion_weights(adapter) if config.fusion is None else config.fusion
-        prompt_config = config.prompt or read_prompt_config(adapter)  # all read before the slow model load
-        cowatch = read_cowatch(adapter)
-        pool = read_pool(adapter) if cowatch is not None else NUM_CANDIDATES
+        folder_of_ranker = config.ranker.adapter  # fusion, prompt budgets, prior: read before the slow model load
+        fusion = read_fusion_weights(folder_of_ranker) if config.fusion is None else config.fusion
+        prompt_config = config.prompt or read_prompt_config(folder_of_ranker)
+        cowatch = read_cowatch(folder_of_ranker)
+        pool = read_pool(folder_of_ranker) if cowatch is not None else NUM_CANDIDATES
+        # A ranker folder without adapter weights is a zero-shot one (`recsys.ranker.train --zero-shot`): the base
+        # model ranks, at the weights validation chose for it.
+        adapter = default_adapter(Path(folder_of_ranker)) if folder_of_ranker else None
+        if folder_of_ranker and not adapter and not (Path(folder_of_ranker) / RANKER_CONFIG_FILE).is_file():
+            adapter = folder_of_ranker  # neither an adapter nor a zero-shot folder: the loader says what is missing
         # The model exactly as evaluation and training validation score it: the adapter unmerged (fp32 LoRA
         # weights over base weights in the CPU precision), fp32 letter logits, one prompt at a time.
-        ranker_config = replace(config.ranker, cpu_precision=config.cpu_precision)
+        ranker_config = replace(config.ranker, adapter=adapter, cpu_precision=config.cpu_precision)
         model, tokenizer = load_ranker(ranker_config)
         title_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years)
-        if config.catalog_adapter and adapter:
-            title_config, title_weight = read_title_config(config.catalog_adapter)
+        catalog_adapter = config.catalog_adapter
+        if catalog_adapter == "auto":
+            catalog_adapter = default_adapter(DEFAULT_CATALOG_ADAPTER) if config.ranker.base_model is None else None
+        if catalog_adapter and adapter:
+            title_config, title_weight = read_title_config(catalog_adapter)
             fusion = fusion.but(titles=title_weight) if config.fusion is None else fusion
-            model = load_adapter(model, config.catalog_adapter, name=CATALOG_ADAPTER_NAME)
+            model = load_adapter(model, catalog_adapter, name=CATALOG_ADAPTER_NAME)
         info = describe(ranker_config, model, query_device=start_on_device)
         if device.type == "cpu" and loaded_quantization(model) == "none":
             short = {torch.float32: "fp32", torch.bfloat16: "bf16"}
             dtype = next(model.parameters()).dtype
             info["quantization"] = (f"{short.get(dtype, dtype_name(dtype))} base weights"
                                     + (", fp32 LoRA adapter" if adapter else "") + ", fp32 letter logits")
-        if not adapter:
+        if folder_of_ranker and not adapter:
+            info["adapter"] = f"none: the base model ranks zero-shot, at the weights chosen on validation " \
+                              f"({Path(folder_of_ranker).name})"
+        elif not adapter:
             info["adapter"] = f"none: the base model ranks alone (train an adapter with: {RANKER_TRAIN_COMMAND})"
         info.update(retriever=f"LRURec, {folder.name} ({len(catalog)} items, window {retriever.config.max_len}); "
                               + (f"the co-watch prior keeps the best 20 of its top {pool}" if pool > NUM_CANDIDATES
                                  else "its top 20 are the candidates"),
                     test_users=test_users_note,
-                    title_likelihood=(f"catalog-pretrained adapter {Path(config.catalog_adapter).name}"
-                                      if config.catalog_adapter and adapter else "the ranker's model")
+                    title_likelihood=(f"catalog-pretrained adapter {Path(catalog_adapter).name}"
+                                      if catalog_adapter and adapter else "the ranker's model")
                     + f", fusion weight {fusion.titles:g}")
         pipeline = cls(catalog, retriever, model, tokenizer, prompt_config=prompt_config, fusion=fusion,
                        cowatch=cowatch, test_users=test_users, adapter=adapter, info=info,

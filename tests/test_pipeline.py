@@ -298,3 +298,23 @@ def test_timing_figure():
     figure = timing_figure({"retrieval": 5.0, "verbalizer ranking": 800.0, "generation": 12000.0})
     assert list(figure.data[0].y) == ["generation", "verbalizer ranking", "retrieval"]
     assert figure.data[0].text[0] == "12,000 ms" and figure.layout.height > 0
+
+
+def test_a_zero_shot_ranker_folder_serves_the_base_model_at_its_validated_weights(saved_models, tmp_path):
+    """`recsys.ranker.train --zero-shot` writes a ranker folder without adapter weights: the app serves the base
+    model at the weights validation chose there, not the LLM alone; a folder with neither is refused by name."""
+    retriever, base = saved_models
+    folder = tmp_path / "zero-shot"
+    folder.mkdir()
+    fusion = {"retriever": 0.4, "cowatch": 0.0, "llm": 0.25}
+    (folder / "ranker_config.json").write_text(json.dumps({"fusion": fusion, "prompt": {"max_history": 6}}))
+    pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=str(folder)),
+                                            cpu_precision="fp32"))
+    assert pipeline.fusion == FusionWeights(**fusion) and pipeline.prompt_config.max_history == 6
+    assert pipeline.adapter is None and not pipeline.can_compare_base
+    assert "zero-shot" in pipeline.describe()["adapter"]
+    assert pipeline.describe()["title_likelihood"].startswith("the ranker's model")
+    assert pipeline.recommend([1, 2, 3]).ranking is not None
+    with pytest.raises(RuntimeError, match="is not a ranker adapter"):
+        Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=str(tmp_path)),
+                                     cpu_precision="fp32"))

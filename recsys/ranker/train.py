@@ -375,12 +375,14 @@ def train(config: RankerTrainConfig) -> dict | None:
     return finalize(config)
 
 
-def finalize(config: RankerTrainConfig) -> dict:
+def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
     """Evaluate the best saved adapter: choose the LLM's fusion weight on all validation rows, confirm on the
     paper's validation users, score the test users once; writes metrics.json and ranker_config.json (and the
     prior's files) next to the adapter.
 
-    Also callable on its own (`--finalize-only`) after an interrupted training run.
+    Also callable on its own (`--finalize-only`) after an interrupted training run. With `zero_shot` (`--zero-shot`)
+    the base model ranks with no adapter, and `config.output` becomes a ranker folder without adapter weights: the
+    app (`--adapter FOLDER`) then serves the base model at the LLM weight validation chose, never an unvalidated one.
     """
     output = Path(config.output)
     prompt_config = prompt_config_of(config)
@@ -391,11 +393,9 @@ def finalize(config: RankerTrainConfig) -> dict:
     # every validation row, with the candidates the served pool keeps: the LLM's weight is chosen for serving
     data = training_data(replace(config, val_examples=10**9, pool=served_pool), dataset)
     candidates = load_candidates(config.retriever)
-    log = json.loads((output / TRAINING_LOG_FILE).read_text())
-    history = log["validation_history"]
-    best = max(history, key=lambda h: (h["val_N@10"], -h["step"]))
     tokenizer = load_tokenizer(config.base_model)
-    model = load_adapter(load_base_model(load_config), output).eval()
+    model = load_base_model(load_config) if zero_shot else load_adapter(load_base_model(load_config), output)
+    model.eval()
     validation = score_llm(model, tokenizer, dataset.catalog, data.validation, prompt_config)
     weights, by_weight = choose_llm_weight(validation, data.prior_weights)
     scored = {split: score_llm(model, tokenizer, dataset.catalog,
@@ -406,14 +406,13 @@ def finalize(config: RankerTrainConfig) -> dict:
     print_ablation(results["val"], f"paper's validation users ({len(scored['val'])}), fusion {weights}")
     print_ablation(results["test"], f"test users ({int(scored['test'].subset().sum())} of {scored['test'].total_users} "
                                     f"in the subset), fusion {weights}")
-    metrics = {"training_examples": log["examples"], "best_step": best["step"],
-               "examples_seen_at_best": best["examples_seen"], "examples_seen": history[-1]["examples_seen"],
-               "train_time_s": history[-1]["train_s"], "machine": machine_record(next(model.parameters()).dtype),
-               "validation_history": history, "validation_rows": len(validation),
+    metrics: dict = {"zero_shot": True} if zero_shot else training_summary(output)
+    metrics.update({"machine": machine_record(next(model.parameters()).dtype), "validation_rows": len(validation),
                "val_ndcg10_by_llm_weight": by_weight, "fusion": asdict(weights),
                "heldout_validation": ablation(validation, weights), "val": results["val"], "test": results["test"],
                "test_users_in_subset": int(scored["test"].subset().sum()), "test_users": scored["test"].total_users,
-               "pool": served_pool, "pool_trade": {split: pool_trade(rows) for split, rows in scored.items()}}
+               "pool": served_pool, "pool_trade": {split: pool_trade(rows) for split, rows in scored.items()}})
+    output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     cowatch = read_prior(config.prior)[0] if config.examples == "heldout" else None  # the fusion's co-watch
     (output / RANKER_CONFIG_FILE).write_text(json.dumps(
@@ -425,7 +424,17 @@ def finalize(config: RankerTrainConfig) -> dict:
     return metrics
 
 
-def parse_args(argv=None) -> tuple[RankerTrainConfig, bool]:
+def training_summary(output: Path) -> dict:
+    """What the training log says of the run: examples, the best validation step, time, the validation history."""
+    log = json.loads((output / TRAINING_LOG_FILE).read_text())
+    history = log["validation_history"]
+    best = max(history, key=lambda h: (h["val_N@10"], -h["step"]))
+    return {"training_examples": log["examples"], "best_step": best["step"],
+            "examples_seen_at_best": best["examples_seen"], "examples_seen": history[-1]["examples_seen"],
+            "train_time_s": history[-1]["train_s"], "validation_history": history}
+
+
+def parse_args(argv=None) -> tuple[RankerTrainConfig, bool, bool]:
     """Flags: one per RankerTrainConfig field, plus --finalize-only."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for field in fields(RankerTrainConfig):
@@ -437,10 +446,18 @@ def parse_args(argv=None) -> tuple[RankerTrainConfig, bool]:
         parser.add_argument(flag, type=kind, default=field.default, choices=LOSSES if field.name == "loss" else None)
     parser.add_argument("--finalize-only", action="store_true",
                         help="skip training: evaluate the adapter already saved in --output")
+    parser.add_argument("--zero-shot", action="store_true",
+                        help="no training, no adapter: choose the base model's LLM weight on validation, score test, "
+                             "and write a ranker folder the app serves with --adapter")
     args = vars(parser.parse_args(argv))
-    return RankerTrainConfig(**{k: v for k, v in args.items() if k != "finalize_only"}), args["finalize_only"]
+    flags = ("finalize_only", "zero_shot")
+    return (RankerTrainConfig(**{k: v for k, v in args.items() if k not in flags}), args["finalize_only"],
+            args["zero_shot"])
 
 
 if __name__ == "__main__":
-    train_config, finalize_only = parse_args()
-    finalize(train_config) if finalize_only else train(train_config)
+    train_config, finalize_only, zero_shot = parse_args()
+    if zero_shot or finalize_only:
+        finalize(train_config, zero_shot=zero_shot)
+    else:
+        train(train_config)
