@@ -207,7 +207,8 @@ def test_the_gpu_recipes_are_valid_training_commands():
                 if "python -m recsys.ranker.train" in line]
     configs = [parse_args(shlex.split(c.replace('"${budgets[@]}"', budgets).replace('"$base"', "some/model")
                                       .replace('"$output"', "runs/out")))[0] for c in commands]
-    assert [(c.examples, c.loss, c.pool) for c in configs] == [("heldout", "residual", None), ("heldout", "vocab", None),
+    assert [(c.examples, c.loss, c.pool) for c in configs] == [("heldout", "residual", None),
+                                                               ("heldout", "vocab", None),
                                                                ("heldout", "letters", 20), ("random", "vocab", None)]
     assert [parse_args(["--zero-shot"])[2], parse_args([])[2]] == [True, False]
     assert all(c.base_model == "some/model" and c.max_history == 20 for c in configs)
