@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 
-from recsys import NUM_CANDIDATES
 from recsys.data import load_dataset
 from recsys.machine import machine_record
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap, spearman
@@ -67,7 +66,7 @@ def contribution(rows: RankingRows, prior: FusionWeights, ours: FusionWeights, s
 
 def alone(rows: RankingRows, name: str, subset: bool) -> float:
     """Mean NDCG@10 of one opinion's own order."""
-    values = row_ndcgs(rows, FusionWeights(retriever=0.0, cowatch=0.0, llm=0.0, **{name: 1.0}), subset)
+    values = row_ndcgs(rows, FusionWeights(retriever=0.0, cowatch=0.0, llm=0.0).but(**{name: 1.0}), subset)
     return round(sum(values) / len(values), 4)
 
 
@@ -102,6 +101,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--heldout-dir", default="runs/heldout")
     parser.add_argument("--max-heldout", type=int, default=None, help="a seeded sample of the held-out rows")
+    parser.add_argument("--max-users", type=int, default=None, help="a seeded sample of each user split (a quick run)")
     parser.add_argument("--order-users", type=int, default=30)
     parser.add_argument("--generation-users", type=int, default=20)
     parser.add_argument("--write-choice", default=None, help="folder to write the chosen title config into")
@@ -120,8 +120,8 @@ def main(argv=None) -> dict:
         heldout = heldout.select(sorted(torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))
                                         [: args.max_heldout].tolist()))
     row_sets = {"heldout_val": (heldout, False),
-                "paper_val": (adapter_rows(dataset, "val", candidates["val"], adapter, counts), True),
-                "test": (adapter_rows(dataset, "test", candidates["test"], adapter, counts), True)}
+                "paper_val": (adapter_rows(dataset, "val", candidates["val"], adapter, counts, args.max_users), True),
+                "test": (adapter_rows(dataset, "test", candidates["test"], adapter, counts, args.max_users), True)}
     model, tokenizer = load_ranker(RankerLoadConfig(adapter=adapter, cpu_precision="auto"))
     if args.catalog_adapter:
         model = load_adapter(model, args.catalog_adapter, name="catalog")
@@ -255,29 +255,36 @@ def choose(row_sets, scores, prior: FusionWeights, served: FusionWeights, config
 
 
 def print_table(results: dict) -> None:
-    """The three ways as one table: ms, NDCG@10 alone, own contribution with its interval, order invariance."""
-    print(f"\nrows: {results['rows']}")
+    """The three ways as one table: ms a user, NDCG@10 alone, own contribution at weight 1 over the prior (with its
+    interval below), order invariance. Columns: hv = held-out validation rows, pv = the paper's validation users."""
+    print(f"\nrows: {results['rows']}\n(NDCG@10 of the way alone on hv = held-out validation rows, pv = the paper's "
+          "validation users, test; hv+ etc.: NDCG@10 at weight 1 on top of the prior minus the prior's; film / letter: "
+          "Spearman with the candidates reversed, film by film / letter by letter; ms a user)")
     table = {}
     for name, entry in results["ways"].items():
-        row = {"ms/user": entry.get("heldout_val", entry).get("ms_per_user", 0.0)}
-        for set_name in ("heldout_val", "paper_val", "test"):
+        first = next((entry[s] for s in ("heldout_val", "paper_val", "test") if s in entry), entry)
+        row = {"ms": first.get("ms_per_user", 0.0)}
+        for set_name, short in (("heldout_val", "hv"), ("paper_val", "pv"), ("test", "test")):
             if set_name in entry:
-                row[f"{set_name} alone"] = entry[set_name]["alone_N@10"]
-                row[f"{set_name} +"] = entry[set_name]["contribution_at_weight_1"]["diff"]
+                row[short] = entry[set_name]["alone_N@10"]
+                row[f"{short}+"] = entry[set_name]["contribution_at_weight_1"]["diff"]
         if "alone_N@10_test" in entry:
-            row["test alone"] = entry["alone_N@10_test"]
+            row["test"] = entry["alone_N@10_test"]
+        if entry.get("order_invariance_test"):
+            row["film"] = entry["order_invariance_test"]["film_by_film"]
+            row["letter"] = entry["order_invariance_test"]["letter_by_letter"]
         table[name] = row
-    print(format_table(table, ["ms/user", "heldout_val alone", "heldout_val +", "paper_val alone", "paper_val +",
-                               "test alone", "test +"]))
+    print(format_table(table, ["ms", "hv", "hv+", "pv", "pv+", "test", "test+", "film", "letter"]))
     for name, entry in results["ways"].items():
         intervals = {s: entry[s]["contribution_at_weight_1"]["ci95_diff"] for s in ("heldout_val", "paper_val", "test")
                      if s in entry}
-        print(f"  {name}: contribution intervals {intervals}; order {entry.get('order_invariance_test')}")
+        if intervals:
+            print(f"  {name}: 95% intervals of the '+' columns: {intervals}")
     if "choice" in results:
         print(f"choice: {json.dumps(results['choice'])}")
     machine = results["machine"]
     print(f"machine: {machine['cpu_model']}, {machine['dtype']}, {machine['torch_threads']} threads, "
-          f"load {machine['load_average_1min_at_start']}; NUM_CANDIDATES {NUM_CANDIDATES}")
+          f"load {machine['load_average_1min_at_start']}")
 
 
 if __name__ == "__main__":

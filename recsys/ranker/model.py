@@ -213,10 +213,10 @@ def load_adapter(model, adapter: str | Path, trainable: bool = False, name: str 
         config = PeftConfig.from_pretrained(str(folder))  # the subclass its peft_type names, e.g. LoraConfig
         if config.peft_type is None:
             raise ValueError("no peft_type")
-        for name in ("r", "lora_alpha"):  # LoRA's sizes: peft would fail on them only deep inside the model
-            value = getattr(config, name, 1)
+        for size in ("r", "lora_alpha"):  # LoRA's sizes: peft would fail on them only deep inside the model
+            value = getattr(config, size, 1)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name} {value!r}")
+                raise ValueError(f"{size} {value!r}")
     except (ValueError, TypeError, KeyError, AttributeError, OSError) as error:  # ValueError covers bad JSON
         raise RuntimeError(f"{config_file} is corrupt ({_one_line(error)}). "
                            f"Re-create it with: {TRAIN_COMMAND}") from error
