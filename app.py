@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from recsys.demo.gpu import RECOMMEND_S, gpu_event, on_zerogpu, race_seconds
-from recsys.demo.handlers import (COMPARISON_COLUMNS, MAX_WEIGHT, RACE_INTRO, RESULT_COLUMNS, WEIGHT_STEP,
+from recsys.demo.handlers import (COMPARISON_COLUMNS, MAX_TYPED, MAX_WEIGHT, RACE_INTRO, RESULT_COLUMNS, WEIGHT_STEP,
                                   DemoHandlers, new_session)
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
 from recsys.pipeline import Pipeline, PipelineConfig, default_adapter
@@ -67,6 +67,7 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
                 with gr.Column(scale=2, min_width=300):
                     with gr.Row():
                         movie = gr.Textbox(label="Find a movie", placeholder="e.g. Amélie, Matrix, The, The Boat, 300",
+                                           max_length=MAX_TYPED,
                                            info="Matches appear below as you type: accents, case, a moved article "
                                                 "('Misérables, Les') and alternative titles ('The Boat') don't "
                                                 "matter. Click one to add it; Add (or Enter) takes the typed text "

@@ -320,3 +320,15 @@ def test_title_likelihood_reads_the_catalog_adapter_and_gives_the_served_one_bac
                        torch.tensor([c.probability for c in before.candidates]))  # the verbalizer's adapter is back
     assert TITLES_COLUMN in table.columns and "LLM by title likelihood" in [t.name for t in chart.data]
     assert "title likelihood" in summary
+
+
+def test_titles_and_typed_text_are_shown_literally_never_as_markup(tiny_pipeline):
+    """A title like M*A*S*H keeps its stars, typed Markdown or HTML is no link or tag, and typing is capped."""
+    from recsys.demo.handlers import MAX_TYPED, plain
+
+    handlers = DemoHandlers(tiny_pipeline)
+    *_, notice, _ = handlers.add(new_session(), "[free](http://example.com) <b>x</b>")
+    assert r"\[free\]\(http://example\.com\) \<b\>x\</b\>" in notice and "](" not in notice
+    assert plain("M*A*S*H (1970)") == r"M\*A\*S\*H \(1970\)"
+    *_, notice, matches = handlers.add(new_session(), "The Matrix (1999)" + "x" * 10_000)
+    assert len(notice) < 2 * MAX_TYPED + 200  # the rest of a huge paste is never read

@@ -6,6 +6,7 @@ Tested without a browser; `app.py` only wires them to Gradio components.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -63,6 +64,16 @@ PRESETS = {  # classroom histories named by taste, oldest viewing first
                      "Crouching Tiger, Hidden Dragon (2000)", "Amelie (2001)", "Spirited Away (2001)",
                      "Pan's Labyrinth (2006)"],
 }
+
+
+MAX_TYPED = 200  # characters of typed text read (a title is at most ~160); the rest is ignored
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>])")
+
+
+def plain(text: str) -> str:
+    """`text` (a title, or what someone typed) shown literally in Markdown: every character Markdown or HTML would
+    read as markup is backslash-escaped ("M*A*S*H" stays M*A*S*H, "[x](http://...)" is no link)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def marked(text: str, item_id: int, target: int | None) -> str:
@@ -153,7 +164,8 @@ class DemoHandlers:
 
     def suggest(self, text: str):
         """The matches list for the text typed so far, by the forgiving search: exact titles first, then partial."""
-        return self.matches_update(self.search.search(text or "").ranked, text or "")
+        text = (text or "")[:MAX_TYPED]
+        return self.matches_update(self.search.search(text).ranked, text)
 
     # --- the watch history -------------------------------------------------------------------------------------
 
@@ -186,20 +198,20 @@ class DemoHandlers:
             if movie not in self.catalog:
                 return self.history_view(session, f"⚠️ Unknown item id {movie}: pick a movie from the list.")
             return self.append(session, movie)
-        text = "" if movie is None else str(movie).strip()
+        text = "" if movie is None else str(movie)[:MAX_TYPED].strip()
         if not text:
             return self.history_view(session, "⚠️ Type a title in the search box first.")
         found = self.search.search(text)
         if len(found.exact) == 1:
             movie = found.exact[0]
             return self.append(session, movie.item_id,
-                               "" if text == movie.title else f"Added '{self.search.label(movie, text)}'.")
+                               "" if text == movie.title else f"Added '{plain(self.search.label(movie, text))}'.")
         offered = found.ranked
         if not offered:
-            return self.history_view(session, f"⚠️ Unknown title '{text}': it is not in the catalog. "
+            return self.history_view(session, f"⚠️ Unknown title '{plain(text)}': it is not in the catalog. "
                                               "Type part of it and pick a movie from the matches.")
         count = "1 movie matches" if len(offered) == 1 else f"{len(offered)} movies match"
-        return self.history_view(session, f"'{text}' is not exactly one title; {count}. Click the one you mean "
+        return self.history_view(session, f"'{plain(text)}' is not exactly one title; {count}. Click the one you mean "
                                           "under **Matches**: nothing was added.", offered, text)
 
     def add_and_clear(self, session: dict, movie):
@@ -213,7 +225,7 @@ class DemoHandlers:
         history = list(session["history"])
         if item_id in history:
             history.remove(item_id)
-            notice = f"'{self.catalog.title(item_id)}' was already in the history: moved to the latest viewing."
+            notice = f"'{plain(self.catalog.title(item_id))}' was already in the history: moved to the latest viewing."
         if len(history) >= MAX_INPUT_ITEMS:
             return self.history_view(session, f"⚠️ The history is full ({len(history)} movies): remove some first.")
         history.append(item_id)
@@ -259,15 +271,15 @@ class DemoHandlers:
                  + (f" · **title likelihood** {result.titles_ms:,.0f} ms" if result.titles_ms is not None else "")
                  + f" · history of {len(result.history)} movies"
                  + (f" (the prompt shows the last {len(result.prompt.history_titles)})" if result.prompt else "")]
-        lines += [f"ℹ️ {n}" for n in result.notices]
+        lines += [f"ℹ️ {plain(n)}" for n in result.notices]
         if target is not None:
             if held_out is None:
-                lines.append(f"{HELD_OUT}: **{self.catalog.title(target)}** is not among the "
+                lines.append(f"{HELD_OUT}: **{plain(self.catalog.title(target))}** is not among the "
                              f"{len(result.candidates)} candidates, so the ranker cannot find it.")
             else:
                 found = result.candidates[held_out]
                 final = f", final rank **{found.final_rank}**" if found.final_rank else ""
-                lines.append(f"{HELD_OUT}: **{found.title}**, retriever rank {found.retriever_rank}{final} "
+                lines.append(f"{HELD_OUT}: **{plain(found.title)}**, retriever rank {found.retriever_rank}{final} "
                              "(at the validation-chosen fusion).")
         if result.ranker_error:
             lines.append(f"⚠️ **The ranker failed**: {result.ranker_error}. The table shows the retriever's order.")
