@@ -172,6 +172,8 @@ def main(argv=None) -> dict:
                                                     progress=False))
                 entry["order_invariance_test"] = order_agreement(a, b.flip(1))
                 results["ways"][f"{way_name}, {model_name}"] = entry
+    results["ways"]["verbalizer, verbalizer adapter, letter prior removed"] = letter_prior_entry(
+        row_sets, llm_scores["verbalizer adapter"], prior)
     results["ways"]["generation, verbalizer adapter"] = generation_entry(model, tokenizer, dataset,
                                                                          row_sets["test"][0], prompt_config,
                                                                          args.generation_users)
@@ -201,6 +203,20 @@ def nullcontext_set(model, adapter_name: str):
         finally:
             model.set_adapter("default")
     return active()
+
+
+def letter_prior_entry(row_sets, scores: dict[str, torch.Tensor], prior: FusionWeights) -> dict:
+    """The verbalizer with its letter habit removed (PriDe-style, Zheng et al. 2023): the mean log-probability of
+    each letter over the held-out validation rows is subtracted from every row's scores. Estimated on the held-out
+    rows, so it is judged on the paper's validation users and test only; it costs one (20,) subtraction a user."""
+    letter_prior = scores["heldout_val"].mean(dim=0)
+    entry: dict = {"letter_prior": [round(x, 3) for x in letter_prior.tolist()], "ms_per_user": 0.0}
+    for set_name in ("paper_val", "test"):
+        rows, subset = row_sets[set_name]
+        debiased = replace(rows, llm=torch.log_softmax(scores[set_name] - letter_prior, dim=-1))
+        entry[set_name] = {"ms_per_user": 0.0, "alone_N@10": alone(debiased, "llm", subset),
+                           "contribution_at_weight_1": contribution(debiased, prior, prior.but(llm=1.0), subset)}
+    return entry
 
 
 def generation_entry(model, tokenizer, dataset, rows: RankingRows, prompt_config, users: int) -> dict:

@@ -221,7 +221,7 @@ class Pipeline:
         pool = read_pool(folder_of_ranker) if cowatch is not None else NUM_CANDIDATES
         # A ranker folder without adapter weights is a zero-shot one (`recsys.ranker.train --zero-shot`): the base
         # model ranks, at the weights validation chose for it.
-        adapter = default_adapter(Path(folder_of_ranker)) if folder_of_ranker else None
+        adapter: str | Path | None = default_adapter(Path(folder_of_ranker)) if folder_of_ranker else None
         if folder_of_ranker and not adapter and not (Path(folder_of_ranker) / RANKER_CONFIG_FILE).is_file():
             adapter = folder_of_ranker  # neither an adapter nor a zero-shot folder: the loader says what is missing
         # The model exactly as evaluation and training validation score it: the adapter unmerged (fp32 LoRA
