@@ -194,6 +194,9 @@ def train(config: CatalogLMConfig, dataset: SequenceDataset | None = None) -> di
                "evaluations": [], "seconds": 0.0, "step": 0,
                "perplexity_before": perplexity(model, encoded_eval, pad_id)}
         print(f"held-out perplexity before: {log['perplexity_before']:.2f}")
+    elif asdict(config) != log["config"]:  # a resumed run with other settings (e.g. fewer epochs): say from when
+        log.setdefault("changes", []).append({"step": log["step"], "config": asdict(config)})
+        log.update(train_windows=len(train_windows), total_steps=total_steps)
     lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, target_modules=tuple(config.lora_targets.split(",")))
     model = add_lora(model, lora)
     state_dir = output / "last"
@@ -209,7 +212,7 @@ def train(config: CatalogLMConfig, dataset: SequenceDataset | None = None) -> di
     encoded_train = encode(train_windows)
     log["train_tokens"] = sum(sum(1 for x in labels if x != -100) for _, labels in encoded_train)
     model.train()
-    started, tokens, evaluating = time.perf_counter(), 0, 0.0
+    started, tokens, evaluating, seconds_before = time.perf_counter(), 0, 0.0, log["seconds"]
     best = min((e["perplexity"] for e in log["evaluations"]), default=math.inf)
     for input_ids, mask, labels in batches(encoded_train[step * config.batch_size:], pad_id, config.batch_size):
         for group in optimizer.param_groups:
@@ -222,7 +225,7 @@ def train(config: CatalogLMConfig, dataset: SequenceDataset | None = None) -> di
         optimizer.zero_grad(set_to_none=True)
         step += 1
         tokens += int(mask.sum())
-        elapsed = log["seconds"] + time.perf_counter() - started
+        elapsed = seconds_before + time.perf_counter() - started  # every run's time, this one's as it goes
         out_of_time = config.max_minutes is not None and elapsed > config.max_minutes * 60
         if step % config.eval_every == 0 or step == total_steps or out_of_time:
             training_seconds = time.perf_counter() - started - evaluating
