@@ -36,6 +36,7 @@ from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 EFFICIENCY_FIGURE = Path(__file__).resolve().parent / "assets" / "efficiency.png"
 MODEL_CONCURRENCY = 1  # one model job at a time: a CPU forward pass already uses every core
+ZEROGPU_CONCURRENCY = 8  # on ZeroGPU each model event runs in a GPU worker of its own: no shared cores to wait for
 QUEUE_SIZE = 64
 CSS = """
 .results-table table { min-width: 640px; }  /* narrow screens scroll the table instead of breaking words */
@@ -47,6 +48,7 @@ CSS = """
 def build_demo(pipeline: Pipeline) -> gr.Blocks:
     """The Blocks UI over a loaded pipeline (not launched)."""
     handlers = DemoHandlers(pipeline)
+    model_jobs = ZEROGPU_CONCURRENCY if on_zerogpu(spaces) else MODEL_CONCURRENCY
     adapter_note = ("" if pipeline.adapter else "\n\n⚠️ **No ranker adapter found: the base model ranks alone**, "
                     f"so its probabilities are close to guesses. Train one with `{RANKER_TRAIN_COMMAND}`.")
     fusion = handlers.fusion
@@ -150,10 +152,10 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
         movie.input(handlers.suggest, movie, matches, show_progress="hidden", trigger_mode="always_last",
                     api_name="search")
         race_s = race_seconds(pipeline.race_token_budget())
-        racing = race.click(gpu_event(handlers.race, spaces, race_s, handlers.race_error),
+        racing = race.click(gpu_event(handlers.race, spaces, race_s, handlers.race_error, handlers.history_problem),
                             [session, llm_weight, cowatch_weight, compare],
                             result_outputs + race_outputs,
-                            api_name="race", concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY,
+                            api_name="race", concurrency_id="model", concurrency_limit=model_jobs,
                             show_progress="minimal")
         stop_race = {"cancels": [racing]}  # a new history stops a race for the old one (its generation ends too)
         events = [
@@ -168,10 +170,11 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
                               **stop_race),
             load_user.click(handlers.load_test_user, [session, user], history_outputs, api_name="load_test_user",
                             **stop_race),
-            recommend.click(gpu_event(handlers.recommend, spaces, RECOMMEND_S, handlers.error_results),
+            recommend.click(gpu_event(handlers.recommend, spaces, RECOMMEND_S, handlers.error_results,
+                                      handlers.history_problem),
                             [session, llm_weight, cowatch_weight, compare, reverse, titles],
                             result_outputs,
-                            api_name="recommend", concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY),
+                            api_name="recommend", concurrency_id="model", concurrency_limit=model_jobs),
             racing,
         ]
         for event in events:  # results made for another history are cleared, whichever finished last
@@ -211,9 +214,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
                         help="default $GRADIO_SERVER_PORT or 7860")
     parser.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
-    parser.add_argument("--base-model", default=None, help="hub name or folder (default: SmolLM2-135M-Instruct)")
-    parser.add_argument("--adapter", default=None,
-                        help="peft adapter folder (default: the committed one when present; 'none': base model alone)")
+    # A Space runs `python app.py` without flags: its variables (Settings) choose the model there.
+    parser.add_argument("--base-model", default=os.environ.get("LLAMAREC_BASE_MODEL"),
+                        help="hub name or folder (default: $LLAMAREC_BASE_MODEL, else SmolLM2-135M-Instruct)")
+    parser.add_argument("--adapter", default=os.environ.get("LLAMAREC_ADAPTER"),
+                        help="ranker adapter or zero-shot ranker folder (default: $LLAMAREC_ADAPTER, else the "
+                             "committed adapter with the default base model and none with another; 'none': the "
+                             "base model alone)"),
     parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT), help="LRURec checkpoint folder")
     parser.add_argument("--quantization", default="auto", choices=list(QUANTIZATIONS),
                         help="ranker weights on CUDA: auto = 4-bit NF4 for models of about 1B parameters and more, "
@@ -230,7 +237,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_pipeline(args: argparse.Namespace) -> Pipeline:
     """Load the pipeline the flags name; exits with the fixing command when a checkpoint is missing or corrupt."""
-    adapter = default_adapter() if args.adapter is None else (None if args.adapter == "none" else args.adapter)
+    if args.adapter is None:  # the committed adapter fits only the base model it was trained on
+        adapter = default_adapter() if args.base_model is None else None
+    else:
+        adapter = None if args.adapter == "none" else args.adapter
     config = PipelineConfig(retriever=args.retriever, cpu_precision=args.precision,
                             ranker=RankerLoadConfig(base_model=args.base_model, adapter=adapter,
                                                     quantization=args.quantization))

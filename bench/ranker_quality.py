@@ -29,6 +29,7 @@ from recsys.metrics import format_table, ndcg_at, paired_bootstrap
 from recsys.ranker.cowatch import CoWatchCounts
 from recsys.ranker.evaluate import (RETRIEVER, ablation, adapter_rows, all_user_ranks, pool_trade, read_cowatch,
                                     read_fusion_weights, read_prompt_config, score_llm, split_rows, subset_ndcgs)
+from recsys.pipeline import default_adapter
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
 from recsys.ranker.pool import read_pool
 from recsys.ranker.prior import training_counts
@@ -99,7 +100,8 @@ def main(argv=None) -> dict:
     counts: CoWatchCounts | None = read_cowatch(adapter)
     if counts is not None and args.dataset != "ml-latest-small":  # its own counts, the adapter's window and span
         counts = training_counts(dataset, counts.config)
-    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=adapter,
+    weights_folder = default_adapter(Path(adapter)) if adapter else None  # None: a zero-shot folder, no LoRA
+    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=weights_folder,
                                                     cpu_precision=args.precision))
     machine = machine_record(next(model.parameters()).dtype)
     candidates = load_candidates(args.retriever)

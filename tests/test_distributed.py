@@ -20,7 +20,9 @@ def free_port() -> int:
 
 def run(command: list[str], out: Path) -> dict:
     paths = [str(HELPER.parents[1]), str(HELPER.parents[2]), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    # CPU processes on gloo even where a GPU is visible (two ranks on one GPU would be refused by NCCL)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     done = subprocess.run([*command, str(HELPER), str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())

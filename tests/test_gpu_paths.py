@@ -256,3 +256,33 @@ def test_app_flag_reaches_the_load_config(monkeypatch):
                                                           seen.update(config=config, start=start_on_device)))
     app.load_pipeline(app.parse_args(["--quantization", "none"]))
     assert seen["config"].ranker.quantization == "none" and seen["start"] is True
+
+
+def test_refusals_are_read_from_the_errors_title_and_an_aborted_task_says_so(zerogpu):
+    import gradio as gr
+
+    from recsys.demo.gpu import refusal_sentence
+
+    refused = gr.Error("Space app has reached its GPU limit. Retry later.", title="ZeroGPU quota exceeded")
+    assert is_refusal(refused) and "sign in" in refusal_sentence(refused)
+    aborted = gr.Error("GPU task aborted", title="ZeroGPU worker error")
+    assert is_refusal(aborted) and "withdrawn" in refusal_sentence(aborted)
+
+
+def test_a_history_that_cannot_be_used_asks_for_no_gpu(zerogpu):
+    event = gpu_event(lambda session: "ran", zerogpu.module, 7, lambda message: ("message", message),
+                      lambda session: None if session else "The watch history is empty")
+    assert event([]) == ("message", "The watch history is empty") and zerogpu.durations == []
+    assert event([1]) == "ran" and zerogpu.durations == [7]
+
+
+def test_another_base_model_does_not_get_the_committed_adapter(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(app.Pipeline, "load", classmethod(lambda cls, config, start_on_device=True:
+                                                          seen.update(config=config)))
+    app.load_pipeline(app.parse_args(["--base-model", "meta-llama/Llama-2-7b-hf"]))
+    assert seen["config"].ranker.adapter is None  # trained on SmolLM2-135M: it fits no other base model
+    monkeypatch.setenv("LLAMAREC_BASE_MODEL", "some/model")
+    monkeypatch.setenv("LLAMAREC_ADAPTER", "runs/zero-shot")
+    app.load_pipeline(app.parse_args([]))  # a Space sets variables, not flags
+    assert seen["config"].ranker.base_model == "some/model" and seen["config"].ranker.adapter == "runs/zero-shot"

@@ -38,7 +38,7 @@ RACE_OVERHEAD_S = 10  # the race's Recommend and the generation prompt's prefill
 def on_zerogpu(spaces_module=None) -> bool:
     """Whether this process runs on a ZeroGPU Space: the `spaces` package is importable and SPACES_ZERO_GPU is set
     (the Space sets it; elsewhere `spaces.GPU` is a no-op decorator)."""
-    return spaces_module is not None and os.environ.get(ZEROGPU_ENV, "").lower() in ("1", "true", "yes")
+    return spaces_module is not None and os.environ.get(ZEROGPU_ENV, "").lower() in ("1", "t", "true", "yes")
 
 
 def race_seconds(budget_tokens: int, seconds_per_token: float = GPU_SECONDS_PER_TOKEN,
@@ -47,35 +47,53 @@ def race_seconds(budget_tokens: int, seconds_per_token: float = GPU_SECONDS_PER_
     return min(cap, math.ceil(RACE_OVERHEAD_S + budget_tokens * seconds_per_token))
 
 
-# What ZeroGPU's refusals say (the `spaces` package and Hub reports): the requested duration against the quota
-# left or the maximum, or no GPU free; they are raised in the Space's own process before the function runs.
-REFUSALS = ("gpu quota", "illegal duration", "larger than the maximum allowed", "no gpu was available",
-            "gpu task aborted")
+# What ZeroGPU's refusals say (the `spaces` package, 0.51, and Hub reports), in a gr.Error's title or message:
+# the requested duration against the quota left or the maximum, a Space or visitor limit, no GPU free in time;
+# raised in the Space's own process before the function runs. An aborted task (past its duration, or the worker
+# failed) is the GPU withdrawn mid-call.
+REFUSALS = ("quota", "illegal duration", "larger than the maximum allowed", "no gpu was available", "gpu limit",
+            "runs limit", "credits", "proxy token", "queue")
+ABORTED = ("gpu task aborted", "zerogpu worker error")
+
+
+def error_text(error: BaseException) -> str:
+    """An error's title (gr.Error carries the kind of refusal there) and message, on one line."""
+    return " ".join(f"{getattr(error, 'title', '') or ''} {error}".split())
 
 
 def is_refusal(error: BaseException) -> bool:
-    """Whether `error` is ZeroGPU refusing (or withdrawing) the GPU, not a failure of the event itself."""
-    text = " ".join(str(error).split()).lower()
-    return any(marker in text for marker in REFUSALS)
+    """Whether `error` is ZeroGPU refusing or withdrawing the GPU, not a failure of the event itself."""
+    text = error_text(error).lower()
+    return any(marker in text for marker in REFUSALS + ABORTED)
 
 
 def refusal_sentence(error: BaseException) -> str:
-    """The one sentence a visitor reads when the GPU was refused."""
-    return (f"The GPU was not granted for this request ({' '.join(str(error).split())}). Nothing else is affected: "
-            "try again later, or sign in to Hugging Face for a larger daily GPU quota.")
+    """The one sentence a visitor reads when the GPU was refused or withdrawn."""
+    text = error_text(error)
+    if any(marker in text.lower() for marker in ABORTED):
+        return (f"The GPU was withdrawn before this request finished ({text}): it ran past the time it asked for, or "
+                "the GPU worker failed. Nothing else is affected: try again.")
+    advice = ("sign in to Hugging Face for a larger daily GPU quota" if "quota" in text.lower()
+              else "try again in a minute")
+    return f"The GPU was not granted for this request ({text}). Nothing else is affected: {advice}."
 
 
-def gpu_event(function: Callable, spaces_module, duration, refused: Callable[[str], object]) -> Callable:
+def gpu_event(function: Callable, spaces_module, duration, refused: Callable[[str], object],
+              problem: Callable[..., str | None] | None = None) -> Callable:
     """`function` as a model event: decorated with `spaces_module.GPU(duration=...)` when given (`duration`: seconds
     or a callable of the event's arguments); a refused GPU request (`is_refusal`) returns `refused(sentence)`, or
-    yields it for a generator event, instead of raising. Other errors pass through. Without `spaces_module`,
-    `function` is returned as it is."""
+    yields it for a generator event, instead of raising. Other errors pass through. `problem(*args)`, when given,
+    is checked first, without a GPU: a message it returns is answered as `refused(message)` and no GPU is asked
+    for (an empty history needs none). Without `spaces_module`, `function` is returned as it is."""
     if spaces_module is None:
         return function
     decorated = spaces_module.GPU(function, duration=duration)
     if inspect.isgeneratorfunction(function):
         @functools.wraps(function)
         def run_generator(*args, **kwargs):
+            if problem is not None and (message := problem(*args)):
+                yield refused(message)
+                return
             try:
                 yield from decorated(*args, **kwargs)
             except Exception as error:
@@ -86,6 +104,8 @@ def gpu_event(function: Callable, spaces_module, duration, refused: Callable[[st
 
     @functools.wraps(function)
     def run(*args, **kwargs):
+        if problem is not None and (message := problem(*args)):
+            return refused(message)
         try:
             return decorated(*args, **kwargs)
         except Exception as error:

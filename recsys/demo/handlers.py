@@ -376,6 +376,15 @@ class DemoHandlers:
         prompt = result.prompt.text if result.prompt else ""
         return self.summary_markdown(session, result), table, figure, prompt, self.reading_markdown(result), shown
 
+    def history_problem(self, session: dict, *rest) -> str | None:
+        """Why the session's history cannot be recommended for (the message Recommend would show), or None: checked
+        before a GPU is asked for."""
+        try:
+            self.pipeline.check_history(session["history"])
+        except HistoryError as error:
+            return str(error)
+        return None
+
     def race_error(self, message: str):
         """Results and race outputs (and the streaming flag, off) that only carry a message."""
         return (*self.error_results(message), f"⚠️ {message}", plots.message_figure(message), "",

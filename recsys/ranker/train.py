@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from recsys import NUM_CANDIDATES
 from recsys.data import load_dataset
+from recsys.distributed import is_main_process, process_share
 from recsys.machine import machine_record
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
 from recsys.ranker.evaluate import (RANKER_CONFIG_FILE, RankingRows, ablation, pool_trade, print_ablation,
@@ -335,7 +336,7 @@ def train(config: RankerTrainConfig) -> dict | None:
         weights, by_weight = choose_llm_weight(rows, data.prior_weights, [w for w in LLM_WEIGHT_GRID if w > 0])
         ndcg = by_weight[weights.llm]
         best = max([h["val_N@10"] for h in history], default=-1.0)
-        seen = step * config.batch_size
+        seen = step * config.batch_size * process_share(0)[2]  # each process adds its own batch (data-parallel)
         history.append({"step": step, "examples_seen": seen, "val_N@10": round(ndcg, 4), "llm_weight": weights.llm,
                         "val_trained_sum_N@10": round(by_weight[1.0], 4),
                         "val_prior_N@10": round(by_weight[0.0], 4),
@@ -343,9 +344,10 @@ def train(config: RankerTrainConfig) -> dict | None:
                         "val_retriever_N@10": round(rows_ndcg10(rows, FusionWeights(1.0, 0.0, 0.0)), 4),
                         "train_s": round(log["train_seconds"], 1), "validation_s": round(time.time() - started, 1),
                         "examples_per_s": round(seen / log["train_seconds"], 3) if step else None})
-        if ndcg > best:
-            model.save_pretrained(output)
-        log_path.write_text(json.dumps(log, indent=2) + "\n")
+        if is_main_process():  # under `accelerate launch` every process validates (sharded); one writes
+            if ndcg > best:
+                model.save_pretrained(output)
+            log_path.write_text(json.dumps(log, indent=2) + "\n")
         h = history[-1]
         tqdm.write(f"step {step}: validation NDCG@10 {ndcg:.4f} (LLM weight {weights.llm:g}; "
                    f"best {max(best, ndcg):.4f}); prior {h['val_prior_N@10']:.4f}, "

@@ -1,5 +1,6 @@
 """Score tiny rows with the verbalizer and title likelihood, then write the ablation metrics as JSON (the main
-process). Run plainly (1 process) and under `accelerate launch --cpu --num_processes 2` by tests/test_distributed.py.
+process). Run plainly (1 process) and under `accelerate launch --multi_gpu --num_processes 2` with no GPU visible
+(2 CPU processes on gloo) by tests/test_distributed.py.
 
 Usage: python tests/helpers/sharded_scoring.py OUT.json
 """
