@@ -344,24 +344,6 @@ def test_adapter_warning_only_without_an_adapter(tiny_pipeline):
     assert any("No ranker adapter found" in t for t in texts)
 
 
-def test_spaces_gpu_wraps_model_handlers(monkeypatch):
-    def handler():
-        return 1
-
-    monkeypatch.setattr(app, "spaces", None)
-    assert app.gpu(handler) is handler
-    calls = []
-
-    class FakeSpaces:
-        @staticmethod
-        def GPU(function, duration):
-            calls.append(duration)
-            return lambda *args: ("on gpu", function(*args))
-
-    monkeypatch.setattr(app, "spaces", FakeSpaces)
-    assert app.gpu(handler, duration=120)() == ("on gpu", 1) and calls == [120]
-
-
 def test_missing_checkpoint_stops_with_the_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         app.main(["--retriever", str(tmp_path / "missing"), "--adapter", "none"])

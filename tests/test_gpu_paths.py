@@ -181,7 +181,7 @@ def test_a_refused_gpu_request_becomes_the_events_message_and_other_errors_pass(
         event("boom")
     zerogpu.refuse = "ZeroGPU illegal duration: The requested GPU duration (300s) is larger than the maximum allowed"
     kind, sentence = event("h")
-    assert kind == "refused" and "larger than the maximum allowed" in sentence and "sign in" in sentence
+    assert kind == "refused" and "larger than the maximum allowed" in sentence and "must ask for less" in sentence
     assert list(streamed("h"))[0][0] == "refused"
     assert is_refusal(RuntimeError("No GPU was available after 60s")) and not is_refusal(RuntimeError("CUDA OOM"))
     assert gpu_event(recommend, None, 7, print) is recommend  # no spaces package: the handler as it is

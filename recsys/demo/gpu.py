@@ -73,8 +73,13 @@ def refusal_sentence(error: BaseException) -> str:
     if any(marker in text.lower() for marker in ABORTED):
         return (f"The GPU was withdrawn before this request finished ({text}): it ran past the time it asked for, or "
                 "the GPU worker failed. Nothing else is affected: try again.")
-    advice = ("sign in to Hugging Face for a larger daily GPU quota" if "quota" in text.lower()
-              else "try again in a minute")
+    lowered = text.lower()
+    if "illegal duration" in lowered or "larger than the maximum" in lowered:
+        advice = "this request asks for more GPU time at once than ZeroGPU allows here; the Space must ask for less"
+    elif "quota" in lowered:
+        advice = "try again later, or sign in to Hugging Face for a larger daily GPU quota"
+    else:
+        advice = "try again in a minute"
     return f"The GPU was not granted for this request ({text}). Nothing else is affected: {advice}."
 
 

@@ -67,13 +67,15 @@ PRESETS = {  # classroom histories named by taste, oldest viewing first
 
 
 MAX_TYPED = 200  # characters of typed text read (a title is at most ~160); the rest is ignored
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>])")
+# What makes markup inside a line of Markdown: emphasis, code, links and images (their brackets), HTML tags,
+# strike-through, tables, headings. Parentheses, dots and dashes only do so after these or at a line's start.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~|#])")
 
 
 def plain(text: str) -> str:
     """`text` (a title, or what someone typed) shown literally in Markdown: every character Markdown or HTML would
     read as markup is backslash-escaped ("M*A*S*H" stays M*A*S*H, "[x](http://...)" is no link)."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))  # one line: no list or heading can start
 
 
 def marked(text: str, item_id: int, target: int | None) -> str:
