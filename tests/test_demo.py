@@ -328,7 +328,8 @@ def test_titles_and_typed_text_are_shown_literally_never_as_markup(tiny_pipeline
 
     handlers = DemoHandlers(tiny_pipeline)
     *_, notice, _ = handlers.add(new_session(), "[free](http://example.com) <b>x</b>")
-    assert r"\[free\](http://example.com) \<b\>x\</b\>" in notice and "[free](" not in notice
+    assert r"\[free\](http\://example.com) \<b\>x\</b\>" in notice and "[free](" not in notice
+    assert plain("see www.example.org") == r"see www\.example.org"  # no bare link either
     assert plain("M*A*S*H (1970)") == r"M\*A\*S\*H (1970)" and plain("a\n# b") == r"a \# b"
     *_, notice, matches = handlers.add(new_session(), "The Matrix (1999)" + "x" * 10_000)
     assert len(notice) < 2 * MAX_TYPED + 200  # the rest of a huge paste is never read

@@ -70,12 +70,14 @@ MAX_TYPED = 200  # characters of typed text read (a title is at most ~160); the 
 # What makes markup inside a line of Markdown: emphasis, code, links and images (their brackets), HTML tags,
 # strike-through, tables, headings. Parentheses, dots and dashes only do so after these or at a line's start.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~|#])")
+_AUTOLINK = re.compile(r"(?i)(https?|ftp|www)([:.])")  # where GitHub-style Markdown starts a bare link
 
 
 def plain(text: str) -> str:
     """`text` (a title, or what someone typed) shown literally in Markdown: every character Markdown or HTML would
     read as markup is backslash-escaped ("M*A*S*H" stays M*A*S*H, "[x](http://...)" is no link)."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))  # one line: no list or heading can start
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))  # one line: no list or heading can start
+    return _AUTOLINK.sub(r"\1\\\2", text)  # "http\://", "www\.": shown as typed, never made a link
 
 
 def marked(text: str, item_id: int, target: int | None) -> str:
@@ -286,7 +288,7 @@ class DemoHandlers:
         if result.ranker_error:
             lines.append(f"⚠️ **The ranker failed**: {result.ranker_error}. The table shows the retriever's order.")
         else:
-            lines.append(f"ℹ️ Final score = {describe_fusion(self.fusion)}: three opinions of each candidate, "
+            lines.append(f"ℹ️ Final score = {describe_fusion(self.fusion)}: the opinions of each candidate, "
                          "the retriever's and co-watch weights fitted on held-out examples, the LLM's chosen on "
                          "validation users. Move the sliders to weigh them differently (no model call).")
         return "\n\n".join(lines)
