@@ -1,6 +1,7 @@
 """Three ways an LLM ranks, side by side: generation, the verbalizer, title likelihood.
 
-`python bench/llm_rankers.py --catalog-adapter runs/catalog-lm --json bench/results/llm_rankers.json`
+`python bench/llm_rankers.py --catalog-adapter checkpoints/catalog-lm-smollm2-135m-ml-latest-small --json out.json`
+(`--write-choice FOLDER` writes the validated choice, `title_config.json`, into the adapter folder)
 
 Same model family, users, candidates and machine, one run. For each way of asking and each model:
 - ms per user (the way's one scoring call: the verbalizer's pass, the 20 titles' likelihood, the
@@ -98,14 +99,14 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter", default=str(DEFAULT_ADAPTER), help="the served verbalizer adapter")
     parser.add_argument("--catalog-adapter", default=None, help="catalog-pretrained adapter (title likelihood)")
-    parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT))
-    parser.add_argument("--heldout-dir", default="runs/heldout")
+    parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT), help="folder with candidates.safetensors")
+    parser.add_argument("--heldout-dir", default="runs/heldout", help="python -m recsys.ranker.heldout's output")
     parser.add_argument("--max-heldout", type=int, default=None, help="a seeded sample of the held-out rows")
     parser.add_argument("--max-users", type=int, default=None, help="a seeded sample of each user split (a quick run)")
-    parser.add_argument("--order-users", type=int, default=30)
-    parser.add_argument("--generation-users", type=int, default=20)
+    parser.add_argument("--order-users", type=int, default=30, help="test users listed both ways (order invariance)")
+    parser.add_argument("--generation-users", type=int, default=20, help="test users ranked by generation (slow)")
     parser.add_argument("--write-choice", default=None, help="folder to write the chosen title config into")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
     dataset = load_dataset("ml-latest-small")
     adapter = args.adapter
