@@ -179,7 +179,7 @@ def test_4bit_nf4_loading_on_cuda(tmp_path, tiny_tokenizer):
     assert getattr(model, "is_loaded_in_4bit", False)
 
 
-def test_only_the_two_known_harmless_library_notices_are_hidden(caplog):
+def test_only_the_known_harmless_library_notices_are_hidden(caplog):
     import logging
     import warnings
 
@@ -191,6 +191,13 @@ def test_only_the_two_known_harmless_library_notices_are_hidden(caplog):
         logger.warning("%s: No module named 'kernels'", KNOWN_HARMLESS[0])
         logger.warning("Something else went wrong")
     assert [r.getMessage() for r in caplog.records] == ["Something else went wrong"]
+    caplog.clear()
+    kernels = logging.getLogger("kernels._internals.hf_hub")
+    with caplog.at_level(logging.WARNING, logger=kernels.name):
+        kernels.warning(KNOWN_HARMLESS[2] + " because Hugging Face Hub is in offline mode.")
+        kernels.warning("Skipping publisher trust check for 'someone/else' because Hugging Face Hub is offline.")
+    assert [r.getMessage() for r in caplog.records] == [
+        "Skipping publisher trust check for 'someone/else' because Hugging Face Hub is offline."]
     with warnings.catch_warnings(record=True) as caught:  # a clean filter list with ours on top, as at a plain start
         warnings.simplefilter("always")
         model._quiet_known_harmless_notices()

@@ -24,10 +24,13 @@ from recsys.ranker.base_model import resolve_base_model
 
 DEFAULT_ADAPTER = Path(__file__).resolve().parents[2] / "checkpoints" / "llamarec-smollm2-135m-ml-latest-small"
 # Library notices that read like errors at every start but change nothing here: bitsandbytes' CPU backend looks
-# for an optional `kernels` package (only its 4-bit path, which CPUs do not use), and peft reads a transformers
-# attribute deprecated in favour of another. Only these two messages are hidden.
+# for an optional `kernels` package (only its 4-bit path, which CPUs do not use) and, offline, that package says
+# it skips a hub check for that same kernel; peft reads a transformers attribute deprecated in favour of another.
+# Only these three messages are hidden.
 KNOWN_HARMLESS = ("Failed to load CPU gemm_4bit_forward from kernels-community",
-                  "`is_gradient_checkpointing` is deprecated")
+                  "`is_gradient_checkpointing` is deprecated",
+                  "Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes'")
+NOTICE_LOGGERS = ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub")
 
 
 def _quiet_known_harmless_notices() -> None:
@@ -36,7 +39,8 @@ def _quiet_known_harmless_notices() -> None:
         def filter(self, record: logging.LogRecord) -> bool:
             return not any(record.getMessage().startswith(text) for text in KNOWN_HARMLESS)
 
-    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(DropKnown())
+    for name in NOTICE_LOGGERS:
+        logging.getLogger(name).addFilter(DropKnown())
     warnings.filterwarnings("ignore", message=re.escape(KNOWN_HARMLESS[1]), category=FutureWarning)
 
 
