@@ -29,6 +29,7 @@ import torch
 from recsys.data.errors import one_line
 from recsys.kv_cache import cache_kwargs, output_cache
 from recsys.ranker.prompt import PromptConfig, cut_title, item_texts
+from recsys.ranker.verbalizer import PrefixCache
 
 HEADER = "Movies a user watched, in order:\n"
 TITLE_CONFIG_FILE = "title_config.json"  # beside a catalog-pretrained adapter: TitleConfig and its fusion weight
@@ -109,13 +110,10 @@ def title_log_likelihoods(model, tokenizer, history_titles: list[str],
         mask = torch.tensor([[1] * len(context) + [1] * (len(line) - 1) + [0] * (longest - len(line))
                              for line in lines], device=device)
         positions = torch.arange(len(context), len(context) + longest - 1, device=device).expand(len(lines), -1)
-        from transformers import DynamicCache
-
-        layers = output_cache(first).layers
-        cache = DynamicCache([(layer.keys.expand(len(lines), -1, -1, -1), layer.values.expand(len(lines), -1, -1, -1))
-                              for layer in layers])
+        # the history's keys/values, shared by the K title lines (the verbalizer's prefix cache does the same)
+        history = PrefixCache(context, [(layer.keys, layer.values) for layer in output_cache(first).layers])
         logits = model(input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
-                       **cache_kwargs(cache)).logits.float()
+                       **cache_kwargs(history.expanded_cache(len(lines)))).logits.float()
         logp = torch.log_softmax(logits, dim=-1)
         targets = torch.tensor([line[1:] + [0] * (longest - len(line)) for line in lines], device=device)
         picked = logp.gather(2, targets.unsqueeze(-1)).squeeze(-1)
