@@ -28,7 +28,8 @@ from recsys.demo.gpu import RECOMMEND_S, gpu_event, on_zerogpu, race_seconds
 from recsys.demo.handlers import (COMPARISON_COLUMNS, MAX_TYPED, MAX_WEIGHT, RACE_INTRO, RESULT_COLUMNS, WEIGHT_STEP,
                                   DemoHandlers, new_session)
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
-from recsys.pipeline import Pipeline, PipelineConfig, default_adapter
+from recsys.pipeline import Pipeline, PipelineConfig
+from recsys.ranker.artefacts import default_adapter
 from recsys.ranker.base_model import cache_description
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.model import QUANTIZATIONS, RankerLoadConfig

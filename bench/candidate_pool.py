@@ -23,8 +23,8 @@ import torch
 
 from recsys.data import load_dataset
 from recsys.machine import machine_record
-from recsys.pipeline import default_adapter
-from recsys.ranker.evaluate import read_cowatch, read_fusion_weights
+from recsys.ranker.artefacts import RankerArtefacts
+from recsys.ranker.model import DEFAULT_ADAPTER
 from recsys.ranker.prior import choose_pool
 from recsys.results import write_json
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
@@ -38,9 +38,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     machine = machine_record(torch.float32)
     dataset = load_dataset("ml-latest-small", args.data_dir)
-    adapter = default_adapter()
-    weights = read_fusion_weights(adapter)
-    chosen, rows = choose_pool(load_model(DEFAULT_CHECKPOINT), dataset, read_cowatch(adapter), weights)
+    ranker = RankerArtefacts.load(DEFAULT_ADAPTER)
+    chosen, rows = choose_pool(load_model(DEFAULT_CHECKPOINT), dataset, ranker.counts, ranker.fusion)
     print(f"{len(dataset.sequences)} validation users; the prior's order of the 20 it keeps from LRURec's top-K")
     print(f"{'K':>5} {'coverage@20':>12} {'N@10':>8} {'R@10':>8}   vs K = 20: N@10 interval, R@10 interval")
     for row in rows:
@@ -48,7 +47,7 @@ def main(argv=None) -> dict:
         print(f"{row['pool']:>5} {row['coverage@20']:>12.4f} {row['N@10']:>8.4f} {row['R@10']:>8.4f}   "
               + (f"{intervals['N@10']}, {intervals['R@10']}" if intervals else ""))
     print(f"chosen (best NDCG@10, within 0.001 the smaller): K = {chosen}")
-    result = {"split": "val", "users": len(dataset.sequences), "weights": asdict(weights), "rows": rows,
+    result = {"split": "val", "users": len(dataset.sequences), "weights": asdict(ranker.fusion), "rows": rows,
               "chosen": chosen, "machine": machine}
     write_json(args.json, result)
     return result

@@ -22,7 +22,8 @@ import torch
 
 from recsys.floor import prompt_floor
 from recsys.machine import describe_machine, machine_record
-from recsys.pipeline import Pipeline, PipelineConfig, default_adapter
+from recsys.pipeline import Pipeline, PipelineConfig
+from recsys.ranker.artefacts import default_adapter
 from recsys.ranker.model import RankerLoadConfig
 from recsys.ranker.verbalizer import forward_letter_logits, tokenize_prompts
 from recsys.results import write_json

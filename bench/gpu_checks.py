@@ -72,7 +72,9 @@ def _rounded(value: float | None) -> float | None:
 
 def pipeline_timing(quantization: str, users: int) -> dict:
     """The app's Pipeline on the default device: Recommend then the race for the first `users` test users."""
-    from recsys.pipeline import Pipeline, PipelineConfig, default_adapter
+    from recsys.demo.pages import facts
+    from recsys.pipeline import Pipeline, PipelineConfig
+    from recsys.ranker.artefacts import default_adapter
     from recsys.ranker.model import RankerLoadConfig
 
     pipeline = Pipeline.load(PipelineConfig(ranker=RankerLoadConfig(adapter=default_adapter(),
@@ -86,7 +88,7 @@ def pipeline_timing(quantization: str, users: int) -> dict:
                      "generated_tokens": race.num_generated_tokens,
                      "ranker_error": recommendation.ranker_error, "race_error": race.error})
     timed = [row for row in rows if row["ratio"] is not None]
-    return {"describe": pipeline.describe(), "users": rows,
+    return {"describe": facts(pipeline), "users": rows,
             "verbalizer_p50_ms": round(statistics.median(r["verbalizer_ms"] for r in timed), 1) if timed else None,
             "generation_p50_ms": round(statistics.median(r["generation_ms"] for r in timed), 1) if timed else None,
             "ratio_p50": round(statistics.median(r["ratio"] for r in timed), 1) if timed else None,

@@ -32,16 +32,16 @@ import torch
 from recsys.data import load_dataset
 from recsys.machine import machine_record
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap, spearman
-from recsys.ranker.evaluate import (EVAL_KS, RankingRows, adapter_rows, read_cowatch, read_fusion_weights,
-                                    read_prompt_config, score_llm, score_titles, target_ranks)
+from recsys.ranker.artefacts import TITLE_CONFIG_FILE, RankerArtefacts
+from recsys.ranker.evaluate import EVAL_KS, score_llm, score_titles, target_ranks
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.generation import generate_ranking
 from recsys.ranker.heldout import load_held_out, split_by_user
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_adapter, load_ranker
-from recsys.ranker.pool import read_pool
-from recsys.ranker.prior import pooled_heldout_rows, read_prior
+from recsys.ranker.prior import pooled_heldout_rows
 from recsys.ranker.prompt import item_texts
-from recsys.ranker.title_likelihood import TITLE_CONFIG_FILE, TitleConfig, title_opinion
+from recsys.ranker.rows import RankingRows, served_rows
+from recsys.ranker.title_likelihood import TitleConfig, title_opinion
 from recsys.results import write_json
 from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
@@ -109,25 +109,26 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
     dataset = load_dataset("ml-latest-small")
-    adapter = args.adapter
-    cowatch_config, prior_weights = read_prior(adapter)
-    served = read_fusion_weights(adapter)
+    ranker = RankerArtefacts.load(args.adapter)
+    saved_prior = ranker.require_prior()
+    served = ranker.fusion
     prior = served.but(llm=0.0, titles=0.0)
-    counts = read_cowatch(adapter)
+    counts = ranker.counts
     candidates = load_candidates(args.retriever)
     _, val_part = split_by_user(load_held_out(args.heldout_dir))
-    heldout = pooled_heldout_rows(val_part, dataset, cowatch_config, prior_weights, read_pool(adapter), misses=True)
+    heldout = pooled_heldout_rows(val_part, dataset, saved_prior.cowatch, saved_prior.weights, ranker.pool,
+                                  misses=True)
     if args.max_heldout is not None and args.max_heldout < len(heldout):
         heldout = heldout.select(sorted(torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))
                                         [: args.max_heldout].tolist()))
     row_sets = {"heldout_val": (heldout, False),
-                "paper_val": (adapter_rows(dataset, "val", candidates["val"], adapter, counts, args.max_users), True),
-                "test": (adapter_rows(dataset, "test", candidates["test"], adapter, counts, args.max_users), True)}
-    model, tokenizer = load_ranker(RankerLoadConfig(adapter=adapter, cpu_precision="auto"))
+                "paper_val": (served_rows(dataset, "val", candidates["val"], ranker, counts, args.max_users), True),
+                "test": (served_rows(dataset, "test", candidates["test"], ranker, counts, args.max_users), True)}
+    model, tokenizer = load_ranker(RankerLoadConfig(adapter=ranker.adapter, cpu_precision="auto"))
     if args.catalog_adapter:
         model = load_adapter(model, args.catalog_adapter, name="catalog")
     machine = machine_record(next(model.parameters()).dtype)
-    prompt_config = read_prompt_config(adapter)
+    prompt_config = ranker.prompt
     titles_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years)
     models = {"base": ("none", None), "verbalizer adapter": ("default", "llm")}
     if args.catalog_adapter:

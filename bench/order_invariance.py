@@ -20,7 +20,9 @@ import torch
 from recsys.data import load_dataset
 from recsys.machine import machine_record
 from recsys.metrics import spearman
-from recsys.ranker.evaluate import read_prompt_config, score_llm, split_rows
+from recsys.ranker.artefacts import RankerArtefacts
+from recsys.ranker.evaluate import score_llm
+from recsys.ranker.rows import split_rows
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
 from recsys.results import write_json
 from recsys.retriever.candidates import load_candidates
@@ -47,13 +49,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    adapter = None if args.adapter == "none" else args.adapter
+    ranker = RankerArtefacts.load(None if args.adapter == "none" else args.adapter)
     dataset = load_dataset("ml-latest-small")
-    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=adapter,
+    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=ranker.adapter,
                                                     cpu_precision=args.precision))
     machine = machine_record(next(model.parameters()).dtype)
     rows = split_rows(dataset, "test", load_candidates(args.retriever)["test"], None, args.users)
-    prompt_config = read_prompt_config(adapter)
+    prompt_config = ranker.prompt
     in_order = score_llm(model, tokenizer, dataset.catalog, rows, prompt_config).llm
     reverse = torch.arange(rows.candidate_ids.shape[1] - 1, -1, -1).expand(len(rows), -1)
     reversed_order = score_llm(model, tokenizer, dataset.catalog, rows, prompt_config, permutation=reverse).llm

@@ -29,7 +29,7 @@ from recsys.data import SequenceDataset, load_dataset
 from recsys.machine import machine_record
 from recsys.metrics import ndcg_at, paired_bootstrap
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
-from recsys.ranker.evaluate import split_rows
+from recsys.ranker.rows import split_rows
 from recsys.ranker.fusion import retriever_opinion
 from recsys.ranker.heldout import is_validation_user, load_held_out, truncated_sequences
 from recsys.results import write_json

@@ -27,12 +27,11 @@ from recsys.data import load_dataset
 from recsys.machine import machine_record
 from recsys.metrics import format_table, ndcg_at, paired_bootstrap
 from recsys.ranker.cowatch import CoWatchCounts
-from recsys.ranker.evaluate import (RETRIEVER, ablation, adapter_rows, all_user_ranks, pool_trade, read_cowatch,
-                                    read_fusion_weights, read_prompt_config, score_llm, split_rows, subset_ndcgs)
-from recsys.pipeline import default_adapter
+from recsys.ranker.artefacts import RankerArtefacts
+from recsys.ranker.evaluate import RETRIEVER, ablation, all_user_ranks, score_llm, subset_ndcgs
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
-from recsys.ranker.pool import read_pool
 from recsys.ranker.prior import training_counts
+from recsys.ranker.rows import pool_trade, served_rows, split_rows
 from recsys.ranker.train import choose_llm_weight
 from recsys.results import write_json
 from recsys.retriever.candidates import load_candidates
@@ -94,21 +93,19 @@ def main(argv=None) -> dict:
                         help="unquantized CPU weights (auto: bf16 where the CPU has it natively, as the app)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    adapter = None if args.adapter == "none" else args.adapter
+    ranker = RankerArtefacts.load(None if args.adapter == "none" else args.adapter)
     dataset = load_dataset(args.dataset, args.data_dir)
-    weights = read_fusion_weights(adapter)
-    counts: CoWatchCounts | None = read_cowatch(adapter)
+    weights = ranker.fusion
+    counts: CoWatchCounts | None = ranker.counts
     if counts is not None and args.dataset != "ml-latest-small":  # its own counts, the adapter's window and span
         counts = training_counts(dataset, counts.config)
-    weights_folder = default_adapter(Path(adapter)) if adapter else None  # None: a zero-shot folder, no LoRA
-    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=weights_folder,
+    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=ranker.adapter,
                                                     cpu_precision=args.precision))
     machine = machine_record(next(model.parameters()).dtype)
     candidates = load_candidates(args.retriever)
-    prompt_config = read_prompt_config(adapter)
     scored = {split: score_llm(model, tokenizer, dataset.catalog,
-                               adapter_rows(dataset, split, candidates[split], adapter, counts, args.max_users),
-                               prompt_config)
+                               served_rows(dataset, split, candidates[split], ranker, counts, args.max_users),
+                               ranker.prompt)
               for split in ("val", "test")}
     result = {"test": ablation(scored["test"], weights), "val": ablation(scored["val"], weights),
               "cross_fitted_val_test": cross_fitted(scored["val"], scored["test"], weights.but(llm=0.0)),
@@ -116,7 +113,7 @@ def main(argv=None) -> dict:
               "total_users": scored["test"].total_users, "fusion": weights.__dict__,
               "pool": {split: pool_trade(rows) for split, rows in scored.items()},
               "pool_vs_top20_all_test_users": pool_effect(dataset, candidates["test"], counts, weights,
-                                                          read_pool(adapter) if counts is not None else NUM_CANDIDATES),
+                                                          ranker.pool if counts is not None else NUM_CANDIDATES),
               "dataset": args.dataset, "paper": PAPER if args.dataset == "ml-latest-small" else None,
               "adapter": Path(args.adapter).name, "base_model": args.base_model or "SmolLM2-135M-Instruct",
               "machine": machine}

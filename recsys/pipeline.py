@@ -11,32 +11,30 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from recsys import NUM_CANDIDATES
 from recsys.data.catalog import Catalog
-from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
 from recsys.data.test_users import TestUsers, load_test_users
-from recsys.machine import dtype_name
+from recsys.errors import CheckpointError
+from recsys.ranker.artefacts import CatalogArtefacts, RankerArtefacts, default_adapter
 from recsys.ranker.cowatch import CoWatchCounts
-from recsys.ranker.evaluate import RANKER_CONFIG_FILE, read_cowatch, read_fusion_weights, read_prompt_config
-from recsys.ranker.fusion import FusionWeights, describe_fusion, final_order, fused_scores, retriever_opinion
+from recsys.ranker.fusion import FusionWeights, fused_scores, order, retriever_opinion
 from recsys.ranker.generation import GENERATION_INSTRUCTION, generate_ranking
-from recsys.ranker.model import (DEFAULT_ADAPTER, RankerLoadConfig, describe, load_adapter, load_ranker,
-                                 loaded_quantization, pick_device)
-from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
-from recsys.ranker.pool import keep_best, read_pool
+from recsys.ranker.model import RankerLoadConfig, describe, load_adapter, load_ranker, pick_device
+from recsys.ranker.pool import keep_best
 from recsys.ranker.prompt import (INSTRUCTION, LETTERS, PromptConfig, RankingPrompt, build_prompt, evidence_note,
                                   item_texts)
-from recsys.ranker.title_likelihood import (TitleConfig, read_title_config, title_log_likelihoods, title_opinion,
-                                            title_texts)
+from recsys.ranker.title_likelihood import TitleConfig, title_log_likelihoods, title_opinion, title_texts
 from recsys.ranker.verbalizer import PrefixCache, build_prefix_cache, letter_token_ids, read_next_token
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, load_catalog, load_model
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, load_catalog, load_model
 from recsys.retriever.model import LRURec
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -47,12 +45,6 @@ MAX_INPUT_ITEMS = 5000  # longest history accepted at all (the longest ml-latest
 
 class HistoryError(ValueError):
     """A watch history the pipeline cannot use; the message says what to change."""
-
-
-def default_adapter(folder: Path = DEFAULT_ADAPTER) -> Path | None:
-    """`folder` (default: the committed ranker adapter) when it holds an adapter, else None."""
-    files = ("adapter_config.json", "adapter_model.safetensors")
-    return folder if all((folder / f).is_file() for f in files) else None
 
 
 @dataclass
@@ -70,7 +62,7 @@ class PipelineConfig:
     catalog_adapter: str | Path | None = "auto"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Candidate:
     """One retrieved candidate, with the ranker's verdict when the ranker ran."""
 
@@ -89,9 +81,18 @@ class Candidate:
     title_probability: float | None = None  # the LLM asked by title likelihood (softmax over the candidates)
 
 
-@dataclass
+@dataclass(frozen=True)
+class FusedRanking:
+    """The candidates ranked by the fused score at one set of weights."""
+
+    order: list[int]  # candidate indices, best first (ties: the retriever's order)
+    probabilities: list[float]  # (K,) softmax of the fused score, in letter order
+    terms: dict[str, list[float]]  # each opinion's own term as a probability: softmax(weight x opinion), per name
+
+
+@dataclass(frozen=True)
 class Recommendation:
-    """The result of one `recommend` call."""
+    """The result of one `recommend` call: made once, never changed (the fusion sliders re-rank it with `at`)."""
 
     history: list[int]  # the history the models saw: known ids, duplicates collapsed, oldest first
     candidates: list[Candidate]  # in retriever (= letter) order
@@ -106,27 +107,16 @@ class Recommendation:
     base_letter_mass: float | None = None  # the same share for the base model (when compared)
     titles_ms: float | None = None  # time of the title-likelihood scoring (when it ran)
 
+    @cached_property
     def opinions(self) -> dict[str, torch.Tensor]:
-        """The named opinions (K,) of `recsys.ranker.fusion`: retriever, co-watch and (once scored) the LLM."""
-        named = {"retriever": retriever_opinion(torch.tensor([c.retriever_score for c in self.candidates])),
-                 "cowatch": torch.tensor([c.cowatch_score for c in self.candidates])}
-        for name, field_name in (("llm", "probability"), ("titles", "title_probability")):
-            values = [getattr(c, field_name) for c in self.candidates]
-            if all(v is not None for v in values):
-                named[name] = torch.log(torch.tensor(values).clamp_min(1e-30))
-        return named
+        """The named opinions (K,) of `recsys.ranker.fusion`: retriever, co-watch and (once scored) the LLM's."""
+        return candidate_opinions(self.candidates)
 
-    def opinion_probabilities(self, weights: FusionWeights) -> dict[str, list[float]]:
-        """Each opinion's own term of the fused score as a probability: softmax(weight x opinion), per name."""
-        return {name: torch.softmax(getattr(weights, name) * opinion, dim=-1).tolist()
-                for name, opinion in self.opinions().items()}
-
-    def order_with(self, weights: FusionWeights) -> list[int] | None:
-        """Candidate indices best first by the fused score at `weights`; None when the ranker failed (no LLM
-        opinion)."""
-        if self.ranking is None:
-            return None
-        return final_order(self.opinions(), weights)
+    def at(self, weights: FusionWeights) -> FusedRanking:
+        """The candidates ranked at `weights` (one fusion of the opinions there are: without the LLM's when the ranker
+        failed)."""
+        missing = {name: 0.0 for name in ("llm", "titles") if name not in self.opinions}
+        return fuse(self.opinions, weights.but(**missing) if missing else weights)
 
     def ranked(self) -> list[Candidate]:
         """Candidates in final order (the retriever's order when the ranker failed)."""
@@ -137,6 +127,26 @@ class Recommendation:
     def index_of(self, item_id: int | None) -> int | None:
         """Index of `item_id` among the candidates, or None."""
         return next((i for i, c in enumerate(self.candidates) if c.item_id == item_id), None)
+
+
+def candidate_opinions(candidates: list[Candidate]) -> dict[str, torch.Tensor]:
+    """The named opinions (K,) of candidates in letter order: retriever and co-watch always; the LLM's and title
+    likelihood's (log-probabilities) when every candidate has them."""
+    named = {"retriever": retriever_opinion(torch.tensor([c.retriever_score for c in candidates])),
+             "cowatch": torch.tensor([c.cowatch_score for c in candidates])}
+    for name, field_name in (("llm", "probability"), ("titles", "title_probability")):
+        values = [getattr(c, field_name) for c in candidates]
+        if all(v is not None for v in values):
+            named[name] = torch.log(torch.tensor(values).clamp_min(1e-30))
+    return named
+
+
+def fuse(opinions: dict[str, torch.Tensor], weights: FusionWeights) -> FusedRanking:
+    """One fusion of (K,) opinions at `weights` (`recsys.ranker.fusion.fused_scores`): order, probabilities, terms."""
+    scores = fused_scores(opinions, weights)
+    terms = {name: torch.softmax(getattr(weights, name) * opinion, dim=-1).tolist()
+             for name, opinion in opinions.items()}
+    return FusedRanking(order(scores), scores.softmax(dim=-1).tolist(), terms)
 
 
 @dataclass
@@ -168,8 +178,10 @@ class Pipeline:
                  fusion: FusionWeights = FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0),
                  cowatch: CoWatchCounts | None = None,
                  test_users: TestUsers | None = None, adapter: str | Path | None = None,
-                 info: dict[str, str] | None = None, generation_max_new_tokens: int | None = None,
-                 pool: int = NUM_CANDIDATES, title_config: TitleConfig = TitleConfig()):
+                 generation_max_new_tokens: int | None = None,
+                 pool: int = NUM_CANDIDATES, title_config: TitleConfig = TitleConfig(),
+                 ranker: RankerArtefacts | None = None, retriever_folder: Path | None = None,
+                 catalog_adapter: Path | None = None, model_facts: dict[str, str] | None = None):
         if retriever.config.num_items != len(catalog):
             raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog has "
                                   f"{len(catalog)}: they come from different runs. "
@@ -186,7 +198,10 @@ class Pipeline:
         self.cowatch = cowatch  # the co-watch counts; None: no co-watch opinion (scores 0)
         self.test_users = test_users
         self.adapter = adapter  # the ranker's adapter folder; None when the base model ranks alone
-        self.info = dict(info or {})
+        self.ranker = ranker or RankerArtefacts()  # what the ranker folder said (its training record, for the pages)
+        self.retriever_folder = retriever_folder
+        self.catalog_adapter_folder = catalog_adapter  # the adapter that scores title likelihood, when loaded
+        self.model_facts = dict(model_facts or {})  # device, base model, quantization (`recsys.ranker.model.describe`)
         self.generation_max_new_tokens = generation_max_new_tokens
         self.pool = pool  # LRURec's top films the prior re-ranks to keep NUM_CANDIDATES (`recsys.ranker.pool`)
         self.title_config = title_config
@@ -209,55 +224,35 @@ class Pipeline:
         retriever = load_model(folder, device=str(device))
         try:
             test_users = load_test_users(folder)
-            test_users_note = f"{len(test_users)} test users of {test_users.dataset}"
         except FileNotFoundError:
-            test_users, test_users_note = None, f"none in {folder} (create them with: {TEST_USERS_COMMAND})"
+            test_users = None
         except ValueError as error:
             raise CheckpointError(str(error)) from error
-        folder_of_ranker = config.ranker.adapter  # fusion, prompt budgets, prior: read before the slow model load
-        fusion = read_fusion_weights(folder_of_ranker) if config.fusion is None else config.fusion
-        prompt_config = config.prompt or read_prompt_config(folder_of_ranker)
-        cowatch = read_cowatch(folder_of_ranker)
-        pool = read_pool(folder_of_ranker) if cowatch is not None else NUM_CANDIDATES
-        # A ranker folder without adapter weights is a zero-shot one (`recsys.ranker.train --zero-shot`): the base
-        # model ranks, at the weights validation chose for it.
-        adapter: str | Path | None = default_adapter(Path(folder_of_ranker)) if folder_of_ranker else None
-        if folder_of_ranker and not adapter and not (Path(folder_of_ranker) / RANKER_CONFIG_FILE).is_file():
-            adapter = folder_of_ranker  # neither an adapter nor a zero-shot folder: the loader says what is missing
+        # Every file of the ranker folder, read before the slow model load. A folder without adapter weights is a
+        # zero-shot one (`recsys.ranker.train --zero-shot`): the base model ranks, at the weights validation chose.
+        ranker = RankerArtefacts.load(config.ranker.adapter)
+        fusion = ranker.fusion if config.fusion is None else config.fusion
+        prompt_config = config.prompt or ranker.prompt
         # The model exactly as evaluation and training validation score it: the adapter unmerged (fp32 LoRA
         # weights over base weights in the CPU precision), fp32 letter logits, one prompt at a time.
-        ranker_config = replace(config.ranker, adapter=adapter, cpu_precision=config.cpu_precision)
+        ranker_config = replace(config.ranker, adapter=ranker.adapter, cpu_precision=config.cpu_precision)
         model, tokenizer = load_ranker(ranker_config)
         title_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years)
-        catalog_adapter = config.catalog_adapter
-        if catalog_adapter == "auto":
-            catalog_adapter = default_adapter(DEFAULT_CATALOG_ADAPTER) if config.ranker.base_model is None else None
-        if catalog_adapter and adapter:
-            title_config, title_weight = read_title_config(catalog_adapter)
-            fusion = fusion.but(titles=title_weight) if config.fusion is None else fusion
-            model = load_adapter(model, catalog_adapter, name=CATALOG_ADAPTER_NAME)
-        info = describe(ranker_config, model, query_device=start_on_device)
-        if device.type == "cpu" and loaded_quantization(model) == "none":
-            short = {torch.float32: "fp32", torch.bfloat16: "bf16"}
-            dtype = next(model.parameters()).dtype
-            info["quantization"] = (f"{short.get(dtype, dtype_name(dtype))} base weights"
-                                    + (", fp32 LoRA adapter" if adapter else "") + ", fp32 letter logits")
-        if folder_of_ranker and not adapter:
-            info["adapter"] = f"none: the base model ranks zero-shot, at the weights chosen on validation " \
-                              f"({Path(folder_of_ranker).name})"
-        elif not adapter:
-            info["adapter"] = f"none: the base model ranks alone (train an adapter with: {RANKER_TRAIN_COMMAND})"
-        info.update(retriever=f"LRURec, {folder.name} ({len(catalog)} items, window {retriever.config.max_len}); "
-                              + (f"the co-watch prior keeps the best 20 of its top {pool}" if pool > NUM_CANDIDATES
-                                 else "its top 20 are the candidates"),
-                    test_users=test_users_note,
-                    title_likelihood=(f"catalog-pretrained adapter {Path(catalog_adapter).name}"
-                                      if catalog_adapter and adapter else "the ranker's model")
-                    + f", fusion weight {fusion.titles:g}")
+        catalog_folder = config.catalog_adapter
+        if catalog_folder == "auto":
+            catalog_folder = default_adapter(DEFAULT_CATALOG_ADAPTER) if config.ranker.base_model is None else None
+        catalog_adapter = None
+        if catalog_folder and ranker.adapter:
+            titles = CatalogArtefacts.load(catalog_folder)
+            title_config, catalog_adapter = titles.title, titles.folder
+            fusion = fusion.but(titles=titles.weight) if config.fusion is None else fusion
+            model = load_adapter(model, titles.folder, name=CATALOG_ADAPTER_NAME)
         pipeline = cls(catalog, retriever, model, tokenizer, prompt_config=prompt_config, fusion=fusion,
-                       cowatch=cowatch, test_users=test_users, adapter=adapter, info=info,
-                       generation_max_new_tokens=config.generation_max_new_tokens, pool=pool,
-                       title_config=title_config)
+                       cowatch=ranker.counts, test_users=test_users, adapter=ranker.adapter,
+                       generation_max_new_tokens=config.generation_max_new_tokens, pool=ranker.pool,
+                       title_config=title_config, ranker=ranker, retriever_folder=folder,
+                       catalog_adapter=catalog_adapter,
+                       model_facts=describe(ranker_config, model, query_device=start_on_device))
         if start_on_device:
             pipeline.warm_up()
         return pipeline
@@ -266,14 +261,6 @@ class Pipeline:
     def window(self) -> int:
         """How many of the latest history items LRURec reads."""
         return self.retriever.config.max_len
-
-    def describe(self) -> dict[str, str]:
-        """Facts for the About tab: device, base model, quantization, adapter, retriever, prompt, fusion."""
-        prompt = self.prompt_config
-        return {**self.info,
-                "prompt": f"last {prompt.max_history} history titles, {prompt.max_title_tokens} tokens a title, "
-                          f"{prompt.max_prompt_tokens} tokens in all",
-                "final_ranking": describe_fusion(self.fusion)}
 
     def race_token_budget(self) -> int:
         """The most tokens a race generates: the configured budget, else every candidate's title at its token
@@ -315,22 +302,23 @@ class Pipeline:
 
     @torch.inference_mode()
     def retrieve(self, history: list[int]) -> tuple[list[Candidate], float]:
-        """The 20 candidates of a checked history and the time it took (ms): LRURec's top `pool` unseen items, of
-        which the co-watch prior keeps the best 20 in LRURec's order (`recsys.ranker.pool.keep_best`; with a pool
-        of 20, or no co-watch counts, LRURec's top-20). Each keeps LRURec's rank."""
+        """The 20 candidates of a checked history, co-watch scored, and the time it took (ms): LRURec's top `pool`
+        unseen items, of which the co-watch prior keeps the best 20 in LRURec's order (`recsys.ranker.pool.keep_best`;
+        with a pool of 20, or no co-watch counts, LRURec's top-20). Each keeps LRURec's rank."""
         start = time.perf_counter()
         ids, scores = self.retriever.retrieve([history], self.pool)
         pairs = [(i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist()) if math.isfinite(s)]
         if not pairs:
             raise HistoryError("Every catalog item is already in the history: nothing is left to recommend.")
-        kept = list(range(min(len(pairs), NUM_CANDIDATES)))
-        if len(pairs) > NUM_CANDIDATES and self.cowatch is not None:
-            pool_ids = torch.tensor([[i for i, _ in pairs]])
-            kept = keep_best(torch.tensor([[s for _, s in pairs]]), self.cowatch.scores([history], pool_ids),
-                             self.fusion)[0].tolist()
+        cowatch = [0.0] * len(pairs)
+        if self.cowatch is not None:  # scored once over the pool: it chooses the 20 and is their opinion
+            cowatch = self.cowatch.scores([history], torch.tensor([[i for i, _ in pairs]]))[0].tolist()
+        kept = keep_best(torch.tensor([[s for _, s in pairs]]), torch.tensor([cowatch]), self.fusion)[0].tolist()
         elapsed_ms = (time.perf_counter() - start) * 1000
         candidates = [Candidate(pairs[rank][0], self.catalog.title(pairs[rank][0]), LETTERS[letter], rank + 1,
-                                pairs[rank][1]) for letter, rank in enumerate(kept)]
+                                pairs[rank][1], cowatch[rank],
+                                self.cowatch.evidence(history, pairs[rank][0]) if self.cowatch is not None else None)
+                      for letter, rank in enumerate(kept)]
         return candidates, elapsed_ms
 
     @property
@@ -384,7 +372,7 @@ class Pipeline:
     def recommend(self, history_item_ids, compare_base: bool = False, reverse_check: bool = False,
                   titles: bool = False) -> Recommendation:
         """Retrieve candidates for a history (item ids, oldest first), score them with the co-watch prior and the
-        verbalizer, and rank them by the fusion of the three opinions (`recsys.ranker.fusion`).
+        verbalizer, and rank them by the fusion of the opinions (`recsys.ranker.fusion`), once.
 
         With `compare_base` (and an adapter loaded) one more forward pass gives the base model's
         probabilities for the same prompt; with `reverse_check` one more pass lists the candidates in
@@ -395,53 +383,47 @@ class Pipeline:
         """
         history, notices = self.check_history(history_item_ids)
         candidates, retrieval_ms = self.retrieve(history)
-        if self.cowatch is not None:
-            ids = torch.tensor([[c.item_id for c in candidates]])
-            for candidate, score in zip(candidates, self.cowatch.scores([history], ids)[0].tolist()):
-                candidate.cowatch_score = score
-                candidate.cowatch_evidence = self.cowatch.evidence(history, candidate.item_id)
-        result = Recommendation(history, candidates, None, None, retrieval_ms, None, notices)
+        retrieved = Recommendation(history, candidates, None, None, retrieval_ms, None, notices)
         try:
-            if titles or self.fusion.titles:
-                start = time.perf_counter()
-                for candidate, probability in zip(candidates, self.title_probabilities(history, candidates).tolist()):
-                    candidate.title_probability = probability
-                result.titles_ms = (time.perf_counter() - start) * 1000
-            start = time.perf_counter()
-            result.prompt = self.prompt_for(history, candidates)
-            reading = read_next_token(self.model, self.tokenizer, result.prompt, self.letter_ids,
-                                      prefix=self.prefix_cache())
-            for candidate, probability in zip(candidates, reading.probabilities.tolist()):
-                candidate.probability = probability
-            result.ranking = final_order(result.opinions(), self.fusion)
-            result.ranking_ms = (time.perf_counter() - start) * 1000
-            result.letter_mass, result.top_other_tokens = reading.letter_mass, reading.top_other_tokens
-            if compare_base and self.can_compare_base:
-                base_prefix = self.prefix_cache(base=True)
-                with self.without_adapter():
-                    base = read_next_token(self.model, self.tokenizer, result.prompt, self.letter_ids,
-                                           prefix=base_prefix)
-                result.base_letter_mass = base.letter_mass
-                for candidate, probability in zip(candidates, base.probabilities.tolist()):
-                    candidate.base_probability = probability
-            if reverse_check:
-                reverse = self.prompt_for(history, candidates[::-1])
-                flipped = read_next_token(self.model, self.tokenizer, reverse, self.letter_ids,
-                                          prefix=self.prefix_cache()).probabilities
-                for candidate, probability in zip(candidates, flipped.flip(0).tolist()):
-                    candidate.reversed_probability = probability
+            return self.rank(retrieved, compare_base, reverse_check, titles)
         except Exception as error:  # noqa: BLE001 (any ranker failure is reported beside the retrieval results)
-            for candidate in candidates:
-                candidate.probability = candidate.base_probability = candidate.reversed_probability = None
-                candidate.title_probability = None
-            result.ranking, result.ranking_ms, result.titles_ms = None, None, None
-            result.ranker_error = f"{type(error).__name__}: {error}"
-            return result
-        final = fused_scores(result.opinions(), self.fusion).softmax(dim=-1).tolist()
-        for rank, index in enumerate(result.ranking, start=1):
-            candidates[index].final_rank = rank
-            candidates[index].final_probability = final[index]
-        return result
+            return replace(retrieved, ranker_error=f"{type(error).__name__}: {error}")
+
+    def rank(self, retrieved: Recommendation, compare_base: bool, reverse_check: bool,
+             titles: bool) -> Recommendation:
+        """The LLM's opinions of retrieved candidates and the fused ranking at the served weights (see `recommend`)."""
+        history, candidates = retrieved.history, retrieved.candidates
+        scored: dict[str, list[Any]] = {}  # Candidate field -> its value per candidate, letter order
+        titles_ms = None
+        if titles or self.fusion.titles:
+            start = time.perf_counter()
+            scored["title_probability"] = self.title_probabilities(history, candidates).tolist()
+            titles_ms = (time.perf_counter() - start) * 1000
+        start = time.perf_counter()
+        prompt = self.prompt_for(history, candidates)
+        reading = read_next_token(self.model, self.tokenizer, prompt, self.letter_ids, prefix=self.prefix_cache())
+        scored["probability"] = reading.probabilities.tolist()
+        opinions = candidate_opinions([replace(c, **{k: v[i] for k, v in scored.items()})
+                                       for i, c in enumerate(candidates)])
+        fused = fuse(opinions, self.fusion)
+        ranking_ms = (time.perf_counter() - start) * 1000
+        base_letter_mass = None
+        if compare_base and self.can_compare_base:
+            base_prefix = self.prefix_cache(base=True)
+            with self.without_adapter():
+                base = read_next_token(self.model, self.tokenizer, prompt, self.letter_ids, prefix=base_prefix)
+            scored["base_probability"], base_letter_mass = base.probabilities.tolist(), base.letter_mass
+        if reverse_check:
+            reverse = self.prompt_for(history, candidates[::-1])
+            flipped = read_next_token(self.model, self.tokenizer, reverse, self.letter_ids,
+                                      prefix=self.prefix_cache()).probabilities
+            scored["reversed_probability"] = flipped.flip(0).tolist()
+        final_rank = {index: rank for rank, index in enumerate(fused.order, start=1)}
+        ranked = [replace(c, final_rank=final_rank[i], final_probability=fused.probabilities[i],
+                          **{k: v[i] for k, v in scored.items()}) for i, c in enumerate(candidates)]
+        return replace(retrieved, candidates=ranked, ranking=fused.order, prompt=prompt, ranking_ms=ranking_ms,
+                       letter_mass=reading.letter_mass, top_other_tokens=reading.top_other_tokens,
+                       base_letter_mass=base_letter_mass, titles_ms=titles_ms)
 
     def prompt_for(self, history: list[int], candidates: list[Candidate]) -> RankingPrompt:
         """The ranking prompt of a checked history and candidates (in letter order), with the adapter's budgets

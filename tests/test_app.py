@@ -450,7 +450,7 @@ def test_default_models_recommend_a_preset():
     pipeline = app.load_pipeline(app.parse_args([]))
     handlers = DemoHandlers(pipeline)
     assert set(handlers.presets) == set(PRESETS)  # every preset title is in the real catalog
-    assert (pipeline.adapter is None) == (RANKER_TRAIN_COMMAND in pipeline.describe()["adapter"])
+    assert (pipeline.adapter is None) == (RANKER_TRAIN_COMMAND in pages.facts(pipeline)["adapter"])
     session, *_ = handlers.load_preset(new_session(), "Sci-fi fan")
     summary, table, figure, prompt, reading, shown = handlers.recommend(session, None, None, True)
     assert len(table) == 20 and "verbalizer ranking" in summary and prompt.endswith("### Response:\n")

@@ -53,7 +53,7 @@ def test_fusion_explorer_moves_the_llm_and_cowatch_weights_without_a_model_call(
     elapsed = time.perf_counter() - start
     assert list(retriever_table["Retriever rank"]) == list(range(1, 21)) and set(retriever_table["Change"]) == {"="}
     prior_table, _ = handlers.ranking_view(session, shown, 0.0, None)  # retriever + co-watch
-    opinions = result.opinions()
+    opinions = result.opinions
     prior = fused_scores(opinions, FusionWeights(0.5, 1.5, 0.0))
     assert list(prior_table["Title"]) == [result.candidates[i].title for i in final_order(opinions,
                                                                                           FusionWeights(0.5, 1.5, 0.0))]
@@ -232,30 +232,26 @@ def test_search_keeps_partial_matches_when_nothing_is_exact():
 
 
 def test_about_tab_gives_the_adapters_recipe_and_measured_effect(tmp_path):
-    import json
-
     from recsys.demo.pages import training_markdown
+    from recsys.ranker.artefacts import RankerArtefacts
 
-    assert "base model ranks alone" in training_markdown(None)
-    assert "no training record" in training_markdown(tmp_path)
-    (tmp_path / "ranker_config.json").write_text(json.dumps({
-        "fusion": {"retriever": 0.5, "cowatch": 1.5, "llm": 1.0}, "training": {
-            "examples": "heldout", "heldout_dir": "runs/heldout", "loss": "residual", "lr": 5e-4, "batch_size": 8,
-            "max_history": 10, "years": False, "lora_top_layers": 10}}))
+    assert "base model ranks alone" in training_markdown(RankerArtefacts())
+    assert "no training record" in training_markdown(RankerArtefacts(tmp_path, has_weights=True))
+    training = {"examples": "heldout", "heldout_dir": "runs/heldout", "loss": "residual", "lr": 5e-4, "batch_size": 8,
+                "max_history": 10, "years": False, "lora_top_layers": 10}
     row = {"subset": {"N@10": 0.36, "R@10": 0.6}, "ci95_vs_retriever_N@10": [-0.01, 0.05]}
-    (tmp_path / "metrics.json").write_text(json.dumps({
-        "training_examples": 7000, "best_step": 300, "examples_seen_at_best": 2400, "test_users_in_subset": 119,
-        "test": {"retriever": {"subset": {"N@10": 0.35, "R@10": 0.6}}, "final": row, "retriever+cowatch": row,
-                 "llm_contribution": {"N@10": 0.004, "ci95_N@10": [-0.01, 0.02]}}}))
-    text = training_markdown(tmp_path)
+    metrics = {"training_examples": 7000, "best_step": 300, "examples_seen_at_best": 2400, "test_users_in_subset": 119,
+               "test": {"retriever": {"subset": {"N@10": 0.35, "R@10": 0.6}}, "final": row, "retriever+cowatch": row,
+                        "llm_contribution": {"N@10": 0.004, "ci95_N@10": [-0.01, 0.02]}}}
+    ranker = RankerArtefacts(tmp_path, FusionWeights(0.5, 1.5, 1.0), training=training, metrics=metrics,
+                             has_weights=True)
+    text = training_markdown(ranker)
     assert "7000 ranking tasks (the kept adapter had seen 2400)" in text and "never saw those positions" in text
     assert "LRURec's own top-20 with its scores" in text  # no pool recorded: the paper's stage one
-    config = json.loads((tmp_path / "ranker_config.json").read_text())
-    config["training"]["pool"] = None  # trained on the served pool, which metrics.json records
-    (tmp_path / "ranker_config.json").write_text(json.dumps(config))
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    (tmp_path / "metrics.json").write_text(json.dumps({**metrics, "pool": 50}))
-    assert "the 20 the prior keeps of LRURec's top-50 with its scores" in training_markdown(tmp_path)
+    # trained on the served pool (None in the training config), which metrics.json records
+    pooled = RankerArtefacts(tmp_path, ranker.fusion, training={**training, "pool": None},
+                             metrics={**metrics, "pool": 50}, has_weights=True)
+    assert "the 20 the prior keeps of LRURec's top-50 with its scores" in training_markdown(pooled)
     assert "plus the fixed prior" in text
     assert "no years" in text and "top 10 layers" in text and "retriever 0.5; cowatch 1.5; llm 1.0" in text
     assert "| Retriever (LRURec order) | 0.3500 | 0.6000 | – |" in text
@@ -266,7 +262,8 @@ def test_about_tab_gives_the_adapters_recipe_and_measured_effect(tmp_path):
 def test_evidence_prompts_carry_each_films_rank_and_count_also_reversed(adapted_pipeline):
     from dataclasses import replace
 
-    from recsys.pipeline import CheckpointError, Pipeline
+    from recsys.errors import CheckpointError
+    from recsys.pipeline import Pipeline
 
     config = replace(adapted_pipeline.prompt_config, evidence=True)
     pipeline = make_pipeline(adapted_pipeline.catalog, adapted_pipeline.retriever, adapted_pipeline.model,

@@ -7,11 +7,14 @@ import pytest
 import torch
 from conftest import make_llama, make_pipeline
 
+from recsys.errors import CheckpointError
 from recsys import NUM_CANDIDATES
 from recsys.data.preprocess import SequenceDataset
 from recsys.data.test_users import (COMMAND, LICENSE_FILE, TEST_USERS_FILE, check_catalog, license_notice,
                                     load_test_users, write_test_users)
-from recsys.pipeline import HistoryError, Pipeline, PipelineConfig, default_adapter
+from recsys.demo.pages import facts
+from recsys.pipeline import HistoryError, Pipeline, PipelineConfig
+from recsys.ranker.artefacts import default_adapter
 from recsys.ranker.model import cpu_dtype
 from recsys.plots import FONT_COLOR, TRANSPARENT, opinions_figure, timing_figure
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
@@ -19,7 +22,7 @@ from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.generation import GENERATION_INSTRUCTION, GenerationResult
 from recsys.ranker.model import RankerLoadConfig
 from recsys.ranker.prompt import LETTERS
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, CheckpointError, save_checkpoint
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, save_checkpoint
 
 
 def test_recommend_ranks_the_retrievers_top_20(tiny_pipeline):
@@ -177,9 +180,9 @@ def test_load_from_folders(saved_models):
     retriever, base = saved_models
     pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=None),
                                             cpu_precision="fp32"))
-    assert pipeline.model.dtype == torch.float32 and pipeline.describe()["quantization"].startswith("fp32 base")
-    assert pipeline.adapter is None and "base model ranks alone" in pipeline.describe()["adapter"]
-    assert pipeline.describe()["device"] == "CPU" and "2 test users" in pipeline.describe()["test_users"]
+    assert pipeline.model.dtype == torch.float32 and facts(pipeline)["quantization"].startswith("fp32 base")
+    assert pipeline.adapter is None and "base model ranks alone" in facts(pipeline)["adapter"]
+    assert facts(pipeline)["device"] == "CPU" and "2 test users" in facts(pipeline)["test_users"]
     assert pipeline.test_users[2].history == (5, 6, 7, 8) and pipeline.test_users[2].target == 9
     assert len(pipeline.recommend([1, 2]).candidates) == 20
 
@@ -201,7 +204,7 @@ def test_load_with_an_adapter_reads_its_settings_and_scores_with_it_unmerged(sav
                                             cpu_precision="fp32"))
     assert pipeline.fusion == FusionWeights(**fusion) and pipeline.prompt_config.max_history == 5
     assert pipeline.cowatch.config == CoWatchConfig(window=2, span=3)
-    assert "0.5 × log p(retriever) + 2 × co-watch + 1 × log p(LLM)" in pipeline.describe()["final_ranking"]
+    assert "0.5 × log p(retriever) + 2 × co-watch + 1 × log p(LLM)" in facts(pipeline)["final_ranking"]
     assert type(pipeline.model).__name__ == "PeftModelForCausalLM"  # unmerged: as evaluation scores it
     result = pipeline.recommend([1, 2, 3])
     assert any(c.cowatch_score > 0 for c in result.candidates)
@@ -214,7 +217,7 @@ def test_load_with_an_adapter_reads_its_settings_and_scores_with_it_unmerged(sav
 def test_bf16_on_cpu(saved_models, monkeypatch):
     retriever, base = saved_models
     pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base)), cpu_precision="bf16"))
-    assert pipeline.model.dtype == torch.bfloat16 and pipeline.describe()["quantization"].startswith("bf16")
+    assert pipeline.model.dtype == torch.bfloat16 and facts(pipeline)["quantization"].startswith("bf16")
     result = pipeline.recommend([1, 2, 3])
     assert sum(c.probability for c in result.candidates) == pytest.approx(1.0, abs=1e-4)
     monkeypatch.setattr("recsys.ranker.model.native_cpu_bf16", lambda: False)
@@ -238,7 +241,7 @@ def test_missing_or_corrupt_checkpoints_name_the_fix(saved_models, tmp_path):
         Pipeline.load(PipelineConfig(broken, RankerLoadConfig(base_model=str(base))))
     (broken / TEST_USERS_FILE).unlink()
     pipeline = Pipeline.load(PipelineConfig(broken, RankerLoadConfig(base_model=str(base))))
-    assert pipeline.test_users is None and COMMAND in pipeline.describe()["test_users"]
+    assert pipeline.test_users is None and COMMAND in facts(pipeline)["test_users"]
 
 
 def test_test_users_round_trip_and_license(tmp_path, tiny_catalog):
@@ -312,9 +315,9 @@ def test_a_zero_shot_ranker_folder_serves_the_base_model_at_its_validated_weight
                                             cpu_precision="fp32"))
     assert pipeline.fusion == FusionWeights(**fusion) and pipeline.prompt_config.max_history == 6
     assert pipeline.adapter is None and not pipeline.can_compare_base
-    assert "zero-shot" in pipeline.describe()["adapter"]
-    assert pipeline.describe()["title_likelihood"].startswith("the ranker's model")
+    assert "zero-shot" in facts(pipeline)["adapter"]
+    assert facts(pipeline)["title_likelihood"].startswith("the ranker's model")
     assert pipeline.recommend([1, 2, 3]).ranking is not None
-    with pytest.raises(RuntimeError, match="is not a ranker adapter"):
+    with pytest.raises(RuntimeError, match="is not a ranker folder"):
         Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=str(tmp_path)),
                                      cpu_precision="fp32"))

@@ -3,7 +3,6 @@ them alike."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -13,10 +12,10 @@ from conftest import make_pipeline
 from recsys import NUM_CANDIDATES
 from recsys.data.preprocess import SequenceDataset
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
-from recsys.ranker.evaluate import (RETRIEVER, RankingRows, all_user_ranks, ndcg10, pool_trade, ranking_metrics,
-                                    rows_ndcg10, split_rows, target_ranks)
+from recsys.ranker.evaluate import RETRIEVER, all_user_ranks, ndcg10, ranking_metrics, rows_ndcg10, target_ranks
 from recsys.ranker.fusion import FusionWeights
-from recsys.ranker.pool import PRIOR_FILE, keep_best, read_pool
+from recsys.ranker.pool import keep_best
+from recsys.ranker.rows import RankingRows, pool_trade, split_rows
 from recsys.retriever.candidates import SplitCandidates, retrieve_split
 
 PRIOR = FusionWeights(retriever=1.0, cowatch=1.0, llm=0.0)
@@ -28,15 +27,6 @@ def test_the_prior_keeps_its_best_in_the_retrievers_order():
     assert keep_best(retriever, cowatch, PRIOR, keep=3).tolist() == [[0, 1, 3]]  # best 3: 4th, 1st, 2nd; LRURec order
     assert keep_best(retriever, torch.zeros(1, 5), PRIOR, keep=3).tolist() == [[0, 1, 2]]  # no co-watch: LRURec's top
     assert keep_best(retriever[:, :3], cowatch[:, :3], PRIOR, keep=3).tolist() == [[0, 1, 2]]  # nothing to choose
-
-
-def test_the_pool_is_read_from_prior_json(tmp_path):
-    assert read_pool(None) == read_pool(tmp_path) == NUM_CANDIDATES  # no prior: the paper's stage one
-    (tmp_path / PRIOR_FILE).write_text(json.dumps({"pool": 50}))
-    assert read_pool(tmp_path) == 50
-    (tmp_path / PRIOR_FILE).write_text(json.dumps({"pool": 5}))
-    with pytest.raises(ValueError, match="pool must be"):
-        read_pool(tmp_path)
 
 
 def test_the_retrievers_row_stays_its_own_ranking_and_dropped_targets_are_misses():

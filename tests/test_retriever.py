@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from recsys.errors import CheckpointError
 from recsys.metrics import metrics_from_ranks, ranks_of_targets
-from recsys.retriever.checkpoint import CheckpointError, load_model, save_checkpoint
+from recsys.retriever.checkpoint import load_model, save_checkpoint
 from recsys.retriever.model import LRURec, LRURecConfig, lru_parallel_scan, lru_sequential_scan, pad_histories
 
 SMALL = LRURecConfig(num_items=50, hidden_size=16, state_size=8, num_blocks=2, max_len=40)

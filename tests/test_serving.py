@@ -7,11 +7,13 @@ import torch
 
 from recsys.data.catalog import Catalog
 from recsys.data.test_users import load_test_users
-from recsys.pipeline import Pipeline, PipelineConfig, default_adapter
+from recsys.pipeline import Pipeline, PipelineConfig
+from recsys.ranker.artefacts import RankerArtefacts, default_adapter
 from recsys.ranker.base_model import converted_dir
-from recsys.ranker.evaluate import RankingRows, read_cowatch, read_fusion_weights, read_prompt_config, score_llm
+from recsys.ranker.evaluate import score_llm
 from recsys.ranker.fusion import final_order
 from recsys.ranker.model import RankerLoadConfig
+from recsys.ranker.rows import RankingRows, served_rows
 from recsys.ranker.verbalizer import read_next_token
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
@@ -27,12 +29,12 @@ def served():
 
 def test_app_and_evaluation_rank_40_test_users_alike(served):
     """The app's Recommend and `recsys.ranker.evaluate` (batch 1 and batch 8) give the same final order."""
-    adapter = default_adapter()
-    assert served.fusion == read_fusion_weights(adapter) and served.prompt_config == read_prompt_config(adapter)
+    saved = RankerArtefacts.load(default_adapter())
+    assert served.fusion == saved.fusion and served.prompt_config == saved.prompt
     users = load_test_users(DEFAULT_CHECKPOINT)
     picked = users.ids()[:USERS]
     results = [served.recommend(list(users[u].history)) for u in picked]
-    counts = read_cowatch(adapter)
+    counts = saved.counts
     candidate_ids = torch.tensor([[c.item_id for c in r.candidates] for r in results])
     rows = RankingRows([r.history for r in results], candidate_ids,
                        torch.tensor([[c.retriever_score for c in r.candidates] for r in results]),
@@ -50,8 +52,8 @@ def test_app_and_evaluation_rank_40_test_users_alike(served):
             for weights in (served.fusion, served.fusion.but(llm=1.0)):  # served, and with the LLM's opinion
                 orders = [final_order({name: opinion[i] for name, opinion in scored.opinions().items()}, weights)
                           for i in range(len(results))]
-                assert orders == [r.order_with(weights) for r in results]
-    assert [r.ranking for r in results] == [r.order_with(served.fusion) for r in results]
+                assert orders == [r.at(weights).order for r in results]
+    assert [r.ranking for r in results] == [r.at(served.fusion).order for r in results]
 
 
 def test_the_cached_instruction_prefix_moves_only_near_ties(served):
@@ -72,16 +74,15 @@ def test_the_cached_instruction_prefix_moves_only_near_ties(served):
 
 
 def test_evaluation_keeps_the_candidates_the_app_serves(served):
-    """With the committed prior's pool (LRURec's top-50, the prior keeps 20), `adapter_rows` gives every test user
+    """With the committed prior's pool (LRURec's top-50, the prior keeps 20), `served_rows` gives every test user
     in its rows the very candidates, in the same order, that the app's Recommend shows."""
     from recsys.data import load_dataset
-    from recsys.ranker.evaluate import adapter_rows
     from recsys.retriever.candidates import load_candidates
 
-    adapter = default_adapter()
+    saved = RankerArtefacts.load(default_adapter())
     assert served.pool == 50
     dataset = load_dataset("ml-latest-small")
-    rows = adapter_rows(dataset, "test", load_candidates(DEFAULT_CHECKPOINT)["test"], adapter, read_cowatch(adapter))
+    rows = served_rows(dataset, "test", load_candidates(DEFAULT_CHECKPOINT)["test"], saved, saved.counts)
     assert (~rows.subset()).sum() > 0  # users whose target only the pool brought in
     for history, ids in list(zip(rows.histories, rows.candidate_ids.tolist()))[:USERS]:
         candidates, _ = served.retrieve(served.check_history(history)[0])

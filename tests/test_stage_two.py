@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from conftest import TINY_TITLES, make_catalog, make_llama, make_lrurec
+from recsys.errors import CheckpointError
 from recsys.data.preprocess import SequenceDataset
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
-from recsys.ranker.evaluate import RankingRows, ablation, ranking_metrics, target_ranks
+from recsys.ranker.evaluate import ablation, ranking_metrics, target_ranks
+from recsys.ranker.rows import RankingRows
 from recsys.ranker.examples import RankingExample
 from recsys.ranker.fusion import FusionWeights, final_order, fused_scores, prior_scores
 from recsys.ranker.heldout import (HeldOutExamples, candidate_examples, held_out_counts, held_out_positions,
@@ -44,9 +46,9 @@ def test_cowatch_counts_round_trip_and_corrupt_files(tmp_path):
     assert torch.equal(loaded.counts, counts.counts) and loaded.config == counts.config
     path = tmp_path / "cowatch.safetensors"
     path.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(ValueError, match="corrupt.*python -m recsys.ranker.prior --write"):
+    with pytest.raises(CheckpointError, match="corrupt.*python -m recsys.ranker.prior --write"):
         CoWatchCounts.load(tmp_path)
-    with pytest.raises(FileNotFoundError, match="python -m recsys.ranker.prior"):
+    with pytest.raises(CheckpointError, match="python -m recsys.ranker.prior"):
         CoWatchCounts.load(tmp_path / "missing")
 
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from recsys.errors import CheckpointError
 from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
 from recsys.data.test_users import load_test_users
 from recsys.pipeline import Pipeline, PipelineConfig
-from recsys.ranker.evaluate import read_cowatch, read_fusion_weights, read_prompt_config
+from recsys.ranker.artefacts import PRIOR_FILE, RankerArtefacts
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, add_lora, load_adapter
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_COMMAND
-from recsys.ranker.pool import PRIOR_FILE, read_pool
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_catalog, load_model
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_catalog, load_model
 from recsys.retriever.checkpoint import TRAIN_COMMAND as RETRIEVER_COMMAND
 from tests.conftest import make_llama
 
@@ -165,10 +165,21 @@ def test_adapter_of_another_base_model_names_the_weights(tmp_path, tiny_tokenize
     assert_names_the_fix(raised.value, folder / "adapter_model.safetensors", RANKER_COMMAND)
 
 
+def read_fusion_weights(folder: Path) -> FusionWeights:
+    return RankerArtefacts.load(folder).fusion
+
+
+def read_prompt_config(folder: Path):
+    return RankerArtefacts.load(folder).prompt
+
+
 def copy_ranker_config(tmp_path: Path) -> Path:
+    """The committed ranker_config.json alone: a zero-shot ranker folder (no weights, no prior)."""
     folder = tmp_path / DEFAULT_ADAPTER.name
     folder.mkdir()
-    shutil.copyfile(DEFAULT_ADAPTER / "ranker_config.json", folder / "ranker_config.json")
+    saved = json.loads((DEFAULT_ADAPTER / "ranker_config.json").read_text())
+    saved["fusion"]["cowatch"] = 0.0  # no counts in this folder: a fusion without co-watch needs none
+    (folder / "ranker_config.json").write_text(json.dumps(saved))
     return folder
 
 
@@ -184,7 +195,7 @@ def test_the_committed_ranker_config_reads(tmp_path):
 def test_corrupt_ranker_config_names_itself_and_the_fix(tmp_path, read, corrupt):
     folder = copy_ranker_config(tmp_path)
     corrupt(folder / "ranker_config.json")
-    with pytest.raises(RuntimeError) as raised:
+    with pytest.raises(CheckpointError) as raised:
         read(folder)
     assert_names_the_fix(raised.value, folder / "ranker_config.json", RANKER_COMMAND)
 
@@ -201,7 +212,7 @@ def test_ranker_config_with_bad_values_names_itself(tmp_path, read, change):
     folder = copy_ranker_config(tmp_path)
     path = folder / "ranker_config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
-    with pytest.raises(RuntimeError) as raised:
+    with pytest.raises(CheckpointError) as raised:
         read(folder)
     assert_names_the_fix(raised.value, path, RANKER_COMMAND)
 
@@ -211,8 +222,8 @@ def test_corrupt_cowatch_counts_name_themselves_and_the_fix(tmp_path, corrupt):
     """The committed co-watch counts: a damaged file stops start-up with one line naming it and the command."""
     folder = Path(shutil.copytree(DEFAULT_ADAPTER, tmp_path / "adapter"))
     corrupt(folder / "cowatch.safetensors")
-    with pytest.raises(ValueError) as raised:
-        read_cowatch(folder)
+    with pytest.raises(CheckpointError) as raised:
+        RankerArtefacts.load(folder)
     assert_names_the_fix(raised.value, folder / "cowatch.safetensors", "python -m recsys.ranker.prior --write")
 
 
@@ -221,6 +232,6 @@ def test_a_corrupt_prior_json_names_itself_and_the_fix(tmp_path, corrupt):
     """prior.json (the candidate pool) is read at start-up: a damaged one stops it with one line and the command."""
     folder = Path(shutil.copytree(DEFAULT_ADAPTER, tmp_path / "adapter"))
     corrupt(folder / PRIOR_FILE)
-    with pytest.raises(ValueError) as raised:
-        read_pool(folder)
+    with pytest.raises(CheckpointError) as raised:
+        RankerArtefacts.load(folder)
     assert_names_the_fix(raised.value, folder / PRIOR_FILE, "python -m recsys.ranker.prior --write")

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 
-import pytest
 import torch
 from conftest import make_llama
 
 from recsys.data import SequenceDataset
 from recsys.ranker.catalog_lm import (CatalogLMConfig, encode_window, epochs_of, held_out_sequences, kept_sequences,
                                       train, windows)
-from recsys.ranker.evaluate import RankingRows, score_titles
+from recsys.ranker.evaluate import score_titles
+from recsys.ranker.rows import RankingRows
 from recsys.ranker.fusion import FusionWeights, final_order
 from recsys.ranker.heldout import HeldOutConfig, held_out_counts
-from recsys.ranker.title_likelihood import (TITLE_CONFIG_FILE, TitleConfig, history_ids, read_title_config,
-                                            title_ids, title_log_likelihoods, title_opinion)
+from recsys.ranker.title_likelihood import (history_ids, title_ids, title_log_likelihoods, title_opinion)
 
 HISTORY = ["The Matrix", "Heat", "Alien"]
 CANDIDATES = ["Toy Story", "Se7en", "The Godfather: Part II", "Fargo", "Jumanji"]
@@ -73,18 +71,8 @@ def test_evaluation_scores_titles_as_the_pipeline_does(tiny_pipeline, tiny_catal
                                  tiny_pipeline.title_config, progress=False)
     expected = title_opinion(sums, lengths).exp()[0]
     assert torch.allclose(torch.tensor([c.title_probability for c in app.candidates]), expected, atol=1e-5)
-    assert app.titles_ms is not None and "titles" in app.opinions()
+    assert app.titles_ms is not None and "titles" in app.opinions
     assert tiny_pipeline.recommend(history).candidates[0].title_probability is None  # computed only when asked
-
-
-def test_a_damaged_title_config_names_the_file_and_the_fix(tmp_path):
-    assert read_title_config(tmp_path) == (TitleConfig(), 0.0)
-    (tmp_path / TITLE_CONFIG_FILE).write_text(json.dumps({"title": {"per_token": True}, "weight": 0.5}))
-    assert read_title_config(tmp_path) == (TitleConfig(per_token=True), 0.5)
-    for broken in ("{", json.dumps({"title": {"colour": 1}, "weight": 1}), json.dumps({"title": {}, "weight": -1})):
-        (tmp_path / TITLE_CONFIG_FILE).write_text(broken)
-        with pytest.raises(RuntimeError, match="title_config.json is corrupt.*llm_rankers.py"):
-            read_title_config(tmp_path)
 
 
 def sequences_dataset(catalog) -> SequenceDataset:

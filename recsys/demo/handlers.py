@@ -22,7 +22,7 @@ from recsys.data.catalog import Movie
 from recsys.demo.search import TitleSearch
 from recsys.metrics import spearman
 from recsys.pipeline import MAX_INPUT_ITEMS, HistoryError, Pipeline, RaceResult, Recommendation
-from recsys.ranker.fusion import FusionWeights, describe_fusion, fused_scores
+from recsys.ranker.fusion import FusionWeights, describe_fusion
 
 HELD_OUT = "★ held out"
 RESULT_COLUMNS = ["Final rank", "Letter", "Title", "Final", "LLM", "Co-watch", "Retriever", "Retriever rank", "Change",
@@ -332,11 +332,11 @@ class DemoHandlers:
         weights = self.weights_at(llm_weight, cowatch_weight)
         target = shown.session["target"]
         candidates = result.candidates
-        order = result.order_with(weights)
+        fused = result.at(weights)
+        order = fused.order if result.ranking is not None else None
         final = {index: rank for rank, index in enumerate(order, start=1)} if order else {}
-        opinions = result.opinion_probabilities(weights)
-        final_probabilities = (torch.softmax(fused_scores(result.opinions(), weights), dim=-1).tolist()
-                               if order else [None] * len(candidates))
+        opinions = fused.terms
+        final_probabilities = fused.probabilities if order else [None] * len(candidates)
         extra = [name for name, field in ((BASE_COLUMN, "base_probability"), (REVERSED_COLUMN, "reversed_probability"),
                                           (TITLES_COLUMN, "title_probability"))
                  if any(getattr(c, field) is not None for c in candidates)]

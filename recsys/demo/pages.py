@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from recsys import NUM_CANDIDATES
+from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
+from recsys.machine import dtype_name
 from recsys.pipeline import Pipeline
+from recsys.ranker.artefacts import RankerArtefacts
+from recsys.ranker.fusion import describe_fusion
+from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
+from recsys.ranker.model import loaded_quantization
 from recsys.plots import PAPER_GENERATION_S
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
@@ -24,15 +32,48 @@ PAPER_RANKER = {"subset": {"retriever": {"N@10": 0.3367, "R@10": 0.6654},
                             "final": {"M@10": 0.0529, "N@10": 0.0759, "R@10": 0.1524}}}
 
 
+def facts(pipeline: Pipeline) -> dict[str, str]:
+    """What is loaded, in words, for the About tab: device, base model, quantization, adapter, retriever, test users,
+    prompt budgets, title likelihood, final ranking."""
+    named = dict(pipeline.model_facts)
+    model = pipeline.model
+    if next(model.parameters()).device.type == "cpu" and loaded_quantization(model) == "none":
+        dtype = next(model.parameters()).dtype
+        named["quantization"] = ({torch.float32: "fp32", torch.bfloat16: "bf16"}.get(dtype, dtype_name(dtype))
+                                 + " base weights" + (", fp32 LoRA adapter" if pipeline.adapter else "")
+                                 + ", fp32 letter logits")
+    ranker = pipeline.ranker
+    if ranker.zero_shot:
+        named["adapter"] = (f"none: the base model ranks zero-shot, at the weights chosen on validation "
+                            f"({ranker.folder.name if ranker.folder else ''})")
+    elif not pipeline.adapter:
+        named["adapter"] = f"none: the base model ranks alone (train an adapter with: {RANKER_TRAIN_COMMAND})"
+    retriever = pipeline.retriever.config
+    folder = pipeline.retriever_folder.name if pipeline.retriever_folder else "in memory"
+    named["retriever"] = (f"LRURec, {folder} ({len(pipeline.catalog)} items, window {retriever.max_len}); "
+                          + (f"the co-watch prior keeps the best 20 of its top {pipeline.pool}"
+                             if pipeline.pool > NUM_CANDIDATES else "its top 20 are the candidates"))
+    users = pipeline.test_users
+    named["test_users"] = (f"{len(users)} test users of {users.dataset}" if users is not None
+                           else f"none (create them with: {TEST_USERS_COMMAND})")
+    prompt = pipeline.prompt_config
+    named["prompt"] = (f"last {prompt.max_history} history titles, {prompt.max_title_tokens} tokens a title, "
+                       f"{prompt.max_prompt_tokens} tokens in all")
+    named["title_likelihood"] = (f"catalog-pretrained adapter {pipeline.catalog_adapter_folder.name}"
+                                 if pipeline.catalog_adapter_folder else "the ranker's model") \
+        + f", fusion weight {pipeline.fusion.titles:g}"
+    named["final_ranking"] = describe_fusion(pipeline.fusion)
+    return named
+
+
 def facts_markdown(pipeline: Pipeline) -> str:
     """The About tab: what is loaded, as a table."""
     names = {"device": "Device", "base_model": "Base model", "quantization": "Quantization", "adapter": "Adapter",
              "retriever": "Retriever", "test_users": "Test users", "prompt": "Prompt budgets",
              "title_likelihood": "Title likelihood", "final_ranking": "Final ranking"}
-    facts = pipeline.describe()
-    rows = "\n".join(f"| {names.get(k, k)} | {v} |" for k, v in facts.items())
+    rows = "\n".join(f"| {names.get(k, k)} | {v} |" for k, v in facts(pipeline).items())
     return (f"| Part | Setting |\n|---|---|\n{rows}\n| CPU threads | {torch.get_num_threads()} |\n\n"
-            + training_markdown(pipeline.adapter) +
+            + training_markdown(pipeline.ranker) +
             "\n\nData: MovieLens ml-latest-small (GroupLens Research, University of Minnesota), preprocessed as in "
             "LlamaRec; redistributed under its license (`checkpoints/lrurec-ml-latest-small/DATA_LICENSE.txt`).")
 
@@ -48,16 +89,13 @@ def ablation_rows(ablation: dict, part: str) -> dict[str, dict]:
     return {label: ablation[name][part] for name, label in ABLATION_LABELS.items() if name in ablation}
 
 
-def training_markdown(adapter: str | Path | None) -> str:
-    """How the loaded adapter was trained and what each opinion measurably adds, from ranker_config.json and
-    metrics.json."""
-    if adapter is None:
+def training_markdown(ranker: RankerArtefacts) -> str:
+    """How the loaded adapter was trained and what each opinion measurably adds (its ranker_config.json and
+    metrics.json)."""
+    if ranker.adapter is None:
         return "### The ranker\nNo adapter is loaded: the base model ranks alone."
-    try:
-        saved = json.loads((Path(adapter) / "ranker_config.json").read_text())
-        config = saved.get("training", {})
-        metrics = json.loads((Path(adapter) / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    config, metrics = ranker.training, ranker.metrics
+    if not config or not metrics:
         return "### The ranker\n_This adapter has no training record (ranker_config.json, metrics.json)._"
     pool = config.get("pool") or metrics.get("pool", 20)  # training's pool (null in the config: the served one)
     kept = f"the 20 the prior keeps of LRURec's top-{pool}" if pool > 20 else "LRURec's own top-20"
@@ -67,7 +105,7 @@ def training_markdown(adapter: str | Path | None) -> str:
     loss = {"letters": "cross-entropy over the 20 letter logits",
             "residual": "cross-entropy over the 20 letter logits plus the fixed prior of each film (the LLM learns "
                         "what retriever and co-watch miss), candidates shuffled in the prompt"}.get(
-        config.get("loss"), "next-token loss on the letter + EOS over the whole vocabulary (the paper's)")
+        str(config.get("loss")), "next-token loss on the letter + EOS over the whole vocabulary (the paper's)")
     lines = [
         "### How the ranker was trained",
         f"- Examples: {metrics.get('training_examples')} ranking tasks (the kept adapter had seen "
@@ -76,7 +114,7 @@ def training_markdown(adapter: str | Path | None) -> str:
         f"last {config.get('max_history')} history titles" + (", no years" if config.get("years") is False else "")
         + (f", LoRA on the top {config['lora_top_layers']} layers" if config.get("lora_top_layers") else "") + ".",
         f"- Kept: step {metrics.get('best_step')} (best held-out validation NDCG@10); fusion "
-        f"{_inline(saved.get('fusion', {}))}.",
+        f"{_inline(asdict(ranker.fusion))}.",
     ]
     test = metrics.get("test", {})
     if "final" in test:

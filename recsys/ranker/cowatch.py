@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from recsys.data.errors import one_line
+from recsys.errors import CheckpointError
 
 COUNTS_FILE = "cowatch.safetensors"
 
@@ -104,11 +104,11 @@ class CoWatchCounts:
     def load(cls, folder: str | Path) -> CoWatchCounts:
         """Read `folder`/cowatch.safetensors.
 
-        FileNotFoundError / ValueError name the file and the command that makes it."""
+        CheckpointError names the file and the command that makes it."""
         path = Path(folder) / COUNTS_FILE
-        fix = "Re-create it with: python -m recsys.ranker.prior --write"
+        command = "python -m recsys.ranker.prior --write"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found. {fix}")
+            raise CheckpointError.missing(path, command)
         try:
             from safetensors import safe_open
 
@@ -120,6 +120,6 @@ class CoWatchCounts:
             counts = torch.zeros(num_items + 1, num_items + 1, dtype=torch.int32)
             counts[tensors["rows"].long(), tensors["cols"].long()] = tensors["counts"].to(torch.int32)
         except Exception as error:  # noqa: BLE001 (any unreadable file gets the same one-line message)
-            raise ValueError(f"{path} is corrupt ({one_line(error)}). {fix}") from error
+            raise CheckpointError.corrupt(path, error, command) from error
         return cls(counts, config)
 

@@ -14,141 +14,28 @@ target the pool dropped is a miss) and overall (every user; a target outside the
 from __future__ import annotations
 
 import argparse
-import json
 import math
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from recsys import NUM_CANDIDATES
-from recsys.data import Catalog, SequenceDataset, load_dataset
-from recsys.data.errors import one_line
+from recsys.data import Catalog, load_dataset
 from recsys.distributed import is_main_process, sharded
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
-from recsys.ranker.cowatch import COUNTS_FILE, CoWatchCounts
-from recsys.ranker.examples import RankingExample
-from recsys.ranker.fusion import FusionWeights, fused_scores, llm_opinion, retriever_opinion
-from recsys.ranker.model import DEFAULT_ADAPTER, TRAIN_COMMAND, RankerLoadConfig, load_ranker
-from recsys.ranker.pool import keep_best, read_pool
+from recsys.ranker.artefacts import RankerArtefacts
+from recsys.ranker.fusion import FusionWeights, fused_scores, llm_opinion
+from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
 from recsys.ranker.prompt import PromptConfig, build_prompt, evidence_notes, item_texts
+from recsys.ranker.rows import RankingRows, pool_trade, served_rows
 from recsys.ranker.title_likelihood import TitleConfig, title_log_likelihoods, title_texts
 from recsys.ranker.verbalizer import build_prefix_cache, letter_logits, letter_token_ids
 from recsys.results import write_json
-from recsys.retriever.candidates import SplitCandidates, load_candidates
+from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 EVAL_KS = (1, 5, 10)
-RANKER_CONFIG_FILE = "ranker_config.json"
-
-
-@dataclass
-class RankingRows:
-    """Ranking tasks (one per user, or per held-out position) with every opinion's scores of their 20 candidates."""
-
-    histories: list[list[int]]  # item ids, oldest first
-    candidate_ids: torch.Tensor  # (N, K) the retriever's order
-    retriever_scores: torch.Tensor  # (N, K) raw retriever scores
-    cowatch: torch.Tensor  # (N, K) co-watch scores
-    target_index: torch.Tensor  # (N,) 0-based position of the target among the candidates; -1: a pool dropped it
-    total_users: int  # users of the whole split, for overall metrics (misses outside the rows)
-    llm: torch.Tensor | None = None  # (N, K) the LLM's log-probabilities once scored
-    titles: torch.Tensor | None = None  # (N, K) the title-likelihood opinion once scored (`score_titles`)
-    users: torch.Tensor | None = None  # (N,) the user of each row (split rows); None for held-out examples
-    retriever_rank: torch.Tensor | None = None  # (N,) the target's rank in the retriever's own ranking (inf: beyond
-    # its pool); None: its place among the candidates, which are then the retriever's top ones in its order
-
-    def __len__(self) -> int:
-        return len(self.histories)
-
-    def retriever_ranks(self) -> torch.Tensor:
-        """(N,) float: each target's rank in the retriever's own ranking."""
-        return self.retriever_rank if self.retriever_rank is not None else (self.target_index + 1).float()
-
-    def subset(self) -> torch.Tensor:
-        """(N,) bool: the paper's valid-retrieval subset, rows whose target is in the retriever's top-20."""
-        return self.retriever_ranks() <= NUM_CANDIDATES
-
-    def opinions(self) -> dict[str, torch.Tensor]:
-        """The named opinions (N, K) for `recsys.ranker.fusion`; "llm" only once scored."""
-        named = {"retriever": retriever_opinion(self.retriever_scores), "cowatch": self.cowatch}
-        if self.llm is not None:
-            named["llm"] = self.llm
-        if self.titles is not None:
-            named["titles"] = self.titles
-        return named
-
-    def ranking_examples(self) -> list[RankingExample]:
-        """Rows as training examples (candidates in the rows' order); every row must hold its target."""
-        if (self.target_index < 0).any():
-            raise ValueError("a training example needs its target among the candidates")
-        return [RankingExample(tuple(h), tuple(ids), a) for h, ids, a in
-                zip(self.histories, self.candidate_ids.tolist(), self.target_index.tolist())]
-
-    def select(self, index: list[int]) -> RankingRows:
-        """The rows at `index`, in that order."""
-        picked = torch.as_tensor(index, dtype=torch.long)
-        return replace(self, histories=[self.histories[i] for i in index], candidate_ids=self.candidate_ids[picked],
-                       retriever_scores=self.retriever_scores[picked], cowatch=self.cowatch[picked],
-                       target_index=self.target_index[picked],
-                       llm=None if self.llm is None else self.llm[picked],
-                       titles=None if self.titles is None else self.titles[picked],
-                       users=None if self.users is None else self.users[picked],
-                       retriever_rank=None if self.retriever_rank is None else self.retriever_rank[picked])
-
-
-def sample_rows(rows: list[int], max_users: int | None = None, seed: int = 0) -> list[int]:
-    """`rows`, or a seeded sample of `max_users` of them (in their order) when given."""
-    if max_users is not None and max_users < len(rows):
-        generator = torch.Generator().manual_seed(seed)
-        picked = torch.randperm(len(rows), generator=generator)[:max_users].tolist()
-        rows = sorted(rows[i] for i in picked)
-    return rows
-
-
-def histories_of(dataset: SequenceDataset, split: str, users: list[int]) -> list[list[int]]:
-    """Input histories (item ids) of `users` for "val" or "test"."""
-    return [(dataset.val_input(u) if split == "val" else dataset.test_input(u))[0] for u in users]
-
-
-def split_rows(dataset: SequenceDataset, split: str, candidates: SplitCandidates, counts: CoWatchCounts | None,
-               max_users: int | None = None, seed: int = 0, pool: int = NUM_CANDIDATES,
-               weights: FusionWeights | None = None) -> RankingRows:
-    """A split's ("val" or "test") users to rank, as RankingRows, co-watch scored with `counts` (zeros without).
-
-    With `pool` 20 (the paper's stage one): the valid-retrieval subset, each row LRURec's top-20. With a
-    larger pool (`candidates` must hold LRURec's top-`pool`; `counts` and the prior `weights` required):
-    each user's 20 are the prior's best of the pool (`recsys.ranker.pool.keep_best`, as the app), and the
-    rows are the subset users (a target the pool dropped gets target_index -1, a miss) plus the users whose
-    target LRURec ranked 21..pool and the prior kept. `retriever_rank` keeps LRURec's own rank of each
-    target, so the retriever's row stays LRURec's ranking. A seeded sample of `max_users` rows when given.
-    """
-    available = candidates.candidate_ids.shape[1]
-    if available < pool:
-        raise ValueError(f"the candidates hold LRURec's top-{available}, the pool needs {pool}: re-create them with "
-                         f"python -m recsys.retriever.candidates --k {pool}")
-    ids, scores = candidates.candidate_ids[:, :pool].long(), candidates.candidate_scores[:, :pool].float()
-    histories = histories_of(dataset, split, candidates.users.tolist())
-    cowatch = counts.scores(histories, ids) if counts else torch.zeros(ids.shape)
-    if pool > NUM_CANDIDATES:
-        if counts is None or weights is None:
-            raise ValueError("a candidate pool needs the co-watch counts and the prior's weights")
-        kept = keep_best(scores, cowatch, weights)
-    else:
-        kept = torch.arange(NUM_CANDIDATES).expand(len(ids), -1)
-    ids, scores, cowatch = ids.gather(1, kept), scores.gather(1, kept), cowatch.gather(1, kept)
-    position = candidates.target_positions().long()
-    retriever_rank = torch.where((position >= 0) & (position < pool), position + 1.0, torch.tensor(math.inf))
-    hit = ids == candidates.targets.long().view(-1, 1)
-    target_index = torch.where(hit.any(dim=1), hit.int().argmax(dim=1), torch.tensor(-1))
-    rows = sample_rows(((retriever_rank <= NUM_CANDIDATES) | (target_index >= 0)).nonzero().flatten().tolist(),
-                       max_users, seed)
-    picked = torch.tensor(rows, dtype=torch.long)
-    return RankingRows([histories[i] for i in rows], ids[picked], scores[picked], cowatch[picked], target_index[picked],
-                       int(candidates.users.numel()), users=candidates.users[picked].long(),
-                       retriever_rank=retriever_rank[picked])
 
 
 def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_config: PromptConfig,
@@ -314,83 +201,6 @@ def print_ablation(result: dict, title: str) -> None:
         print(f"  the LLM's own contribution: {result['llm_contribution']}")
 
 
-def ranker_config_error(path: Path, reason: str) -> RuntimeError:
-    """The one-line error for an unusable ranker_config.json: the file and the command that re-creates it."""
-    return RuntimeError(f"{path} is corrupt ({reason}). Re-create it with: {TRAIN_COMMAND}")
-
-
-def read_ranker_config(adapter: str | Path | None) -> dict:
-    """The ranker_config.json saved beside an adapter ({} when there is none); RuntimeError when it is unreadable."""
-    if not adapter or not (Path(adapter) / RANKER_CONFIG_FILE).is_file():
-        return {}
-    path = Path(adapter) / RANKER_CONFIG_FILE
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as error:  # ValueError covers bad JSON and bad UTF-8
-        raise ranker_config_error(path, one_line(error)) from error
-    if not isinstance(saved, dict):
-        raise ranker_config_error(path, "not a JSON object")
-    return saved
-
-
-def read_fusion_weights(adapter: str | Path | None) -> FusionWeights:
-    """The fusion weights saved with an adapter ("fusion"), or from an older config's single "fusion_weight"
-    (retriever weight, no co-watch); the LLM alone when none was saved."""
-    saved = read_ranker_config(adapter)
-    path = Path(adapter or ".") / RANKER_CONFIG_FILE
-    try:
-        if "fusion" in saved:
-            if not isinstance(saved["fusion"], dict):
-                raise TypeError("not a JSON object")
-            return FusionWeights(**saved["fusion"])
-        return FusionWeights(retriever=saved.get("fusion_weight", 0.0), cowatch=0.0, llm=1.0)
-    except (TypeError, ValueError) as error:
-        raise ranker_config_error(path, f"fusion: {one_line(error)}") from error
-
-
-def read_cowatch(adapter: str | Path | None) -> CoWatchCounts | None:
-    """The co-watch counts saved beside an adapter (None for an adapter without them: no co-watch opinion).
-
-    An adapter whose fusion gives co-watch a weight, or whose prompt shows co-watch evidence, must have them:
-    FileNotFoundError says how to make them.
-    """
-    if adapter and (Path(adapter) / COUNTS_FILE).is_file():
-        return CoWatchCounts.load(adapter)
-    if adapter and (read_fusion_weights(adapter).cowatch or read_prompt_config(adapter).evidence):
-        raise FileNotFoundError(f"{Path(adapter) / COUNTS_FILE} not found. Create it with: "
-                                "python -m recsys.ranker.prior --write")
-    return None
-
-
-def pool_trade(rows: RankingRows) -> dict[str, int]:
-    """What a candidate pool did to the rows' targets: subset targets it dropped, targets beyond LRURec's top-20 it
-    brought in (both 0 without a pool)."""
-    subset, kept = rows.subset(), rows.target_index >= 0
-    return {"subset_targets_dropped": int((subset & ~kept).sum()), "targets_brought_in": int((~subset & kept).sum())}
-
-
-def adapter_rows(dataset: SequenceDataset, split: str, candidates: SplitCandidates, adapter: str | Path | None,
-                 counts: CoWatchCounts | None, max_users: int | None = None) -> RankingRows:
-    """`split_rows` as the app serves `adapter`: its prior's candidate pool (prior.json) and fusion weights, with
-    `counts` (the adapter's, or a data set's own); LRURec's top-20 without counts."""
-    pool = read_pool(adapter) if counts is not None else NUM_CANDIDATES
-    return split_rows(dataset, split, candidates, counts, max_users, pool=pool, weights=read_fusion_weights(adapter))
-
-
-def read_prompt_config(adapter: str | Path | None) -> PromptConfig:
-    """The prompt budgets an adapter was trained with (the paper's defaults when none were saved)."""
-    saved = read_ranker_config(adapter).get("prompt", {})
-    try:
-        config = PromptConfig(**saved)
-    except TypeError as error:  # not a JSON object, or unknown keys
-        raise ranker_config_error(Path(adapter or ".") / RANKER_CONFIG_FILE, f"prompt: {one_line(error)}") from error
-    for name in saved:
-        default = getattr(PromptConfig, name)
-        if type(saved[name]) is not type(default) or (isinstance(default, int) and saved[name] < 0):
-            raise ranker_config_error(Path(adapter or ".") / RANKER_CONFIG_FILE, f"prompt {name} {saved[name]!r}")
-    return config
-
-
 def main(argv=None) -> dict:
     """Evaluate on validation or test users; print the ablation tables and optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -405,15 +215,14 @@ def main(argv=None) -> dict:
                         help="unquantized CPU weights (auto: bf16 where the CPU has it natively, as the app)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    adapter = None if args.adapter == "none" else args.adapter
+    ranker = RankerArtefacts.load(None if args.adapter == "none" else args.adapter)
     dataset = load_dataset("ml-latest-small", args.data_dir)
-    weights = read_fusion_weights(adapter)
-    counts = read_cowatch(adapter)
+    weights = ranker.fusion
     candidates = load_candidates(args.retriever)[args.split]
-    rows = adapter_rows(dataset, args.split, candidates, adapter, counts, args.max_users)
-    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=adapter,
+    rows = served_rows(dataset, args.split, candidates, ranker, ranker.counts, args.max_users)
+    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=ranker.adapter,
                                                    cpu_precision=args.precision))
-    rows = score_llm(model, tokenizer, dataset.catalog, rows, read_prompt_config(adapter), args.batch_size)
+    rows = score_llm(model, tokenizer, dataset.catalog, rows, ranker.prompt, args.batch_size)
     result = ablation(rows, weights)
     result.update(users=int(rows.subset().sum()), rows=len(rows), total_users=rows.total_users,
                   fusion=weights.__dict__, **pool_trade(rows))

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from recsys.data.errors import one_line as _one_line
+from recsys.errors import CheckpointError
 from recsys.machine import native_cpu_bf16
 from recsys.ranker.base_model import resolve_base_model
 
@@ -202,7 +203,7 @@ def load_adapter(model, adapter: str | Path, trainable: bool = False, name: str 
     """Attach a saved peft adapter to `model` as `name`; onto a model that already carries adapters, beside them (the
     active one stays active).
 
-    Raises RuntimeError with a one-line message naming the unusable file (adapter_config.json or
+    Raises CheckpointError with a one-line message naming the unusable file (adapter_config.json or
     adapter_model.safetensors) and the training command that re-creates it.
     """
     from peft import PeftConfig, PeftModel
@@ -211,7 +212,7 @@ def load_adapter(model, adapter: str | Path, trainable: bool = False, name: str 
     folder = Path(adapter)
     config_file, weights_file = folder / ADAPTER_CONFIG_FILE, folder / ADAPTER_WEIGHTS_FILE
     if not config_file.is_file() or not weights_file.is_file():
-        raise RuntimeError(f"{folder} is not a ranker adapter ({ADAPTER_CONFIG_FILE} and {ADAPTER_WEIGHTS_FILE} "
+        raise CheckpointError(f"{folder} is not a ranker adapter ({ADAPTER_CONFIG_FILE} and {ADAPTER_WEIGHTS_FILE} "
                            f"are needed). Create one with: {TRAIN_COMMAND}")
     try:
         config = PeftConfig.from_pretrained(str(folder))  # the subclass its peft_type names, e.g. LoraConfig
@@ -222,14 +223,12 @@ def load_adapter(model, adapter: str | Path, trainable: bool = False, name: str 
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{size} {value!r}")
     except (ValueError, TypeError, KeyError, AttributeError, OSError) as error:  # ValueError covers bad JSON
-        raise RuntimeError(f"{config_file} is corrupt ({_one_line(error)}). "
-                           f"Re-create it with: {TRAIN_COMMAND}") from error
+        raise CheckpointError.corrupt(config_file, error, TRAIN_COMMAND) from error
     try:
         with safe_open(str(weights_file), framework="pt"):  # reads the header only: catches truncated files
             pass
     except (SafetensorError, OSError) as error:
-        raise RuntimeError(f"{weights_file} is corrupt ({_one_line(error)}). "
-                           f"Re-create it with: {TRAIN_COMMAND}") from error
+        raise CheckpointError.corrupt(weights_file, error, TRAIN_COMMAND) from error
     try:
         # The adapter's weights are read onto the base weights' device (peft's default is any visible GPU)
         device = str(next(model.parameters()).device)
@@ -239,7 +238,7 @@ def load_adapter(model, adapter: str | Path, trainable: bool = False, name: str 
         return PeftModel.from_pretrained(model, str(folder), config=config, is_trainable=trainable,
                                          adapter_name=name, torch_device=device)
     except (ValueError, TypeError, KeyError, OSError, RuntimeError, SafetensorError) as error:
-        raise RuntimeError(f"{weights_file} cannot be loaded onto the base model ({_one_line(error)}). "
+        raise CheckpointError(f"{weights_file} cannot be loaded onto the base model ({_one_line(error)}). "
                            f"Re-create it with: {TRAIN_COMMAND}") from error
 
 

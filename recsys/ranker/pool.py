@@ -12,16 +12,11 @@ the held-out candidates the same pool keeps (`recsys.ranker.prior.pooled_heldout
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
 from recsys import NUM_CANDIDATES
-from recsys.data.errors import one_line
 from recsys.ranker.fusion import FusionWeights, prior_scores
 
-PRIOR_FILE = "prior.json"  # the prior's choices, beside the adapter (`python -m recsys.ranker.prior --write`)
 MAX_POOL = 100  # the largest pool the prior may choose; held-out examples keep LRURec's top-MAX_POOL
 
 
@@ -34,20 +29,3 @@ def keep_best(retriever_scores: torch.Tensor, cowatch_scores: torch.Tensor, weig
     prior = prior_scores(retriever_scores, cowatch_scores, weights)
     best = prior.argsort(dim=-1, descending=True, stable=True)[..., :keep]
     return best.sort(dim=-1).values
-
-
-def read_pool(folder: str | Path | None) -> int:
-    """How many of LRURec's top films the prior re-ranks to keep 20 (prior.json "pool"; 20, the paper's stage one,
-    when `folder` or the key is absent)."""
-    path = Path(folder or ".") / PRIOR_FILE
-    fix = "Re-create it with: python -m recsys.ranker.prior --write"
-    if not folder or not path.is_file():
-        return NUM_CANDIDATES
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as error:  # ValueError covers bad JSON and bad UTF-8
-        raise ValueError(f"{path} is corrupt ({one_line(error)}). {fix}") from error
-    pool = saved.get("pool", NUM_CANDIDATES) if isinstance(saved, dict) else None
-    if not isinstance(pool, int) or isinstance(pool, bool) or pool < NUM_CANDIDATES:
-        raise ValueError(f"{path}: pool must be a whole number >= {NUM_CANDIDATES}, got {pool!r}. {fix}")
-    return pool

@@ -27,11 +27,13 @@ from recsys import NUM_CANDIDATES
 from recsys.data import SequenceDataset, load_dataset
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.metrics import ndcg_at, paired_bootstrap
-from recsys.ranker.evaluate import RETRIEVER, RankingRows, all_user_ranks, ndcg10, split_rows
+from recsys.ranker.artefacts import PRIOR_FILE
+from recsys.ranker.evaluate import RETRIEVER, all_user_ranks, ndcg10
 from recsys.ranker.fusion import FusionWeights, retriever_opinion
 from recsys.ranker.heldout import HeldOutExamples, load_held_out, split_by_user, truncated_sequences
 from recsys.ranker.model import DEFAULT_ADAPTER
-from recsys.ranker.pool import MAX_POOL, PRIOR_FILE, keep_best
+from recsys.ranker.pool import MAX_POOL, keep_best
+from recsys.ranker.rows import RankingRows, split_rows
 from recsys.results import write_json
 from recsys.retriever.candidates import retrieve_split
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
@@ -168,15 +170,6 @@ def choose_pool(model: LRURec, dataset: SequenceDataset, counts: CoWatchCounts, 
         rows.append(row)
     best = max(row["N@10"] for row in rows)
     return min(row["pool"] for row in rows if row["N@10"] >= best - 0.001), rows
-
-
-def read_prior(folder: str | Path) -> tuple[CoWatchConfig, FusionWeights]:
-    """The co-watch config and fusion weights saved in `folder`/prior.json; FileNotFoundError says how to make it."""
-    path = Path(folder) / PRIOR_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found. Create it with: python -m recsys.ranker.prior --write")
-    saved = json.loads(path.read_text())
-    return CoWatchConfig(**saved["cowatch"]), FusionWeights(**saved["weights"])
 
 
 def main(argv=None) -> PriorChoice:

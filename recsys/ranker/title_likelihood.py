@@ -20,20 +20,15 @@ the concatenation equal the concatenated ids and a title's tokens never depend o
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from recsys.data.errors import one_line
 from recsys.kv_cache import cache_kwargs, output_cache
 from recsys.ranker.prompt import PromptConfig, cut_title, item_texts
 from recsys.ranker.verbalizer import PrefixCache
 
 HEADER = "Movies a user watched, in order:\n"
-TITLE_CONFIG_FILE = "title_config.json"  # beside a catalog-pretrained adapter: TitleConfig and its fusion weight
-PRETRAIN_COMMAND = "python -m recsys.ranker.catalog_lm"
 
 
 @dataclass(frozen=True)
@@ -48,24 +43,6 @@ class TitleConfig:
     def prompt_config(self) -> PromptConfig:
         """The prompt budgets of `recsys.ranker.prompt` that show titles the same way."""
         return PromptConfig(max_history=self.max_history, max_title_tokens=self.max_title_tokens, years=self.years)
-
-
-def read_title_config(folder: str | Path) -> tuple[TitleConfig, float]:
-    """(TitleConfig, fusion weight chosen on validation) saved beside a catalog-pretrained adapter
-    (`bench/llm_rankers.py --write-choice`); the defaults and weight 0 when the folder has none. RuntimeError names a
-    corrupt file."""
-    path = Path(folder) / TITLE_CONFIG_FILE
-    if not path.is_file():
-        return TitleConfig(), 0.0
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        config, weight = TitleConfig(**saved["title"]), float(saved["weight"])
-        if not weight >= 0:
-            raise ValueError(f"weight {weight}")
-    except (ValueError, TypeError, KeyError, OSError) as error:
-        raise RuntimeError(f"{path} is corrupt ({one_line(error)}). Re-create it with: python bench/llm_rankers.py "
-                           f"--catalog-adapter {folder} --write-choice {folder}") from error
-    return config, weight
 
 
 def title_texts(tokenizer, catalog, item_ids, config: TitleConfig) -> list[str]:

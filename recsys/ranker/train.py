@@ -38,15 +38,15 @@ from recsys.data import load_dataset
 from recsys.distributed import is_main_process, process_share
 from recsys.machine import machine_record
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
-from recsys.ranker.evaluate import (RANKER_CONFIG_FILE, RankingRows, ablation, pool_trade, print_ablation,
-                                    rows_ndcg10, score_llm, split_rows)
+from recsys.ranker.artefacts import PRIOR_FILE, RANKER_CONFIG_FILE, RankerArtefacts
+from recsys.ranker.evaluate import ablation, print_ablation, rows_ndcg10, score_llm
 from recsys.ranker.examples import RankingExample, make_examples
 from recsys.ranker.fusion import FusionWeights, llm_opinion, prior_scores
 from recsys.ranker.heldout import load_held_out, split_by_user
 from recsys.ranker.model import (DEFAULT_ADAPTER, LoraSettings, RankerLoadConfig, add_lora, load_adapter,
                                  load_base_model, load_tokenizer, pick_device, use_4bit)
-from recsys.ranker.pool import PRIOR_FILE, read_pool
-from recsys.ranker.prior import pooled_heldout_rows, read_prior
+from recsys.ranker.prior import pooled_heldout_rows
+from recsys.ranker.rows import RankingRows, pool_trade, split_rows
 from recsys.ranker.prompt import LETTERS, PromptConfig, build_prompt, evidence_notes, item_texts
 from recsys.ranker.verbalizer import encode_example, forward_letter_logits, letter_token_ids
 from recsys.retriever.candidates import load_candidates
@@ -251,8 +251,9 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
                          "retriever ranks")
     rng = random.Random(config.seed)
     if config.examples == "heldout":  # the LLM is trained on (residual) or validated with the fitted prior
-        cowatch_config, prior_weights = read_prior(config.prior)
-        counts = CoWatchCounts.load(config.prior)
+        saved = RankerArtefacts.load(config.prior)
+        prior = saved.require_prior()
+        cowatch_config, prior_weights, counts = prior.cowatch, prior.weights, saved.counts
     else:
         cowatch_config, prior_weights, counts = CoWatchConfig(), FusionWeights(retriever=1.0, cowatch=0.0), None
     if config.examples == "random":
@@ -269,7 +270,7 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
                                 config.seed)
         return TrainingData(examples, None, None, validation, prior_weights, counts)
     train_part, val_part = split_by_user(load_held_out(config.heldout_dir))
-    pool = config.pool if config.pool is not None else read_pool(config.prior)
+    pool = config.pool if config.pool is not None else RankerArtefacts.load(config.prior).pool
     rows = pooled_heldout_rows(train_part, dataset, cowatch_config, prior_weights, pool)
     if config.max_examples is not None and config.max_examples < len(rows):
         rows = rows.select(sorted(rng.sample(range(len(rows)), config.max_examples)))
@@ -391,7 +392,7 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
     load_config = RankerLoadConfig(base_model=config.base_model, quantization=config.quantization,
                                    cpu_precision=config.cpu_precision)
     dataset = load_dataset("ml-latest-small", config.data_dir)
-    served_pool = read_pool(config.prior) if config.examples == "heldout" else NUM_CANDIDATES
+    served_pool = RankerArtefacts.load(config.prior).pool if config.examples == "heldout" else NUM_CANDIDATES
     # every validation row, with the candidates the served pool keeps: the LLM's weight is chosen for serving
     data = training_data(replace(config, val_examples=10**9, pool=served_pool), dataset)
     candidates = load_candidates(config.retriever)
@@ -416,11 +417,9 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
                "pool": served_pool, "pool_trade": {split: pool_trade(rows) for split, rows in scored.items()}})
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    cowatch = read_prior(config.prior)[0] if config.examples == "heldout" else None  # the fusion's co-watch
     (output / RANKER_CONFIG_FILE).write_text(json.dumps(
-        {"fusion": asdict(weights), "cowatch": asdict(cowatch) if cowatch else None, "prompt": asdict(prompt_config),
-         "training": asdict(config)}, indent=2) + "\n")
-    if cowatch and Path(config.prior).resolve() != output.resolve():
+        {"fusion": asdict(weights), "prompt": asdict(prompt_config), "training": asdict(config)}, indent=2) + "\n")
+    if config.examples == "heldout" and Path(config.prior).resolve() != output.resolve():  # the prior it fuses with
         for name in (COUNTS_FILE, PRIOR_FILE):
             shutil.copyfile(Path(config.prior) / name, output / name)
     return metrics

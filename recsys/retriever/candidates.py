@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from recsys import NUM_CANDIDATES
 from recsys.data import SequenceDataset, load_dataset
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_config, load_model
+from recsys.errors import CheckpointError
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model
 from recsys.retriever.evaluate import split_inputs
 from recsys.retriever.model import LRURec
 

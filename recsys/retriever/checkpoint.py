@@ -11,14 +11,11 @@ from safetensors.torch import load_file, save_file
 
 from recsys.data.catalog import Catalog
 from recsys.data.errors import one_line
+from recsys.errors import CheckpointError, read_json_object
 from recsys.retriever.model import LRURec, LRURecConfig
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "lrurec-ml-latest-small"
 TRAIN_COMMAND = "python -m recsys.retriever.train --dataset ml-latest-small"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint folder is missing or unreadable; the message says which file and how to rebuild it."""
 
 
 def save_checkpoint(model: LRURec, folder: str | Path, catalog: Catalog | None = None,
@@ -41,14 +38,8 @@ def load_config(folder: str | Path) -> dict:
     """The raw config.json of a checkpoint folder."""
     path = Path(folder) / "config.json"
     if not path.is_file():
-        raise CheckpointError(f"{path} not found: not an LRURec checkpoint. Create one with: {TRAIN_COMMAND}")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:  # bad JSON or bad UTF-8
-        raise CheckpointError(f"{path} is corrupt ({one_line(error)}). Re-create it with: {TRAIN_COMMAND}") from error
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path} is corrupt (not a JSON object). Re-create it with: {TRAIN_COMMAND}")
-    return config
+        raise CheckpointError.missing(path, TRAIN_COMMAND, ": not an LRURec checkpoint")
+    return read_json_object(path, TRAIN_COMMAND)
 
 
 def load_model(folder: str | Path, device: str = "cpu") -> LRURec:
@@ -59,8 +50,7 @@ def load_model(folder: str | Path, device: str = "cpu") -> LRURec:
     try:
         model = LRURec(LRURecConfig(**{k: v for k, v in raw.items() if k in names}))
     except (TypeError, ValueError, RuntimeError) as error:  # e.g. a size that is not a positive number
-        raise CheckpointError(f"{folder / 'config.json'} is corrupt ({one_line(error)}). "
-                              f"Re-create it with: {TRAIN_COMMAND}") from error
+        raise CheckpointError.corrupt(folder / "config.json", error, TRAIN_COMMAND) from error
     weights = folder / "model.safetensors"
     try:
         state = load_file(weights, device="cpu")

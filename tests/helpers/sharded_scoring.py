@@ -14,7 +14,8 @@ import torch
 from conftest import make_catalog, make_llama, make_tokenizer  # tests/ is on PYTHONPATH (set by the test)
 
 from recsys.distributed import is_main_process, process_share
-from recsys.ranker.evaluate import RankingRows, ablation, score_llm, score_titles
+from recsys.ranker.evaluate import ablation, score_llm, score_titles
+from recsys.ranker.rows import RankingRows
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.prompt import PromptConfig
 from recsys.ranker.title_likelihood import TitleConfig, title_opinion
