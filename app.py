@@ -25,8 +25,10 @@ import pandas as pd
 import torch
 
 from recsys.demo.gpu import RECOMMEND_S, gpu_event, on_zerogpu, race_seconds
-from recsys.demo.handlers import (COMPARISON_COLUMNS, MAX_TYPED, MAX_WEIGHT, RACE_INTRO, RESULT_COLUMNS, WEIGHT_STEP,
-                                  DemoHandlers, new_session)
+from recsys.demo.handlers import DemoHandlers
+from recsys.demo.history import MAX_TYPED, AddView, HistoryView, new_session
+from recsys.demo.race import COMPARISON_COLUMNS, RACE_INTRO, RaceView
+from recsys.demo.results import MAX_WEIGHT, RESULT_COLUMNS, WEIGHT_STEP, FusionView, ResultsView
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
 from recsys.pipeline import Pipeline, PipelineConfig
 from recsys.ranker.artefacts import default_adapter
@@ -44,6 +46,12 @@ CSS = """
 .results-table td, .results-table th { word-break: normal !important; overflow-wrap: normal !important; }
 .results-table th { white-space: nowrap; }
 """
+
+
+def wired(view: type, components: dict[str, gr.components.Component]) -> list:
+    """The components a handler returning `view` (a NamedTuple of outputs) writes to, in its fields' order: each field
+    names the component it fills, so a handler's outputs cannot be wired out of order."""
+    return [components[name] for name in view._fields]
 
 
 def build_demo(pipeline: Pipeline) -> gr.Blocks:
@@ -146,24 +154,28 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
             else:
                 gr.Markdown(f"_Efficiency figure not drawn yet: run `{BENCH_COMMANDS['efficiency']}`._")
 
-        history_outputs = [session, history, removable, notice, matches]
-        result_outputs = [summary, table, chart, prompt, reading, last]
-        race_outputs = [race_summary, timing, generated, comparison, race_streaming]
+        components = {"session": session, "history": history, "removable": removable, "notice": notice,
+                      "matches": matches, "movie": movie, "summary": summary, "table": table, "chart": chart,
+                      "prompt": prompt, "reading": reading, "last": last, "race_summary": race_summary,
+                      "timing": timing, "generated": generated, "comparison": comparison,
+                      "race_streaming": race_streaming}
+        history_outputs, add_outputs = wired(HistoryView, components), wired(AddView, components)
+        result_outputs, race_outputs = wired(ResultsView, components), wired(RaceView, components)
         # always_last: the matches follow the text as it is once the previous search returns (one search at a time)
         movie.input(handlers.suggest, movie, matches, show_progress="hidden", trigger_mode="always_last",
                     api_name="search")
         race_s = race_seconds(pipeline.race_token_budget())
         racing = race.click(gpu_event(handlers.race, spaces, race_s, handlers.race_error, handlers.history_problem),
                             [session, llm_weight, cowatch_weight, compare],
-                            result_outputs + race_outputs,
+                            race_outputs,
                             api_name="race", concurrency_id="model", concurrency_limit=model_jobs,
                             show_progress="minimal")
         stop_race = {"cancels": [racing]}  # a new history stops a race for the old one (its generation ends too)
         events = [
-            add.click(handlers.add_and_clear, [session, movie], history_outputs + [movie], api_name="add", **stop_race),
-            movie.submit(handlers.add_and_clear, [session, movie], history_outputs + [movie], api_visibility="private",
+            add.click(handlers.add_and_clear, [session, movie], add_outputs, api_name="add", **stop_race),
+            movie.submit(handlers.add_and_clear, [session, movie], add_outputs, api_visibility="private",
                          **stop_race),
-            matches.input(handlers.add_and_clear, [session, matches], history_outputs + [movie], api_name="pick",
+            matches.input(handlers.add_and_clear, [session, matches], add_outputs, api_name="pick",
                           **stop_race),
             remove.click(handlers.remove, [session, removable], history_outputs, api_name="remove", **stop_race),
             clear.click(handlers.clear, [session], history_outputs, api_name="clear", **stop_race),
@@ -179,10 +191,11 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
             racing,
         ]
         for event in events:  # results made for another history are cleared, whichever finished last
-            event.then(handlers.stale_results, [session, last, race_streaming], result_outputs + race_outputs,
+            event.then(handlers.stale_results, [session, last, race_streaming], race_outputs,
                        show_progress="hidden", api_visibility="private")
         for slider in (llm_weight, cowatch_weight):
-            slider.change(handlers.ranking_view, [session, last, llm_weight, cowatch_weight], [table, chart],
+            slider.change(handlers.ranking_view, [session, last, llm_weight, cowatch_weight],
+                          wired(FusionView, components),
                           api_name="explore_fusion" if slider is llm_weight else False, show_progress="hidden")
         reset.click(lambda: (fusion.llm, fusion.cowatch), None, [llm_weight, cowatch_weight], api_visibility="private")
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=8)

@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 import app
-from recsys.demo.handlers import STREAM_INTERVAL_S, DemoHandlers
+from recsys.demo.handlers import DemoHandlers
+from recsys.demo.race import STREAM_INTERVAL_S
 from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
 

@@ -13,10 +13,15 @@ import pytest
 from conftest import make_catalog, make_lrurec, make_pipeline
 
 import app
-from recsys.demo import handlers as demo_handlers
+from recsys.demo import history as demo_history
+from recsys.demo import race as demo_race
 from recsys.demo import pages
 from recsys.data.catalog import Catalog, Movie
-from recsys.demo.handlers import HELD_OUT, PRESETS, RACE_INTRO, STALE, STALE_CHART, DemoHandlers, new_session
+from recsys.demo.handlers import DemoHandlers
+from recsys.demo.history import PRESETS, new_session
+from recsys.demo.markdown import HELD_OUT
+from recsys.demo.race import RACE_INTRO
+from recsys.demo.results import STALE, STALE_CHART
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.generation import GenerationResult
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
@@ -137,7 +142,7 @@ def test_duplicate_moves_to_the_latest_viewing(handlers):
 
 
 def test_history_is_capped(handlers, monkeypatch):
-    monkeypatch.setattr(demo_handlers, "MAX_INPUT_ITEMS", 3)
+    monkeypatch.setattr(demo_history, "MAX_INPUT_ITEMS", 3)
     session = {**new_session(), "history": [1, 2, 3]}
     session, _, _, notice, _ = handlers.add(session, 4)
     assert session["history"] == [1, 2, 3] and "full" in notice
@@ -245,7 +250,7 @@ def test_ranker_failure_shows_retrieval_with_the_error(tiny_catalog, tiny_lrurec
 
 
 def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_tokenizer, monkeypatch):
-    monkeypatch.setattr(demo_handlers, "STREAM_INTERVAL_S", 0.01)
+    monkeypatch.setattr(demo_race, "STREAM_INTERVAL_S", 0.01)
 
     def slow_generation(model, tokenizer, history_titles, candidate_titles, config, max_new_tokens, on_token, notes,
                         prefix):
@@ -274,7 +279,7 @@ def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_toke
 
 def test_a_race_left_mid_stream_stops_generating(handlers, monkeypatch):
     """Gradio closes the race's stream when a new history cancels it: generation stops at its next token."""
-    monkeypatch.setattr(demo_handlers, "STREAM_INTERVAL_S", 0.01)
+    monkeypatch.setattr(demo_race, "STREAM_INTERVAL_S", 0.01)
     produced, stopped = [], []
 
     def endless_generation(model, tokenizer, history_titles, candidate_titles, config, max_new_tokens, on_token, notes,
@@ -284,7 +289,7 @@ def test_a_race_left_mid_stream_stops_generating(handlers, monkeypatch):
                 time.sleep(0.01)
                 on_token(token_id)
                 produced.append(token_id)
-        except demo_handlers.RaceLeft as error:
+        except demo_race.RaceLeft as error:
             stopped.append(error)
             raise
         return GenerationResult(list(range(len(candidate_titles))), "", len(produced), 100.0, 0.0, 100.0)

@@ -169,7 +169,7 @@ def test_add_movies_recommend_and_read_the_chart(served_url, browser_pipeline, t
 def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served_url):
     from playwright.sync_api import expect, sync_playwright
 
-    from recsys.demo.handlers import STALE
+    from recsys.demo.results import STALE
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)

@@ -9,7 +9,9 @@ import torch
 from conftest import make_catalog, make_llama, make_pipeline
 
 from recsys.data.catalog import Catalog, Movie
-from recsys.demo.handlers import BASE_COLUMN, REVERSED_COLUMN, DemoHandlers, new_session
+from recsys.demo.handlers import DemoHandlers
+from recsys.demo.history import new_session
+from recsys.demo.results import BASE_COLUMN, REVERSED_COLUMN
 from recsys.demo.search import TitleSearch, search_key
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.ranker.fusion import FusionWeights, final_order, fused_scores
@@ -287,7 +289,7 @@ def test_title_likelihood_reads_the_catalog_adapter_and_gives_the_served_one_bac
     likelihood (not the verbalizer adapter's), and the verbalizer computes with its own adapter afterwards."""
     from peft import LoraConfig
 
-    from recsys.demo.handlers import TITLES_COLUMN
+    from recsys.demo.results import TITLES_COLUMN
     from recsys.pipeline import CATALOG_ADAPTER_NAME
     from recsys.ranker.title_likelihood import title_log_likelihoods, title_opinion, title_texts
 
@@ -321,7 +323,8 @@ def test_title_likelihood_reads_the_catalog_adapter_and_gives_the_served_one_bac
 
 def test_titles_and_typed_text_are_shown_literally_never_as_markup(tiny_pipeline):
     """A title like M*A*S*H keeps its stars, typed Markdown or HTML is no link or tag, and typing is capped."""
-    from recsys.demo.handlers import MAX_TYPED, plain
+    from recsys.demo.history import MAX_TYPED
+    from recsys.demo.markdown import plain
 
     handlers = DemoHandlers(tiny_pipeline)
     *_, notice, _ = handlers.add(new_session(), "[free](http://example.com) <b>x</b>")

@@ -1,0 +1,195 @@
+"""The watch history: search, add, remove, presets and test users. Every handler returns a `HistoryView`, whose
+fields name the components app.py wires them to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import gradio as gr
+import pandas as pd
+
+from recsys.data.catalog import Movie
+from recsys.demo.markdown import plain
+from recsys.demo.search import TitleSearch
+from recsys.pipeline import MAX_INPUT_ITEMS, Pipeline
+
+MAX_OFFERED = 10  # matches shown to pick from, while typing and after an Add that was not exactly one title
+
+MAX_QUERY_SHOWN = 40  # characters of the typed text the matches list names (longer text ends in "…")
+
+MAX_TYPED = 200  # characters of typed text read (a title is at most ~160); the rest is ignored
+
+PRESETS = {  # classroom histories named by taste, oldest viewing first
+    "Sci-fi fan": ["The Terminator (1984)", "Alien (1979)", "Blade Runner (1982)",
+                   "Star Wars: Episode IV - A New Hope (1977)", "Back to the Future (1985)", "The Matrix (1999)",
+                   "Inception (2010)", "Interstellar (2014)"],
+    "Animation & family": ["Beauty and the Beast (1991)", "Aladdin (1992)", "The Lion King (1994)", "Toy Story (1995)",
+                           "Toy Story 2 (1999)", "Monsters, Inc. (2001)", "Shrek (2001)", "Finding Nemo (2003)"],
+    "Crime classics": ["The Godfather (1972)", "The Godfather: Part II (1974)", "Goodfellas (1990)",
+                       "Reservoir Dogs (1992)", "Pulp Fiction (1994)", "Heat (1995)", "The Usual Suspects (1995)",
+                       "Fargo (1996)"],
+    "Romantic comedies": ["When Harry Met Sally... (1989)", "Pretty Woman (1990)", "Sleepless in Seattle (1993)",
+                          "Four Weddings and a Funeral (1994)", "Notting Hill (1999)", "Love Actually (2003)"],
+    "Horror night": ["The Exorcist (1973)", "Halloween (1978)", "The Shining (1980)",
+                     "The Silence of the Lambs (1991)", "Scream (1996)"],
+    "World cinema": ["Seven Samurai (1954)", "Cinema Paradiso (1989)", "Life Is Beautiful (1997)",
+                     "Crouching Tiger, Hidden Dragon (2000)", "Amelie (2001)", "Spirited Away (2001)",
+                     "Pan's Labyrinth (2006)"],
+}
+
+
+def new_session() -> dict:
+    """A user's per-session state: history (item ids, oldest first), held-out item and test user (or None)."""
+    return {"history": [], "target": None, "user": None}
+
+
+class HistoryView(NamedTuple):
+    """The outputs of a history event."""
+
+    session: dict  # the new session state
+    history: pd.DataFrame  # the history table
+    removable: Any  # the "Movie to remove" dropdown's update
+    notice: str  # what happened, in Markdown
+    matches: Any  # the matches list's update
+
+
+class AddView(NamedTuple):
+    """The outputs of an add event: the history's, and the search box (emptied once the movie was added)."""
+
+    session: dict
+    history: pd.DataFrame
+    removable: Any
+    notice: str
+    matches: Any
+    movie: Any  # the search box's new text, or gr.skip()
+
+
+class HistoryHandlers:
+    """The history's event handlers over one shared, read-only pipeline."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.catalog = pipeline.catalog
+        self.search = TitleSearch(self.catalog)
+        self.presets = {name: ids for name, titles in PRESETS.items()
+                        if (ids := [m[0].item_id for t in titles if len(m := self.search.find(t)) == 1])}
+
+    def user_choices(self) -> list[tuple[str, int]]:
+        """(label, user id) for the test-user dropdown."""
+        users = self.pipeline.test_users
+        if users is None:
+            return []
+        return [(f"User {u} ({len(users[u].history)} movies)", u) for u in users.ids()]
+
+    def matches_update(self, movies: list[Movie], text: str = ""):
+        """The matches list showing the first MAX_OFFERED of `movies` to pick from (hidden when there are none).
+
+        The label names the typed `text` the matches answer, so a person (and a browser test) can tell a list
+        that follows the latest keystroke from one still answering an earlier prefix.
+        """
+        shown = movies[:MAX_OFFERED]
+        more = f" ({len(shown)} of {len(movies)}: type more of the title)" if len(movies) > len(shown) else ""
+        shown_text = " ".join(text.split())  # one line, single spaces
+        shown_text = shown_text if len(shown_text) <= MAX_QUERY_SHOWN else shown_text[:MAX_QUERY_SHOWN - 1] + "…"
+        query = f" for “{shown_text}”" if shown_text else ""
+        return gr.update(choices=[(self.search.label(m, text), m.item_id) for m in shown], value=None,
+                         visible=bool(shown),
+                         label=f"Matches{query}{more}: click the movie you mean")
+
+    def suggest(self, text: str):
+        """The matches list for the text typed so far, by the forgiving search: exact titles first, then partial."""
+        text = (text or "")[:MAX_TYPED]
+        return self.matches_update(self.search.search(text).ranked, text)
+
+    def history_view(self, session: dict, notice: str = "", offered: Sequence[Movie] = (),
+                     query: str = "") -> HistoryView:
+        """Outputs after a history event: (session, history table, remove-dropdown update, notice, matches update).
+
+        `offered` are the matches of the typed `query` to pick from (the matches list is hidden when there are none).
+        """
+        history = session["history"]
+        table = pd.DataFrame({"#": range(1, len(history) + 1), "Title": self.catalog.titles(history),
+                              "Genres": [", ".join(self.catalog[i].genres) for i in history]})
+        notes = [notice] if notice else []
+        if len(history) > self.pipeline.window:
+            notes.append(f"LRURec reads only the latest {self.pipeline.window} of these {len(history)} movies "
+                         "(the oldest are dropped from its input).")
+        if session["user"] is not None:
+            notes.append(f"Test user {session['user']}: the held-out next movie is hidden until you click "
+                         "Recommend, then marked ★ in every result.")
+        remove = gr.update(choices=[(f"{n}. {t}", i) for n, (t, i) in
+                                    enumerate(zip(self.catalog.titles(history), history), start=1)], value=None)
+        return HistoryView(session, table, remove, "\n\n".join(notes), self.matches_update(list(offered), query))
+
+    def add(self, session: dict, movie):
+        """Add the movie the person chose: an item id picked from the matches, or typed text naming exactly one movie.
+
+        Typed text is always a title ("300" is the film 300, never item id 300). Text that names several
+        movies, or only part of a title, adds nothing: its matches are offered to pick from instead.
+        """
+        if isinstance(movie, int) and not isinstance(movie, bool):
+            if movie not in self.catalog:
+                return self.history_view(session, f"⚠️ Unknown item id {movie}: pick a movie from the list.")
+            return self.append(session, movie)
+        text = "" if movie is None else str(movie)[:MAX_TYPED].strip()
+        if not text:
+            return self.history_view(session, "⚠️ Type a title in the search box first.")
+        found = self.search.search(text)
+        if len(found.exact) == 1:
+            movie = found.exact[0]
+            return self.append(session, movie.item_id,
+                               "" if text == movie.title else f"Added '{plain(self.search.label(movie, text))}'.")
+        offered = found.ranked
+        if not offered:
+            return self.history_view(session, f"⚠️ Unknown title '{plain(text)}': it is not in the catalog. "
+                                              "Type part of it and pick a movie from the matches.")
+        count = "1 movie matches" if len(offered) == 1 else f"{len(offered)} movies match"
+        return self.history_view(session, f"'{plain(text)}' is not exactly one title; {count}. Click the one you mean "
+                                          "under **Matches**: nothing was added.", offered, text)
+
+    def add_and_clear(self, session: dict, movie):
+        """`add`, plus the search box's update: emptied once the history took the movie (so Enter cannot add it again
+        by accident), left as typed when nothing was added."""
+        outputs = self.add(session, movie)
+        return AddView._make((*outputs, "" if outputs.session["history"] != session["history"] else gr.skip()))
+
+    def append(self, session: dict, item_id: int, notice: str = ""):
+        """History outputs with `item_id` appended; a repeat moves it to the latest viewing."""
+        history = list(session["history"])
+        if item_id in history:
+            history.remove(item_id)
+            notice = f"'{plain(self.catalog.title(item_id))}' was already in the history: moved to the latest viewing."
+        if len(history) >= MAX_INPUT_ITEMS:
+            return self.history_view(session, f"⚠️ The history is full ({len(history)} movies): remove some first.")
+        history.append(item_id)
+        return self.history_view({**session, "history": history}, notice)
+
+    def remove(self, session: dict, item_id):
+        """Remove one movie (by item id) from the history."""
+        if item_id is None or item_id not in session["history"]:
+            return self.history_view(session, "⚠️ Pick a movie of the history to remove.")
+        return self.history_view({**session, "history": [i for i in session["history"] if i != item_id]})
+
+    def clear(self, session: dict):
+        """Empty the history and forget any test user."""
+        return self.history_view(new_session(), "History cleared.")
+
+    def load_test_user(self, session: dict, user):
+        """Replace the history with a real test user's; their held-out next movie is kept for the results."""
+        users = self.pipeline.test_users
+        if users is None:
+            return self.history_view(session, "⚠️ No test users in this checkpoint; create them with: "
+                                              "python -m recsys.data.test_users")
+        try:
+            test_user = users[int(user)]
+        except (KeyError, TypeError, ValueError):
+            return self.history_view(session, f"⚠️ Unknown test user {user!r}: pick one from the list.")
+        return self.history_view({"history": list(test_user.history), "target": test_user.target,
+                                  "user": test_user.user}, f"Loaded test user {test_user.user}.")
+
+    def load_preset(self, session: dict, name):
+        """Replace the history with a preset named by taste."""
+        if name not in self.presets:
+            return self.history_view(session, f"⚠️ Unknown preset {name!r}: pick one from the list.")
+        return self.history_view({**new_session(), "history": list(self.presets[name])}, f"Loaded preset '{name}'.")

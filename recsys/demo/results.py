@@ -1,0 +1,246 @@
+"""Recommend's results: the summary, the ranked table and the opinions chart, the prompt and what the verbalizer
+read; the fusion sliders re-rank them without a model call. Handlers return a `ResultsView` (or, for the sliders, a
+`FusionView`) whose fields name the components app.py wires them to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import gradio as gr
+import pandas as pd
+import torch
+
+from recsys import plots
+from recsys.demo.markdown import HELD_OUT, marked, plain
+from recsys.metrics import spearman
+from recsys.pipeline import HistoryError, Pipeline, Recommendation
+from recsys.ranker.fusion import FusionWeights, describe_fusion
+
+RESULT_COLUMNS = ["Final rank", "Letter", "Title", "Final", "LLM", "Co-watch", "Retriever", "Retriever rank", "Change",
+                  "Co-watch evidence"]
+
+BASE_COLUMN = "Base LLM"
+
+REVERSED_COLUMN = "LLM, reversed list"
+
+TITLES_COLUMN = "LLM, titles"  # the LLM asked by title likelihood, no letters
+
+WEIGHT_STEP = 0.05  # the fusion sliders' resolution
+
+MAX_WEIGHT = 4.0  # the fusion sliders' range: 0 .. MAX_WEIGHT
+
+STALE = "The history changed since these results were made: click Recommend (or Race) again."
+
+STALE_CHART = "The history changed: Recommend again."  # short enough for a narrow chart
+
+WHY_ONE_PASS = ("The answer is a single token, so one forward pass gives its whole distribution: reading it at the "
+                "letters A–T scores every candidate at once, where generating a ranked list needs a pass per token.")
+
+
+@dataclass(frozen=True)
+class ShownResults:
+    """The recommendation on screen and the session (history, held-out movie) it was made for."""
+
+    session: dict
+    recommendation: Recommendation
+
+
+class ResultsView(NamedTuple):
+    """The outputs of Recommend."""
+
+    summary: str  # timings, notices, the held-out movie, the fusion (Markdown)
+    table: pd.DataFrame  # the ranked candidates with every opinion
+    chart: Any  # the opinions chart (plotly figure)
+    prompt: str  # the exact prompt the verbalizer read
+    reading: str  # what the verbalizer read: the letters' share and the top other tokens (Markdown)
+    last: ShownResults | None  # the results on screen, for the sliders
+
+
+class FusionView(NamedTuple):
+    """The outputs of a fusion slider: the results re-ranked at its weights."""
+
+    table: pd.DataFrame
+    chart: Any
+
+
+def rounded(probability: float | None) -> float | None:
+    """A probability to 4 decimals for the table (None stays None)."""
+    return None if probability is None else round(probability, 4)
+
+
+def change_label(retriever_rank: int, final_rank: int | None) -> str:
+    """How far the final rank moved from the candidate's place in the retriever's order of the 20: "=", "▲ n" (up)
+    or "▼ n" (down); "" when unranked."""
+    if final_rank is None:
+        return ""
+    if final_rank == retriever_rank:
+        return "="
+    return f"▲ {retriever_rank - final_rank}" if final_rank < retriever_rank else f"▼ {final_rank - retriever_rank}"
+
+
+class ResultsHandlers:
+    """Recommend and the fusion explorer over one shared, read-only pipeline."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.catalog = pipeline.catalog
+
+    @property
+    def fusion(self) -> FusionWeights:
+        """The fusion the pipeline serves: prior weights fitted on held-out examples, the LLM's chosen on validation."""
+        return self.pipeline.fusion
+
+    def weights_at(self, llm_weight: float | None, cowatch_weight: float | None) -> FusionWeights:
+        """The served fusion with the explorer's LLM and co-watch weights (None, or the slider's rounding of the
+        served value, keeps the served one); the retriever's weight stays."""
+        def pick(value, served):
+            if value is None or abs(float(value) - served) < WEIGHT_STEP / 2:
+                return served
+            return min(max(float(value), 0.0), MAX_WEIGHT)
+        return self.fusion.but(llm=pick(llm_weight, self.fusion.llm), cowatch=pick(cowatch_weight, self.fusion.cowatch))
+
+    def evidence_text(self, candidate) -> str:
+        """The candidate's co-watch evidence in words: "followed The Matrix (1999) 14×" ("" without any)."""
+        if candidate.cowatch_evidence is None:
+            return ""
+        item, count = candidate.cowatch_evidence
+        return f"followed {self.catalog.title(item)} {count}×"
+
+    def summary_markdown(self, session: dict, result: Recommendation) -> str:
+        """Timings, notices, where the held-out movie landed and how the final rank is made."""
+        target = session["target"]
+        held_out = result.index_of(target)
+        lines = [f"**Retrieval** {result.retrieval_ms:,.0f} ms"
+                 + (f" · **verbalizer ranking** {result.ranking_ms:,.0f} ms" if result.ranking_ms is not None else "")
+                 + (f" · **title likelihood** {result.titles_ms:,.0f} ms" if result.titles_ms is not None else "")
+                 + f" · history of {len(result.history)} movies"
+                 + (f" (the prompt shows the last {len(result.prompt.history_titles)})" if result.prompt else "")]
+        lines += [f"ℹ️ {plain(n)}" for n in result.notices]
+        if target is not None:
+            if held_out is None:
+                lines.append(f"{HELD_OUT}: **{plain(self.catalog.title(target))}** is not among the "
+                             f"{len(result.candidates)} candidates, so the ranker cannot find it.")
+            else:
+                found = result.candidates[held_out]
+                final = f", final rank **{found.final_rank}**" if found.final_rank else ""
+                lines.append(f"{HELD_OUT}: **{plain(found.title)}**, retriever rank {found.retriever_rank}{final} "
+                             "(at the validation-chosen fusion).")
+        if result.ranker_error:
+            lines.append(f"⚠️ **The ranker failed**: {result.ranker_error}. The table shows the retriever's order.")
+        else:
+            lines.append(f"ℹ️ Final score = {describe_fusion(self.fusion)}: the opinions of each candidate, "
+                         "the retriever's and co-watch weights fitted on held-out examples, the LLM's chosen on "
+                         "validation users. Move the sliders to weigh them differently (no model call).")
+        return "\n\n".join(lines)
+
+    def reading_markdown(self, result: Recommendation) -> str:
+        """What the verbalizer read: the letters' share of the next-token probability and the top other tokens."""
+        if result.letter_mass is None:
+            return "_The verbalizer did not run._"
+        others = ", ".join(f"`{token!r}` {p:.1%}" for token, p in result.top_other_tokens)
+        base = (f" (the base model without the adapter: {result.base_letter_mass:.1%})"
+                if result.base_letter_mass is not None else "")
+        text = (f"**What the verbalizer reads.** The {len(result.candidates)} candidate letters hold "
+                f"**{result.letter_mass:.1%}** of the next-token probability{base}; the likeliest other tokens: "
+                f"{others}. The probabilities shown are the letters' share renormalised to 1. {WHY_ONE_PASS}")
+        reversed_ = [c.reversed_probability for c in result.candidates]
+        if all(p is not None for p in reversed_):
+            shown = torch.tensor([c.probability for c in result.candidates])
+            films = spearman(shown, torch.tensor(reversed_))
+            letters = spearman(shown, torch.tensor(reversed_[::-1]))
+            verdict = ("its opinion follows the **films**" if films > letters else
+                       "its opinion follows the **letters** (a position habit), not the films")
+            text += (f"\n\n**Films or letters?** With the same candidates listed in reverse, the LLM's probabilities "
+                     f"agree film by film with Spearman **{films:+.2f}** and letter by letter with **{letters:+.2f}**: "
+                     f"{verdict}.")
+        return text
+
+    def ranking_view(self, session: dict, shown: ShownResults | None, llm_weight: float | None = None,
+                     cowatch_weight: float | None = None):
+        """(results table, opinions chart) of the results on screen at the explorer's LLM and co-watch weights; no
+        model call.
+
+        None (or the sliders' rounding of it) is the served fusion; LLM weight 0 is the prior alone (retriever +
+        co-watch), both 0 the retriever's order. Results made for another session (the history changed since)
+        are not redrawn.
+        """
+        if shown is None:
+            return FusionView(pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure("Click Recommend first."))
+        if shown.session != session:
+            return FusionView(pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART))
+        result = shown.recommendation
+        weights = self.weights_at(llm_weight, cowatch_weight)
+        target = shown.session["target"]
+        candidates = result.candidates
+        fused = result.at(weights)
+        order = fused.order if result.ranking is not None else None
+        final = {index: rank for rank, index in enumerate(order, start=1)} if order else {}
+        opinions = fused.terms
+        final_probabilities = fused.probabilities if order else [None] * len(candidates)
+        extra = [name for name, field in ((BASE_COLUMN, "base_probability"), (REVERSED_COLUMN, "reversed_probability"),
+                                          (TITLES_COLUMN, "title_probability"))
+                 if any(getattr(c, field) is not None for c in candidates)]
+        rows = []
+        for index in order or range(len(candidates)):  # index: the candidate's place in LRURec's order of the 20
+            c = candidates[index]
+            row = {"Final rank": final.get(index), "Letter": c.letter, "Title": marked(c.title, c.item_id, target),
+                   "Final": rounded(final_probabilities[index]), "LLM": rounded(c.probability),
+                   "Co-watch": round(opinions["cowatch"][index], 4),
+                   "Retriever": round(opinions["retriever"][index], 4),
+                   "Retriever rank": c.retriever_rank, "Change": change_label(index + 1, final.get(index)),
+                   "Co-watch evidence": self.evidence_text(c), BASE_COLUMN: rounded(c.base_probability),
+                   REVERSED_COLUMN: rounded(c.reversed_probability), TITLES_COLUMN: rounded(c.title_probability)}
+            rows.append(row)
+        columns = RESULT_COLUMNS[:5] + extra + RESULT_COLUMNS[5:]
+        if order is None:
+            return FusionView(pd.DataFrame(rows, columns=columns), plots.message_figure(
+                "No probabilities: the ranker failed (see above)."))
+        held_out = result.index_of(target)
+        bars = {"Final": final_probabilities, "LLM": [c.probability for c in candidates],
+                "Co-watch": opinions["cowatch"], "Retriever": opinions["retriever"]}
+        if BASE_COLUMN in extra:
+            bars["LLM base model (no adapter)"] = [c.base_probability for c in candidates]
+        if TITLES_COLUMN in extra:
+            bars["LLM by title likelihood"] = [c.title_probability for c in candidates]
+        figure = plots.opinions_figure(
+            [c.letter for c in candidates], [c.title for c in candidates], bars, order, highlight=held_out,
+            title=f"Three opinions and the final one: {describe_fusion(weights)}"
+                  + (" (★ = held-out movie)" if held_out is not None else ""))
+        return FusionView(pd.DataFrame(rows, columns=columns), figure)
+
+    def error_results(self, message: str):
+        """Results outputs that only carry a message."""
+        return ResultsView(f"⚠️ {message}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(message), "", "",
+                           None)
+
+    def results_view(self, session: dict, result: Recommendation, llm_weight: float | None = None,
+                     cowatch_weight: float | None = None):
+        """(summary, table, chart, prompt, verbalizer reading, shown results) of a recommendation for `session`."""
+        shown = ShownResults(session, result)
+        table, figure = self.ranking_view(session, shown, llm_weight, cowatch_weight)
+        prompt = result.prompt.text if result.prompt else ""
+        return ResultsView(self.summary_markdown(session, result), table, figure, prompt, self.reading_markdown(result),
+                           shown)
+
+    def history_problem(self, session: dict, *rest) -> str | None:
+        """Why the session's history cannot be recommended for (the message Recommend would show), or None: checked
+        before a GPU is asked for."""
+        try:
+            self.pipeline.check_history(session["history"])
+        except HistoryError as error:
+            return str(error)
+        return None
+
+    def recommend(self, session: dict, llm_weight: float | None = None, cowatch_weight: float | None = None,
+                  compare_base: bool = False, reverse_check: bool = False, titles: bool = False,
+                  progress=gr.Progress()):
+        """Retrieve and rank for the session's history: (summary, table, chart, prompt, reading, shown results).
+        With `titles` the LLM is also asked by title likelihood (one more pass, shown beside the letters)."""
+        progress(0.1, desc="Retrieving with LRURec, then ranking with the verbalizer")
+        try:
+            result = self.pipeline.recommend(session["history"], compare_base=bool(compare_base),
+                                             reverse_check=bool(reverse_check), titles=bool(titles))
+        except HistoryError as error:
+            return self.error_results(str(error))
+        return self.results_view(session, result, llm_weight, cowatch_weight)
