@@ -32,15 +32,20 @@ from recsys.demo.results import MAX_WEIGHT, RESULT_COLUMNS, WEIGHT_STEP, FusionV
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
 from recsys.pipeline import Pipeline, PipelineConfig
 from recsys.ranker.artefacts import default_adapter
+from recsys.machine import usable_cores
 from recsys.ranker.base_model import cache_description
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.model import QUANTIZATIONS, RankerLoadConfig
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 EFFICIENCY_FIGURE = Path(__file__).resolve().parent / "assets" / "efficiency.png"
-MODEL_CONCURRENCY = 1  # one model job at a time: a CPU forward pass already uses every core
+# Recommends in flight at once: they share the model through its lock, and those waiting together are scored in one
+# padded pass (`recsys.batcher`), so a class's clicks do not queue one by one.
+RECOMMEND_CONCURRENCY = 8
+RACE_CONCURRENCY = 1  # on CPU one generation at a time: two would interleave their tokens and each take twice as long
 ZEROGPU_CONCURRENCY = 8  # on ZeroGPU each model event runs in a GPU worker of its own: no shared cores to wait for
-QUEUE_SIZE = 64
+QUEUE_SIZE = 64  # model events waiting (Recommend, race); history edits, search and sliders never queue
+INSTANT = {"queue": False, "show_progress": "hidden"}  # events without the model: answered at once, never refused
 CSS = """
 .results-table table { min-width: 640px; }  /* narrow screens scroll the table instead of breaking words */
 .results-table td, .results-table th { word-break: normal !important; overflow-wrap: normal !important; }
@@ -57,7 +62,9 @@ def wired(view: type, components: dict[str, gr.components.Component]) -> list:
 def build_demo(pipeline: Pipeline) -> gr.Blocks:
     """The Blocks UI over a loaded pipeline (not launched)."""
     handlers = DemoHandlers(pipeline)
-    model_jobs = ZEROGPU_CONCURRENCY if on_zerogpu(spaces) else MODEL_CONCURRENCY
+    zerogpu = on_zerogpu(spaces)
+    recommend_jobs = ZEROGPU_CONCURRENCY if zerogpu else min(RECOMMEND_CONCURRENCY, pipeline.verbalizer.max_batch)
+    race_jobs = ZEROGPU_CONCURRENCY if zerogpu else RACE_CONCURRENCY
     adapter_note = ("" if pipeline.adapter else "\n\n⚠️ **No ranker adapter found: the base model ranks alone**, "
                     f"so its probabilities are close to guesses. Train one with `{RANKER_TRAIN_COMMAND}`.")
     fusion = handlers.fusion
@@ -162,42 +169,41 @@ def build_demo(pipeline: Pipeline) -> gr.Blocks:
         history_outputs, add_outputs = wired(HistoryView, components), wired(AddView, components)
         result_outputs, race_outputs = wired(ResultsView, components), wired(RaceView, components)
         # always_last: the matches follow the text as it is once the previous search returns (one search at a time)
-        movie.input(handlers.suggest, movie, matches, show_progress="hidden", trigger_mode="always_last",
-                    api_name="search")
+        movie.input(handlers.suggest, movie, matches, trigger_mode="always_last", api_name="search", **INSTANT)
         race_s = race_seconds(pipeline.race_token_budget())
         racing = race.click(gpu_event(handlers.race, spaces, race_s, handlers.race_error, handlers.history_problem),
                             [session, llm_weight, cowatch_weight, compare],
                             race_outputs,
-                            api_name="race", concurrency_id="model", concurrency_limit=model_jobs,
+                            api_name="race", concurrency_id="race", concurrency_limit=race_jobs,
                             show_progress="minimal")
         stop_race = {"cancels": [racing]}  # a new history stops a race for the old one (its generation ends too)
+        edit = {**stop_race, **INSTANT}
         events = [
-            add.click(handlers.add_and_clear, [session, movie], add_outputs, api_name="add", **stop_race),
-            movie.submit(handlers.add_and_clear, [session, movie], add_outputs, api_visibility="private",
-                         **stop_race),
-            matches.input(handlers.add_and_clear, [session, matches], add_outputs, api_name="pick",
-                          **stop_race),
-            remove.click(handlers.remove, [session, removable], history_outputs, api_name="remove", **stop_race),
-            clear.click(handlers.clear, [session], history_outputs, api_name="clear", **stop_race),
+            add.click(handlers.add_and_clear, [session, movie], add_outputs, api_name="add", **edit),
+            movie.submit(handlers.add_and_clear, [session, movie], add_outputs, api_visibility="private", **edit),
+            matches.input(handlers.add_and_clear, [session, matches], add_outputs, api_name="pick", **edit),
+            remove.click(handlers.remove, [session, removable], history_outputs, api_name="remove", **edit),
+            clear.click(handlers.clear, [session], history_outputs, api_name="clear", **edit),
             load_preset.click(handlers.load_preset, [session, preset], history_outputs, api_name="load_preset",
-                              **stop_race),
+                              **edit),
             load_user.click(handlers.load_test_user, [session, user], history_outputs, api_name="load_test_user",
-                            **stop_race),
+                            **edit),
             recommend.click(gpu_event(handlers.recommend, spaces, RECOMMEND_S, handlers.error_results,
                                       handlers.history_problem),
                             [session, llm_weight, cowatch_weight, compare, reverse, titles],
                             result_outputs,
-                            api_name="recommend", concurrency_id="model", concurrency_limit=model_jobs),
+                            api_name="recommend", concurrency_id="recommend", concurrency_limit=recommend_jobs),
             racing,
         ]
         for event in events:  # results made for another history are cleared, whichever finished last
             event.then(handlers.stale_results, [session, last, race_streaming], race_outputs,
-                       show_progress="hidden", api_visibility="private")
-        for slider in (llm_weight, cowatch_weight):
-            slider.change(handlers.ranking_view, [session, last, llm_weight, cowatch_weight],
-                          wired(FusionView, components),
-                          api_name="explore_fusion" if slider is llm_weight else False, show_progress="hidden")
-        reset.click(lambda: (fusion.llm, fusion.cowatch), None, [llm_weight, cowatch_weight], api_visibility="private")
+                       api_visibility="private", **INSTANT)
+        explore = ([session, last, llm_weight, cowatch_weight], wired(FusionView, components))
+        for slider in (llm_weight, cowatch_weight):  # on release: one re-rank per drag, not one per step
+            name = "explore_fusion" if slider is llm_weight else False
+            slider.release(handlers.ranking_view, *explore, api_name=name, **INSTANT)
+        reset.click(lambda: (fusion.llm, fusion.cowatch), None, [llm_weight, cowatch_weight], api_visibility="private",
+                    **INSTANT).then(handlers.ranking_view, *explore, api_visibility="private", **INSTANT)
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=8)
 
 
@@ -207,15 +213,15 @@ def launch_style() -> dict:
 
 
 def default_threads() -> int:
-    """Torch threads when --threads is not given: every usable core.
+    """Torch threads when --threads is not given: every usable core (the affinity, capped by a container's CPU quota:
+    `recsys.machine.usable_cores`).
 
     Chosen by measurement (`python bench/threads.py`, bench/results/threads.json; 2-core AMD EPYC with native
     bf16): Recommend p50 476 ms with 2 threads vs 630 ms with 1 for one user, and 1,833 vs 2,235 ms with 4 users
-    clicking at once (the app runs one model job at a time, so the web server's own work is small beside it).
-    On a machine shared with other busy processes, pass fewer (--threads 1): threads waiting on a busy core
-    stall every forward pass.
+    clicking at once. On a machine shared with other busy processes, pass fewer (--threads 1): threads waiting on a
+    busy core stall every forward pass.
     """
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cores()[0]
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -25,7 +25,6 @@ import argparse
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from common import free_port
 from recsys.floor import against_floor, prompt_floor
 from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
@@ -46,13 +46,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"cold_start_s": 10.0, "p50_ms": 500.0}
 STAGE_TIMES = re.compile(r"\*\*(?:retrieval|verbalizer ranking)\*\* ([\d,.]+) ms", re.I)  # from the summary
 PRESETS = ["Sci-fi fan", "Animation & family", "Crime classics", "Romantic comedies", "Horror night", "World cinema"]
-
-
-def free_port() -> int:
-    """A free TCP port on localhost."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, timeout_s: float) -> None:

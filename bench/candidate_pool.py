@@ -2,15 +2,17 @@
 
 `python bench/candidate_pool.py --json bench/results/candidate_pool.json`
 
-Stage one today hands the ranker LRURec's top-20, so a film LRURec ranks 21st can never be recommended,
-however strongly the co-watch prior backs it. Here LRURec retrieves its top-K (K = 20, 30, 50, 100) for
-each of the 610 validation users (the paper's validation split: input = training part, target = the
-validation item), the served prior (`prior.json`: w_r * log-softmax(LRURec) + w_c * co-watch, counts
-over every training part) scores all K, and the best 20 by the prior are kept, in the prior's order.
-Reported over all 610 users: coverage@20 (target among the kept 20), NDCG@10 and Recall@10 of the
-prior's order, each pool against K = 20 with a paired-bootstrap 95% interval. No test user is read: this
-is the evidence K was chosen on (`python -m recsys.ranker.prior --write` makes the same choice and saves it
-in prior.json). K = 20 is the paper's stage one.
+The ranker sees 20 candidates. Taken as LRURec's top-20 (K = 20, the paper's stage one), a film LRURec ranks
+21st could never be recommended, however strongly the co-watch prior backs it; the served pool
+(`recsys.ranker.pool`) lets LRURec retrieve its top-K and keeps the 20 the prior scores best. This script
+measures each K of `recsys.ranker.prior.POOL_GRID` (20, 30, 50, 100) on the 610 validation users (the paper's
+validation split: input = training part, target = the validation item): LRURec retrieves its top-K, the served
+prior (`prior.json`: w_r * log-softmax(LRURec) + w_c * co-watch, counts over every training part) scores all K,
+and the best 20 by the prior are kept, in the prior's order. Reported over all 610 users: coverage@20 (target
+among the kept 20), NDCG@10 and Recall@10 of the prior's order, each pool against K = 20 with a paired-bootstrap
+95% interval, and the K chosen (best NDCG@10, within 0.001 the smaller). No test user is read: this is the
+evidence the served K is chosen on (`python -m recsys.ranker.prior --write` makes the same choice and saves it
+as prior.json's "pool").
 """
 
 from __future__ import annotations

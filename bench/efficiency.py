@@ -31,20 +31,21 @@ import torch
 
 from recsys import NUM_CANDIDATES
 from recsys.data import load_dataset
+from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.floor import against_floor, prompt_floor
 from recsys.machine import auto_dtype, describe_machine, emulation, machine_record
 from recsys.ranker.generation import GENERATION_INSTRUCTION, answer_length, generate_ranking
 from recsys.ranker.model import RankerLoadConfig, describe, load_ranker, pick_device
 from recsys.ranker.prompt import PromptConfig, build_prompt
-from recsys.ranker.verbalizer import (PrefixCache, build_prefix_cache, candidate_probabilities,
-                                      letter_logits, letter_token_ids, tokenize_prompts)
+from recsys.ranker.verbalizer import (PrefixCache, build_prefix_cache, letter_logits, letter_token_ids,
+                                      read_next_tokens, tokenize_prompts)
 from recsys.results import write_json
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model
 from recsys.timing import TimingConfig, median, time_call
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLE_LENGTHS = ("5", "10", "20", "40", "uncut")  # the paper's sweep of title lengths, plus the titles as they are
-HEADLINE = "20"  # the paper's headline point: 56.16 s generation vs < 1 s verbalizer at title length 20
+HEADLINE = "20"  # the paper's headline point: recsys.paper.GENERATION_S of generation vs < 1 s verbalizer
 UNCUT_TOKENS = 10**6
 RATIO_GOALS = {"cpu": 20, "cuda": 50}
 
@@ -146,8 +147,9 @@ def sweep_point(model, tokenizer, requests: list[Request], title_length: str, le
         prompt_tokens.append(prompt.num_tokens)
         title_tokens += [len(tokenizer(t, add_special_tokens=False).input_ids) for t in prompt.candidate_titles]
         budgets.append(answer_length(tokenizer, prompt.candidate_titles))
-        verbalize = lambda history=history, candidates=candidates: candidate_probabilities(  # noqa: E731
-            model, tokenizer, [build_prompt(tokenizer, history, candidates, prompt_cfg)], letter_ids, prefixes[0])
+        verbalize = lambda history=history, candidates=candidates: read_next_tokens(  # noqa: E731
+            model, tokenizer, [build_prompt(tokenizer, history, candidates, prompt_cfg)], letter_ids,
+            prefix=prefixes[0])
         verbalizer_seconds += time_call(verbalize, model.device, TimingConfig(0, config.repeats)).seconds
         generate = lambda history=history, candidates=candidates: generate_ranking(  # noqa: E731
             model, tokenizer, history, candidates, prompt_cfg, prefix=prefixes[1])
@@ -368,8 +370,8 @@ def run(config: EfficiencyConfig) -> dict:
     letter_ids = letter_token_ids(tokenizer)
     warm = requests[0]
     prefixes = (build_prefix_cache(model, tokenizer), build_prefix_cache(model, tokenizer, GENERATION_INSTRUCTION))
-    candidate_probabilities(model, tokenizer, [build_prompt(tokenizer, warm.history_titles, warm.candidate_titles)],
-                            letter_ids, prefixes[0])
+    warm_prompt = build_prompt(tokenizer, warm.history_titles, warm.candidate_titles)
+    read_next_tokens(model, tokenizer, [warm_prompt], letter_ids, prefix=prefixes[0])
     generate_ranking(model, tokenizer, warm.history_titles, warm.candidate_titles, max_new_tokens=8,
                      prefix=prefixes[1])
 
@@ -427,30 +429,17 @@ def run(config: EfficiencyConfig) -> dict:
 
 def main(argv=None) -> dict:
     """Parse flags into an EfficiencyConfig and `run` it."""
-    defaults = EfficiencyConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-model", default=defaults.base_model, help="hub name or folder (default SmolLM2-135M)")
-    parser.add_argument("--adapter", default=defaults.adapter)
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--quantization", default=defaults.quantization, choices=["none", "4bit", "auto"])
-    parser.add_argument("--dtype", default=defaults.dtype, choices=["auto", "float32", "bfloat16"])
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads (0 = torch default)")
-    parser.add_argument("--users", type=int, default=defaults.users)
-    parser.add_argument("--repeats", type=int, default=defaults.repeats)
-    parser.add_argument("--generation-repeats", type=int, default=defaults.generation_repeats)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--checkpoint", default=defaults.checkpoint, help="retriever checkpoint for the candidates")
-    parser.add_argument("--data-dir", default=defaults.data_dir)
-    parser.add_argument("--title-lengths", nargs="+", default=list(defaults.title_lengths),
-                        help="token limits and/or 'uncut'")
-    parser.add_argument("--no-speed-steps", dest="speed_steps", action="store_false")
-    parser.add_argument("--allow-emulated", action="store_true",
-                        help="also measure bf16 / 4-bit where the hardware only emulates them (minutes a step)")
-    parser.add_argument("--figure", default=defaults.figure)
-    parser.add_argument("--json", default=defaults.json)
-    args = parser.parse_args(argv)
-    return run(EfficiencyConfig(**{**vars(args), "title_lengths": tuple(args.title_lengths)}))
+    add_dataclass_flags(parser, EfficiencyConfig, choices={"quantization": ["none", "4bit", "auto"],
+                                                           "dtype": ["auto", "float32", "bfloat16"]},
+                        helps={"base_model": "hub name or folder (default SmolLM2-135M)",
+                               "device": "auto, cpu, cuda, cuda:1, ...",
+                               "threads": "CPU threads (0 = torch default)",
+                               "checkpoint": "retriever checkpoint for the candidates",
+                               "title_lengths": "token limits and/or 'uncut'",
+                               "allow_emulated": "also measure bf16 / 4-bit where the hardware only emulates them "
+                                                 "(minutes a step)"})
+    return run(dataclass_from_args(EfficiencyConfig, parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -95,12 +95,13 @@ def pipeline_timing(quantization: str, users: int) -> dict:
             "ok": len(timed) == len(rows) > 0}
 
 
-OLD_ROW_NAMES = {"llm_only": "llm_alone", "two_stage": "final"}  # ranker_quality.json before the ablation rows
+OLD_ROW_NAMES = {"llm_only": "llm_alone", "two_stage": "final"}  # stage layout's names -> the ablation rows' names
 
 
 def ndcg_rows(quality: dict) -> dict[str, float]:
     """NDCG@10 by "part row" (e.g. "subset final") from a bench/ranker_quality.py JSON, either layout:
-    test ablation rows ({"test": {row: {part: metrics}}}) or the earlier {part: {stage: metrics}}."""
+    test ablation rows ({"test": {row: {part: metrics}}}) or the stage layout {part: {stage: metrics}}, whose stages
+    are named as the ablation rows through OLD_ROW_NAMES."""
     if "test" in quality:
         return {f"{part} {row}": entry[part]["N@10"] for row, entry in quality["test"].items()
                 for part in ("subset", "overall") if isinstance(entry.get(part), dict)}

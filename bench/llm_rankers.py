@@ -29,9 +29,10 @@ from pathlib import Path
 
 import torch
 
+from common import machine_summary, order_agreement
 from recsys.data import load_dataset
 from recsys.machine import machine_record
-from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap, spearman
+from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
 from recsys.ranker.artefacts import TITLE_CONFIG_FILE, RankerArtefacts
 from recsys.ranker.evaluate import EVAL_KS, score_llm, score_titles, target_ranks
 from recsys.ranker.fusion import FusionWeights
@@ -69,13 +70,6 @@ def alone(rows: RankingRows, name: str, subset: bool) -> float:
     """Mean NDCG@10 of one opinion's own order."""
     values = row_ndcgs(rows, FusionWeights(retriever=0.0, cowatch=0.0, llm=0.0).but(**{name: 1.0}), subset)
     return round(sum(values) / len(values), 4)
-
-
-def order_agreement(in_order: torch.Tensor, reversed_order: torch.Tensor) -> dict[str, float]:
-    """Mean film-by-film and letter-by-letter Spearman of (N, K) scores (both indexed in the retriever's order)."""
-    film = [spearman(a, b) for a, b in zip(in_order, reversed_order)]
-    letter = [spearman(a, b.flip(0)) for a, b in zip(in_order, reversed_order)]
-    return {"film_by_film": round(sum(film) / len(film), 3), "letter_by_letter": round(sum(letter) / len(letter), 3)}
 
 
 def timed(function, *args, **kwargs):
@@ -172,7 +166,9 @@ def main(argv=None) -> dict:
                                                     progress=False))
                     b = title_opinion(*score_titles(model, tokenizer, dataset.catalog, flipped, titles_config,
                                                     progress=False))
-                entry["order_invariance_test"] = order_agreement(a, b.flip(1))
+                agreement = order_agreement(a, b.flip(1))
+                entry["order_invariance_test"] = {"film_by_film": agreement["film_by_film_spearman"],
+                                                  "letter_by_letter": agreement["letter_by_letter_spearman"]}
                 results["ways"][f"{way_name}, {model_name}"] = entry
     results["ways"]["verbalizer, verbalizer adapter, letter prior removed"] = letter_prior_entry(
         row_sets, llm_scores["verbalizer adapter"], prior)
@@ -301,8 +297,7 @@ def print_table(results: dict) -> None:
     if "choice" in results:
         print(f"choice: {json.dumps(results['choice'])}")
     machine = results["machine"]
-    print(f"machine: {machine['cpu_model']}, {machine['dtype']}, {machine['torch_threads']} threads, "
-          f"load {machine['load_average_1min_at_start']}")
+    print(machine_summary(machine))
 
 
 if __name__ == "__main__":

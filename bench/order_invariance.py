@@ -17,26 +17,14 @@ from pathlib import Path
 import torch
 
 
+from common import load_served_ranker, order_agreement
 from recsys.data import load_dataset
-from recsys.machine import machine_record
-from recsys.metrics import spearman
-from recsys.ranker.artefacts import RankerArtefacts
 from recsys.ranker.evaluate import score_llm
 from recsys.ranker.rows import split_rows
-from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
+from recsys.ranker.model import DEFAULT_ADAPTER
 from recsys.results import write_json
 from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
-
-
-def agreement(in_order: torch.Tensor, reversed_order: torch.Tensor) -> dict[str, float]:
-    """Mean film-by-film and letter-by-letter Spearman, and top-film agreement, of (N, K) scores in the
-    retriever's order (both tensors index the films in the retriever's order)."""
-    film = [spearman(a, b) for a, b in zip(in_order, reversed_order)]
-    letter = [spearman(a, b.flip(0)) for a, b in zip(in_order, reversed_order)]  # letter j showed film K-1-j
-    top = (in_order.argmax(dim=1) == reversed_order.argmax(dim=1)).float().mean().item()
-    return {"film_by_film_spearman": round(sum(film) / len(film), 3),
-            "letter_by_letter_spearman": round(sum(letter) / len(letter), 3), "same_top_film": round(top, 3)}
 
 
 def main(argv=None) -> dict:
@@ -49,17 +37,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    ranker = RankerArtefacts.load(None if args.adapter == "none" else args.adapter)
+    ranker, model, tokenizer, machine = load_served_ranker(args.adapter, args.base_model, args.precision)
     dataset = load_dataset("ml-latest-small")
-    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=ranker.adapter,
-                                                    cpu_precision=args.precision))
-    machine = machine_record(next(model.parameters()).dtype)
     rows = split_rows(dataset, "test", load_candidates(args.retriever)["test"], None, args.users)
     prompt_config = ranker.prompt
     in_order = score_llm(model, tokenizer, dataset.catalog, rows, prompt_config).llm
     reverse = torch.arange(rows.candidate_ids.shape[1] - 1, -1, -1).expand(len(rows), -1)
     reversed_order = score_llm(model, tokenizer, dataset.catalog, rows, prompt_config, permutation=reverse).llm
-    result = {"adapter": Path(args.adapter).name, "users": len(rows), **agreement(in_order, reversed_order),
+    result = {"adapter": Path(args.adapter).name, "users": len(rows), **order_agreement(in_order, reversed_order),
               "machine": machine}
     print(f"{result['adapter']}, {len(rows)} test users, candidates in the retriever's order vs reversed:")
     print(f"  film by film Spearman {result['film_by_film_spearman']:+.3f}   letter by letter "

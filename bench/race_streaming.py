@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 import app
+from common import free_port
 from recsys.demo.handlers import DemoHandlers
 from recsys.demo.race import STREAM_INTERVAL_S
 from recsys.machine import describe_machine, machine_record
@@ -35,13 +35,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 GENERATION = re.compile(r"\*\*Generation\*\* ([\d,]+) ms for (\d+) tokens")  # from the race summary
 RACE_SUMMARY = 5  # position of the race summary among /race's outputs (the session states are not sent)
-
-
-def free_port() -> int:
-    """A free TCP port on localhost."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def streamed_race(client) -> dict:

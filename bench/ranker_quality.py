@@ -22,14 +22,13 @@ import argparse
 from pathlib import Path
 
 
-from recsys import NUM_CANDIDATES
+from common import load_served_ranker, machine_summary
+from recsys import NUM_CANDIDATES, paper
 from recsys.data import load_dataset
-from recsys.machine import machine_record
 from recsys.metrics import format_table, ndcg_at, paired_bootstrap
 from recsys.ranker.cowatch import CoWatchCounts
-from recsys.ranker.artefacts import RankerArtefacts
 from recsys.ranker.evaluate import RETRIEVER, ablation, all_user_ranks, score_llm, subset_ndcgs
-from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
+from recsys.ranker.model import DEFAULT_ADAPTER
 from recsys.ranker.prior import training_counts
 from recsys.ranker.rows import pool_trade, served_rows, split_rows
 from recsys.ranker.train import choose_llm_weight
@@ -37,11 +36,7 @@ from recsys.results import write_json
 from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
-PAPER = {"subset": {"retriever": {"N@10": 0.3367, "R@10": 0.6654}, "final": {"N@10": 0.3766, "R@10": 0.7560}},
-         "overall": {"retriever": {"M@5": 0.0390, "N@5": 0.0468, "R@5": 0.0705,
-                                   "M@10": 0.0491, "N@10": 0.0705, "R@10": 0.1426},
-                     "final": {"M@5": 0.0440, "N@5": 0.0543, "R@5": 0.0852,
-                               "M@10": 0.0529, "N@10": 0.0759, "R@10": 0.1524}}}
+PAPER = paper.RANKER
 KEYS = ("M@5", "N@5", "R@5", "M@10", "N@10", "R@10")
 LABELS = {"retriever": "retriever (LRURec order)", "llm_alone": "LLM alone", "retriever+llm": "retriever + LLM",
           "retriever+cowatch": "retriever + co-watch", "retriever+cowatch+llm": "retriever + co-watch + LLM (weight 1)",
@@ -93,15 +88,12 @@ def main(argv=None) -> dict:
                         help="unquantized CPU weights (auto: bf16 where the CPU has it natively, as the app)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    ranker = RankerArtefacts.load(None if args.adapter == "none" else args.adapter)
+    ranker, model, tokenizer, machine = load_served_ranker(args.adapter, args.base_model, args.precision)
     dataset = load_dataset(args.dataset, args.data_dir)
     weights = ranker.fusion
     counts: CoWatchCounts | None = ranker.counts
     if counts is not None and args.dataset != "ml-latest-small":  # its own counts, the adapter's window and span
         counts = training_counts(dataset, counts.config)
-    model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=ranker.adapter,
-                                                    cpu_precision=args.precision))
-    machine = machine_record(next(model.parameters()).dtype)
     candidates = load_candidates(args.retriever)
     scored = {split: score_llm(model, tokenizer, dataset.catalog,
                                served_rows(dataset, split, candidates[split], ranker, counts, args.max_users),
@@ -139,8 +131,7 @@ def main(argv=None) -> dict:
               f"{test['llm_contribution']}")
     print(f"  cross-fitted validation + test: {result['cross_fitted_val_test']}")
     print(f"  the candidate pool against LRURec's top-20, all test users: {result['pool_vs_top20_all_test_users']}")
-    print(f"machine: {machine['cpu_model']}, {machine['dtype']}, {machine['torch_threads']} threads, "
-          f"load {machine['load_average_1min_at_start']}")
+    print(machine_summary(machine))
     write_json(args.json, result)
     return result
 

@@ -16,6 +16,7 @@ import statistics
 import time
 
 
+from common import machine_summary
 from recsys.data import load_dataset
 from recsys.machine import machine_record
 from recsys.ranker.heldout import load_held_out
@@ -62,8 +63,7 @@ def main(argv=None) -> dict:
         rows.append({"setting": name, "prompt_tokens": round(statistics.mean(len(d["input_ids"]) for d in data)),
                      "seconds_per_example": round(statistics.mean(seconds[WARM_UP:]), 3)})
         print(f"{name}: {rows[-1]['prompt_tokens']} tokens, {rows[-1]['seconds_per_example']:.3f} s/example")
-    print(f"machine: {machine['cpu_model']}, {machine['dtype']}, {machine['torch_threads']} threads, "
-          f"load {machine['load_average_1min_at_start']}")
+    print(machine_summary(machine))
     result = {"examples": len(examples), "warm_up": WARM_UP, "settings": rows, "machine": machine}
     write_json(args.json, result)
     return result

@@ -15,14 +15,14 @@ import argparse
 
 from recsys.machine import machine_record
 from recsys.results import write_json
-from recsys import NUM_CANDIDATES
+from recsys import NUM_CANDIDATES, paper
 from recsys.data import load_dataset
 from recsys.data.preprocess import TIE_ORDERS
 from recsys.metrics import format_table, metrics_from_ranks
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model
 from recsys.retriever.evaluate import split_inputs, target_ranks
 
-PAPER_LRUREC = {"M@5": 0.0390, "N@5": 0.0468, "R@5": 0.0705, "M@10": 0.0491, "N@10": 0.0705, "R@10": 0.1426}
+PAPER_LRUREC = paper.LRUREC_ALL_USERS
 COLUMNS = list(PAPER_LRUREC)
 
 

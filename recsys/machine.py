@@ -8,6 +8,7 @@ the cores. Take the record when the measurement starts: the load average is the 
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
@@ -17,6 +18,34 @@ import torch
 CPUINFO = Path("/proc/cpuinfo")
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # the ones that set matmul speed
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # either one makes bf16 matmuls faster than fp32 instead of emulated
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def cpu_quota(cgroup: Path = CGROUP) -> float | None:
+    """CPUs' worth of time the container may use (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us` over
+    `cpu.cfs_period_us`); None when unlimited or unreadable. A 2-vCPU container on a 64-core host sees 64 cores
+    in its affinity but may use only 2: one torch thread per host core would stall on the quota."""
+    try:
+        if (cgroup / "cpu.max").is_file():
+            quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1 = cgroup / "cpu"
+        if (v1 / "cpu.cfs_quota_us").is_file():
+            quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+            return None if quota_us <= 0 else quota_us / int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def usable_cores(cgroup: Path = CGROUP) -> tuple[int, str]:
+    """(cores this process can keep busy, why): the CPU affinity, capped by the container's CPU quota (rounded up,
+    at least 1)."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cpu_quota(cgroup)
+    if quota is not None and math.ceil(quota) < affinity:
+        return max(1, math.ceil(quota)), f"the container's CPU quota ({quota:g} CPUs of {affinity} cores)"
+    return affinity, f"every core this process may use ({affinity})"
 
 
 def read_cpuinfo(path: Path | None = None) -> tuple[str, set[str]]:
@@ -84,11 +113,11 @@ def machine_record(dtype: torch.dtype | str | None = None, device: torch.device 
     None records what "auto" resolves to on `device`. `threads`: torch's thread count for the
     measurement, when it is not this process's (e.g. a server started with --threads); None reads
     `torch.get_num_threads()`. Keys: cpu_model, cpu_flags (each of SPEED_FLAGS: present or not),
-    native_bf16, cores (usable by this process), torch_threads, dtype, device (plus gpu when CUDA
-    is available), load_average_1min_at_start, torch, python, platform.
+    native_bf16, cores (usable by this process: affinity capped by the CPU quota), torch_threads, dtype, device
+    (plus gpu when CUDA is available), load_average_1min_at_start, torch, python, platform.
     """
     model, flags = read_cpuinfo()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()[0]
     device = torch.device(device)
     record = {
         "cpu_model": model,

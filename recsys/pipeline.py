@@ -8,10 +8,12 @@ generation baseline on the same history and candidates for the timing comparison
 
 from __future__ import annotations
 
+import copy
 import math
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 
 from recsys import NUM_CANDIDATES
+from recsys.batcher import MicroBatcher
 from recsys.data.catalog import Catalog
 from recsys.data.test_users import TestUsers, load_test_users
 from recsys.errors import CheckpointError
@@ -33,7 +36,8 @@ from recsys.ranker.pool import keep_best
 from recsys.ranker.prompt import (INSTRUCTION, LETTERS, PromptConfig, RankingPrompt, build_prompt, evidence_note,
                                   item_texts)
 from recsys.ranker.title_likelihood import TitleConfig, title_log_likelihoods, title_opinion, title_texts
-from recsys.ranker.verbalizer import PrefixCache, build_prefix_cache, letter_token_ids, read_next_token
+from recsys.ranker.verbalizer import (PrefixCache, VerbalizerReading, build_prefix_cache, letter_token_ids,
+                                      read_next_tokens)
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, load_catalog, load_model
 from recsys.retriever.model import LRURec
 
@@ -41,6 +45,7 @@ CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 DEFAULT_CATALOG_ADAPTER = CHECKPOINTS / "catalog-lm-smollm2-135m-ml-latest-small"
 CATALOG_ADAPTER_NAME = "catalog"  # the catalog-pretrained LoRA, loaded beside the verbalizer's ("default")
 MAX_INPUT_ITEMS = 5000  # longest history accepted at all (the longest ml-latest-small user has 2,131 test items)
+MAX_BATCH = 8  # Recommends that arrived while the model was busy share one padded pass, up to this many
 
 
 class HistoryError(ValueError):
@@ -60,6 +65,7 @@ class PipelineConfig:
     # the catalog-pretrained adapter that scores title likelihood; "auto": the committed one for the default base
     # model it was trained on; None: the ranker's model scores it
     catalog_adapter: str | Path | None = "auto"
+    max_batch: int = MAX_BATCH  # Recommends scored in one pass at most (1: each alone)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,8 @@ class Recommendation:
     top_other_tokens: list[tuple[str, float]] = field(default_factory=list)  # likeliest non-letter next tokens
     base_letter_mass: float | None = None  # the same share for the base model (when compared)
     titles_ms: float | None = None  # time of the title-likelihood scoring (when it ran)
+    batch_size: int = 1  # users whose prompts shared the verbalizer's pass (Recommends that arrived together)
+    waited_ms: float = 0.0  # time waiting for the model (other users' passes, a race's tokens) before the pass
 
     @cached_property
     def opinions(self) -> dict[str, torch.Tensor]:
@@ -160,6 +168,7 @@ class RaceResult:
     num_generated_tokens: int = 0
     generation_ms: float | None = None
     error: str | None = None  # why the baseline did not run or failed
+    waited_ms: float = 0.0  # time the generation waited between its tokens for other users' passes (not counted)
 
     @property
     def ratio(self) -> float | None:
@@ -181,7 +190,8 @@ class Pipeline:
                  generation_max_new_tokens: int | None = None,
                  pool: int = NUM_CANDIDATES, title_config: TitleConfig = TitleConfig(),
                  ranker: RankerArtefacts | None = None, retriever_folder: Path | None = None,
-                 catalog_adapter: Path | None = None, model_facts: dict[str, str] | None = None):
+                 catalog_adapter: Path | None = None, model_facts: dict[str, str] | None = None,
+                 max_batch: int = MAX_BATCH):
         if retriever.config.num_items != len(catalog):
             raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog has "
                                   f"{len(catalog)}: they come from different runs. "
@@ -207,6 +217,13 @@ class Pipeline:
         self.title_config = title_config
         self.letter_ids = letter_token_ids(tokenizer)
         self._prefixes: dict[tuple[str, bool], PrefixCache] = {}
+        # The model, its adapter switches and the tokenizer's settings are shared by every user's thread: whatever
+        # runs the model or the tokenizer holds this lock (a race only for each token, so Recommends pass between).
+        self.model_lock = threading.Lock()
+        self.verbalizer = MicroBatcher(self._read_batch, self.model_lock, max_batch)
+        # fast tokenizers refuse use from two threads while one changes its settings: the race's text is decoded
+        # for display with a copy of its own, outside the lock
+        self.display_tokenizer = copy.deepcopy(tokenizer)
 
     @classmethod
     def load(cls, config: PipelineConfig | None = None, start_on_device: bool = True) -> Pipeline:
@@ -251,7 +268,7 @@ class Pipeline:
                        cowatch=ranker.counts, test_users=test_users, adapter=ranker.adapter,
                        generation_max_new_tokens=config.generation_max_new_tokens, pool=ranker.pool,
                        title_config=title_config, ranker=ranker, retriever_folder=folder,
-                       catalog_adapter=catalog_adapter,
+                       catalog_adapter=catalog_adapter, max_batch=config.max_batch,
                        model_facts=describe(ranker_config, model, query_device=start_on_device))
         if start_on_device:
             pipeline.warm_up()
@@ -391,39 +408,51 @@ class Pipeline:
 
     def rank(self, retrieved: Recommendation, compare_base: bool, reverse_check: bool,
              titles: bool) -> Recommendation:
-        """The LLM's opinions of retrieved candidates and the fused ranking at the served weights (see `recommend`)."""
+        """The LLM's opinions of retrieved candidates and the fused ranking at the served weights (see `recommend`).
+        The verbalizer's pass is shared with the Recommends waiting at the same time (`recsys.batcher`)."""
         history, candidates = retrieved.history, retrieved.candidates
         scored: dict[str, list[Any]] = {}  # Candidate field -> its value per candidate, letter order
         titles_ms = None
         if titles or self.fusion.titles:
             start = time.perf_counter()
-            scored["title_probability"] = self.title_probabilities(history, candidates).tolist()
+            with self.model_lock:
+                scored["title_probability"] = self.title_probabilities(history, candidates).tolist()
             titles_ms = (time.perf_counter() - start) * 1000
-        start = time.perf_counter()
-        prompt = self.prompt_for(history, candidates)
-        reading = read_next_token(self.model, self.tokenizer, prompt, self.letter_ids, prefix=self.prefix_cache())
+        batched = self.verbalizer.submit((history, candidates))
+        prompt, reading = batched.result
         scored["probability"] = reading.probabilities.tolist()
         opinions = candidate_opinions([replace(c, **{k: v[i] for k, v in scored.items()})
                                        for i, c in enumerate(candidates)])
         fused = fuse(opinions, self.fusion)
-        ranking_ms = (time.perf_counter() - start) * 1000
         base_letter_mass = None
         if compare_base and self.can_compare_base:
-            base_prefix = self.prefix_cache(base=True)
-            with self.without_adapter():
-                base = read_next_token(self.model, self.tokenizer, prompt, self.letter_ids, prefix=base_prefix)
+            with self.model_lock:
+                base_prefix = self.prefix_cache(base=True)
+                with self.without_adapter():
+                    base = read_next_tokens(self.model, self.tokenizer, [prompt], self.letter_ids,
+                                            prefix=base_prefix)[0]
             scored["base_probability"], base_letter_mass = base.probabilities.tolist(), base.letter_mass
         if reverse_check:
-            reverse = self.prompt_for(history, candidates[::-1])
-            flipped = read_next_token(self.model, self.tokenizer, reverse, self.letter_ids,
-                                      prefix=self.prefix_cache()).probabilities
+            with self.model_lock:
+                reverse = self.prompt_for(history, candidates[::-1])
+                flipped = read_next_tokens(self.model, self.tokenizer, [reverse], self.letter_ids,
+                                           prefix=self.prefix_cache())[0].probabilities
             scored["reversed_probability"] = flipped.flip(0).tolist()
         final_rank = {index: rank for rank, index in enumerate(fused.order, start=1)}
         ranked = [replace(c, final_rank=final_rank[i], final_probability=fused.probabilities[i],
                           **{k: v[i] for k, v in scored.items()}) for i, c in enumerate(candidates)]
-        return replace(retrieved, candidates=ranked, ranking=fused.order, prompt=prompt, ranking_ms=ranking_ms,
+        return replace(retrieved, candidates=ranked, ranking=fused.order, prompt=prompt, ranking_ms=batched.run_ms,
                        letter_mass=reading.letter_mass, top_other_tokens=reading.top_other_tokens,
-                       base_letter_mass=base_letter_mass, titles_ms=titles_ms)
+                       base_letter_mass=base_letter_mass, titles_ms=titles_ms, batch_size=batched.batch_size,
+                       waited_ms=batched.waited_ms)
+
+    def _read_batch(self, items: Sequence[tuple[list[int], list[Candidate]]]) -> list[tuple[RankingPrompt,
+                                                                                              VerbalizerReading]]:
+        """The verbalizer over several users' (history, candidates) in one padded pass (the model lock is held): each
+        one's prompt and reading. One user runs unpadded, exactly as evaluation scores."""
+        prompts = [self.prompt_for(history, candidates) for history, candidates in items]
+        readings = read_next_tokens(self.model, self.tokenizer, prompts, self.letter_ids, prefix=self.prefix_cache())
+        return list(zip(prompts, readings))
 
     def prompt_for(self, history: list[int], candidates: list[Candidate]) -> RankingPrompt:
         """The ranking prompt of a checked history and candidates (in letter order), with the adapter's budgets
@@ -451,12 +480,13 @@ class Pipeline:
             race.error = f"The verbalizer did not run ({recommendation.ranker_error}), so there is nothing to race."
             return race
         try:
-            history_titles, candidate_titles, notes = self.prompt_parts(recommendation.history,
-                                                                        recommendation.candidates)
+            with self.model_lock:
+                history_titles, candidate_titles, notes = self.prompt_parts(recommendation.history,
+                                                                            recommendation.candidates)
+                prefix = self.prefix_cache(GENERATION_INSTRUCTION)
             generated = generate_ranking(self.model, self.tokenizer, history_titles, candidate_titles,
-                                         self.prompt_config,
-                                         self.generation_max_new_tokens, on_token=on_token, notes=notes,
-                                         prefix=self.prefix_cache(GENERATION_INSTRUCTION))
+                                         self.prompt_config, self.generation_max_new_tokens, on_token=on_token,
+                                         notes=notes, prefix=prefix, lock=self.model_lock)
         except Exception as error:  # noqa: BLE001 (a failed baseline is shown, never crashes the app)
             race.error = f"{type(error).__name__}: {error}"
             return race
@@ -465,4 +495,5 @@ class Pipeline:
         race.num_named = generated.num_named
         race.num_generated_tokens = generated.num_generated_tokens
         race.generation_ms = generated.seconds * 1000
+        race.waited_ms = generated.waited_seconds * 1000
         return race

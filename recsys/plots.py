@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from recsys import paper
+
 BAR_COLOR = "#6b8fd6"
 RETRIEVER_COLOR = "#8cb369"
 BASE_COLOR = "#b8a1d9"
@@ -16,7 +18,7 @@ FINAL_COLOR = "#3d5a80"
 OPINION_COLORS = {"Final": FINAL_COLOR, "LLM": BAR_COLOR, "Co-watch": COWATCH_COLOR, "Retriever": RETRIEVER_COLOR}
 FONT_COLOR = "#808896"  # mid grey: contrast ~3.6:1 on white and ~5:1 on Gradio's dark background
 GRID_COLOR = "rgba(128,128,128,0.25)"
-PAPER_GENERATION_S = 56.16  # the paper's Fig. 3: generating a ranked list of titles, average title length 20
+PAPER_GENERATION_S = paper.GENERATION_S  # the paper's Fig. 3 (recsys.paper): what the demo's race compares with
 STAGE_COLORS = {"retrieval": "#8cb369", "verbalizer ranking": "#6b8fd6", "generation": "#e4572e"}
 MAX_LABEL_CHARS = 42
 TRANSPARENT = "rgba(0,0,0,0)"

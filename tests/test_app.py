@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,6 +12,7 @@ import pytest
 from conftest import make_catalog, make_lrurec, make_pipeline
 
 import app
+from bench.common import free_port
 from recsys.demo import history as demo_history
 from recsys.demo import race as demo_race
 from recsys.demo import pages
@@ -187,7 +187,7 @@ def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pi
     assert [trace.name for trace in figure.data] == ["Final", "LLM", "Co-watch", "Retriever"]
     assert "### Response:" in prompt
     monkeypatch.setattr("recsys.pipeline.generate_ranking",
-                        lambda model, tokenizer, h, c, config, n, on_token, notes, prefix:
+                        lambda model, tokenizer, h, c, config, n, on_token, notes, prefix, lock:
                         GenerationResult(list(range(len(c))), "\n".join(c), 50, 1.0, 0.2, 0.8))
     *_, race_summary, timing, text, comparison, streaming = last_of(handlers.race(session))
     assert streaming is False  # finished
@@ -253,7 +253,7 @@ def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_toke
     monkeypatch.setattr(demo_race, "STREAM_INTERVAL_S", 0.01)
 
     def slow_generation(model, tokenizer, history_titles, candidate_titles, config, max_new_tokens, on_token, notes,
-                        prefix):
+                        prefix, lock):
         token_ids = tokenizer("\n".join(candidate_titles[::-1]), add_special_tokens=False).input_ids[:30]
         for token_id in token_ids:
             time.sleep(0.01)
@@ -283,7 +283,7 @@ def test_a_race_left_mid_stream_stops_generating(handlers, monkeypatch):
     produced, stopped = [], []
 
     def endless_generation(model, tokenizer, history_titles, candidate_titles, config, max_new_tokens, on_token, notes,
-                           prefix):
+                           prefix, lock):
         try:
             for token_id in range(10_000):  # ~100 s unless stopped
                 time.sleep(0.01)
@@ -367,13 +367,6 @@ def test_flags_and_defaults(monkeypatch):
     assert (app.parse_args([]).host, app.parse_args([]).port) == ("0.0.0.0", 7861)
 
 
-def free_port() -> int:
-    """A free TCP port on localhost."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tiny_pipeline, tmp_path_factory):
     """The app on the tiny pipeline, launched on localhost; yields its URL."""
@@ -434,7 +427,7 @@ def test_client_race(served, monkeypatch):
     from gradio_client import Client
 
     monkeypatch.setattr("recsys.pipeline.generate_ranking",
-                        lambda model, tokenizer, h, c, config, n, on_token, notes, prefix:
+                        lambda model, tokenizer, h, c, config, n, on_token, notes, prefix, lock:
                         GenerationResult(list(range(len(c)))[::-1], "\n".join(c[::-1]), 40, 0.5, 0.1, 0.4))
     client = Client(served, verbose=False)
     client.predict("Sci-fi fan", api_name="/load_preset")

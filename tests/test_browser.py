@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,19 +17,14 @@ from urllib.parse import urlparse
 import pytest
 from conftest import TINY_TITLES, make_catalog, make_llama, make_lrurec, make_pipeline
 
+from bench.common import free_port
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 60_000
 EXTRA_TITLES = ["300 (2007)", "Lifeboat (1944)"]  # an all-digit title, and a partial match of "boat"
 FORWARD_PASS_S = 0.03  # the browser pipeline's model sleeps this long a forward pass, so its race is slow to watch
-
-
-def free_port() -> int:
-    """A free TCP port on localhost."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch_app(pipeline, temp_dir: Path) -> tuple[object, str]:
@@ -217,14 +211,14 @@ def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served
 
         slider = page.get_by_label("number input for LLM weight")
         slider.fill("0")
-        slider.press("Enter")
+        slider.press("Tab")  # a slider re-ranks on release: the end of a drag, or leaving its number box
         expect(page.get_by_text("the final one: no opinion")).to_be_visible()  # the slider redraws this session's
 
         page.get_by_role("button", name="Clear", exact=True).click()  # the results belong to the old history
         expect(page.get_by_text(STALE).first).to_be_visible()
         expect(page.locator(".js-plotly-plot .bars")).to_have_count(0)
         slider.fill("1")
-        slider.press("Enter")
+        slider.press("Tab")
         page.wait_for_timeout(1000)
         expect(page.locator(".js-plotly-plot .bars")).to_have_count(0)  # ... never the old results against the new
         expect(page.get_by_text("Three opinions and the final one")).to_have_count(0)

@@ -16,7 +16,7 @@ from recsys.demo.search import TitleSearch, search_key
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.ranker.fusion import FusionWeights, final_order, fused_scores
 from recsys.ranker.model import LoraSettings, add_lora
-from recsys.ranker.verbalizer import candidate_probabilities, letter_logits
+from recsys.ranker.verbalizer import letter_logits, read_next_tokens
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_catalog
 
 
@@ -95,8 +95,8 @@ def test_reverse_check_scores_the_films_in_reverse_order(adapted_pipeline):
     summary, table, chart, prompt, reading, shown = handlers.recommend(session, None, None, False, True)
     result = shown.recommendation
     reverse = adapted_pipeline.prompt_for(result.history, result.candidates[::-1])
-    flipped = candidate_probabilities(adapted_pipeline.model, adapted_pipeline.tokenizer, [reverse],
-                                      adapted_pipeline.letter_ids)[0].flip(0)
+    flipped = read_next_tokens(adapted_pipeline.model, adapted_pipeline.tokenizer, [reverse],
+                               adapted_pipeline.letter_ids)[0].probabilities.flip(0)
     assert torch.allclose(torch.tensor([c.reversed_probability for c in result.candidates]), flipped, atol=1e-6)
     assert REVERSED_COLUMN in table.columns and "Films or letters?" in reading
 
@@ -106,8 +106,8 @@ def test_base_model_beside_the_adapter_in_one_more_pass(adapted_pipeline, tiny_t
     session = {**new_session(), "history": [5, 6, 7]}
     summary, table, chart, prompt, reading, shown = handlers.recommend(session, None, None, True)
     result = shown.recommendation
-    base = candidate_probabilities(make_llama(tiny_tokenizer, seed=2), tiny_tokenizer, [result.prompt],
-                                   adapted_pipeline.letter_ids)[0]
+    base = read_next_tokens(make_llama(tiny_tokenizer, seed=2), tiny_tokenizer, [result.prompt],
+                            adapted_pipeline.letter_ids)[0].probabilities
     got = torch.tensor([c.base_probability for c in result.candidates])
     assert torch.allclose(got, base, atol=1e-5)  # exactly the base model, not an approximation
     with_adapter = torch.tensor([c.probability for c in result.candidates])

@@ -9,7 +9,6 @@ device query outside a `spaces.GPU` call raises, as computation on offloaded "cu
 from __future__ import annotations
 
 import inspect
-import socket
 import sys
 import types
 
@@ -17,6 +16,7 @@ import pytest
 import torch
 
 import app
+from bench.common import free_port
 from recsys.demo.gpu import (RECOMMEND_S, VISITOR_MAX_S, gpu_event, is_refusal, on_zerogpu, race_seconds)
 from recsys.ranker import model as ranker_model
 from recsys.ranker.model import RankerLoadConfig, load_base_model, quantization_of
@@ -93,12 +93,6 @@ def zerogpu(monkeypatch):
         monkeypatch.setattr(module, "pick_device", lambda device="auto": torch.device("cpu"))
     yield rules
     rules._hook.remove()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_stand_in_refuses_work_outside_a_gpu_call(zerogpu, tiny_llama):

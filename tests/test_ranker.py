@@ -8,7 +8,7 @@ import torch
 from recsys.ranker.examples import RankingExample
 from recsys.ranker.model import LoraSettings, RankerLoadConfig, add_lora, load_adapter, load_base_model
 from recsys.ranker.prompt import LETTERS, RESPONSE_HEADER, PromptConfig, build_prompt
-from recsys.ranker.verbalizer import candidate_probabilities, encode_example, letter_logits, letter_token_ids
+from recsys.ranker.verbalizer import encode_example, letter_logits, letter_token_ids, read_next_tokens
 from tests.conftest import TINY_TITLES, make_catalog, make_llama, make_tokenizer
 
 HISTORY = TINY_TITLES[:25]
@@ -94,7 +94,7 @@ def test_probabilities_sum_to_one_and_follow_the_logits(tiny_llama, tiny_tokeniz
     letter_ids = letter_token_ids(tiny_tokenizer)
     prompts = [build_prompt(tiny_tokenizer, HISTORY[:4], CANDIDATES),
                build_prompt(tiny_tokenizer, HISTORY[5:9], CANDIDATES[:7])]
-    probabilities = candidate_probabilities(tiny_llama, tiny_tokenizer, prompts, letter_ids)
+    probabilities = [r.probabilities for r in read_next_tokens(tiny_llama, tiny_tokenizer, prompts, letter_ids)]
     assert [p.shape[0] for p in probabilities] == [20, 7]
     for p in probabilities:
         assert p.sum().item() == pytest.approx(1.0, abs=1e-5) and torch.all(p > 0)
@@ -107,9 +107,9 @@ def test_probabilities_sum_to_one_and_follow_the_logits(tiny_llama, tiny_tokeniz
 def test_batched_scores_equal_one_by_one(tiny_llama, tiny_tokenizer):
     letter_ids = letter_token_ids(tiny_tokenizer)
     prompts = [build_prompt(tiny_tokenizer, HISTORY[:n], CANDIDATES) for n in (1, 6, 15)]
-    batched = candidate_probabilities(tiny_llama, tiny_tokenizer, prompts, letter_ids)
+    batched = [r.probabilities for r in read_next_tokens(tiny_llama, tiny_tokenizer, prompts, letter_ids)]
     for prompt, together in zip(prompts, batched):
-        alone = candidate_probabilities(tiny_llama, tiny_tokenizer, [prompt], letter_ids)[0]
+        alone = [r.probabilities for r in read_next_tokens(tiny_llama, tiny_tokenizer, [prompt], letter_ids)][0]
         assert torch.allclose(alone, together, atol=1e-5)
 
 
@@ -140,7 +140,7 @@ def test_training_learns_a_toy_rule(tmp_path):
     held_out = toy_examples(100, seed=1)
     prompts = [build_prompt(tokenizer, catalog.titles(e.history), catalog.titles(e.candidates), prompt_config)
                for e in held_out]
-    probabilities = candidate_probabilities(model, tokenizer, prompts, letter_ids)
+    probabilities = [r.probabilities for r in read_next_tokens(model, tokenizer, prompts, letter_ids)]
     accuracy = sum(int(p.argmax()) == e.answer_index for p, e in zip(probabilities, held_out)) / len(held_out)
     chance = sum(1 / len(e.candidates) for e in held_out) / len(held_out)  # about 0.29
     assert accuracy > chance + 0.2
@@ -155,13 +155,13 @@ def test_adapter_save_and_load_give_identical_probabilities(tmp_path, tiny_token
     model.eval()
     letter_ids = letter_token_ids(tiny_tokenizer)
     prompt = [build_prompt(tiny_tokenizer, HISTORY[:5], CANDIDATES)]
-    before = candidate_probabilities(model, tiny_tokenizer, prompt, letter_ids)[0]
+    before = [r.probabilities for r in read_next_tokens(model, tiny_tokenizer, prompt, letter_ids)][0]
     model.save_pretrained(tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     reloaded = load_adapter(make_llama(tiny_tokenizer, seed=2), tmp_path / "adapter").eval()
-    after = candidate_probabilities(reloaded, tiny_tokenizer, prompt, letter_ids)[0]
+    after = [r.probabilities for r in read_next_tokens(reloaded, tiny_tokenizer, prompt, letter_ids)][0]
     assert torch.equal(before, after)
-    plain = candidate_probabilities(make_llama(tiny_tokenizer, seed=2), tiny_tokenizer, prompt, letter_ids)[0]
+    plain = read_next_tokens(make_llama(tiny_tokenizer, seed=2), tiny_tokenizer, prompt, letter_ids)[0].probabilities
     assert not torch.allclose(plain, after)
 
 

@@ -161,16 +161,16 @@ def test_held_out_examples_are_the_retrievers_top_k_in_its_order(tmp_path):
         assert example.target == dataset.train(user)[position]
 
 
-def test_item_texts_add_genres_only_when_asked():
+def test_item_texts_are_the_titles_with_their_years_unless_asked():
     catalog = make_catalog()
     assert item_texts(catalog, [1, 2], PromptConfig()) == ["The Terminator (1984)", "Alien (1979)"]
-    assert item_text(catalog[1], genres=True) == "The Terminator (1984) [Comedy, Sci-Fi]"
-    assert item_texts(catalog, [1], PromptConfig(genres=True)) == ["The Terminator (1984) [Comedy, Sci-Fi]"]
+    assert item_text(catalog[1], years=False) == "The Terminator"
+    assert item_texts(catalog, [1], PromptConfig(years=False)) == ["The Terminator"]
 
 
 def test_letter_loss_training_learns_a_toy_rule(tmp_path):
     from recsys.ranker.model import RankerLoadConfig
-    from recsys.ranker.verbalizer import candidate_probabilities
+    from recsys.ranker.verbalizer import read_next_tokens
 
     torch.manual_seed(0)
     tokenizer, catalog = make_tokenizer(), make_catalog()
@@ -184,7 +184,7 @@ def test_letter_loss_training_learns_a_toy_rule(tmp_path):
     held_out = toy_examples(50, seed=1)
     prompts = [build_prompt(tokenizer, catalog.titles(e.history), catalog.titles(e.candidates), prompt_config)
                for e in held_out]
-    probabilities = candidate_probabilities(model, tokenizer, prompts, letter_token_ids(tokenizer))
+    probabilities = [r.probabilities for r in read_next_tokens(model, tokenizer, prompts, letter_token_ids(tokenizer))]
     mean_answer_probability = sum(p[19].item() for p in probabilities) / len(probabilities)
     assert mean_answer_probability > 3 / 20  # chance is 1/20
     assert not math.isnan(mean_answer_probability)
@@ -192,7 +192,7 @@ def test_letter_loss_training_learns_a_toy_rule(tmp_path):
 
 def test_the_gpu_recipes_are_valid_training_commands():
     """Every `python -m recsys.ranker.train` line of bench/train_ranker_gpu.sh parses into a config (no stale flag):
-    the residual recipe trains on the served pool (prior.json's), the previous held-out recipe on LRURec's top-20,
+    the residual recipe trains on the served pool (prior.json's), the heldout recipe on LRURec's top-20 (--pool 20),
     and the candidates it writes hold enough films for any pool the prior may choose."""
     import re
     import shlex

@@ -14,7 +14,7 @@ from recsys.ranker.evaluate import score_llm
 from recsys.ranker.fusion import final_order
 from recsys.ranker.model import RankerLoadConfig
 from recsys.ranker.rows import RankingRows, served_rows
-from recsys.ranker.verbalizer import read_next_token
+from recsys.ranker.verbalizer import read_next_tokens
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 USERS = 40
@@ -65,7 +65,8 @@ def test_the_cached_instruction_prefix_moves_only_near_ties(served):
     for user in users.ids()[:USERS]:
         result = served.recommend(list(users[user].history))
         cached = torch.tensor([c.probability for c in result.candidates]).log()
-        full = read_next_token(served.model, served.tokenizer, result.prompt, served.letter_ids).probabilities.log()
+        full = read_next_tokens(served.model, served.tokenizer, [result.prompt],
+                                served.letter_ids)[0].probabilities.log()
         gaps.append(float((cached - full).abs().max()))
         same += int(cached.argmax()) == int(full.argmax())
         assert full.max() - full[cached.argmax()] <= 0.05, f"user {user}: a first choice moved beyond a near tie"

@@ -10,8 +10,8 @@ from conftest import TINY_TITLES
 
 from recsys.ranker.prompt import PromptConfig, build_prompt
 from recsys.ranker.generation import GENERATION_INSTRUCTION, generate_ranking
-from recsys.ranker.verbalizer import (build_prefix_cache, candidate_probabilities, letter_logits, letter_token_ids,
-                                      read_next_token, shared_prefix_ids, tokenize_prompts)
+from recsys.ranker.verbalizer import (build_prefix_cache, letter_logits, letter_token_ids,
+                                      read_next_tokens, shared_prefix_ids, tokenize_prompts)
 
 def prompts_of(tokenizer, sizes=((3, 20), (0, 7), (5, 12))):
     """Prompts of different lengths (history size, number of candidates), so that batches need padding."""
@@ -33,8 +33,8 @@ def test_last_position_scoring_equals_full_forward(model, tokenizer):
 def test_batched_equals_one_by_one(model, tokenizer):
     letter_ids = letter_token_ids(tokenizer)
     prompts = prompts_of(tokenizer)
-    batched = candidate_probabilities(model, tokenizer, prompts, letter_ids)
-    alone = [candidate_probabilities(model, tokenizer, [p], letter_ids)[0] for p in prompts]
+    batched = [r.probabilities for r in read_next_tokens(model, tokenizer, prompts, letter_ids)]
+    alone = [[r.probabilities for r in read_next_tokens(model, tokenizer, [p], letter_ids)][0] for p in prompts]
     for b, a in zip(batched, alone):
         assert torch.allclose(b, a, atol=1e-5)
 
@@ -44,22 +44,23 @@ def test_cached_prefix_equals_plain(model, tokenizer):
     prompts = prompts_of(tokenizer)
     prefix = build_prefix_cache(model, tokenizer)
     assert len(prefix.token_ids) > 10  # the instruction and headers, not a token or two
-    plain = candidate_probabilities(model, tokenizer, prompts, letter_ids)
-    cached = candidate_probabilities(model, tokenizer, prompts, letter_ids, prefix)  # left-padded after the prefix
+    plain = [r.probabilities for r in read_next_tokens(model, tokenizer, prompts, letter_ids)]
+    cached = [r.probabilities for r in read_next_tokens(model, tokenizer, prompts, letter_ids,
+                                                         prefix=prefix)]  # left-padded after the prefix
     for p, c in zip(plain, cached):
         assert c.shape == p.shape
         assert torch.allclose(c, p, atol=1e-5)
-    again = candidate_probabilities(model, tokenizer, prompts[:1], letter_ids, prefix)
+    again = [r.probabilities for r in read_next_tokens(model, tokenizer, prompts[:1], letter_ids, prefix=prefix)]
     assert torch.allclose(again[0], plain[0], atol=1e-5)  # the stored prefix is not grown by use
 
 
 def test_the_apps_reading_after_the_cached_prefix_equals_the_full_pass(model, tokenizer):
-    """`read_next_token` (what the app calls) gives the same probabilities, letter mass and other tokens with the
+    """`read_next_tokens` (what the app calls) gives the same probabilities, letter mass and other tokens with the
     cache."""
     letter_ids = letter_token_ids(tokenizer)
     prompt = prompts_of(tokenizer)[0]
-    plain = read_next_token(model, tokenizer, prompt, letter_ids)
-    cached = read_next_token(model, tokenizer, prompt, letter_ids, prefix=build_prefix_cache(model, tokenizer))
+    plain = read_next_tokens(model, tokenizer, [prompt], letter_ids)[0]
+    cached = read_next_tokens(model, tokenizer, [prompt], letter_ids, prefix=build_prefix_cache(model, tokenizer))[0]
     assert torch.allclose(cached.probabilities, plain.probabilities, atol=1e-5)
     assert cached.letter_mass == pytest.approx(plain.letter_mass, abs=1e-5)
     assert [t for t, _ in cached.top_other_tokens] == [t for t, _ in plain.top_other_tokens]

@@ -10,13 +10,14 @@ import torch
 
 from recsys import NUM_CANDIDATES
 from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
-from recsys.machine import dtype_name
+from recsys.machine import dtype_name, usable_cores
 from recsys.pipeline import Pipeline
 from recsys.ranker.artefacts import RankerArtefacts
 from recsys.ranker.fusion import describe_fusion
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.model import loaded_quantization
-from recsys.plots import PAPER_GENERATION_S
+from recsys.paper import GENERATION_S as PAPER_GENERATION_S
+from recsys.paper import RANKER as PAPER_RANKER
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
 BENCH_COMMANDS = {
@@ -25,11 +26,6 @@ BENCH_COMMANDS = {
     "efficiency": "python bench/efficiency.py --json bench/results/efficiency.json",
     "app_latency": "python bench/app_latency.py --json bench/results/app_latency.json",
 }
-# The paper's ML (ml-latest-small) numbers: Table 3 (valid-retrieval subset) and Table 1 (all users).
-PAPER_RANKER = {"subset": {"retriever": {"N@10": 0.3367, "R@10": 0.6654},
-                           "final": {"N@10": 0.3766, "R@10": 0.7560}},
-                "overall": {"retriever": {"M@10": 0.0491, "N@10": 0.0705, "R@10": 0.1426},
-                            "final": {"M@10": 0.0529, "N@10": 0.0759, "R@10": 0.1524}}}
 
 
 def facts(pipeline: Pipeline) -> dict[str, str]:
@@ -72,7 +68,9 @@ def facts_markdown(pipeline: Pipeline) -> str:
              "retriever": "Retriever", "test_users": "Test users", "prompt": "Prompt budgets",
              "title_likelihood": "Title likelihood", "final_ranking": "Final ranking"}
     rows = "\n".join(f"| {names.get(k, k)} | {v} |" for k, v in facts(pipeline).items())
-    return (f"| Part | Setting |\n|---|---|\n{rows}\n| CPU threads | {torch.get_num_threads()} |\n\n"
+    why = usable_cores()[1]
+    return (f"| Part | Setting |\n|---|---|\n{rows}\n| CPU threads | {torch.get_num_threads()} (usable cores: {why}) |"
+            f"\n| Recommends per pass | up to {pipeline.verbalizer.max_batch}, the clicks that arrive together |\n\n"
             + training_markdown(pipeline.ranker) +
             "\n\nData: MovieLens ml-latest-small (GroupLens Research, University of Minnesota), preprocessed as in "
             "LlamaRec; redistributed under its license (`checkpoints/lrurec-ml-latest-small/DATA_LICENSE.txt`).")

@@ -13,9 +13,10 @@ from typing import Any, NamedTuple
 import gradio as gr
 import pandas as pd
 
-from recsys import plots
+from recsys import paper, plots
 from recsys.demo.markdown import marked
-from recsys.demo.results import RESULT_COLUMNS, STALE, STALE_CHART, ResultsHandlers, ResultsView, ShownResults
+from recsys.demo.results import (RESULT_COLUMNS, STALE, STALE_CHART, WAIT_SHOWN_MS, ResultsHandlers, ResultsView,
+                                 ShownResults)
 from recsys.pipeline import HistoryError, RaceResult, Recommendation
 
 COMPARISON_COLUMNS = ["Position", "Verbalizer", "Generation (parsed)"]
@@ -95,8 +96,11 @@ class RaceHandlers(ResultsHandlers):
             stages["generation"] = race.generation_ms
             summary = (f"**Generation** {race.generation_ms:,.0f} ms for {race.num_generated_tokens} tokens vs "
                        f"**verbalizer** {result.ranking_ms:,.0f} ms for one forward pass: generation takes "
-                       f"**{race.ratio:,.1f}×** as long (the paper: {plots.PAPER_GENERATION_S} s vs under 1 s with "
+                       f"**{race.ratio:,.1f}×** as long (the paper: {paper.GENERATION_S} s vs under 1 s with "
                        "Llama-2-7b).")
+            if race.waited_ms >= WAIT_SHOWN_MS:
+                summary += (f" Other users' Recommends ran between its tokens: the {race.waited_ms / 1000:,.1f} s it "
+                            "waited for them is not counted.")
             if race.num_named is not None and race.num_named < len(result.candidates):
                 summary += (f" The generated text named **{race.num_named} of {len(result.candidates)}** candidates; "
                             "the parsed column lists the rest in the retriever's order.")
@@ -150,7 +154,8 @@ class RaceHandlers(ResultsHandlers):
                 while not wait([running], timeout=STREAM_INTERVAL_S).done:
                     while not token_ids.empty():
                         generated.append(token_ids.get())
-                    text = self.pipeline.tokenizer.decode(generated, skip_special_tokens=True) if generated else ""
+                    text = (self.pipeline.display_tokenizer.decode(generated, skip_special_tokens=True)
+                            if generated else "")
                     clock = self.generating_markdown(result, time.perf_counter() - started, len(generated))
                     yield RaceView.of(unchanged, (clock, gr.skip(), text, gr.skip()), gr.skip())
             finally:  # a closed stream (gradio closes it on cancel) stops generating at the next token, freeing the CPU

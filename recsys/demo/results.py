@@ -30,6 +30,7 @@ WEIGHT_STEP = 0.05  # the fusion sliders' resolution
 
 MAX_WEIGHT = 4.0  # the fusion sliders' range: 0 .. MAX_WEIGHT
 
+WAIT_SHOWN_MS = 250  # a wait for the model shorter than this is not worth a word
 STALE = "The history changed since these results were made: click Recommend (or Race) again."
 
 STALE_CHART = "The history changed: Recommend again."  # short enough for a narrow chart
@@ -113,6 +114,9 @@ class ResultsHandlers:
         held_out = result.index_of(target)
         lines = [f"**Retrieval** {result.retrieval_ms:,.0f} ms"
                  + (f" · **verbalizer ranking** {result.ranking_ms:,.0f} ms" if result.ranking_ms is not None else "")
+                 + (f" (one pass for {result.batch_size} users who clicked together)" if result.batch_size > 1 else "")
+                 + (f" · waited {result.waited_ms / 1000:,.1f} s for the model (other users)"
+                    if result.waited_ms >= WAIT_SHOWN_MS else "")
                  + (f" · **title likelihood** {result.titles_ms:,.0f} ms" if result.titles_ms is not None else "")
                  + f" · history of {len(result.history)} movies"
                  + (f" (the prompt shows the last {len(result.prompt.history_titles)})" if result.prompt else "")]

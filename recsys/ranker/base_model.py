@@ -194,7 +194,7 @@ def prepare_default_model() -> Path:
     folder = converted_dir()
     problem = cache_problem(folder) if folder.exists() else "absent"
     if problem is None:
-        remove_download_leftovers()  # caches filled before the leftovers were deleted
+        remove_download_leftovers()  # a readable cache may still hold the wheel and the GGUF it was converted from
         return folder
     if folder.exists():
         print(f"The model cache {folder} is damaged ({problem}): deleting it and converting the default base "

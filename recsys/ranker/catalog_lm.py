@@ -21,12 +21,13 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.data import SequenceDataset, load_dataset
 from recsys.machine import machine_record
 from recsys.ranker.heldout import HeldOutConfig, held_out_counts, is_validation_user
@@ -254,14 +255,8 @@ def train(config: CatalogLMConfig, dataset: SequenceDataset | None = None) -> di
 def parse_args(argv=None) -> CatalogLMConfig:
     """Flags: one per CatalogLMConfig field."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in fields(CatalogLMConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-        else:
-            kind = {"int": int, "float": float}.get(str(field.type).split(" |")[0], str)
-            parser.add_argument(flag, type=kind, default=field.default)
-    return CatalogLMConfig(**vars(parser.parse_args(argv)))
+    add_dataclass_flags(parser, CatalogLMConfig)
+    return dataclass_from_args(CatalogLMConfig, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

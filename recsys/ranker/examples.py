@@ -28,12 +28,11 @@ def training_prefixes(dataset: SequenceDataset) -> list[tuple[int, int]]:
     return [(user, end) for user in sorted(dataset.sequences) for end in range(1, len(dataset.train(user)))]
 
 
-def make_examples(dataset: SequenceDataset, max_examples: int | None = None, seed: int = 0,
-                  hard_negatives=None, num_hard: int = 0) -> list[RankingExample]:
+def make_examples(dataset: SequenceDataset, max_examples: int | None = None,
+                  seed: int = 0) -> list[RankingExample]:
     """Sample ranking examples from the training prefixes (all of them when `max_examples` is None).
 
-    Negatives are random items outside the history; with `hard_negatives` (a function from a list of
-    histories to lists of the retriever's top item ids) `num_hard` of the 19 come from the retriever.
+    Negatives are random items outside the history and the target.
     """
     rng = random.Random(seed)
     prefixes = training_prefixes(dataset)
@@ -41,12 +40,10 @@ def make_examples(dataset: SequenceDataset, max_examples: int | None = None, see
         prefixes = rng.sample(prefixes, max_examples)
     histories = [dataset.train(user)[:end] for user, end in prefixes]
     targets = [dataset.train(user)[end] for user, end in prefixes]
-    mined = hard_negatives(histories) if num_hard else [[] for _ in histories]
     examples = []
-    for history, target, hard in zip(histories, targets, mined):
+    for history, target in zip(histories, targets):
         seen = set(history) | {target}
-        negatives = [i for i in hard if i not in seen][:num_hard]
-        seen |= set(negatives)
+        negatives: list[int] = []
         while len(negatives) < NUM_CANDIDATES - 1:
             item = rng.randint(1, dataset.num_items)
             if item not in seen:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import difflib
 import re
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from collections.abc import Callable
 
 import torch
 
@@ -35,10 +37,11 @@ class GenerationResult:
     ranking: list[int]  # candidate indices (0-based, into candidate_titles), best first; a permutation of range(n)
     text: str  # the raw generated text
     num_generated_tokens: int  # tokens produced before EOS or the length budget (EOS not counted)
-    seconds: float  # total wall time (prompt tokenization + prefill + decode)
+    seconds: float  # total wall time (prompt tokenization + prefill + decode), time waiting for the lock excluded
     prefill_seconds: float  # the prompt's forward pass, which also yields the first token
-    decode_seconds: float  # every later token, one forward pass each
+    decode_seconds: float  # every later token, one forward pass each (lock waits excluded)
     num_named: int | None = None  # candidates the text itself named; the rest of `ranking` is the retriever's order
+    waited_seconds: float = 0.0  # time spent waiting for `lock` between tokens (other users' passes)
 
 
 def _normalize(text: str) -> str:
@@ -110,7 +113,8 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
                      prompt_config: PromptConfig = PromptConfig(),
                      max_new_tokens: int | None = None,
                      on_token: Callable[[int], None] | None = None,
-                     notes: list[str] | None = None, prefix=None) -> GenerationResult:
+                     notes: list[str] | None = None, prefix=None,
+                     lock: threading.Lock | None = None) -> GenerationResult:
     """Rank the candidates by letting the model write their titles, best first, one per line.
 
     Greedy decoding, one token per forward pass on the KV cache. `max_new_tokens` defaults to
@@ -120,8 +124,51 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
     and decode elsewhere. `notes` are the candidates' evidence notes when `prompt_config.evidence`.
     `prefix`, a `recsys.ranker.verbalizer.PrefixCache` built with GENERATION_INSTRUCTION, skips the
     prompt's shared first tokens, as the verbalizer does in the app (ValueError for another instruction's).
+    With a `lock` (the app's model lock) the model and tokenizer run only while holding it, taken again for each
+    token, so other users' passes can run between two tokens; the time spent waiting for it is not counted.
     """
+    waits = [0.0]
+
+    @contextmanager
+    def held() -> Iterator[None]:
+        if lock is None:
+            yield
+            return
+        asked = time.perf_counter()
+        with lock:
+            waits[0] += time.perf_counter() - asked
+            yield
+
     start = time.perf_counter()
+    with held():
+        prompt, budget, outputs, next_token, eos_ids, prefill_seconds = _prefill(
+            model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, notes, prefix)
+    decode_start, decode_waits = time.perf_counter(), waits[0]
+    generated: list[int] = []
+    while len(generated) < budget:
+        token = int(next_token)  # waits for the device, so the decode clock needs no extra sync
+        if token in eos_ids:
+            break
+        generated.append(token)
+        if on_token is not None:
+            on_token(token)
+        if len(generated) == budget:
+            break
+        with held():
+            outputs = model(input_ids=next_token, **cache_kwargs(output_cache(outputs)), use_cache=True)
+            next_token = outputs.logits[:, -1].argmax(dim=-1, keepdim=True)
+    end = time.perf_counter()
+    with held():
+        text = tokenizer.decode(generated, skip_special_tokens=True)
+    return GenerationResult(ranking=parse_ranking(text, prompt.candidate_titles), text=text,
+                            num_generated_tokens=len(generated), seconds=end - start - waits[0],
+                            prefill_seconds=prefill_seconds,
+                            decode_seconds=end - decode_start - (waits[0] - decode_waits),
+                            num_named=len(named_candidates(text, prompt.candidate_titles)), waited_seconds=waits[0])
+
+
+def _prefill(model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, notes, prefix):
+    """The prompt, the token budget, the prefill's outputs and first token, the EOS ids and the prefill's time."""
     prompt = build_prompt(tokenizer, history_titles, candidate_titles, prompt_config,
                           instruction=GENERATION_INSTRUCTION, notes=notes)
     budget = answer_length(tokenizer, prompt.candidate_titles) if max_new_tokens is None else max_new_tokens
@@ -135,22 +182,4 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
     outputs = model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **cache)
     next_token = outputs.logits[:, -1].argmax(dim=-1, keepdim=True)
     synchronize(model.device)
-    decode_start = time.perf_counter()
-    generated: list[int] = []
-    while len(generated) < budget:
-        token = int(next_token)  # waits for the device, so the decode clock needs no extra sync
-        if token in eos_ids:
-            break
-        generated.append(token)
-        if on_token is not None:
-            on_token(token)
-        if len(generated) == budget:
-            break
-        outputs = model(input_ids=next_token, **cache_kwargs(output_cache(outputs)), use_cache=True)
-        next_token = outputs.logits[:, -1].argmax(dim=-1, keepdim=True)
-    end = time.perf_counter()
-    text = tokenizer.decode(generated, skip_special_tokens=True)
-    return GenerationResult(ranking=parse_ranking(text, prompt.candidate_titles), text=text,
-                            num_generated_tokens=len(generated), seconds=end - start,
-                            prefill_seconds=decode_start - prefill_start, decode_seconds=end - decode_start,
-                            num_named=len(named_candidates(text, prompt.candidate_titles)))
+    return prompt, budget, outputs, next_token, eos_ids, time.perf_counter() - prefill_start

@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recsys import NUM_CANDIDATES
+from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.data import SequenceDataset, load_dataset
 from recsys.ranker.examples import RankingExample
 from recsys.ranker.pool import MAX_POOL
@@ -228,15 +229,9 @@ def build(config: HeldOutConfig) -> dict:
 def parse_args(argv=None) -> HeldOutConfig:
     """Flags: one per HeldOutConfig field."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cuts", type=int, nargs="+", default=HeldOutConfig().cuts)
-    parser.add_argument("--window", type=int, default=HeldOutConfig.window)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", default=HeldOutConfig.output)
-    parser.add_argument("--seed", type=int, default=HeldOutConfig.seed)
-    parser.add_argument("--eval-every", type=int, default=HeldOutConfig.eval_every)
-    parser.add_argument("--patience", type=int, default=HeldOutConfig.patience)
-    parser.add_argument("--resume", action="store_true", help="reuse finished retrievers, continue an interrupted one")
-    return HeldOutConfig(**vars(parser.parse_args(argv)))
+    add_dataclass_flags(parser, HeldOutConfig,
+                        helps={"resume": "reuse finished retrievers, continue an interrupted one"})
+    return dataclass_from_args(HeldOutConfig, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

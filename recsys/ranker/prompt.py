@@ -39,21 +39,13 @@ class PromptConfig:
     max_history: int = MAX_HISTORY
     max_title_tokens: int = 32
     max_prompt_tokens: int = 1536
-    genres: bool = False  # beyond the paper: each title followed by up to MAX_GENRES of its genres
     years: bool = True  # titles keep their "(1999)"; without, prompts are ~35% shorter (digits are single tokens)
     evidence: bool = False  # beyond the paper: each candidate followed by its retriever rank and co-watch count
 
 
-MAX_GENRES = 3
-
-
-def item_text(movie, genres: bool = False, years: bool = True) -> str:
-    """How a catalog movie appears in the prompt: its title (with its year unless not `years`), plus
-    "[Genre, Genre]" when `genres`."""
-    title = movie.title if years else split_year(movie.title)[0]
-    if genres and movie.genres:
-        return f"{title} [{', '.join(movie.genres[:MAX_GENRES])}]"
-    return title
+def item_text(movie, years: bool = True) -> str:
+    """How a catalog movie appears in the prompt: its title, with its year unless not `years`."""
+    return movie.title if years else split_year(movie.title)[0]
 
 
 def evidence_note(retriever_rank: int, cowatch_score: float) -> str:
@@ -74,7 +66,7 @@ def evidence_notes(cowatch_scores, order) -> list[str]:
 
 def item_texts(catalog, item_ids, config: PromptConfig) -> list[str]:
     """`item_text` of several catalog item ids, in order, as `config` asks."""
-    return [item_text(catalog[int(i)], config.genres, config.years) for i in item_ids]
+    return [item_text(catalog[int(i)], config.years) for i in item_ids]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import json
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys import NUM_CANDIDATES
+from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.data import load_dataset
 from recsys.distributed import is_main_process, process_share
 from recsys.machine import machine_record
@@ -50,7 +51,7 @@ from recsys.ranker.rows import RankingRows, pool_trade, split_rows
 from recsys.ranker.prompt import LETTERS, PromptConfig, build_prompt, evidence_notes, item_texts
 from recsys.ranker.verbalizer import encode_example, forward_letter_logits, letter_token_ids
 from recsys.retriever.candidates import load_candidates
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 TRAINING_LOG_FILE = "training_log.json"
 LOSSES = ("vocab", "letters", "residual")
@@ -72,13 +73,11 @@ class RankerTrainConfig:
     shuffle: bool = False  # candidates in a random order in each prompt (the prior carries the retriever's order)
     val_examples: int = 400  # "heldout": validation rows scored at every validation (seeded sample)
     max_examples: int | None = None  # None = every example
-    hard_negatives: int = 0  # "random" examples: how many of the 19 negatives come from the retriever's top-k
     loss: str = "vocab"  # "vocab": letter + EOS over the vocabulary (paper); "letters": over the 20 letters;
     # "residual": over the 20 letters' logits plus the fixed prior of each film
     max_history: int = 20
     max_title_tokens: int = 32
     max_prompt_tokens: int = 1536
-    genres: bool = False  # titles followed by their genres (beyond the paper)
     years: bool = True  # titles keep their year in the prompt
     evidence: bool = False  # each candidate followed by its retriever rank and co-watch count (held-out examples)
     lora_top_layers: int | None = None  # LoRA on the last N decoder layers only (None: all)
@@ -99,8 +98,8 @@ class RankerTrainConfig:
 
 def prompt_config_of(config: RankerTrainConfig) -> PromptConfig:
     """The prompt budgets a training config asks for."""
-    return PromptConfig(config.max_history, config.max_title_tokens, config.max_prompt_tokens, config.genres,
-                        config.years, config.evidence)
+    return PromptConfig(config.max_history, config.max_title_tokens, config.max_prompt_tokens, config.years,
+                        config.evidence)
 
 
 class ExampleDataset(torch.utils.data.Dataset):
@@ -260,12 +259,7 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
         if config.loss == "residual":
             raise ValueError("the residual loss needs held-out examples (--examples heldout): random negatives have "
                              "no retriever scores")
-        hard = None
-        if config.hard_negatives:
-            retriever = load_model(config.retriever)
-            hard = lambda histories: [ids.tolist() for batch in range(0, len(histories), 256)  # noqa: E731
-                                      for ids in retriever.retrieve(histories[batch:batch + 256], 50)[0]]
-        examples = make_examples(dataset, config.max_examples, config.seed, hard, config.hard_negatives)
+        examples = make_examples(dataset, config.max_examples, config.seed)
         validation = split_rows(dataset, "val", load_candidates(config.retriever)["val"], counts, config.val_users,
                                 config.seed)
         return TrainingData(examples, None, None, validation, prior_weights, counts)
@@ -438,22 +432,14 @@ def training_summary(output: Path) -> dict:
 def parse_args(argv=None) -> tuple[RankerTrainConfig, bool, bool]:
     """Flags: one per RankerTrainConfig field, plus --finalize-only."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in fields(RankerTrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-            continue
-        kind = {"int": int, "float": float, "int | None": int}.get(str(field.type), str)  # postponed annotations
-        parser.add_argument(flag, type=kind, default=field.default, choices=LOSSES if field.name == "loss" else None)
+    add_dataclass_flags(parser, RankerTrainConfig, choices={"loss": LOSSES})
     parser.add_argument("--finalize-only", action="store_true",
                         help="skip training: evaluate the adapter already saved in --output")
     parser.add_argument("--zero-shot", action="store_true",
                         help="no training, no adapter: choose the base model's LLM weight on validation, score test, "
                              "and write a ranker folder the app serves with --adapter")
-    args = vars(parser.parse_args(argv))
-    flags = ("finalize_only", "zero_shot")
-    return (RankerTrainConfig(**{k: v for k, v in args.items() if k not in flags}), args["finalize_only"],
-            args["zero_shot"])
+    args = parser.parse_args(argv)
+    return dataclass_from_args(RankerTrainConfig, args), args.finalize_only, args.zero_shot
 
 
 if __name__ == "__main__":

@@ -139,13 +139,6 @@ def letter_logits(model, tokenizer, prompts: list[str], letter_ids: list[int],
     return forward_letter_logits(model, tokenize_prompts(tokenizer, prompts, model.device, prefix), letter_ids)
 
 
-def candidate_probabilities(model, tokenizer, prompts: list[RankingPrompt], letter_ids: list[int],
-                            prefix: PrefixCache | None = None) -> list[torch.Tensor]:
-    """Softmax over each prompt's own candidate letters: a list of (num_candidates,) probability vectors."""
-    logits = letter_logits(model, tokenizer, [p.text for p in prompts], letter_ids, prefix)
-    return _softmax_per_prompt(logits, prompts)
-
-
 @dataclass
 class VerbalizerReading:
     """What the verbalizer reads from one prompt's next-token distribution."""
@@ -156,22 +149,24 @@ class VerbalizerReading:
 
 
 @torch.inference_mode()
-def read_next_token(model, tokenizer, prompt: RankingPrompt, letter_ids: list[int], top: int = 5,
-                    prefix: PrefixCache | None = None) -> VerbalizerReading:
-    """One forward pass: the candidates' probabilities (from the same fp32 letter logits as `letter_logits`, so the
-    app ranks exactly as evaluation does), the letters' share of the mass and the top other tokens."""
-    letters = letter_ids[: len(prompt.candidate_titles)]
-    letter_scores, outputs = _forward(model, tokenize_prompts(tokenizer, [prompt.text], model.device, prefix), letters)
-    distribution = torch.softmax(outputs.logits[0, -1, :].float(), dim=-1).cpu()
-    others = distribution.clone()
-    others[letters] = -1.0
-    values, ids = torch.topk(others, top)
-    return VerbalizerReading(torch.softmax(letter_scores[0], dim=-1).cpu(), float(distribution[letters].sum()),
-                             [(tokenizer.decode([i]), float(v)) for i, v in zip(ids.tolist(), values.tolist())])
-
-
-def _softmax_per_prompt(logits: torch.Tensor, prompts: list[RankingPrompt]) -> list[torch.Tensor]:
-    return [torch.softmax(row[: len(p.candidate_titles)], dim=-1).cpu() for row, p in zip(logits, prompts)]
+def read_next_tokens(model, tokenizer, prompts: list[RankingPrompt], letter_ids: list[int], top: int = 5,
+                     prefix: PrefixCache | None = None) -> list[VerbalizerReading]:
+    """One forward pass over the prompts (left-padded; a single prompt runs unpadded, exactly as evaluation's batch
+    of 1): each one's candidate probabilities (softmax over its own letters of the same fp32 letter logits as
+    `letter_logits`), the letters' share of the next-token mass and the top other tokens."""
+    letter_scores, outputs = _forward(model, tokenize_prompts(tokenizer, [p.text for p in prompts], model.device,
+                                                              prefix), letter_ids)
+    distributions = torch.softmax(outputs.logits[:, -1, :].float(), dim=-1).cpu()
+    readings = []
+    for scores, prompt, distribution in zip(letter_scores, prompts, distributions):
+        letters = letter_ids[: len(prompt.candidate_titles)]
+        others = distribution.clone()
+        others[letters] = -1.0
+        values, ids = torch.topk(others, top)
+        readings.append(VerbalizerReading(
+            torch.softmax(scores[: len(letters)], dim=-1).cpu(), float(distribution[letters].sum()),
+            [(tokenizer.decode([i]), float(v)) for i, v in zip(ids.tolist(), values.tolist())]))
+    return readings
 
 
 @dataclass

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.data import SequenceDataset, load_dataset
 from recsys.retriever.checkpoint import save_checkpoint
 from recsys.retriever.evaluate import evaluate_split
@@ -157,14 +158,8 @@ def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
 def parse_args(argv=None) -> TrainConfig:
     """Flags: one per TrainConfig field."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type == "bool":
-            parser.add_argument(flag, action="store_true")
-        else:
-            kind = {"int": int, "float": float}.get(str(field.type), str)  # a string: annotations are postponed
-            parser.add_argument(flag, type=kind, default=field.default)
-    return TrainConfig(**vars(parser.parse_args(argv)))
+    add_dataclass_flags(parser, TrainConfig)
+    return dataclass_from_args(TrainConfig, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
