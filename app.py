@@ -30,7 +30,7 @@ from recsys.demo.history import MAX_TYPED, AddView, HistoryView, new_session
 from recsys.demo.race import COMPARISON_COLUMNS, RACE_INTRO, RaceView
 from recsys.demo.results import MAX_WEIGHT, RESULT_COLUMNS, WEIGHT_STEP, FusionView, ResultsView
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
-from recsys.pipeline import Pipeline, PipelineConfig
+from recsys.pipeline import MAX_BATCH, Pipeline, PipelineConfig
 from recsys.ranker.artefacts import default_adapter
 from recsys.machine import usable_cores
 from recsys.ranker.base_model import cache_description
@@ -248,6 +248,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "to bf16)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="ranker precision on CPU; auto = bf16 where the CPU computes it natively, else fp32")
+    parser.add_argument("--max-batch", type=int, default=MAX_BATCH,
+                        help=f"Recommends that arrived together scored in one padded pass, at most (default "
+                             f"{MAX_BATCH}; 1: each alone, one at a time)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch; 0 (default) = every usable core, the fastest for 1 and for 4 "
                              "users at once (bench/threads.py); fewer when other busy processes share the cores, "
@@ -261,7 +264,9 @@ def load_pipeline(args: argparse.Namespace) -> Pipeline:
         adapter = default_adapter() if args.base_model is None else None
     else:
         adapter = None if args.adapter == "none" else args.adapter
-    config = PipelineConfig(retriever=args.retriever, cpu_precision=args.precision,
+    if args.max_batch < 1:
+        sys.exit(f"Cannot start the demo: --max-batch must be at least 1, got {args.max_batch}")
+    config = PipelineConfig(retriever=args.retriever, cpu_precision=args.precision, max_batch=args.max_batch,
                             ranker=RankerLoadConfig(base_model=args.base_model, adapter=adapter,
                                                     quantization=args.quantization))
     try:

@@ -107,3 +107,26 @@ def test_emulation_names_what_the_cpu_cannot_do_natively(cpu, text, bf16_emulate
     assert machine.emulation("cpu", torch.float32) is None
     assert "4-bit" in machine.emulation("cpu", torch.float32, "4bit")  # no fast 4-bit kernel on any CPU
     assert machine.emulation("cuda", torch.bfloat16, "4bit") is None
+
+
+def test_the_cpu_quota_caps_the_usable_cores(tmp_path):
+    """A 2-vCPU container on a many-core host: the affinity lists the host's cores, cgroup's cpu.max says 2."""
+    import os
+
+    from recsys.machine import cpu_quota, usable_cores
+
+    affinity = len(os.sched_getaffinity(0))
+    assert cpu_quota(tmp_path) is None and usable_cores(tmp_path)[0] == affinity  # no cgroup files: the affinity
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cpu_quota(tmp_path) is None and usable_cores(tmp_path)[0] == affinity  # unlimited
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a CPU: still one thread
+    assert cpu_quota(tmp_path) == 0.5 and usable_cores(tmp_path) == (1, usable_cores(tmp_path)[1])
+    if affinity > 1:
+        assert "CPU quota (0.5 CPUs" in usable_cores(tmp_path)[1]
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("150000\n")  # cgroup v1: 1.5 CPUs -> 2 threads
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu_quota(tmp_path) == 1.5 and usable_cores(tmp_path)[0] == min(2, affinity)
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpu_quota(tmp_path) is None
