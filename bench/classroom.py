@@ -244,7 +244,8 @@ def main(argv=None) -> dict:
     print(f"| errors | {cells[0]} | {cells[1]} | 0 |")
     print(f"goals met: {met}")
     result = {"students": args.students, "spread_s": args.spread, "runs": dict(runs),
-              "throughput_ratio": round(ratio, 2), "goals": GOALS, "met": met, "machine": machine, "app_args": args.app_args}
+              "throughput_ratio": round(ratio, 2), "goals": GOALS, "met": met, "machine": machine,
+              "app_args": args.app_args}
     write_json(args.json, result)
     return result
 
