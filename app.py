@@ -18,6 +18,7 @@ except ImportError:
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -30,7 +31,7 @@ from recsys.demo.history import MAX_TYPED, AddView, HistoryView, new_session
 from recsys.demo.race import COMPARISON_COLUMNS, RACE_INTRO, RaceView
 from recsys.demo.results import MAX_WEIGHT, RESULT_COLUMNS, WEIGHT_STEP, FusionView, ResultsView
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
-from recsys.pipeline import MAX_BATCH, Pipeline, PipelineConfig
+from recsys.pipeline import MAX_BATCH, SHARED_RESULTS, Pipeline, PipelineConfig
 from recsys.ranker.artefacts import default_adapter
 from recsys.machine import usable_cores
 from recsys.ranker.base_model import cache_description
@@ -59,9 +60,12 @@ def wired(view: type, components: dict[str, gr.components.Component]) -> list:
     return [components[name] for name in view._fields]
 
 
-def build_demo(pipeline: Pipeline) -> gr.Blocks:
-    """The Blocks UI over a loaded pipeline (not launched)."""
+def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
+    """The Blocks UI over a loaded pipeline (not launched). With `warm_presets` the presets' results are computed in
+    the background, so a class that loads one gets its results without waiting for the model."""
     handlers = DemoHandlers(pipeline)
+    if warm_presets:
+        threading.Thread(target=handlers.warm_presets, name="warm-presets", daemon=True).start()
     zerogpu = on_zerogpu(spaces)
     recommend_jobs = ZEROGPU_CONCURRENCY if zerogpu else min(RECOMMEND_CONCURRENCY, pipeline.verbalizer.max_batch)
     race_jobs = ZEROGPU_CONCURRENCY if zerogpu else RACE_CONCURRENCY
@@ -251,6 +255,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-batch", type=int, default=MAX_BATCH,
                         help=f"Recommends that arrived together scored in one padded pass, at most (default "
                              f"{MAX_BATCH}; 1: each alone, one at a time)")
+    parser.add_argument("--shared-results", type=int, default=SHARED_RESULTS,
+                        help=f"recent Recommend results kept for whoever asks the same history (a preset, a shared "
+                             f"link) (default {SHARED_RESULTS}; 0: compute every click)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch; 0 (default) = every usable core, the fastest for 1 and for 4 "
                              "users at once (bench/threads.py); fewer when other busy processes share the cores, "
@@ -264,9 +271,11 @@ def load_pipeline(args: argparse.Namespace) -> Pipeline:
         adapter = default_adapter() if args.base_model is None else None
     else:
         adapter = None if args.adapter == "none" else args.adapter
-    if args.max_batch < 1:
-        sys.exit(f"Cannot start the demo: --max-batch must be at least 1, got {args.max_batch}")
+    if args.max_batch < 1 or args.shared_results < 0:
+        sys.exit(f"Cannot start the demo: --max-batch must be at least 1 and --shared-results 0 or more, got "
+                 f"{args.max_batch} and {args.shared_results}")
     config = PipelineConfig(retriever=args.retriever, cpu_precision=args.precision, max_batch=args.max_batch,
+                            shared_results=args.shared_results,
                             ranker=RankerLoadConfig(base_model=args.base_model, adapter=adapter,
                                                     quantization=args.quantization))
     try:
@@ -280,8 +289,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads or default_threads())
     pipeline = load_pipeline(args)
-    build_demo(pipeline).launch(server_name=args.host, server_port=args.port, share=args.share,
-                                footer_links=["api"], **launch_style())
+    demo = build_demo(pipeline, warm_presets=not on_zerogpu(spaces))  # on ZeroGPU no model runs outside an event
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"], **launch_style())
 
 
 if __name__ == "__main__":

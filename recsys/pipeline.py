@@ -36,6 +36,7 @@ from recsys.ranker.pool import keep_best
 from recsys.ranker.prompt import (INSTRUCTION, LETTERS, PromptConfig, RankingPrompt, build_prompt, evidence_note,
                                   item_texts)
 from recsys.ranker.title_likelihood import TitleConfig, title_log_likelihoods, title_opinion, title_texts
+from recsys.shared_results import SharedResults
 from recsys.ranker.verbalizer import (PrefixCache, VerbalizerReading, build_prefix_cache, letter_token_ids,
                                       read_next_tokens)
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, load_catalog, load_model
@@ -46,6 +47,7 @@ DEFAULT_CATALOG_ADAPTER = CHECKPOINTS / "catalog-lm-smollm2-135m-ml-latest-small
 CATALOG_ADAPTER_NAME = "catalog"  # the catalog-pretrained LoRA, loaded beside the verbalizer's ("default")
 MAX_INPUT_ITEMS = 5000  # longest history accepted at all (the longest ml-latest-small user has 2,131 test items)
 MAX_BATCH = 8  # Recommends that arrived while the model was busy share one padded pass, up to this many
+SHARED_RESULTS = 256  # recent Recommend results kept for anyone who asks the same (a preset, a shared link)
 
 
 class HistoryError(ValueError):
@@ -66,6 +68,7 @@ class PipelineConfig:
     # model it was trained on; None: the ranker's model scores it
     catalog_adapter: str | Path | None = "auto"
     max_batch: int = MAX_BATCH  # Recommends scored in one pass at most (1: each alone)
+    shared_results: int = SHARED_RESULTS  # results kept for repeated requests (0: compute every click)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class Recommendation:
     titles_ms: float | None = None  # time of the title-likelihood scoring (when it ran)
     batch_size: int = 1  # users whose prompts shared the verbalizer's pass (Recommends that arrived together)
     waited_ms: float = 0.0  # time waiting for the model (other users' passes, a race's tokens) before the pass
+    shared: bool = False  # computed for an earlier request with the same history and options, not for this one
 
     @cached_property
     def opinions(self) -> dict[str, torch.Tensor]:
@@ -191,7 +195,7 @@ class Pipeline:
                  pool: int = NUM_CANDIDATES, title_config: TitleConfig = TitleConfig(),
                  ranker: RankerArtefacts | None = None, retriever_folder: Path | None = None,
                  catalog_adapter: Path | None = None, model_facts: dict[str, str] | None = None,
-                 max_batch: int = MAX_BATCH):
+                 max_batch: int = MAX_BATCH, shared_results: int = SHARED_RESULTS):
         if retriever.config.num_items != len(catalog):
             raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog has "
                                   f"{len(catalog)}: they come from different runs. "
@@ -221,6 +225,7 @@ class Pipeline:
         # runs the model or the tokenizer holds this lock (a race only for each token, so Recommends pass between).
         self.model_lock = threading.Lock()
         self.verbalizer = MicroBatcher(self._read_batch, self.model_lock, max_batch)
+        self.shared = SharedResults(shared_results)  # results are frozen: one object serves every asker
         # fast tokenizers refuse use from two threads while one changes its settings: the race's text is decoded
         # for display with a copy of its own, outside the lock
         self.display_tokenizer = copy.deepcopy(tokenizer)
@@ -269,6 +274,7 @@ class Pipeline:
                        generation_max_new_tokens=config.generation_max_new_tokens, pool=ranker.pool,
                        title_config=title_config, ranker=ranker, retriever_folder=folder,
                        catalog_adapter=catalog_adapter, max_batch=config.max_batch,
+                       shared_results=config.shared_results,
                        model_facts=describe(ranker_config, model, query_device=start_on_device))
         if start_on_device:
             pipeline.warm_up()
@@ -396,11 +402,20 @@ class Pipeline:
         reverse, to show whether the LLM's opinion follows the films or the letters; with `titles` (always when the
         fusion weighs it) the LLM is also asked by title likelihood, with no letters. Raises
         HistoryError for unusable input. A ranker failure does not raise: the retrieval results come
-        back with `ranker_error` set and no ranking.
+        back with `ranker_error` set and no ranking. The same checked history with the same options asked again (or
+        while it is computed for someone else) gets that result, `shared` set; failures are never shared.
         """
         history, notices = self.check_history(history_item_ids)
+        options = (bool(compare_base) and self.can_compare_base, bool(reverse_check),
+                   bool(titles or self.fusion.titles))
+        result, shared = self.shared.get((tuple(history), *options), lambda: self._recommend(history, *options),
+                                         keep=lambda r: r.ranker_error is None)
+        return replace(result, notices=notices, shared=shared) if shared or result.notices != notices else result
+
+    def _recommend(self, history: list[int], compare_base: bool, reverse_check: bool, titles: bool) -> Recommendation:
+        """`recommend` of a checked history, computed."""
         candidates, retrieval_ms = self.retrieve(history)
-        retrieved = Recommendation(history, candidates, None, None, retrieval_ms, None, notices)
+        retrieved = Recommendation(history, candidates, None, None, retrieval_ms, None)
         try:
             return self.rank(retrieved, compare_base, reverse_check, titles)
         except Exception as error:  # noqa: BLE001 (any ranker failure is reported beside the retrieval results)

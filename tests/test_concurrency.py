@@ -24,7 +24,8 @@ def pipeline(tiny_catalog, tiny_lrurec, tiny_tokenizer, tmp_path_factory):
                                           CoWatchConfig(window=3, span=5))
     return make_pipeline(tiny_catalog, tiny_lrurec, adapted_llama(tiny_tokenizer), tiny_tokenizer,
                          fusion=FusionWeights(retriever=0.5, cowatch=1.5, llm=1.0), cowatch=counts,
-                         adapter=tmp_path_factory.mktemp("adapter"), generation_max_new_tokens=40)
+                         adapter=tmp_path_factory.mktemp("adapter"), generation_max_new_tokens=40,
+                         shared_results=0)  # every click computed: what is measured here is the model's sharing
 
 
 def probabilities(result, field: str = "probability") -> torch.Tensor:

@@ -75,6 +75,12 @@ class HistoryHandlers:
         self.presets = {name: ids for name, titles in PRESETS.items()
                         if (ids := [m[0].item_id for t in titles if len(m := self.search.find(t)) == 1])}
 
+    def warm_presets(self) -> None:
+        """Compute every preset's results at the served weights (shared with whoever loads one and clicks Recommend:
+        `Pipeline.shared`). A preset the model fails on is left to be computed on its click."""
+        for ids in self.presets.values():
+            self.pipeline.recommend(ids)
+
     def user_choices(self) -> list[tuple[str, int]]:
         """(label, user id) for the test-user dropdown."""
         users = self.pipeline.test_users
