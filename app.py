@@ -82,6 +82,8 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                     "a **co-watch** prior (which films followed your latest ones in other people's histories) and "
                     "the LLM's. **Race** also generates the ranked list as text, the slow way." + adapter_note)
         session = gr.State(new_session())
+        # the history as MovieLens ids in this browser: a reload (or the next visit) starts from it
+        saved = gr.BrowserState([], storage_key="llamarec-history", secret="llamarec-history")
         last = gr.State(None)  # the latest Recommendation: the fusion slider re-ranks it without a model call
         race_streaming = gr.State(False)  # set while a race streams; still set after one was cancelled half-way
         with gr.Tab("Recommend"):
@@ -112,6 +114,10 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                                            label="Watch history (viewing order, oldest first)",
                                            interactive=False, max_height=330, wrap=True)
                     notice = gr.Markdown()
+                    with gr.Row():
+                        share = gr.Button("Share this history", scale=1, min_width=100)
+                        link = gr.Textbox(label="Link to this history", scale=4, interactive=False, buttons=["copy"],
+                                          placeholder="Share writes a link that opens the app with this history")
             with gr.Row():
                 recommend = gr.Button("Recommend", variant="primary", size="lg")
                 race = gr.Button("Race against generation", variant="secondary", size="lg")
@@ -145,6 +151,7 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                 with gr.Column(scale=4, min_width=300):
                     table = gr.Dataframe(pd.DataFrame(columns=RESULT_COLUMNS), label="Ranked candidates",
                                          interactive=False, max_height=640, wrap=True, elem_classes="results-table")
+            download = gr.DownloadButton("Download these results (CSV)", value=None, size="sm")
             reading = gr.Markdown()
             with gr.Accordion("The exact prompt", open=False):
                 prompt = gr.Textbox(label="Prompt", lines=12, max_lines=60, interactive=False, buttons=["copy"])
@@ -169,7 +176,7 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                       "matches": matches, "movie": movie, "summary": summary, "table": table, "chart": chart,
                       "prompt": prompt, "reading": reading, "last": last, "race_summary": race_summary,
                       "timing": timing, "generated": generated, "comparison": comparison,
-                      "race_streaming": race_streaming}
+                      "race_streaming": race_streaming, "download": download}
         history_outputs, add_outputs = wired(HistoryView, components), wired(AddView, components)
         result_outputs, race_outputs = wired(ResultsView, components), wired(RaceView, components)
         # always_last: the matches follow the text as it is once the previous search returns (one search at a time)
@@ -202,6 +209,9 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
         for event in events:  # results made for another history are cleared, whichever finished last
             event.then(handlers.stale_results, [session, last, race_streaming], race_outputs,
                        api_visibility="private", **INSTANT)
+        share.click(handlers.share, session, link, api_name="share", **INSTANT)
+        session.change(handlers.movie_ids, session, saved, api_visibility="private", **INSTANT)
+        demo.load(handlers.restore, saved, history_outputs, api_visibility="private", **INSTANT)
         explore = ([session, last, llm_weight, cowatch_weight], wired(FusionView, components))
         for slider in (llm_weight, cowatch_weight):  # on release: one re-rank per drag, not one per step
             name = "explore_fusion" if slider is llm_weight else False

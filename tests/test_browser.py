@@ -23,7 +23,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 60_000
-EXTRA_TITLES = ["300 (2007)", "Lifeboat (1944)"]  # an all-digit title, and a partial match of "boat"
+EXTRA_TITLES = ["300 (2007)", "Lifeboat (1944)", "M*A*S*H (1970)"]  # all digits; a partial "boat"; Markdown stars
 FORWARD_PASS_S = 0.03  # the browser pipeline's model sleeps this long a forward pass, so its race is slow to watch
 
 
@@ -269,3 +269,51 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian chromium not installed")
+def test_a_shared_link_a_reload_a_download_and_titles_shown_as_written(served_url, browser_pipeline, tmp_path):
+    """Share writes a link that opens the history in another browser; a reload keeps the history; the results
+    download as CSV; a title with Markdown's stars keeps them in every notice."""
+    from playwright.sync_api import expect, sync_playwright
+
+    mash = browser_pipeline.catalog.title(len(browser_pipeline.catalog))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(served_url, wait_until="load")
+        add = page.get_by_role("button", name="Add", exact=True)
+        for title in ("The Matrix (1999)", mash, "Heat (1995)", mash):  # the repeat says so, in Markdown
+            type_movie(page, title)
+            add.click()
+            page.wait_for_timeout(300)
+        expect(page.get_by_text(f"'{mash}' was already in the history")).to_be_visible()  # stars kept, no italics
+        assert history_titles(page) == ["The Matrix (1999)", "Heat (1995)", mash]
+
+        page.get_by_role("button", name="Share this history", exact=True).click()
+        link = page.get_by_label("Link to this history")
+        expect(link).to_have_value(re.compile(r"\?history=1006,1014,\d+$"))
+        shared = link.input_value()
+
+        page.reload(wait_until="load")  # the browser kept the history
+        expect(page.get_by_text("from this browser's last visit")).to_be_visible()
+        assert history_titles(page) == ["The Matrix (1999)", "Heat (1995)", mash]
+
+        page.get_by_role("button", name="Recommend", exact=True).click()
+        expect(page.get_by_label("Ranked candidates").locator('[role="gridcell"][data-col="2"]').first).to_be_visible()
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download these results (CSV)").click()
+        saved = tmp_path / "results.csv"
+        download.value.save_as(saved)
+        import pandas as pd
+
+        table = pd.read_csv(saved)
+        assert len(table) == 20 and {"MovieLens id", "LLM", "Prompt"} <= set(table.columns)
+
+        other = browser.new_context().new_page()  # another student: no copy of their own, only the link
+        other.set_default_timeout(TIMEOUT_MS)
+        other.goto(shared, wait_until="load")
+        expect(other.get_by_text("Loaded 3 movies from the link")).to_be_visible()
+        assert history_titles(other) == ["The Matrix (1999)", "Heat (1995)", mash]
+        browser.close()

@@ -36,6 +36,12 @@ from recsys.data.titles import alternative_titles, clean_title, split_year
     ("Auberge espagnole, L' (2002)", "L'Auberge espagnole (2002)"),
     ("Boot, Das (Boat, The) (1981)", "Das Boot (1981)"),
     ("300 (2007)", "300 (2007)"),
+    # a trailing group that belongs to the title: what the film is part of, a plural written onto the word, an "and"
+    ("Hotel Chevalier (Part 1 of 'The Darjeeling Limited') (2007)",
+     "Hotel Chevalier (Part 1 of 'The Darjeeling Limited') (2007)"),
+    ("Frontière(s) (2007)", "Frontière(s) (2007)"),
+    ("Hommage à Zgougou (et salut à Sabine Mamou) (2002)", "Hommage à Zgougou (et salut à Sabine Mamou) (2002)"),
+    ("Me and you (io e te) (2012)", "Me and you (2012)"),  # a lower-case other name is still another name
 ])
 def test_clean_title(raw, cleaned):
     assert clean_title(raw) == cleaned

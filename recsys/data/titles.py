@@ -4,7 +4,10 @@ MovieLens writes "Main title, Article (Alternative title) (a.k.a. Another) (Year
 cleaning keeps the main title, moves its trailing article to the front and re-appends the year.
 Here only the parenthesised groups at the *end* of the name are alternative titles, so parentheses
 inside a title survive ("(500) Days of Summer (2009)"), and articles of the languages MovieLens uses
-are moved, not only The/A/An ("Misérables, Les" -> "Les Misérables").
+are moved, not only The/A/An ("Misérables, Les" -> "Les Misérables"). A trailing group that belongs to
+the title stays: one written onto the word before it ("Frontière(s)"), one that says what the film is
+part of ("Hotel Chevalier (Part 1 of 'The Darjeeling Limited')"), and one that goes on with "and"
+("Hommage à Zgougou (et salut à Sabine Mamou)").
 """
 
 import re
@@ -16,6 +19,9 @@ ARTICLES = ("The", "A", "An", "Le", "La", "Les", "L'", "El", "Los", "Las", "Lo",
             "Das", "Den", "Det", "Un", "Une")
 _ARTICLE = re.compile(r"^(.*), (" + "|".join(re.escape(a) for a in ARTICLES) + r")$")
 _AKA = re.compile(r"^a\.?k\.?a\.?\s+", re.IGNORECASE)  # "a.k.a. X" and "aka X"
+# a group that is part of the title, not another name: "Part 1 of ...", or one that goes on with "and" in a language
+# MovieLens uses
+_PART_OF_TITLE = re.compile(r"^(?:Part \w+ of\b|(?:and|et|und|y|e|&) )")
 
 
 def split_year(raw_title: str) -> tuple[str, int | None]:
@@ -48,6 +54,9 @@ def split_title(raw_title: str) -> tuple[str, list[str], int | None]:
     title, year = split_year(raw_title)
     alternatives: list[str] = []
     while (match := _TRAILING_GROUP.search(title)) is not None and match.start() > 0:
+        attached = title[match.start()] == "(" and not title[match.start() - 1].isspace()
+        if attached or _PART_OF_TITLE.match(match.group(1)):
+            break  # written onto the word before it, or part of the title: it and everything before it stay
         alternatives.insert(0, front_article(_AKA.sub("", match.group(1))))
         title = title[: match.start()].rstrip()
     return front_article(title), [a for a in alternatives if a], year

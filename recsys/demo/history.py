@@ -14,6 +14,7 @@ from recsys.demo.markdown import plain
 from recsys.demo.search import TitleSearch
 from recsys.pipeline import MAX_INPUT_ITEMS, Pipeline
 
+MAX_LINKED = 500  # movies a shared link or a saved history may carry (a link stays well under browsers' URL limits)
 MAX_OFFERED = 10  # matches shown to pick from, while typing and after an Add that was not exactly one title
 
 MAX_QUERY_SHOWN = 40  # characters of the typed text the matches list names (longer text ends in "…")
@@ -74,6 +75,49 @@ class HistoryHandlers:
         self.search = TitleSearch(self.catalog)
         self.presets = {name: ids for name, titles in PRESETS.items()
                         if (ids := [m[0].item_id for t in titles if len(m := self.search.find(t)) == 1])}
+
+    # --- links and the browser's copy ------------------------------------------------------------------------------
+
+    def movie_ids(self, session: dict) -> list[int]:
+        """The session's history as MovieLens movieIds (what a link and the browser's copy carry: stable across
+        catalog rebuilds, unlike the models' dense item ids)."""
+        return [self.catalog[i].source_id for i in session["history"]]
+
+    def share(self, session: dict, request: gr.Request | None = None) -> str:
+        """A link to this page that opens with the session's history (`?history=` MovieLens movieIds, oldest
+        first); a notice when the history is empty."""
+        if not session["history"]:
+            return "⚠️ The history is empty: add movies first, then share."
+        page = "" if request is None else (request.headers.get("referer") or "").split("?")[0].split("#")[0]
+        return f"{page}?history={','.join(str(i) for i in self.movie_ids(session)[-MAX_LINKED:])}"
+
+    def restore(self, saved, request: gr.Request | None = None) -> HistoryView:
+        """The page's first history: the link's `?history=` when it has one, else the one this browser kept from
+        its last visit, else empty. Unknown movieIds are dropped with a notice; nothing here raises."""
+        linked = None if request is None else request.query_params.get("history")
+        if linked is not None:
+            ids, notice = self.from_movie_ids(linked.split(","), "the link")
+        elif saved:
+            ids, notice = self.from_movie_ids(saved if isinstance(saved, list) else [], "this browser's last visit")
+        else:
+            return self.history_view(new_session())
+        return self.history_view({**new_session(), "history": ids}, notice)
+
+    def from_movie_ids(self, values: list, source: str) -> tuple[list[int], str]:
+        """(dense item ids, a notice) of MovieLens movieIds read from `source`: at most MAX_LINKED, each once (the
+        latest viewing kept), unknown or malformed ones dropped and counted."""
+        by_movie_id = {m.source_id: m.item_id for m in self.catalog.movies}
+        ids, dropped = [], 0
+        for value in values[-MAX_LINKED:]:
+            try:
+                ids.append(by_movie_id[int(str(value).strip())])
+            except (KeyError, ValueError):
+                dropped += 1
+        ids = list(dict.fromkeys(reversed(ids)))[::-1]
+        notice = f"Loaded {len(ids)} movie{'s' if len(ids) != 1 else ''} from {source}."
+        if dropped:
+            notice += f" ⚠️ {dropped} unknown MovieLens id{'s were' if dropped != 1 else ' was'} left out."
+        return ids, notice
 
     def warm_presets(self) -> None:
         """Compute every preset's results at the served weights (shared with whoever loads one and clicks Recommend:

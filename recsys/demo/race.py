@@ -40,6 +40,7 @@ class RaceView(NamedTuple):
     prompt: str
     reading: str
     last: ShownResults | None
+    download: str | None
     race_summary: str  # the running clock, then generation's time against the verbalizer's (Markdown)
     timing: Any  # time per stage (plotly figure)
     generated: str  # the generated text so far
@@ -70,7 +71,7 @@ class RaceHandlers(ResultsHandlers):
             return RaceView.of(unchanged, race_reset if race_streaming else (gr.skip(),) * 4,
                                False if race_streaming else gr.skip())
         stale = ResultsView(f"⚠️ {STALE}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART),
-                            "", "", None)
+                            "", "", None, None)
         return RaceView.of(stale, race_reset, False)
 
     def generating_markdown(self, result: Recommendation, seconds: float, num_tokens: int) -> str:
@@ -161,4 +162,5 @@ class RaceHandlers(ResultsHandlers):
             finally:  # a closed stream (gradio closes it on cancel) stops generating at the next token, freeing the CPU
                 left.set()
             race = running.result()
-        yield RaceView.of(results, self.race_view(session, race), False)
+        finished = self.results_view(session, result, llm_weight, cowatch_weight, race)  # its download has the race
+        yield RaceView.of(finished, self.race_view(session, race), False)

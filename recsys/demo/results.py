@@ -4,7 +4,9 @@ read; the fusion sliders re-rank them without a model call. Handlers return a `R
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -14,7 +16,7 @@ import torch
 from recsys import plots
 from recsys.demo.markdown import HELD_OUT, marked, plain
 from recsys.metrics import spearman
-from recsys.pipeline import HistoryError, Pipeline, Recommendation
+from recsys.pipeline import HistoryError, Pipeline, RaceResult, Recommendation
 from recsys.ranker.fusion import FusionWeights, describe_fusion
 
 RESULT_COLUMNS = ["Final rank", "Letter", "Title", "Final", "LLM", "Co-watch", "Retriever", "Retriever rank", "Change",
@@ -45,6 +47,7 @@ class ShownResults:
 
     session: dict
     recommendation: Recommendation
+    race: RaceResult | None = None  # the race run on it, once finished (its timings go into the download)
 
 
 class ResultsView(NamedTuple):
@@ -56,6 +59,7 @@ class ResultsView(NamedTuple):
     prompt: str  # the exact prompt the verbalizer read
     reading: str  # what the verbalizer read: the letters' share and the top other tokens (Markdown)
     last: ShownResults | None  # the results on screen, for the sliders
+    download: str | None  # a CSV of the table on screen, every opinion, the prompt (and the race's timings)
 
 
 class FusionView(NamedTuple):
@@ -63,6 +67,7 @@ class FusionView(NamedTuple):
 
     table: pd.DataFrame
     chart: Any
+    download: str | None
 
 
 def rounded(probability: float | None) -> float | None:
@@ -172,9 +177,10 @@ class ResultsHandlers:
         are not redrawn.
         """
         if shown is None:
-            return FusionView(pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure("Click Recommend first."))
+            return FusionView(pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure("Click Recommend first."),
+                              None)
         if shown.session != session:
-            return FusionView(pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART))
+            return FusionView(pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART), None)
         result = shown.recommendation
         weights = self.weights_at(llm_weight, cowatch_weight)
         target = shown.session["target"]
@@ -200,8 +206,9 @@ class ResultsHandlers:
             rows.append(row)
         columns = RESULT_COLUMNS[:5] + extra + RESULT_COLUMNS[5:]
         if order is None:
-            return FusionView(pd.DataFrame(rows, columns=columns), plots.message_figure(
-                "No probabilities: the ranker failed (see above)."))
+            table = pd.DataFrame(rows, columns=columns)
+            return FusionView(table, plots.message_figure("No probabilities: the ranker failed (see above)."),
+                              self.export(table, shown, weights))
         held_out = result.index_of(target)
         bars = {"Final": final_probabilities, "LLM": [c.probability for c in candidates],
                 "Co-watch": opinions["cowatch"], "Retriever": opinions["retriever"]}
@@ -213,21 +220,45 @@ class ResultsHandlers:
             [c.letter for c in candidates], [c.title for c in candidates], bars, order, highlight=held_out,
             title=f"Three opinions and the final one: {describe_fusion(weights)}"
                   + (" (★ = held-out movie)" if held_out is not None else ""))
-        return FusionView(pd.DataFrame(rows, columns=columns), figure)
+        table = pd.DataFrame(rows, columns=columns)
+        return FusionView(table, figure, self.export(table, shown, weights))
 
     def error_results(self, message: str):
         """Results outputs that only carry a message."""
         return ResultsView(f"⚠️ {message}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(message), "", "",
-                           None)
+                           None, None)
 
     def results_view(self, session: dict, result: Recommendation, llm_weight: float | None = None,
-                     cowatch_weight: float | None = None):
-        """(summary, table, chart, prompt, verbalizer reading, shown results) of a recommendation for `session`."""
-        shown = ShownResults(session, result)
-        table, figure = self.ranking_view(session, shown, llm_weight, cowatch_weight)
+                     cowatch_weight: float | None = None, race: RaceResult | None = None) -> ResultsView:
+        """Recommend's outputs for a recommendation made for `session` (and the race run on it, once finished)."""
+        shown = ShownResults(session, result, race)
+        table, figure, download = self.ranking_view(session, shown, llm_weight, cowatch_weight)
         prompt = result.prompt.text if result.prompt else ""
         return ResultsView(self.summary_markdown(session, result), table, figure, prompt, self.reading_markdown(result),
-                           shown)
+                           shown, download)
+
+    def export(self, table: pd.DataFrame, shown: ShownResults, weights: FusionWeights) -> str:
+        """A CSV file of the ranked table as shown (one row a candidate, every opinion), each row also carrying the
+        film's MovieLens id and the run: the history's MovieLens ids, the fusion, the timings, the prompt and, after a
+        race, generation's timings and text. Returns its path (a fresh folder: one file per download)."""
+        result = shown.recommendation
+        frame = table.copy()
+        movie_id = {c.letter: self.catalog[c.item_id].source_id for c in result.candidates}
+        frame.insert(3, "MovieLens id", [movie_id[letter] for letter in frame["Letter"]])
+        history = " ".join(str(self.catalog[i].source_id) for i in result.history)
+        run = {"History (MovieLens ids, oldest first)": history,
+               "Fusion": describe_fusion(weights), "Retrieval ms": round(result.retrieval_ms, 1),
+               "Verbalizer ms": None if result.ranking_ms is None else round(result.ranking_ms, 1),
+               "Prompt": result.prompt.text if result.prompt else ""}
+        race = shown.race
+        if race is not None and race.generation_ms is not None:
+            run.update({"Generation ms": round(race.generation_ms, 1), "Generated tokens": race.num_generated_tokens,
+                        "Generated text": race.generated_text})
+        for column, value in run.items():
+            frame[column] = value
+        path = Path(tempfile.mkdtemp(prefix="llamarec-")) / "llamarec-results.csv"
+        frame.to_csv(path, index=False)
+        return str(path)
 
     def history_problem(self, session: dict, *rest) -> str | None:
         """Why the session's history cannot be recommended for (the message Recommend would show), or None: checked
