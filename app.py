@@ -116,8 +116,9 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                     notice = gr.Markdown()
                     with gr.Row():
                         share = gr.Button("Share this history", scale=1, min_width=100)
-                        link = gr.Textbox(label="Link to this history", scale=4, interactive=False, buttons=["copy"],
-                                          placeholder="Share writes a link that opens the app with this history")
+                        # no placeholder and no copy button: either would take the place of the label as the box's
+                        # accessible name (what a screen reader says)
+                        link = gr.Textbox(label="Link to this history", scale=4, interactive=False)
             with gr.Row():
                 recommend = gr.Button("Recommend", variant="primary", size="lg")
                 race = gr.Button("Race against generation", variant="secondary", size="lg")
@@ -176,7 +177,7 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                       "matches": matches, "movie": movie, "summary": summary, "table": table, "chart": chart,
                       "prompt": prompt, "reading": reading, "last": last, "race_summary": race_summary,
                       "timing": timing, "generated": generated, "comparison": comparison,
-                      "race_streaming": race_streaming, "download": download}
+                      "race_streaming": race_streaming, "download": download, "saved": saved}
         history_outputs, add_outputs = wired(HistoryView, components), wired(AddView, components)
         result_outputs, race_outputs = wired(ResultsView, components), wired(RaceView, components)
         # always_last: the matches follow the text as it is once the previous search returns (one search at a time)
@@ -210,7 +211,6 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
             event.then(handlers.stale_results, [session, last, race_streaming], race_outputs,
                        api_visibility="private", **INSTANT)
         share.click(handlers.share, session, link, api_name="share", **INSTANT)
-        session.change(handlers.movie_ids, session, saved, api_visibility="private", **INSTANT)
         demo.load(handlers.restore, saved, history_outputs, api_visibility="private", **INSTANT)
         explore = ([session, last, llm_weight, cowatch_weight], wired(FusionView, components))
         for slider in (llm_weight, cowatch_weight):  # on release: one re-rank per drag, not one per step

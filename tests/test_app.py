@@ -60,10 +60,10 @@ def test_analytics_are_off_before_gradio_starts():
 
 
 def test_add_a_picked_id_or_a_typed_exact_title(handlers):
-    session, table, remove, notice, matches = handlers.add(new_session(), 6)
-    session, table, remove, notice, matches = handlers.add(session, "The Godfather: Part II (1974)")
+    session, table, remove, notice, matches, _ = handlers.add(new_session(), 6)
+    session, table, remove, notice, matches, _ = handlers.add(session, "The Godfather: Part II (1974)")
     assert notice == "" and not matches["visible"]
-    session, table, remove, notice, matches = handlers.add(session, "heat")
+    session, table, remove, notice, matches, _ = handlers.add(session, "heat")
     assert titles_of(table) == ["The Matrix (1999)", "The Godfather: Part II (1974)", "Heat (1995)"]
     assert list(table["#"]) == [1, 2, 3] and notice == "Added 'Heat (1995)'."
     assert [value for _, value in remove["choices"]] == session["history"]
@@ -71,22 +71,22 @@ def test_add_a_picked_id_or_a_typed_exact_title(handlers):
 
 def test_a_partial_title_offers_its_matches_and_adds_only_the_pick(typed_handlers):
     start = {**new_session(), "history": [1]}
-    session, table, _, notice, matches = typed_handlers.add(start, "Godfather: Part")  # one partial match
+    session, table, _, notice, matches, _ = typed_handlers.add(start, "Godfather: Part")  # one partial match
     assert session["history"] == [1] and "nothing was added" in notice and "1 movie matches" in notice
     assert matches["visible"] and matches["choices"] == [("The Godfather: Part II (1974)", 10)]
-    session, table, _, notice, matches = typed_handlers.add(start, "boa")
+    session, table, _, notice, matches, _ = typed_handlers.add(start, "boa")
     assert session["history"] == [1]
     assert matches["choices"] == [("Das Boot (1981), also known as The Boat", 51), ("Lifeboat (1944)", 50)]
-    session, table, _, notice, matches = typed_handlers.add(session, 50)  # the pick: an id from the list
+    session, table, _, notice, matches, _ = typed_handlers.add(session, 50)  # the pick: an id from the list
     assert titles_of(table) == ["The Terminator (1984)", "Lifeboat (1944)"] and not matches["visible"]
-    session, table, _, notice, _ = typed_handlers.add(start, "The Boat")  # an exact alternative title
+    session, table, _, notice, _, _ = typed_handlers.add(start, "The Boat")  # an exact alternative title
     assert titles_of(table)[-1] == "Das Boot (1981)" and notice == "Added 'Das Boot (1981), also known as The Boat'."
 
 
 def test_typed_digits_are_a_title_never_an_item_id(typed_handlers):
-    session, table, _, notice, _ = typed_handlers.add(new_session(), "300")
+    session, table, _, notice, _, _ = typed_handlers.add(new_session(), "300")
     assert titles_of(table) == ["300 (2007)"]
-    session, table, _, notice, matches = typed_handlers.add(new_session(), "3")  # item 3 is Blade Runner
+    session, table, _, notice, matches, _ = typed_handlers.add(new_session(), "3")  # item 3 is Blade Runner
     assert session["history"] == [] and "Blade Runner (1982)" not in [t for t, _ in matches["choices"]]
     assert ("300 (2007)", 49) in matches["choices"]
     session, table, *_ = typed_handlers.add(new_session(), 3)  # picked from the list: an id
@@ -111,46 +111,47 @@ def test_matches_follow_the_forgiving_search_as_you_type(typed_handlers):
 ])
 def test_bad_movies_get_a_message(handlers, movie, message):
     start = {**new_session(), "history": [1]}
-    session, table, _, notice, _ = handlers.add(start, movie)
+    session, table, _, notice, _, _ = handlers.add(start, movie)
     assert message in notice and session["history"] == [1] and len(table) == 1
 
 
 def test_results_of_another_history_are_cleared_and_never_redrawn(handlers):
     session, *_ = handlers.load_test_user(new_session(), 1)
-    *_, shown = handlers.recommend(session)
-    assert handlers.stale_results(session, shown) == tuple(gr.skip() for _ in range(11))  # still this history
-    assert handlers.stale_results(session, None) == tuple(gr.skip() for _ in range(11))
+    shown = handlers.recommend(session).last
+    assert handlers.stale_results(session, shown) == tuple(gr.skip() for _ in range(12))  # still this history
+    assert handlers.stale_results(session, None) == tuple(gr.skip() for _ in range(12))
     *results, race_summary, timing, text, comparison, streaming = handlers.stale_results(session, shown, True)
     assert all(r == gr.skip() for r in results) and race_summary == RACE_INTRO and streaming is False  # a cancelled
     assert timing is None and text == "" and len(comparison) == 0  # race starts over; this history's results stay
     for changed, *_ in (handlers.clear(session), handlers.load_preset(session, "Sci-fi fan"),
                         handlers.load_test_user(session, 2), handlers.add(session, 40)):
-        summary, table, chart, prompt, reading, last, race_summary, timing, text, comparison, streaming = (
+        summary, table, chart, prompt, reading, last, download, race_summary, timing, text, comparison, streaming = (
             handlers.stale_results(changed, shown))
         assert STALE in summary and len(table) == 0 and last is None and race_summary == RACE_INTRO  # race starts over
+        assert download is None  # no file of another history's results
         assert len(comparison) == 0 and text == "" and prompt == "" and reading == "" and timing is None
         assert chart.layout.annotations[0].text == STALE_CHART
-        table, chart = handlers.ranking_view(changed, shown, 0.3, 0.3)  # the sliders: no redraw for the new session
-        assert len(table) == 0 and chart.layout.annotations[0].text == STALE_CHART
+        table, chart, download = handlers.ranking_view(changed, shown, 0.3, 0.3)  # the sliders: no redraw for the
+        assert len(table) == 0 and chart.layout.annotations[0].text == STALE_CHART and download is None  # new session
 
 
 def test_duplicate_moves_to_the_latest_viewing(handlers):
     session, *_ = handlers.add(new_session(), 1)
     session, *_ = handlers.add(session, 2)
-    session, table, _, notice, _ = handlers.add(session, 1)
+    session, table, _, notice, _, _ = handlers.add(session, 1)
     assert session["history"] == [2, 1] and "already in the history" in notice
 
 
 def test_history_is_capped(handlers, monkeypatch):
     monkeypatch.setattr(demo_history, "MAX_INPUT_ITEMS", 3)
     session = {**new_session(), "history": [1, 2, 3]}
-    session, _, _, notice, _ = handlers.add(session, 4)
+    session, _, _, notice, _, _ = handlers.add(session, 4)
     assert session["history"] == [1, 2, 3] and "full" in notice
 
 
 def test_long_history_notes_the_window(handlers, tiny_pipeline):
     session = {**new_session(), "history": list(range(1, tiny_pipeline.window + 2))}
-    _, _, _, notice, _ = handlers.add(session, tiny_pipeline.window + 5)
+    _, _, _, notice, _, _ = handlers.add(session, tiny_pipeline.window + 5)
     assert f"only the latest {tiny_pipeline.window}" in notice
 
 
@@ -158,7 +159,7 @@ def test_remove_and_clear(handlers):
     session = {**new_session(), "history": [1, 2, 3]}
     session, table, *_ = handlers.remove(session, 2)
     assert session["history"] == [1, 3]
-    session, _, _, notice, _ = handlers.remove(session, 2)
+    session, _, _, notice, _, _ = handlers.remove(session, 2)
     assert "Pick a movie of the history" in notice and session["history"] == [1, 3]
     session, table, *_ = handlers.clear({**session, "target": 5, "user": 1})
     assert session == new_session() and len(table) == 0
@@ -168,17 +169,17 @@ def test_presets_resolve_against_the_catalog(handlers, tiny_pipeline, monkeypatc
     assert tiny_pipeline.catalog.titles(handlers.presets["World cinema"]) == ["Amelie (2001)", "Spirited Away (2001)"]
     monkeypatch.setitem(PRESETS, "Classics", ["Casablanca (1942)"])
     assert "Classics" not in DemoHandlers(tiny_pipeline).presets  # no title of it in the catalog
-    session, table, _, notice, _ = handlers.load_preset(new_session(), "Crime classics")
+    session, table, _, notice, _, _ = handlers.load_preset(new_session(), "Crime classics")
     assert titles_of(table) == PRESETS["Crime classics"] and "Loaded preset" in notice
-    session, _, _, notice, _ = handlers.load_preset(session, "Nope")
+    session, _, _, notice, _, _ = handlers.load_preset(session, "Nope")
     assert "Unknown preset" in notice
 
 
 def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pipeline, monkeypatch):
-    session, table, _, notice, _ = handlers.load_test_user(new_session(), 1)
+    session, table, _, notice, _, _ = handlers.load_test_user(new_session(), 1)
     user = tiny_pipeline.test_users[1]
     assert session == {"history": list(user.history), "target": user.target, "user": 1} and "held-out" in notice
-    summary, results, figure, prompt, reading, shown = handlers.recommend(session)
+    summary, results, figure, prompt, reading, shown, _ = handlers.recommend(session)
     held_out = tiny_pipeline.catalog.title(user.target)
     assert f"{HELD_OUT}: **{held_out}**, retriever rank 5" in summary
     assert [t for t in titles_of(results) if HELD_OUT in t] == [f"{held_out}  {HELD_OUT}"]
@@ -202,13 +203,13 @@ def test_held_out_movie_outside_the_candidates_is_said(handlers, tiny_pipeline):
 
 
 def test_unknown_test_user(handlers):
-    session, _, _, notice, _ = handlers.load_test_user(new_session(), 999)
+    session, _, _, notice, _, _ = handlers.load_test_user(new_session(), 999)
     assert "Unknown test user" in notice and session == new_session()
 
 
 def test_recommend_table_and_chart(handlers, tiny_pipeline):
     session = {**new_session(), "history": [1, 2, 3]}
-    summary, table, figure, prompt, reading, shown = handlers.recommend(session)
+    summary, table, figure, prompt, reading, shown, _ = handlers.recommend(session)
     assert list(table.columns) == ["Final rank", "Letter", "Title", "Final", "LLM", "Co-watch", "Retriever",
                                    "Retriever rank", "Change", "Co-watch evidence"]
     assert list(table["Final rank"]) == list(range(1, 21)) and len(figure.data[0].x) == 20
@@ -224,16 +225,17 @@ def test_recommend_table_and_chart(handlers, tiny_pipeline):
 def test_fusion_is_explained(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
     weights = FusionWeights(retriever=2.0, cowatch=0.0, llm=1.0)
     handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, fusion=weights))
-    summary, table, figure, prompt, reading, shown = handlers.recommend({**new_session(), "history": [1, 2, 3]})
+    summary, table, figure, prompt, reading, shown, _ = handlers.recommend({**new_session(), "history": [1, 2, 3]})
     assert "Final score = 2 × log p(retriever) + 1 × log p(LLM)" in summary
     assert list(table["Final rank"]) == list(range(1, 21))
 
 
 def test_empty_history_gets_a_message_not_a_crash(handlers):
-    summary, table, figure, prompt, reading, shown = handlers.recommend(new_session())
+    summary, table, figure, prompt, reading, shown, _ = handlers.recommend(new_session())
     assert "empty" in summary and len(table) == 0 and prompt == ""
     outputs = last_of(handlers.race(new_session()))
-    assert len(outputs) == 11 and "empty" in outputs[0] and "empty" in outputs[6] and outputs[10] is False
+    assert len(outputs) == 12 and "empty" in outputs.summary and "empty" in outputs.race_summary
+    assert outputs.race_streaming is False
 
 
 def test_ranker_failure_shows_retrieval_with_the_error(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
@@ -241,7 +243,7 @@ def test_ranker_failure_shows_retrieval_with_the_error(tiny_catalog, tiny_lrurec
 
     handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer,
                                               prompt_config=PromptConfig(max_prompt_tokens=50)))
-    summary, table, figure, prompt, reading, shown = handlers.recommend({**new_session(), "history": [1, 2]})
+    summary, table, figure, prompt, reading, shown, _ = handlers.recommend({**new_session(), "history": [1, 2]})
     assert "The ranker failed" in summary and "over the budget" in summary
     assert list(table["Retriever rank"]) == list(range(1, 21)) and table["Final rank"].isna().all()
     assert "ranker failed" in figure.layout.annotations[0].text
@@ -263,18 +265,20 @@ def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_toke
 
     monkeypatch.setattr("recsys.pipeline.generate_ranking", slow_generation)
     first, *streamed, final = handlers.race({**new_session(), "history": [1, 2, 3]})
-    summary, table, chart, prompt, reading, shown, race_summary, timing, text, comparison, streaming = first
-    assert streaming is True and final[10] is False and all(step[10] == gr.skip() for step in streamed)
+    summary, table, chart, prompt, reading, shown, _, race_summary, timing, text, comparison, streaming = first
+    assert streaming is True and final.race_streaming is False
+    assert all(step.race_streaming == gr.skip() for step in streamed)
     assert len(table) == 20 and "Generating" in race_summary and "**0 tokens** so far" in race_summary and text == ""
     assert list(comparison["Verbalizer"]) == [f"({c.letter}) {c.title}" for c in shown.recommendation.ranked()]
     assert set(comparison["Generation (parsed)"]) == {""}  # the verbalizer's ranking first, generation to come
     assert len(streamed) >= 3 and all(output == gr.skip() for step in streamed for output in step[:6])
-    counts = [int(re.search(r"\*\*(\d+) tokens?\*\* so far", step[6])[1]) for step in streamed]
+    counts = [int(re.search(r"\*\*(\d+) tokens?\*\* so far", step.race_summary)[1]) for step in streamed]
     assert counts == sorted(counts) and 0 < counts[-1] <= 30 and counts[0] < 30
-    texts = [step[8] for step in streamed]
-    assert all(final[8].startswith(t) for t in texts) and len(set(texts)) >= 2  # the text grows token by token
-    assert "**Generation** 300 ms for 30 tokens" in final[6] and final[5] == shown
-    assert list(final[9]["Generation (parsed)"])[0].startswith("(T) ")
+    texts = [step.generated for step in streamed]
+    assert all(final.generated.startswith(t) for t in texts) and len(set(texts)) >= 2  # the text grows token by token
+    assert "**Generation** 300 ms for 30 tokens" in final.race_summary
+    assert final.last.recommendation == shown.recommendation and final.last.race.num_generated_tokens == 30
+    assert list(final.comparison["Generation (parsed)"])[0].startswith("(T) ")
 
 
 def test_a_race_left_mid_stream_stops_generating(handlers, monkeypatch):
@@ -307,8 +311,8 @@ def test_failed_baseline_gets_a_message(handlers, monkeypatch):
         raise RuntimeError("generation exploded")
 
     monkeypatch.setattr("recsys.pipeline.generate_ranking", failing)
-    summary, table, figure, prompt, reading, shown, race_summary, timing, text, comparison, _ = last_of(handlers.race(
-        {**new_session(), "history": [1, 2]}))
+    outputs = last_of(handlers.race({**new_session(), "history": [1, 2]}))
+    table, race_summary, timing = outputs.table, outputs.race_summary, outputs.timing
     assert len(table) == 20 and "generation baseline failed" in race_summary and "generation exploded" in race_summary
     assert list(timing.data[0].y) == ["verbalizer ranking", "retrieval"]
 
@@ -381,24 +385,25 @@ def test_client_builds_a_history_and_recommends(served, tiny_pipeline):
     from gradio_client import Client
 
     client = Client(served, verbose=False)
-    table, remove, notice, matches, box = client.predict("The Matrix (1999)", api_name="/add")
+    table, remove, notice, matches, *_, box = client.predict("The Matrix (1999)", api_name="/add")
     assert box == ""  # added: the search box is emptied, so Enter cannot add it twice
-    table, remove, notice, matches, box = client.predict("blade runner", api_name="/add")
+    table, remove, notice, matches, *_, box = client.predict("blade runner", api_name="/add")
     assert [row[1] for row in table["data"]] == ["The Matrix (1999)", "Blade Runner (1982)"]
-    table, remove, notice, matches, box = client.predict("no such film", api_name="/add")
+    table, remove, notice, matches, *_, box = client.predict("no such film", api_name="/add")
     assert "Unknown title" in notice and len(table["data"]) == 2 and box != ""  # the text stays, to correct it
-    summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
+    summary, results, plot, prompt, reading, download = client.predict(api_name="/recommend")
     expected = tiny_pipeline.recommend([6, 3])
+    assert download.endswith("llamarec-results.csv")  # the CSV of what is on screen, served by the app
     assert [row[2] for row in results["data"]] == [c.title for c in expected.ranked()]
     assert plot["type"] == "plotly" and prompt == expected.prompt.text
-    retriever_order, _ = client.predict(0.0, 0.0, api_name="/explore_fusion")  # the sliders, no model call
+    retriever_order, *_ = client.predict(0.0, 0.0, api_name="/explore_fusion")  # the sliders, no model call
     rank, change = retriever_order["headers"].index("Retriever rank"), retriever_order["headers"].index("Change")
     assert [row[rank] for row in retriever_order["data"]] == list(range(1, 21))
     assert {row[change] for row in retriever_order["data"]} == {"="}
     client.predict(api_name="/clear")
-    stale, _ = client.predict(0.0, 0.0, api_name="/explore_fusion")  # the old candidates are not redrawn
+    stale, *_ = client.predict(0.0, 0.0, api_name="/explore_fusion")  # the old candidates are not redrawn
     assert stale["data"] == []
-    summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
+    summary, results, plot, prompt, reading, _ = client.predict(api_name="/recommend")
     assert "empty" in summary
 
 
@@ -411,7 +416,7 @@ def test_eight_concurrent_sessions_get_their_own_results(served, tiny_pipeline):
         client = Client(served, verbose=False)
         for item in history:
             client.predict(tiny_pipeline.catalog.title(item), api_name="/add")
-        summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
+        summary, results, plot, prompt, reading, *_ = client.predict(api_name="/recommend")
         return [row[2] for row in results["data"]], prompt
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -431,7 +436,8 @@ def test_client_race(served, monkeypatch):
                         GenerationResult(list(range(len(c)))[::-1], "\n".join(c[::-1]), 40, 0.5, 0.1, 0.4))
     client = Client(served, verbose=False)
     client.predict("Sci-fi fan", api_name="/load_preset")
-    summary, results, plot, prompt, reading, race_summary, timing, text, comparison = client.predict(api_name="/race")
+    summary, results, plot, prompt, reading, download, race_summary, timing, text, comparison = client.predict(
+        api_name="/race")
     assert "**Generation** 500 ms for 40 tokens" in race_summary and timing["type"] == "plotly"
     best_letter, best_title = results["data"][0][1:3]
     last_title = next(row[2] for row in results["data"] if row[1] == "T")
@@ -450,9 +456,9 @@ def test_default_models_recommend_a_preset():
     assert set(handlers.presets) == set(PRESETS)  # every preset title is in the real catalog
     assert (pipeline.adapter is None) == (RANKER_TRAIN_COMMAND in pages.facts(pipeline)["adapter"])
     session, *_ = handlers.load_preset(new_session(), "Sci-fi fan")
-    summary, table, figure, prompt, reading, shown = handlers.recommend(session, None, None, True)
+    summary, table, figure, prompt, reading, shown, _ = handlers.recommend(session, None, None, True)
     assert len(table) == 20 and "verbalizer ranking" in summary and prompt.endswith("### Response:\n")
     if pipeline.adapter is not None:  # the committed adapter is trained: it moves candidates and differs from the base
-        served, _ = handlers.ranking_view(session, shown)
+        served = handlers.ranking_view(session, shown).table
         assert set(served["Change"]) != {"="}
         assert any(abs(c.probability - c.base_probability) > 1e-3 for c in shown.recommendation.candidates)

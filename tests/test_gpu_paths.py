@@ -122,16 +122,16 @@ def test_the_app_starts_recommends_and_races_under_zerogpu_rules(zerogpu, tmp_pa
     try:
         client = Client(url, verbose=False)
         client.predict("Sci-fi fan", api_name="/load_preset")
-        summary, results, plot, prompt, reading = client.predict(api_name="/recommend")
+        summary, results, plot, prompt, reading, *_ = client.predict(api_name="/recommend")
         assert "verbalizer ranking" in summary and len(results["data"]) == 20
         job = client.submit(api_name="/race")
         updates = list(job)  # every streamed update
-        race_summary = job.outputs()[-1][5]
+        race_summary = job.outputs()[-1][6]  # after Recommend's five outputs and the download
         assert "**Generation**" in race_summary and len(updates) >= 2
         zerogpu.refuse = "You have exceeded your GPU quota (60s requested vs. 44s left). Try again in 0:01:00"
         summary, results, *_ = client.predict(api_name="/recommend")
         assert "The GPU was not granted" in summary and "44s left" in summary and results["data"] == []
-        race_summary = client.predict(api_name="/race")[5]
+        race_summary = client.predict(api_name="/race")[6]
         assert "The GPU was not granted" in race_summary
         zerogpu.refuse = None
         summary, *_ = client.predict(api_name="/recommend")  # the app keeps working after a refusal

@@ -53,6 +53,7 @@ class HistoryView(NamedTuple):
     removable: Any  # the "Movie to remove" dropdown's update
     notice: str  # what happened, in Markdown
     matches: Any  # the matches list's update
+    saved: list[int]  # the history as MovieLens ids, kept by the browser (a reload starts from it)
 
 
 class AddView(NamedTuple):
@@ -63,6 +64,7 @@ class AddView(NamedTuple):
     removable: Any
     notice: str
     matches: Any
+    saved: list[int]
     movie: Any  # the search box's new text, or gr.skip()
 
 
@@ -170,7 +172,8 @@ class HistoryHandlers:
                          "Recommend, then marked ★ in every result.")
         remove = gr.update(choices=[(f"{n}. {t}", i) for n, (t, i) in
                                     enumerate(zip(self.catalog.titles(history), history), start=1)], value=None)
-        return HistoryView(session, table, remove, "\n\n".join(notes), self.matches_update(list(offered), query))
+        return HistoryView(session, table, remove, "\n\n".join(notes), self.matches_update(list(offered), query),
+                           self.movie_ids(session))
 
     def add(self, session: dict, movie):
         """Add the movie the person chose: an item id picked from the matches, or typed text naming exactly one movie.
