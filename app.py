@@ -46,6 +46,7 @@ RECOMMEND_CONCURRENCY = 8
 RACE_CONCURRENCY = 1  # on CPU one generation at a time: two would interleave their tokens and each take twice as long
 ZEROGPU_CONCURRENCY = 8  # on ZeroGPU each model event runs in a GPU worker of its own: no shared cores to wait for
 QUEUE_SIZE = 64  # model events waiting (Recommend, race); history edits, search and sliders never queue
+WARM_AFTER_S = 5.0  # the presets are warmed once the model runner serves, or after this long without it
 INSTANT = {"queue": False, "show_progress": "hidden"}  # events without the model: answered at once, never refused
 CSS = """
 .results-table table { min-width: 640px; }  /* narrow screens scroll the table instead of breaking words */
@@ -64,8 +65,12 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
     """The Blocks UI over a loaded pipeline (not launched). With `warm_presets` the presets' results are computed in
     the background, so a class that loads one gets its results without waiting for the model."""
     handlers = DemoHandlers(pipeline)
-    if warm_presets:
-        threading.Thread(target=handlers.warm_presets, name="warm-presets", daemon=True).start()
+    if warm_presets and pipeline.shared.size:  # nothing to warm when no result is kept
+        def warm() -> None:  # once the runner serves, if it is going to: the passes must run on its thread
+            pipeline.runner.started.wait(timeout=WARM_AFTER_S)
+            handlers.warm_presets()
+
+        threading.Thread(target=warm, name="warm-presets", daemon=True).start()
     zerogpu = on_zerogpu(spaces)
     recommend_jobs = ZEROGPU_CONCURRENCY if zerogpu else min(RECOMMEND_CONCURRENCY, pipeline.verbalizer.max_batch)
     race_jobs = ZEROGPU_CONCURRENCY if zerogpu else RACE_CONCURRENCY
@@ -300,8 +305,14 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads or default_threads())
     pipeline = load_pipeline(args)
     demo = build_demo(pipeline, warm_presets=not on_zerogpu(spaces))  # on ZeroGPU no model runs outside an event
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"], **launch_style())
-
+    serve_here = pipeline.model.device.type == "cpu" and not on_zerogpu(spaces)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"],
+                prevent_thread_lock=serve_here, **launch_style())
+    if serve_here:  # on CPU every pass runs on this thread, the one that loaded the model (`recsys.model_runner`)
+        try:
+            pipeline.runner.serve()
+        except KeyboardInterrupt:
+            demo.close()
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,9 @@ first loads a history (a preset or a real test user, not timed), then times the 
 client sees it (queue, retrieval, verbalizer, serialisation); the server's own retrieval and verbalizer
 times are read from the result summary. Every response carries the teaching panels (LLM beside the
 retriever chart, what the verbalizer reads); `compare_base_p50_ms` times the same clicks with "compare
-with the base model" ticked (one more forward pass). Extra app.py flags follow `--`, e.g. `-- --threads 1`.
+with the base model" ticked (one more forward pass). Extra app.py flags follow `--`, e.g. `-- --threads 1`;
+the app runs with `--shared-results 0` (unless given), so that every click is computed, none answered from an
+earlier one.
 Goals on 2 idle CPU cores (warm model cache): cold start < 10 s, Recommend p50 < 500 ms.
 
 The floor: once the app has stopped, a plain matmul is timed at each of the served prompt's shapes (the
@@ -239,7 +241,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default=None, help="write the result here")
     parser.add_argument("app_args", nargs="*", help="extra flags for app.py (after --), e.g. -- --adapter none")
     args = parser.parse_args(argv)
-    result = measure(args.requests, args.app_args, args.start_timeout, args.concurrent)
+    # every click computed: a history asked before would otherwise come back shared, with no model call to time
+    app_args = args.app_args if "--shared-results" in args.app_args else ["--shared-results", "0", *args.app_args]
+    result = measure(args.requests, app_args, args.start_timeout, args.concurrent)
     floor = result["floor"]
     print(f"| metric | measured | goal |\n|---|---|---|\n"
           f"| cold start (s) | {result['cold_start_s']:.1f} | < {GOALS['cold_start_s']:.0f} |\n"

@@ -1,8 +1,9 @@
 """Requests that arrive while the model is busy run together: one padded forward pass for all that waited.
 
-Combining without a worker thread: every caller queues its item, then takes the model's lock; whoever holds it runs
-the oldest `max_batch` waiting items in one call and hands each caller its result, and a caller whose item another
-one already ran returns at once. With one caller at a time nothing changes (a batch of one); with a class clicking
+Combining without a thread of its own: every caller queues its item, then takes the batcher's lock; whoever holds it
+asks the model (`executor`, e.g. `recsys.model_runner.ModelRunner`) to run the oldest `max_batch` waiting items in
+one call, taken only once the model is free, and hands each caller its result; a caller whose item another one
+already ran returns at once. With one caller at a time nothing changes (a batch of one); with a class clicking
 Recommend together, the clicks that arrived during a pass share the next one.
 """
 
@@ -35,13 +36,17 @@ class _Job:
 
 
 class MicroBatcher:
-    """Runs `run(items) -> results` (same length and order) over the items waiting whenever `lock` is free, up to
-    `max_batch` at a time. `max_batch` 1 runs every item alone."""
+    """Runs `run(items) -> results` (same length and order) over the items waiting whenever the model is free, up to
+    `max_batch` at a time, through `executor` (a callable that runs a piece of work on the model; default: inline).
+    `max_batch` 1 runs every item alone."""
 
-    def __init__(self, run: Callable[[Sequence[Any]], Sequence[Any]], lock: threading.Lock, max_batch: int = 8):
+    def __init__(self, run: Callable[[Sequence[Any]], Sequence[Any]],
+                 executor: Callable[[Callable[[], None]], None] | None = None, max_batch: int = 8):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        self.run, self.lock, self.max_batch = run, lock, max_batch
+        self.run, self.max_batch = run, max_batch
+        self.executor = executor or (lambda work: work())
+        self.lock = threading.Lock()  # one caller asks the model at a time; the others wait here
         self._waiting: list[_Job] = []
         self._waiting_lock = threading.Lock()
         self.batch_sizes: Counter[int] = Counter()  # passes run, by size (for benchmarks and the About tab)
@@ -57,16 +62,21 @@ class MicroBatcher:
             with self.lock:
                 if job.outcome is not None or job.error is not None:
                     break
-                with self._waiting_lock:
-                    batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
-                self._run(batch)
+                self.executor(self._run_waiting)
         if job.error is not None:
             raise job.error
         assert job.outcome is not None
         return job.outcome
 
+    def _run_waiting(self) -> None:
+        """Run the oldest waiting items (on the model, once it is free: the batch is what waited until then)."""
+        with self._waiting_lock:
+            batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+        if batch:
+            self._run(batch)
+
     def _run(self, batch: list[_Job]) -> None:
-        """Run `batch` (the lock is held); on failure, each of its items alone."""
+        """Run `batch`; on failure, each of its items alone."""
         start = time.perf_counter()
         try:
             results = self.run([job.item for job in batch])

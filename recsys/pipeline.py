@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ import torch
 
 from recsys import NUM_CANDIDATES
 from recsys.batcher import MicroBatcher
+from recsys.model_runner import ModelRunner
 from recsys.data.catalog import Catalog
 from recsys.data.test_users import TestUsers, load_test_users
 from recsys.errors import CheckpointError
@@ -222,9 +222,10 @@ class Pipeline:
         self.letter_ids = letter_token_ids(tokenizer)
         self._prefixes: dict[tuple[str, bool], PrefixCache] = {}
         # The model, its adapter switches and the tokenizer's settings are shared by every user's thread: whatever
-        # runs the model or the tokenizer holds this lock (a race only for each token, so Recommends pass between).
-        self.model_lock = threading.Lock()
-        self.verbalizer = MicroBatcher(self._read_batch, self.model_lock, max_batch)
+        # runs the model or the tokenizer goes through the runner, one piece at a time (a race one token at a time,
+        # so Recommends pass between), on one thread once the app serves it (`recsys.model_runner`).
+        self.runner = ModelRunner()
+        self.verbalizer = MicroBatcher(self._read_batch, self.runner, max_batch)
         self.shared = SharedResults(shared_results)  # results are frozen: one object serves every asker
         # fast tokenizers refuse use from two threads while one changes its settings: the race's text is decoded
         # for display with a copy of its own, outside the lock
@@ -414,7 +415,7 @@ class Pipeline:
 
     def _recommend(self, history: list[int], compare_base: bool, reverse_check: bool, titles: bool) -> Recommendation:
         """`recommend` of a checked history, computed."""
-        candidates, retrieval_ms = self.retrieve(history)
+        candidates, retrieval_ms = self.runner(lambda: self.retrieve(history))
         retrieved = Recommendation(history, candidates, None, None, retrieval_ms, None)
         try:
             return self.rank(retrieved, compare_base, reverse_check, titles)
@@ -430,8 +431,7 @@ class Pipeline:
         titles_ms = None
         if titles or self.fusion.titles:
             start = time.perf_counter()
-            with self.model_lock:
-                scored["title_probability"] = self.title_probabilities(history, candidates).tolist()
+            scored["title_probability"] = self.runner(lambda: self.title_probabilities(history, candidates).tolist())
             titles_ms = (time.perf_counter() - start) * 1000
         batched = self.verbalizer.submit((history, candidates))
         prompt, reading = batched.result
@@ -441,17 +441,10 @@ class Pipeline:
         fused = fuse(opinions, self.fusion)
         base_letter_mass = None
         if compare_base and self.can_compare_base:
-            with self.model_lock:
-                base_prefix = self.prefix_cache(base=True)
-                with self.without_adapter():
-                    base = read_next_tokens(self.model, self.tokenizer, [prompt], self.letter_ids,
-                                            prefix=base_prefix)[0]
+            base = self.runner(lambda: self.base_reading(prompt))
             scored["base_probability"], base_letter_mass = base.probabilities.tolist(), base.letter_mass
         if reverse_check:
-            with self.model_lock:
-                reverse = self.prompt_for(history, candidates[::-1])
-                flipped = read_next_tokens(self.model, self.tokenizer, [reverse], self.letter_ids,
-                                           prefix=self.prefix_cache())[0].probabilities
+            flipped = self.runner(lambda: self.reversed_reading(history, candidates)).probabilities
             scored["reversed_probability"] = flipped.flip(0).tolist()
         final_rank = {index: rank for rank, index in enumerate(fused.order, start=1)}
         ranked = [replace(c, final_rank=final_rank[i], final_probability=fused.probabilities[i],
@@ -461,10 +454,21 @@ class Pipeline:
                        base_letter_mass=base_letter_mass, titles_ms=titles_ms, batch_size=batched.batch_size,
                        waited_ms=batched.waited_ms)
 
+    def base_reading(self, prompt: RankingPrompt) -> VerbalizerReading:
+        """The base model's reading of a prompt: the adapter switched off for this one pass."""
+        base_prefix = self.prefix_cache(base=True)
+        with self.without_adapter():
+            return read_next_tokens(self.model, self.tokenizer, [prompt], self.letter_ids, prefix=base_prefix)[0]
+
+    def reversed_reading(self, history: list[int], candidates: list[Candidate]) -> VerbalizerReading:
+        """The served model's reading of the prompt with the candidates listed in reverse (letter A = the last)."""
+        reverse = self.prompt_for(history, candidates[::-1])
+        return read_next_tokens(self.model, self.tokenizer, [reverse], self.letter_ids, prefix=self.prefix_cache())[0]
+
     def _read_batch(self, items: Sequence[tuple[list[int], list[Candidate]]]) -> list[tuple[RankingPrompt,
                                                                                               VerbalizerReading]]:
-        """The verbalizer over several users' (history, candidates) in one padded pass (the model lock is held): each
-        one's prompt and reading. One user runs unpadded, exactly as evaluation scores."""
+        """The verbalizer over several users' (history, candidates) in one padded pass (on the runner): each one's
+        prompt and reading. One user runs unpadded, exactly as evaluation scores."""
         prompts = [self.prompt_for(history, candidates) for history, candidates in items]
         readings = read_next_tokens(self.model, self.tokenizer, prompts, self.letter_ids, prefix=self.prefix_cache())
         return list(zip(prompts, readings))
@@ -495,13 +499,12 @@ class Pipeline:
             race.error = f"The verbalizer did not run ({recommendation.ranker_error}), so there is nothing to race."
             return race
         try:
-            with self.model_lock:
-                history_titles, candidate_titles, notes = self.prompt_parts(recommendation.history,
-                                                                            recommendation.candidates)
-                prefix = self.prefix_cache(GENERATION_INSTRUCTION)
+            history_titles, candidate_titles, notes = self.prompt_parts(recommendation.history,
+                                                                        recommendation.candidates)
+            prefix = self.runner(lambda: self.prefix_cache(GENERATION_INSTRUCTION))
             generated = generate_ranking(self.model, self.tokenizer, history_titles, candidate_titles,
                                          self.prompt_config, self.generation_max_new_tokens, on_token=on_token,
-                                         notes=notes, prefix=prefix, lock=self.model_lock)
+                                         notes=notes, prefix=prefix, run=self.runner)
         except Exception as error:  # noqa: BLE001 (a failed baseline is shown, never crashes the app)
             race.error = f"{type(error).__name__}: {error}"
             return race

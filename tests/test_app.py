@@ -188,7 +188,7 @@ def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pi
     assert [trace.name for trace in figure.data] == ["Final", "LLM", "Co-watch", "Retriever"]
     assert "### Response:" in prompt
     monkeypatch.setattr("recsys.pipeline.generate_ranking",
-                        lambda model, tokenizer, h, c, config, n, on_token, notes, prefix, lock:
+                        lambda model, tokenizer, h, c, config, n, on_token, notes, prefix, run:
                         GenerationResult(list(range(len(c))), "\n".join(c), 50, 1.0, 0.2, 0.8))
     *_, race_summary, timing, text, comparison, streaming = last_of(handlers.race(session))
     assert streaming is False  # finished
@@ -255,7 +255,7 @@ def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_toke
     monkeypatch.setattr(demo_race, "STREAM_INTERVAL_S", 0.01)
 
     def slow_generation(model, tokenizer, history_titles, candidate_titles, config, max_new_tokens, on_token, notes,
-                        prefix, lock):
+                        prefix, run):
         token_ids = tokenizer("\n".join(candidate_titles[::-1]), add_special_tokens=False).input_ids[:30]
         for token_id in token_ids:
             time.sleep(0.01)
@@ -287,7 +287,7 @@ def test_a_race_left_mid_stream_stops_generating(handlers, monkeypatch):
     produced, stopped = [], []
 
     def endless_generation(model, tokenizer, history_titles, candidate_titles, config, max_new_tokens, on_token, notes,
-                           prefix, lock):
+                           prefix, run):
         try:
             for token_id in range(10_000):  # ~100 s unless stopped
                 time.sleep(0.01)
@@ -432,7 +432,7 @@ def test_client_race(served, monkeypatch):
     from gradio_client import Client
 
     monkeypatch.setattr("recsys.pipeline.generate_ranking",
-                        lambda model, tokenizer, h, c, config, n, on_token, notes, prefix, lock:
+                        lambda model, tokenizer, h, c, config, n, on_token, notes, prefix, run:
                         GenerationResult(list(range(len(c)))[::-1], "\n".join(c[::-1]), 40, 0.5, 0.1, 0.4))
     client = Client(served, verbose=False)
     client.predict("Sci-fi fan", api_name="/load_preset")

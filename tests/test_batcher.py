@@ -30,7 +30,7 @@ def run_threads(batcher: MicroBatcher, items: list) -> dict:
 
 
 def test_items_that_arrive_during_a_pass_share_the_next_one():
-    lock, calls = threading.Lock(), []
+    calls = []
     gate = threading.Event()
 
     def run(items):
@@ -39,7 +39,7 @@ def test_items_that_arrive_during_a_pass_share_the_next_one():
             gate.wait(timeout=10)  # the first pass holds the model while the others arrive
         return [item * 10 for item in items]
 
-    batcher = MicroBatcher(run, lock, max_batch=8)
+    batcher = MicroBatcher(run, max_batch=8)
     first = threading.Thread(target=batcher.submit, args=(0,))
     first.start()
     while not calls:
@@ -59,9 +59,14 @@ def test_items_that_arrive_during_a_pass_share_the_next_one():
 
 
 def test_max_batch_caps_a_pass_and_keeps_arrival_order():
-    lock, calls = threading.Lock(), []
-    batcher = MicroBatcher(lambda items: (calls.append(list(items)), list(items))[1], lock, max_batch=2)
-    with lock:  # the model is busy while all five arrive
+    busy, calls = threading.Lock(), []
+
+    def on_the_model(work):
+        with busy:
+            work()
+
+    batcher = MicroBatcher(lambda items: (calls.append(list(items)), list(items))[1], on_the_model, max_batch=2)
+    with busy:  # the model is busy while all five arrive
         threads = [threading.Thread(target=batcher.submit, args=(i,)) for i in range(5)]
         for i, thread in enumerate(threads):
             thread.start()
@@ -78,10 +83,15 @@ def test_one_bad_item_fails_only_itself():
             raise ValueError("cannot score 'bad'")
         return [item.upper() for item in items]
 
-    lock = threading.Lock()
-    batcher = MicroBatcher(run, lock, max_batch=8)
+    busy = threading.Lock()
+
+    def on_the_model(work):
+        with busy:
+            work()
+
+    batcher = MicroBatcher(run, on_the_model, max_batch=8)
     outcomes: dict = {}
-    with lock:
+    with busy:
         threads = [threading.Thread(target=lambda i=i: outcomes.update({i: _try(batcher, i)}))
                    for i in ("a", "bad", "c")]
         for n, thread in enumerate(threads):
@@ -102,8 +112,8 @@ def _try(batcher, item):
 
 
 def test_a_batch_of_one_is_a_plain_call():
-    batcher = MicroBatcher(lambda items: [len(items)], threading.Lock(), max_batch=1)
+    batcher = MicroBatcher(lambda items: [len(items)], max_batch=1)
     outcome = batcher.submit("x")
     assert outcome.result == 1 and outcome.batch_size == 1
     with pytest.raises(ValueError, match="at least 1"):
-        MicroBatcher(lambda items: items, threading.Lock(), max_batch=0)
+        MicroBatcher(lambda items: items, max_batch=0)

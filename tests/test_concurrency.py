@@ -54,7 +54,7 @@ def on_threads(jobs: dict) -> dict:
 def test_recommends_that_arrive_together_share_a_pass_and_rank_as_alone(pipeline):
     alone = [pipeline.recommend(h) for h in HISTORIES]
     assert all(r.batch_size == 1 for r in alone)
-    with pipeline.model_lock:  # the model is busy (a pass, a race's token) while the class clicks
+    with pipeline.verbalizer.lock:  # the verbalizer is busy with an earlier pass while the class clicks
         threads = [threading.Thread(target=lambda i=i: together.__setitem__(i, pipeline.recommend(HISTORIES[i])))
                    for i in range(len(HISTORIES))]
         together: dict = {}
@@ -94,3 +94,60 @@ def test_a_race_and_base_comparisons_and_plain_recommends_at_once_match_their_so
                 for field in ("base_probability", "reversed_probability"):
                     assert torch.allclose(probabilities(result, field), probabilities(solo[name], field), atol=1e-5)
     assert pipeline.model.active_adapter == "default"
+
+
+def test_served_on_one_thread_the_same_mix_runs_every_pass_there(pipeline):
+    """With the runner serving (the app's main thread on CPU), every pass runs on that one thread, and the results
+    are those of inline runs."""
+    import threading as threads
+
+    solo = [pipeline.recommend(h, compare_base=True) for h in HISTORIES[:3]]
+    ran_on, original = set(), pipeline.model.forward
+
+    def spy(*args, **kwargs):
+        ran_on.add(threads.get_ident())
+        return original(*args, **kwargs)
+
+    pipeline.model.forward = spy
+    server = threads.Thread(target=pipeline.runner.serve, daemon=True)
+    server.start()
+    try:
+        while not pipeline.runner.serving:
+            threads.Event().wait(0.001)
+        outcomes = on_threads({i: (lambda h=h: pipeline.recommend(h, compare_base=True))
+                               for i, h in enumerate(HISTORIES[:3])})
+        race = pipeline.race(solo[0])
+    finally:
+        pipeline.runner.stop()
+        server.join(timeout=10)
+        del pipeline.model.forward
+    assert ran_on == {server.ident} and race.error is None and race.num_generated_tokens > 0
+    for i, result in outcomes.items():
+        assert torch.allclose(probabilities(result), probabilities(solo[i]), atol=1e-5)
+        assert torch.allclose(probabilities(result, "base_probability"), probabilities(solo[i], "base_probability"),
+                              atol=1e-5)
+
+
+def test_the_runner_hands_back_errors_and_runs_in_inference_mode():
+    from recsys.model_runner import ModelRunner
+
+    runner = ModelRunner()
+    assert runner(torch.is_inference_mode_enabled) is True
+
+    def fail():
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError, match="bad input"):
+        runner(fail)
+    server = threading.Thread(target=runner.serve, daemon=True)
+    server.start()
+    while not runner.serving:
+        threading.Event().wait(0.001)
+    try:
+        assert runner(threading.get_ident) == server.ident and runner(torch.is_inference_mode_enabled) is True
+        with pytest.raises(ValueError, match="bad input"):
+            runner(fail)
+    finally:
+        runner.stop()
+        server.join(timeout=10)
+    assert not runner.serving and runner(threading.get_ident) == threading.get_ident()  # inline again

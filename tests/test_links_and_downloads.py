@@ -65,7 +65,7 @@ def test_the_download_carries_the_table_every_opinion_the_prompt_and_after_a_rac
     assert table["History (MovieLens ids, oldest first)"][0] == " ".join(
         str(handlers.catalog[i].source_id) for i in (1, 2, 3))
     monkeypatch.setattr("recsys.pipeline.generate_ranking",
-                        lambda model, tokenizer, h, c, config, n, on_token, notes, prefix, lock:
+                        lambda model, tokenizer, h, c, config, n, on_token, notes, prefix, run:
                         GenerationResult(list(range(len(c))), "\n".join(c), 50, 1.0, 0.2, 0.8))
     raced = pd.read_csv(last_of(handlers.race(session)).download)
     assert raced["Generation ms"][0] == 1000.0 and raced["Generated tokens"][0] == 50

@@ -122,9 +122,9 @@ def test_race_runs_generation_on_the_same_history_and_candidates(tiny_pipeline, 
     seen = {}
 
     def fake_generate(model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, on_token=None,
-                      notes=None, prefix=None, lock=None):
+                      notes=None, prefix=None, run=None):
         seen.update(history=history_titles, candidates=candidate_titles, config=prompt_config, notes=notes,
-                    prefix=prefix, lock=lock)
+                    prefix=prefix, run=run)
         order = list(range(len(candidate_titles)))[::-1]
         return GenerationResult(order, "\n".join(candidate_titles[i] for i in order), 77, 2.0, 0.5, 1.5)
 
@@ -135,7 +135,7 @@ def test_race_runs_generation_on_the_same_history_and_candidates(tiny_pipeline, 
     assert seen["candidates"] == [c.title for c in result.candidates]
     assert seen["config"] == tiny_pipeline.prompt_config and seen["notes"] is None  # no evidence in this prompt
     assert seen["prefix"] is tiny_pipeline.prefix_cache(GENERATION_INSTRUCTION)  # its own instruction's, built once
-    assert seen["lock"] is tiny_pipeline.model_lock  # taken for each token: Recommends run between them
+    assert seen["run"] is tiny_pipeline.runner  # one token at a time: Recommends run between them
     assert race.generated_ranking == list(range(20))[::-1] and race.num_generated_tokens == 77
     assert race.generation_ms == 2000.0 and race.ratio == pytest.approx(2000.0 / result.ranking_ms)
     assert race.error is None

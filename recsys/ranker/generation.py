@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import difflib
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import torch
 
@@ -41,7 +41,7 @@ class GenerationResult:
     prefill_seconds: float  # the prompt's forward pass, which also yields the first token
     decode_seconds: float  # every later token, one forward pass each (lock waits excluded)
     num_named: int | None = None  # candidates the text itself named; the rest of `ranking` is the retriever's order
-    waited_seconds: float = 0.0  # time spent waiting for `lock` between tokens (other users' passes)
+    waited_seconds: float = 0.0  # time spent waiting for the model between tokens (other users' passes)
 
 
 def _normalize(text: str) -> str:
@@ -114,7 +114,7 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
                      max_new_tokens: int | None = None,
                      on_token: Callable[[int], None] | None = None,
                      notes: list[str] | None = None, prefix=None,
-                     lock: threading.Lock | None = None) -> GenerationResult:
+                     run: Callable[[Callable[[], Any]], Any] | None = None) -> GenerationResult:
     """Rank the candidates by letting the model write their titles, best first, one per line.
 
     Greedy decoding, one token per forward pass on the KV cache. `max_new_tokens` defaults to
@@ -124,25 +124,28 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
     and decode elsewhere. `notes` are the candidates' evidence notes when `prompt_config.evidence`.
     `prefix`, a `recsys.ranker.verbalizer.PrefixCache` built with GENERATION_INSTRUCTION, skips the
     prompt's shared first tokens, as the verbalizer does in the app (ValueError for another instruction's).
-    With a `lock` (the app's model lock) the model and tokenizer run only while holding it, taken again for each
-    token, so other users' passes can run between two tokens; the time spent waiting for it is not counted.
+    With `run` (the app's `recsys.model_runner.ModelRunner`) the model and the tokenizer are used only through it, one
+    token at a time, so other users' passes can run between two tokens; the time spent waiting for it is not counted.
     """
     waits = [0.0]
 
-    @contextmanager
-    def held() -> Iterator[None]:
-        if lock is None:
-            yield
-            return
-        asked = time.perf_counter()
-        with lock:
-            waits[0] += time.perf_counter() - asked
-            yield
+    def step(work: Callable[[], Any]) -> Any:
+        """`work()` through `run`, its wait for the model added to `waits`."""
+        if run is None:
+            return work()
+        asked, began = time.perf_counter(), []
+
+        def timed():
+            began.append(time.perf_counter())
+            return work()
+
+        result = run(timed)
+        waits[0] += began[0] - asked
+        return result
 
     start = time.perf_counter()
-    with held():
-        prompt, budget, outputs, next_token, eos_ids, prefill_seconds = _prefill(
-            model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, notes, prefix)
+    prompt, budget, outputs, next_token, eos_ids, prefill_seconds = step(lambda: _prefill(
+        model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, notes, prefix))
     decode_start, decode_waits = time.perf_counter(), waits[0]
     generated: list[int] = []
     while len(generated) < budget:
@@ -154,17 +157,20 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
             on_token(token)
         if len(generated) == budget:
             break
-        with held():
-            outputs = model(input_ids=next_token, **cache_kwargs(output_cache(outputs)), use_cache=True)
-            next_token = outputs.logits[:, -1].argmax(dim=-1, keepdim=True)
+        outputs, next_token = step(partial(_next, model, outputs, next_token))
     end = time.perf_counter()
-    with held():
-        text = tokenizer.decode(generated, skip_special_tokens=True)
+    text = step(lambda: tokenizer.decode(generated, skip_special_tokens=True))
     return GenerationResult(ranking=parse_ranking(text, prompt.candidate_titles), text=text,
                             num_generated_tokens=len(generated), seconds=end - start - waits[0],
                             prefill_seconds=prefill_seconds,
                             decode_seconds=end - decode_start - (waits[0] - decode_waits),
                             num_named=len(named_candidates(text, prompt.candidate_titles)), waited_seconds=waits[0])
+
+
+def _next(model, outputs, next_token):
+    """One decoding step on the KV cache: (the outputs, the greedy next token)."""
+    outputs = model(input_ids=next_token, **cache_kwargs(output_cache(outputs)), use_cache=True)
+    return outputs, outputs.logits[:, -1].argmax(dim=-1, keepdim=True)
 
 
 def _prefill(model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, notes, prefix):
