@@ -258,8 +258,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="hub name or folder (default: $LLAMAREC_BASE_MODEL, else SmolLM2-135M-Instruct)")
     parser.add_argument("--adapter", default=os.environ.get("LLAMAREC_ADAPTER"),
                         help="ranker adapter or zero-shot ranker folder (default: $LLAMAREC_ADAPTER, else the "
-                             "committed adapter with the default base model and none with another; 'none': the "
-                             "base model alone)"),
+                             "committed adapter with the default base model; another base model keeps the committed "
+                             "prior and pool, not its adapter weights; 'none': the base model alone)")
     parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT), help="LRURec checkpoint folder")
     parser.add_argument("--quantization", default="auto", choices=list(QUANTIZATIONS),
                         help="ranker weights on CUDA: auto = 4-bit NF4 for models of about 1B parameters and more, "
@@ -282,14 +282,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_pipeline(args: argparse.Namespace) -> Pipeline:
     """Load the pipeline the flags name; exits with the fixing command when a checkpoint is missing or corrupt."""
-    if args.adapter is None:  # the committed adapter fits only the base model it was trained on
-        adapter = default_adapter() if args.base_model is None else None
-    else:
-        adapter = None if args.adapter == "none" else args.adapter
+    # The committed adapter's weights fit only the base model they were trained on; its prior (co-watch counts,
+    # pool, fusion weights) fits any: another base model ranks beside it, zero-shot.
+    adapter = (default_adapter() if args.adapter is None else None if args.adapter == "none" else args.adapter)
+    adapter_weights = args.adapter is not None or args.base_model is None
     if args.max_batch < 1 or args.shared_results < 0:
         sys.exit(f"Cannot start the demo: --max-batch must be at least 1 and --shared-results 0 or more, got "
                  f"{args.max_batch} and {args.shared_results}")
     config = PipelineConfig(retriever=args.retriever, cpu_precision=args.precision, max_batch=args.max_batch,
+                            adapter_weights=adapter_weights,
                             shared_results=args.shared_results,
                             ranker=RankerLoadConfig(base_model=args.base_model, adapter=adapter,
                                                     quantization=args.quantization))

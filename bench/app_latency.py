@@ -28,17 +28,15 @@ import os
 import platform
 import re
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from common import free_port
+from common import serving
+
+from recsys.demo.history import PRESETS as PRESET_TITLES
 from recsys.floor import against_floor, prompt_floor
 from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
@@ -47,23 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 GOALS = {"cold_start_s": 10.0, "p50_ms": 500.0}
 STAGE_TIMES = re.compile(r"\*\*(?:retrieval|verbalizer ranking)\*\* ([\d,.]+) ms", re.I)  # from the summary
-PRESETS = ["Sci-fi fan", "Animation & family", "Crime classics", "Romantic comedies", "Horror night", "World cinema"]
-
-
-def wait_until_serving(url: str, process: subprocess.Popen, timeout_s: float) -> None:
-    """Poll `url` until it answers 200; raise if the app exits or the timeout passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"app.py exited with code {process.returncode} before serving")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"app.py did not serve {url} within {timeout_s:.0f} s")
+PRESETS = list(PRESET_TITLES)  # the app's presets, by name
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -164,31 +146,17 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float, concurre
     machine = machine_record(setting.precision, setting.device, setting.threads)
     print(f"machine: {describe_machine(machine)}", flush=True)
     load_at_start = machine["load_average_1min_at_start"]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": tempfile.mkdtemp()}
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *app_args], cwd=REPO_ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    try:
-        try:
-            wait_until_serving(url, process, start_timeout_s)
-        except (RuntimeError, TimeoutError) as error:
-            log.seek(0)
-            raise SystemExit(f"{error}\n--- app log ---\n{log.read()[-3000:]}") from error
+    with serving(app_args, start_timeout_s) as url:
         cold_start_s = time.perf_counter() - start
         clients = [Client(url, verbose=False) for _ in range(concurrent)]
         users = [value for _, value in _user_choices(clients[0])]
-        weights = _served_weights(clients[0])
+        weights = served_weights(clients[0])
         began = time.perf_counter()
         with ThreadPoolExecutor(concurrent) as pool:
             parts = list(pool.map(lambda n: _clicks(clients[n], users, weights, range(n, requests, concurrent),
                                                     compare=concurrent == 1), range(concurrent)))
         wall_s = time.perf_counter() - began
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     latencies = [v for part in parts for v in part["latencies"]]
     stages = [v for part in parts for v in part["stages"]]
     compared = [v for part in parts for v in part["compared"]]
@@ -219,7 +187,7 @@ def _user_choices(client) -> list[tuple[str, int]]:
     return []
 
 
-def _served_weights(client) -> tuple[float, float]:
+def served_weights(client) -> tuple[float, float]:
     """The fusion sliders' initial values (the served LLM and co-watch weights), read from the app's config."""
     values = {}
     for component in client.config["components"]:

@@ -22,19 +22,14 @@ throughput at least 2x the one-at-a-time run. Bounded: `--students` sessions, `-
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from pathlib import Path
 
-from app_latency import PRESETS, _served_weights, percentile, served_setting, wait_until_serving
-from common import free_port
+from app_latency import PRESETS, percentile, served_setting, served_weights
+from common import serving
 
 from recsys.demo.history import PRESETS as PRESET_TITLES
 from recsys.machine import describe_machine, machine_record
@@ -43,27 +38,6 @@ from recsys.results import write_json
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"errors": 0, "search_p95_during_races_ms": 300.0, "recommend_p95_ms": 10_000.0, "throughput_ratio": 2.0}
 RUNS = {"one_at_a_time": ["--max-batch", "1", "--shared-results", "0"], "served": []}
-
-
-@contextmanager
-def serving(app_args: list[str], start_timeout_s: float):
-    """`python app.py` on a free loopback port with `app_args`; yields its URL, stops it after."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": tempfile.mkdtemp()}
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *app_args], cwd=REPO_ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    try:
-        try:
-            wait_until_serving(url, process, start_timeout_s)
-        except (RuntimeError, TimeoutError) as error:
-            log.seek(0)
-            raise SystemExit(f"{error}\n--- app log ---\n{log.read()[-3000:]}") from error
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 class Record:
@@ -229,7 +203,7 @@ def main(argv=None) -> dict:
         with serving([*flags, *args.app_args], args.start_timeout) as url:
             from gradio_client import Client
 
-            weights = _served_weights(Client(url, verbose=False))
+            weights = served_weights(Client(url, verbose=False))
             runs[name]["burst"] = burst(url, args.students, weights, args.seed)
             print(f"{name}: burst {runs[name]['burst']['clicks_per_s']} Recommends/s", flush=True)
             runs[name]["lesson"] = lesson(url, args.students, weights, args.spread, args.timeout, args.seed)

@@ -7,7 +7,18 @@ Bench scripts run as `python bench/x.py`, so bench/ is on their path: `from comm
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -46,3 +57,41 @@ def machine_summary(machine: dict) -> str:
     """The short machine line printed under a quality table: CPU, dtype, torch threads and load at the start."""
     return (f"machine: {machine['cpu_model']}, {machine['dtype']}, {machine['torch_threads']} threads, "
             f"load {machine['load_average_1min_at_start']}")
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+    """Poll `url` until it answers 200; raise if the app exits or the timeout passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"app.py exited with code {process.returncode} before serving")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"app.py did not serve {url} within {timeout_s:.0f} s")
+
+
+@contextmanager
+def serving(app_args: list[str], start_timeout_s: float) -> Iterator[str]:
+    """`python app.py` on a free loopback port with `app_args`, offline; yields its URL once it answers, stops it
+    after. SystemExit with the end of the app's log when it does not start."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": tempfile.mkdtemp()}
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *app_args], cwd=REPO_ROOT, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_until_serving(url, process, start_timeout_s)
+        except (RuntimeError, TimeoutError) as error:
+            log.seek(0)
+            raise SystemExit(f"{error}\n--- app log ---\n{log.read()[-3000:]}") from error
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

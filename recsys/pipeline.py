@@ -68,6 +68,9 @@ class PipelineConfig:
     # model it was trained on; None: the ranker's model scores it
     catalog_adapter: str | Path | None = "auto"
     max_batch: int = MAX_BATCH  # Recommends scored in one pass at most (1: each alone)
+    # False: the ranker folder's prior, pool and fusion without its adapter weights (another base model than the one
+    # they were trained on ranks zero-shot beside them)
+    adapter_weights: bool = True
     shared_results: int = SHARED_RESULTS  # results kept for repeated requests (0: compute every click)
 
 
@@ -254,6 +257,8 @@ class Pipeline:
         # Every file of the ranker folder, read before the slow model load. A folder without adapter weights is a
         # zero-shot one (`recsys.ranker.train --zero-shot`): the base model ranks, at the weights validation chose.
         ranker = RankerArtefacts.load(config.ranker.adapter)
+        if not config.adapter_weights:
+            ranker = replace(ranker, has_weights=False)
         fusion = ranker.fusion if config.fusion is None else config.fusion
         prompt_config = config.prompt or ranker.prompt
         # The model exactly as evaluation and training validation score it: the adapter unmerged (fp32 LoRA

@@ -270,12 +270,17 @@ def test_a_history_that_cannot_be_used_asks_for_no_gpu(zerogpu):
     assert event([1]) == "ran" and zerogpu.durations == [7]
 
 
-def test_another_base_model_does_not_get_the_committed_adapter(monkeypatch):
+def test_another_base_model_keeps_the_committed_prior_but_not_its_adapter_weights(monkeypatch):
     seen = {}
     monkeypatch.setattr(app.Pipeline, "load", classmethod(lambda cls, config, start_on_device=True:
                                                           seen.update(config=config)))
     app.load_pipeline(app.parse_args(["--base-model", "meta-llama/Llama-2-7b-hf"]))
-    assert seen["config"].ranker.adapter is None  # trained on SmolLM2-135M: it fits no other base model
+    config = seen["config"]  # the weights were trained on SmolLM2-135M; the prior fits any base model
+    assert config.ranker.adapter == app.default_adapter() and config.adapter_weights is False
+    app.load_pipeline(app.parse_args(["--base-model", "meta-llama/Llama-2-7b-hf", "--adapter", "none"]))
+    assert seen["config"].ranker.adapter is None  # asked for: the base model alone
+    app.load_pipeline(app.parse_args([]))
+    assert seen["config"].adapter_weights is True
     monkeypatch.setenv("LLAMAREC_BASE_MODEL", "some/model")
     monkeypatch.setenv("LLAMAREC_ADAPTER", "runs/zero-shot")
     app.load_pipeline(app.parse_args([]))  # a Space sets variables, not flags

@@ -15,6 +15,7 @@ from recsys.data.test_users import (COMMAND, LICENSE_FILE, TEST_USERS_FILE, chec
 from recsys.demo.pages import facts
 from recsys.pipeline import HistoryError, Pipeline, PipelineConfig
 from recsys.ranker.artefacts import default_adapter
+from recsys.ranker.base_model import converted_dir
 from recsys.ranker.model import cpu_dtype
 from recsys.plots import FONT_COLOR, TRANSPARENT, opinions_figure, timing_figure
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
@@ -322,3 +323,18 @@ def test_a_zero_shot_ranker_folder_serves_the_base_model_at_its_validated_weight
     with pytest.raises(RuntimeError, match="is not a ranker folder"):
         Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=str(tmp_path)),
                                      cpu_precision="fp32"))
+
+
+def test_without_its_weights_a_ranker_folder_still_serves_its_prior(tiny_catalog, tmp_path):
+    """Another base model than the adapter's: the committed prior, pool and fusion stay, the adapter is not loaded."""
+    from recsys.ranker.artefacts import RankerArtefacts
+    from recsys.ranker.model import DEFAULT_ADAPTER
+
+    if default_adapter() is None or not (converted_dir() / "model.safetensors").is_file():
+        pytest.skip("needs the committed adapter and the prepared default base model")
+    pipeline = Pipeline.load(PipelineConfig(ranker=RankerLoadConfig(adapter=DEFAULT_ADAPTER), adapter_weights=False,
+                                            catalog_adapter=None), start_on_device=False)
+    saved = RankerArtefacts.load(DEFAULT_ADAPTER)
+    assert pipeline.adapter is None and not hasattr(pipeline.model, "peft_config")
+    assert pipeline.fusion == saved.fusion and pipeline.pool == saved.pool and pipeline.cowatch is not None
+    assert "beside the prior of" in facts(pipeline)["adapter"]

@@ -156,7 +156,8 @@ class HistoryHandlers:
 
     def history_view(self, session: dict, notice: str = "", offered: Sequence[Movie] = (),
                      query: str = "") -> HistoryView:
-        """Outputs after a history event: (session, history table, remove-dropdown update, notice, matches update).
+        """The outputs after a history event (`HistoryView`: session, table, remove list, notice, matches, the
+        browser's copy).
 
         `offered` are the matches of the typed `query` to pick from (the matches list is hidden when there are none).
         """

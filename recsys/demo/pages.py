@@ -12,7 +12,7 @@ from recsys import NUM_CANDIDATES
 from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
 from recsys.machine import dtype_name, usable_cores
 from recsys.pipeline import Pipeline
-from recsys.ranker.artefacts import RankerArtefacts
+from recsys.ranker.artefacts import RankerArtefacts, has_adapter_weights
 from recsys.ranker.fusion import describe_fusion
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.model import loaded_quantization
@@ -39,7 +39,11 @@ def facts(pipeline: Pipeline) -> dict[str, str]:
                                  + " base weights" + (", fp32 LoRA adapter" if pipeline.adapter else "")
                                  + ", fp32 letter logits")
     ranker = pipeline.ranker
-    if ranker.zero_shot:
+    if ranker.zero_shot and ranker.folder is not None and has_adapter_weights(ranker.folder):
+        named["adapter"] = (f"none: this base model ranks zero-shot beside the prior of {ranker.folder.name} "
+                            f"(whose adapter fits another base model), at its fusion weights; train a ranker for "
+                            f"this one with: {RANKER_TRAIN_COMMAND}")
+    elif ranker.zero_shot:
         named["adapter"] = (f"none: the base model ranks zero-shot, at the weights chosen on validation "
                             f"({ranker.folder.name if ranker.folder else ''})")
     elif not pipeline.adapter:

@@ -272,7 +272,7 @@ class ResultsHandlers:
     def recommend(self, session: dict, llm_weight: float | None = None, cowatch_weight: float | None = None,
                   compare_base: bool = False, reverse_check: bool = False, titles: bool = False,
                   progress=gr.Progress()):
-        """Retrieve and rank for the session's history: (summary, table, chart, prompt, reading, shown results).
+        """Retrieve and rank for the session's history (`ResultsView`).
         With `titles` the LLM is also asked by title likelihood (one more pass, shown beside the letters)."""
         progress(0.1, desc="Retrieving with LRURec, then ranking with the verbalizer")
         try:

@@ -1,6 +1,6 @@
 """The files of a ranker folder, read in one place.
 
-A ranker folder (`python -m recsys.ranker.train`, then `python -m recsys.ranker.prior --write`) holds
+A ranker folder (`python -m recsys.ranker.prior --write`, then `python -m recsys.ranker.train`) holds
 
     adapter_config.json, adapter_model.safetensors   the LoRA weights (absent in a zero-shot folder: `--zero-shot`)
     ranker_config.json    fusion weights chosen on validation, prompt budgets, the training config
