@@ -1,8 +1,9 @@
 """The app in a real headless Chromium (Debian's, driven by Playwright): add movies, Recommend, wait for the chart;
-typed titles, results that follow the history, and the race streamed token by token.
+typed titles, results that follow the history, the race streamed token by token, a shared link, a reload, the CSV.
 
-Run as a script to take the README screenshot of the real app (default models, committed checkpoints):
-`python tests/test_browser.py --screenshot assets/screenshot.png`
+Run as a script to take the README screenshot of the real app (default models, committed checkpoints), with the
+repository and tests/ on the path as pytest puts them:
+`PYTHONPATH=.:tests python tests/test_browser.py --screenshot assets/screenshot.png`
 """
 
 from __future__ import annotations
