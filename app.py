@@ -33,7 +33,7 @@ from recsys.demo.results import MAX_WEIGHT, RESULT_COLUMNS, WEIGHT_STEP, FusionV
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
 from recsys.pipeline import MAX_BATCH, SHARED_RESULTS, Pipeline, PipelineConfig
 from recsys.ranker.artefacts import default_adapter
-from recsys.machine import usable_cores
+from recsys.machine import lower_priority, process_threads, usable_cores
 from recsys.ranker.base_model import cache_description
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.model import QUANTIZATIONS, RankerLoadConfig
@@ -46,6 +46,7 @@ RECOMMEND_CONCURRENCY = 8
 RACE_CONCURRENCY = 1  # on CPU one generation at a time: two would interleave their tokens and each take twice as long
 ZEROGPU_CONCURRENCY = 8  # on ZeroGPU each model event runs in a GPU worker of its own: no shared cores to wait for
 QUEUE_SIZE = 64  # model events waiting (Recommend, race); history edits, search and sliders never queue
+MODEL_NICENESS = 10  # how much lower the model's threads run than the web server's on CPU (Linux nice levels)
 WARM_AFTER_S = 5.0  # the presets are warmed once the model runner serves, or after this long without it
 INSTANT = {"queue": False, "show_progress": "hidden"}  # events without the model: answered at once, never refused
 CSS = """
@@ -305,11 +306,14 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads or default_threads())
     pipeline = load_pipeline(args)
+    model_threads = process_threads()  # this thread and torch's: the web server's come with the launch
     demo = build_demo(pipeline, warm_presets=not on_zerogpu(spaces))  # on ZeroGPU no model runs outside an event
     serve_here = pipeline.model.device.type == "cpu" and not on_zerogpu(spaces)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"],
                 prevent_thread_lock=serve_here, **launch_style())
     if serve_here:  # on CPU every pass runs on this thread, the one that loaded the model (`recsys.model_runner`)
+        # the web server's threads first: typing, search and sliders answer at once while the model works
+        lower_priority(model_threads, MODEL_NICENESS)
         try:
             pipeline.runner.serve()
         except KeyboardInterrupt:

@@ -130,3 +130,30 @@ def test_the_cpu_quota_caps_the_usable_cores(tmp_path):
     assert cpu_quota(tmp_path) == 1.5 and usable_cores(tmp_path)[0] == min(2, affinity)
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert cpu_quota(tmp_path) is None
+
+
+def test_the_models_threads_can_run_at_a_lower_priority_than_the_web_servers():
+    import os
+    import threading
+
+    from recsys.machine import lower_priority, process_threads
+
+    ready, done, seen = threading.Event(), threading.Event(), {}
+
+    def worker():
+        seen["tid"] = threading.get_native_id()
+        ready.set()
+        done.wait(timeout=10)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    ready.wait(timeout=10)
+    try:
+        assert seen["tid"] in process_threads() and threading.get_native_id() in process_threads()
+        before = os.getpriority(os.PRIO_PROCESS, seen["tid"])
+        assert lower_priority({seen["tid"], 2**22 + 12345}, 5) == 1  # an ended thread is passed over
+        assert os.getpriority(os.PRIO_PROCESS, seen["tid"]) == min(19, before + 5)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # only the given threads
+    finally:
+        done.set()
+        thread.join(timeout=10)
