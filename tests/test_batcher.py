@@ -58,22 +58,36 @@ def test_items_that_arrive_during_a_pass_share_the_next_one():
     assert batcher.batch_sizes == {1: 1, 5: 1}
 
 
-def test_max_batch_caps_a_pass_and_keeps_arrival_order():
-    busy, calls = threading.Lock(), []
+def arrive_while_busy(run, items: list, max_batch: int) -> dict:
+    """Submit `items` in order, one thread each, while the model is busy; once all have run, {item: its outcome, or
+    the ValueError it raised}."""
+    busy, outcomes = threading.Lock(), {}
 
     def on_the_model(work):
         with busy:
             work()
 
-    batcher = MicroBatcher(lambda items: (calls.append(list(items)), list(items))[1], on_the_model, max_batch=2)
-    with busy:  # the model is busy while all five arrive
-        threads = [threading.Thread(target=batcher.submit, args=(i,)) for i in range(5)]
-        for i, thread in enumerate(threads):
+    def submit(item):
+        try:
+            outcomes[item] = batcher.submit(item)
+        except ValueError as error:
+            outcomes[item] = error
+
+    batcher = MicroBatcher(run, on_the_model, max_batch=max_batch)
+    threads = [threading.Thread(target=submit, args=(item,)) for item in items]
+    with busy:
+        for n, thread in enumerate(threads):
             thread.start()
-            while len(batcher._waiting) < i + 1:
+            while len(batcher._waiting) < n + 1:
                 time.sleep(0.001)
     for thread in threads:
         thread.join(timeout=10)
+    return outcomes
+
+
+def test_max_batch_caps_a_pass_and_keeps_arrival_order():
+    calls = []
+    arrive_while_busy(lambda items: (calls.append(list(items)), list(items))[1], list(range(5)), max_batch=2)
     assert calls == [[0, 1], [2, 3], [4]]
 
 
@@ -83,32 +97,9 @@ def test_one_bad_item_fails_only_itself():
             raise ValueError("cannot score 'bad'")
         return [item.upper() for item in items]
 
-    busy = threading.Lock()
-
-    def on_the_model(work):
-        with busy:
-            work()
-
-    batcher = MicroBatcher(run, on_the_model, max_batch=8)
-    outcomes: dict = {}
-    with busy:
-        threads = [threading.Thread(target=lambda i=i: outcomes.update({i: _try(batcher, i)}))
-                   for i in ("a", "bad", "c")]
-        for n, thread in enumerate(threads):
-            thread.start()
-            while len(batcher._waiting) < n + 1:
-                time.sleep(0.001)
-    for thread in threads:
-        thread.join(timeout=10)
+    outcomes = arrive_while_busy(run, ["a", "bad", "c"], max_batch=8)
     assert outcomes["a"].result == "A" and outcomes["c"].result == "C"
     assert isinstance(outcomes["bad"], ValueError)
-
-
-def _try(batcher, item):
-    try:
-        return batcher.submit(item)
-    except ValueError as error:
-        return error
 
 
 def test_a_batch_of_one_is_a_plain_call():

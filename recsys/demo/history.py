@@ -75,6 +75,7 @@ class HistoryHandlers:
         self.pipeline = pipeline
         self.catalog = pipeline.catalog
         self.search = TitleSearch(self.catalog)
+        self.by_movie_id = {m.source_id: m.item_id for m in self.catalog.movies}  # MovieLens movieId -> item id
         self.presets = {name: ids for name, titles in PRESETS.items()
                         if (ids := [m[0].item_id for t in titles if len(m := self.search.find(t)) == 1])}
 
@@ -108,11 +109,10 @@ class HistoryHandlers:
     def from_movie_ids(self, values: list, source: str) -> tuple[list[int], str]:
         """(dense item ids, a notice) of MovieLens movieIds read from `source`: at most MAX_LINKED, each once (the
         latest viewing kept), unknown or malformed ones dropped and counted."""
-        by_movie_id = {m.source_id: m.item_id for m in self.catalog.movies}
         ids, dropped = [], 0
         for value in values[-MAX_LINKED:]:
             try:
-                ids.append(by_movie_id[int(str(value).strip())])
+                ids.append(self.by_movie_id[int(str(value).strip())])
             except (KeyError, ValueError):
                 dropped += 1
         ids = list(dict.fromkeys(reversed(ids)))[::-1]
