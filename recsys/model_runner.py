@@ -5,8 +5,8 @@ By default it runs on the caller's thread under a lock, so overlapping users nev
 switches or the tokenizer's settings at once. Once `serve` runs on a thread (the app's main thread on CPU), every
 piece runs there instead: torch's OpenMP threads then belong to that one thread. Each thread that computes gets a
 team of OpenMP threads of its own, and with more of them than cores, libgomp shortens the time its threads spin
-between parallel regions, so that every region pays for waking them: measured on 2 cores, the same Recommend took
-310 ms on the thread that loaded the model and 385 ms on a web server's worker thread.
+between parallel regions, so that every region pays for waking them: on 2 cores the same Recommends took a median
+~310 ms on the thread that loaded the model, ~400 ms on another thread (`bench/model_thread.py`).
 """
 
 from __future__ import annotations
