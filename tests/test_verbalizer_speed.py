@@ -4,6 +4,8 @@ The tiny random Llama (2 layers, hidden 64) and byte-level BPE tokenizer of conf
 for the real model; nothing is downloaded.
 """
 
+import copy
+
 import pytest
 import torch
 from conftest import TINY_TITLES
@@ -90,3 +92,19 @@ def test_cached_prefix_rejects_other_instructions(model, tokenizer):
     prefix = build_prefix_cache(model, tokenizer, instruction="Something else entirely.")
     with pytest.raises(ValueError, match="cached prefix"):
         letter_logits(model, tokenizer, [prompts_of(tokenizer)[0].text], letter_token_ids(tokenizer), prefix)
+
+
+def test_the_lm_head_runs_as_one_matrix_product_without_copying_its_weight(model, tokenizer):
+    """The last position is gathered, not sliced: a sliced (B, 1, hidden) view made torch's matmul copy the
+    (hidden, vocabulary) head once per row for frozen bf16 weights on CPU (as served), the largest cost of a
+    served pass after the projections."""
+    model = copy.deepcopy(model).to(torch.bfloat16).requires_grad_(False)  # frozen, as served
+    letter_ids = letter_token_ids(tokenizer)
+    prompts = prompts_of(tokenizer)
+    head = tuple(model.get_output_embeddings().weight.shape)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as profiler:
+        read_next_tokens(model, tokenizer, prompts, letter_ids)
+    copied = [event.input_shapes for event in profiler.events() if event.name == "aten::copy_"]
+    assert not [shapes for shapes in copied if shapes and sorted(head) == sorted(shapes[0][-2:])]
+    products = [event.input_shapes for event in profiler.events() if event.name in ("aten::mm", "aten::bmm")]
+    assert [len(prompts), head[1]] in [shapes[0] for shapes in products]  # one (B, hidden) x (hidden, vocab) product

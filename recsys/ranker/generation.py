@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from recsys.kv_cache import cache_kwargs, output_cache
+from recsys.kv_cache import cache_kwargs, last_position, output_cache
 from recsys.ranker.prompt import PromptConfig, build_prompt
 from recsys.timing import synchronize
 
@@ -185,7 +185,7 @@ def _prefill(model, tokenizer, history_titles, candidate_titles, prompt_config, 
     input_ids = torch.tensor([token_ids], device=model.device)
     eos_ids = _eos_token_ids(model, tokenizer)
     prefill_start = time.perf_counter()
-    outputs = model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **cache)
+    outputs = model(input_ids=input_ids, use_cache=True, **last_position(model.device), **cache)
     next_token = outputs.logits[:, -1].argmax(dim=-1, keepdim=True)
     synchronize(model.device)
     return prompt, budget, outputs, next_token, eos_ids, time.perf_counter() - prefill_start

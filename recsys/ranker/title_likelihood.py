@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from recsys.kv_cache import cache_kwargs, output_cache
+from recsys.kv_cache import cache_kwargs, last_position, output_cache
 from recsys.ranker.prompt import PromptConfig, cut_title, item_texts
 from recsys.ranker.verbalizer import PrefixCache
 
@@ -76,7 +76,7 @@ def title_log_likelihoods(model, tokenizer, history_titles: list[str],
     device = model.device
     context = history_ids(tokenizer, history_titles)
     lines = [title_ids(tokenizer, t) for t in candidate_titles]
-    first = model(input_ids=torch.tensor([context], device=device), use_cache=True, logits_to_keep=1)
+    first = model(input_ids=torch.tensor([context], device=device), use_cache=True, **last_position(device))
     first_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
     totals = torch.tensor([float(first_logp[line[0]]) for line in lines])
     lengths = torch.tensor([len(line) for line in lines], dtype=torch.float32)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from recsys.kv_cache import cache_kwargs, output_cache
+from recsys.kv_cache import cache_kwargs, last_position, output_cache
 from recsys.ranker.prompt import INSTRUCTION, LETTERS, RankingPrompt, render
 
 _PROBE_PROMPT = render(["A movie (2000)"], ["Another movie (2001)"])
@@ -114,7 +114,7 @@ def _forward(model, batch: dict[str, torch.Tensor], letter_ids: list[int]):
         cache = cache_kwargs(batch["prefix_cache"]) if "prefix_cache" in batch else {}
         outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         position_ids=batch.get("position_ids", position_ids(batch["attention_mask"])),
-                        logits_to_keep=1, use_cache=bool(cache), **cache)
+                        **last_position(batch["input_ids"].device), use_cache=bool(cache), **cache)
     finally:
         if hook is not None:
             hook.remove()
@@ -132,7 +132,7 @@ def letter_logits(model, tokenizer, prompts: list[str], letter_ids: list[int],
                   prefix: PrefixCache | None = None) -> torch.Tensor:
     """Logits (B, 20) at the letter tokens for the next token after each prompt (fp32; see `forward_letter_logits`).
 
-    Only the last position goes through the LM head (`logits_to_keep=1`): the full-vocabulary
+    Only the last position goes through the LM head (`recsys.kv_cache.last_position`): the full-vocabulary
     projection at every position would cost more than the rest of the pass for short prompts. With a
     `prefix` only the tokens after it are run.
     """
@@ -206,5 +206,6 @@ def shared_prefix_ids(tokenizer, instruction: str = INSTRUCTION) -> list[int]:
 def build_prefix_cache(model, tokenizer, instruction: str = INSTRUCTION) -> PrefixCache:
     """Run the shared prefix of `instruction`'s prompts once and keep its keys/values."""
     token_ids = shared_prefix_ids(tokenizer, instruction)
-    outputs = model(input_ids=torch.tensor([token_ids], device=model.device), use_cache=True, logits_to_keep=1)
+    outputs = model(input_ids=torch.tensor([token_ids], device=model.device), use_cache=True,
+                    **last_position(model.device))
     return PrefixCache(token_ids, [(layer.keys, layer.values) for layer in output_cache(outputs).layers])
