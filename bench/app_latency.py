@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from common import serving
+from common import page_client, serving
 
 from recsys.demo.history import PRESETS as PRESET_TITLES
 from recsys.floor import against_floor, prompt_floor
@@ -140,8 +140,6 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float, concurre
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from gradio_client import Client
-
     setting = served_setting(app_args)
     machine = machine_record(setting.precision, setting.device, setting.threads)
     print(f"machine: {describe_machine(machine)}", flush=True)
@@ -149,7 +147,7 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float, concurre
     start = time.perf_counter()
     with serving(app_args, start_timeout_s) as url:
         cold_start_s = time.perf_counter() - start
-        clients = [Client(url, verbose=False) for _ in range(concurrent)]
+        clients = [page_client(url) for _ in range(concurrent)]
         users = [value for _, value in _user_choices(clients[0])]
         weights = served_weights(clients[0])
         began = time.perf_counter()

@@ -29,7 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from app_latency import PRESETS, percentile, served_setting, served_weights
-from common import serving
+from common import page_client, serving
 
 from recsys.demo.history import PRESETS as PRESET_TITLES
 from recsys.machine import describe_machine, machine_record
@@ -90,9 +90,7 @@ def own_titles(n: int, seed: int) -> list[str]:
 def burst(url: str, students: int, weights: tuple[float, float], seed: int) -> dict:
     """Odd students load a preset, even ones add three titles of their own; then all click Recommend at once:
     throughput and each click's time, by kind of history."""
-    from gradio_client import Client
-
-    clients = [Client(url, verbose=False) for _ in range(students)]
+    clients = [page_client(url) for _ in range(students)]
     for n, client in enumerate(clients):
         if n % 2:
             client.predict(PRESETS[n % len(PRESETS)], api_name="/load_preset")
@@ -123,13 +121,11 @@ def burst(url: str, students: int, weights: tuple[float, float], seed: int) -> d
 def lesson(url: str, students: int, weights: tuple[float, float], spread_s: float, timeout_s: float,
            seed: int) -> dict:
     """The mixed session (see the module docstring): per event p50/p95, errors, search p95 while races run."""
-    from gradio_client import Client
-
     record, races, done = Record(), [], threading.Event()
 
     def student(n: int) -> None:
         rng = random.Random(seed * 1000 + n)
-        client = Client(url, verbose=False)
+        client = page_client(url)
         time.sleep(rng.uniform(0, spread_s))
         if n % 2:
             record.call("load_preset", lambda: client.predict(PRESETS[n % len(PRESETS)], api_name="/load_preset"))
@@ -148,7 +144,7 @@ def lesson(url: str, students: int, weights: tuple[float, float], spread_s: floa
             races.append((began, time.perf_counter()))
 
     def probe() -> None:
-        client = Client(url, verbose=False)
+        client = page_client(url)
         words = ["Mat", "Star", "The", "Amé", "Toy", "God", "Alien", "Heat"]
         while not done.is_set():
             record.call("search_probe", lambda w=random.choice(words): client.predict(w, api_name="/search"))
@@ -201,9 +197,7 @@ def main(argv=None) -> dict:
     runs: dict = defaultdict(dict)
     for name, flags in RUNS.items():
         with serving([*flags, *args.app_args], args.start_timeout) as url:
-            from gradio_client import Client
-
-            weights = served_weights(Client(url, verbose=False))
+            weights = served_weights(page_client(url))
             runs[name]["burst"] = burst(url, args.students, weights, args.seed)
             print(f"{name}: burst {runs[name]['burst']['clicks_per_s']} Recommends/s", flush=True)
             runs[name]["lesson"] = lesson(url, args.students, weights, args.spread, args.timeout, args.seed)

@@ -30,15 +30,27 @@ def free_port() -> int:
 
 def load_served_ranker(adapter: str, base_model: str | None, precision: str):
     """(RankerArtefacts, model, tokenizer, machine record) of the ranker folder `adapter` ('none': the base model with
-    no adapter) on `base_model` with CPU weights in `precision`; the machine record names the model's dtype."""
+    no adapter) on `base_model` with CPU weights in `precision`, the adapter folded as the app serves it on CPU; the
+    machine record names the model's dtype."""
     from recsys.machine import machine_record
     from recsys.ranker.artefacts import RankerArtefacts
+    from recsys.ranker.folded import fold_served_adapter
     from recsys.ranker.model import RankerLoadConfig, load_ranker
 
     ranker = RankerArtefacts.load(None if adapter == "none" else adapter)
     model, tokenizer = load_ranker(RankerLoadConfig(base_model=base_model, adapter=ranker.adapter,
                                                     cpu_precision=precision))
+    fold_served_adapter(model)
     return ranker, model, tokenizer, machine_record(next(model.parameters()).dtype)
+
+
+def page_client(url: str):
+    """A gradio_client session that asks as the page does: output files (the results' CSV) are not downloaded with
+    each answer, only when a user clicks them (gradio_client fetches every output file by default: one more
+    request a click that no browser makes)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=False)
 
 
 def order_agreement(in_order, reversed_order) -> dict[str, float]:

@@ -2,10 +2,10 @@
 
 `python bench/forward_profile.py --json bench/results/forward_profile.json`
 
-Loads the app's pipeline (default checkpoints, the committed adapter unmerged, bf16 base weights where the
-CPU computes bf16 natively), takes the served prompts of a few test users and profiles the verbalizer's
-forward after the cached instruction prefix, exactly as `Pipeline.recommend` runs it, with the adapter and
-with it switched off (the base model: no LoRA matmuls, no casts to and from the adapter's fp32). Operator
+Loads the app's pipeline (default checkpoints, the committed adapter folded into bf16 base weights where the
+CPU computes bf16 natively: `recsys.ranker.folded`), takes the served prompts of a few test users and profiles
+the verbalizer's forward after the cached instruction prefix, exactly as `Pipeline.recommend` runs it, with the
+adapter and with it switched off (the base model: the same products over the base weights). Operator
 self-times are summed by kind (matrix products, attention, dtype copies, elementwise, the rest) and
 divided by the number of passes; beside them the matmul floor of the same prompt (`recsys.floor`). The
 profiler adds a little overhead of its own, so the total is a bit above an unprofiled pass.

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import app
-from common import free_port
+from common import free_port, page_client
 from recsys.demo.handlers import DemoHandlers
 from recsys.demo.race import STREAM_INTERVAL_S
 from recsys.machine import describe_machine, machine_record
@@ -72,13 +72,11 @@ def main(argv=None) -> None:
     print(f"machine: {describe_machine(machine)}", flush=True)
 
     os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp()
-    from gradio_client import Client
-
     demo = app.build_demo(pipeline)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     plain, streamed = [], []
     try:
-        client = Client(url, verbose=False)
+        client = page_client(url)
         client.predict(args.preset, api_name="/load_preset")
         for run in range(1, args.runs + 1):
             race = pipeline.race(pipeline.recommend(history))

@@ -31,6 +31,7 @@ from recsys.ranker.artefacts import CatalogArtefacts, RankerArtefacts, default_a
 from recsys.ranker.cowatch import CoWatchCounts
 from recsys.ranker.fusion import FusionWeights, fused_scores, order, retriever_opinion
 from recsys.ranker.generation import GENERATION_INSTRUCTION, generate_ranking
+from recsys.ranker.folded import fold_served_adapter
 from recsys.ranker.model import RankerLoadConfig, describe, load_adapter, load_ranker, pick_device
 from recsys.ranker.pool import keep_best
 from recsys.ranker.prompt import (INSTRUCTION, LETTERS, PromptConfig, RankingPrompt, build_prompt, evidence_note,
@@ -198,7 +199,7 @@ class Pipeline:
                  pool: int = NUM_CANDIDATES, title_config: TitleConfig = TitleConfig(),
                  ranker: RankerArtefacts | None = None, retriever_folder: Path | None = None,
                  catalog_adapter: Path | None = None, model_facts: dict[str, str] | None = None,
-                 max_batch: int = MAX_BATCH, shared_results: int = SHARED_RESULTS):
+                 max_batch: int = MAX_BATCH, shared_results: int = SHARED_RESULTS, fold_adapter: bool = True):
         if retriever.config.num_items != len(catalog):
             raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog has "
                                   f"{len(catalog)}: they come from different runs. "
@@ -209,6 +210,9 @@ class Pipeline:
         self.catalog = catalog
         self.retriever = retriever.eval()
         self.model = model.eval()
+        # on CPU the served adapter computes folded into the base weights (`recsys.ranker.folded`), as evaluation
+        # scores it; None: peft's unfolded LoRA (CUDA, quantized weights, no adapter)
+        self.folded = fold_served_adapter(self.model) if fold_adapter else None
         self.tokenizer = tokenizer
         self.prompt_config = prompt_config
         self.fusion = fusion
@@ -261,8 +265,8 @@ class Pipeline:
             ranker = replace(ranker, has_weights=False)
         fusion = ranker.fusion if config.fusion is None else config.fusion
         prompt_config = config.prompt or ranker.prompt
-        # The model exactly as evaluation and training validation score it: the adapter unmerged (fp32 LoRA
-        # weights over base weights in the CPU precision), fp32 letter logits, one prompt at a time.
+        # The model exactly as evaluation scores it: on CPU the adapter folded into base weights in the CPU
+        # precision (`recsys.ranker.folded`, in __init__), fp32 letter logits, one prompt at a time.
         ranker_config = replace(config.ranker, adapter=ranker.adapter, cpu_precision=config.cpu_precision)
         model, tokenizer = load_ranker(ranker_config)
         title_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years)
@@ -368,11 +372,12 @@ class Pipeline:
             yield
             return
         served = self.model.active_adapter
-        self.model.set_adapter(CATALOG_ADAPTER_NAME)
-        try:
-            yield
-        finally:
-            self.model.set_adapter(served)
+        with self.folded.unfolded() if self.folded else nullcontext():
+            self.model.set_adapter(CATALOG_ADAPTER_NAME)
+            try:
+                yield
+            finally:
+                self.model.set_adapter(served)
 
     def title_probabilities(self, history: list[int], candidates: list[Candidate]) -> torch.Tensor:
         """(K,) the LLM asked by title likelihood: softmax over the candidates of each title's log-probability after
@@ -384,9 +389,11 @@ class Pipeline:
             sums, lengths = title_log_likelihoods(self.model, self.tokenizer, history_titles, titles)
         return title_opinion(sums, lengths, config.per_token).exp()
 
+    @contextmanager
     def without_adapter(self):
         """A context in which the ranker computes as the base model (peft's adapter switch: no second model)."""
-        return self.model.disable_adapter()
+        with self.folded.unfolded() if self.folded else nullcontext(), self.model.disable_adapter():
+            yield
 
     def prefix_cache(self, instruction: str = INSTRUCTION, base: bool = False) -> PrefixCache:
         """Keys/values of the first tokens every `instruction` prompt shares, for the served weights (or, with

@@ -32,7 +32,7 @@ def adapted_llama(tokenizer, seed: int = 2):
 
 @pytest.fixture(scope="module")
 def adapted_pipeline(tiny_catalog, tiny_lrurec, tiny_tokenizer, tmp_path_factory):
-    """The tiny pipeline with an unmerged adapter and co-watch counts, as `Pipeline.load` builds it."""
+    """The tiny pipeline with an adapter (folded on CPU) and co-watch counts, as `Pipeline.load` builds it."""
     sequences = [[1, 2, 3, 4, 5, 6, 7, 8], [2, 3, 9, 10, 11], [4, 12, 13, 14, 1, 2]]
     counts = CoWatchCounts.from_sequences(sequences, len(tiny_catalog), CoWatchConfig(window=3, span=5))
     return make_pipeline(tiny_catalog, tiny_lrurec, adapted_llama(tiny_tokenizer), tiny_tokenizer,
@@ -308,10 +308,10 @@ def test_title_likelihood_reads_the_catalog_adapter_and_gives_the_served_one_bac
     history = title_texts(tiny_tokenizer, tiny_catalog, [5, 6, 7], config)
     titles = title_texts(tiny_tokenizer, tiny_catalog, [c.item_id for c in result.candidates], config)
     expected = {}
-    for adapter in (CATALOG_ADAPTER_NAME, "default"):
-        model.set_adapter(adapter)
-        expected[adapter] = title_opinion(*title_log_likelihoods(model, tiny_tokenizer, history, titles)).exp()
-    model.set_adapter("default")
+    with pipeline.folded.unfolded():  # peft's own adapter switch over the base weights
+        for adapter in (CATALOG_ADAPTER_NAME, "default"):
+            model.set_adapter(adapter)
+            expected[adapter] = title_opinion(*title_log_likelihoods(model, tiny_tokenizer, history, titles)).exp()
     got = torch.tensor([c.title_probability for c in result.candidates])
     assert torch.allclose(got, expected[CATALOG_ADAPTER_NAME], atol=1e-5)
     assert not torch.allclose(got, expected["default"], atol=1e-3)

@@ -189,7 +189,7 @@ def test_load_from_folders(saved_models):
     assert len(pipeline.recommend([1, 2]).candidates) == 20
 
 
-def test_load_with_an_adapter_reads_its_settings_and_scores_with_it_unmerged(saved_models, tmp_path):
+def test_load_with_an_adapter_reads_its_settings_and_scores_with_it(saved_models, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -207,7 +207,7 @@ def test_load_with_an_adapter_reads_its_settings_and_scores_with_it_unmerged(sav
     assert pipeline.fusion == FusionWeights(**fusion) and pipeline.prompt_config.max_history == 5
     assert pipeline.cowatch.config == CoWatchConfig(window=2, span=3)
     assert "0.5 × log p(retriever) + 2 × co-watch + 1 × log p(LLM)" in facts(pipeline)["final_ranking"]
-    assert type(pipeline.model).__name__ == "PeftModelForCausalLM"  # unmerged: as evaluation scores it
+    assert type(pipeline.model).__name__ == "PeftModelForCausalLM" and pipeline.folded.projections == 4  # on CPU
     result = pipeline.recommend([1, 2, 3])
     assert any(c.cowatch_score > 0 for c in result.candidates)
     with torch.no_grad():  # the adapter's logits

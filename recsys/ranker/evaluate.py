@@ -26,6 +26,7 @@ from recsys.distributed import is_main_process, sharded
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
 from recsys.ranker.artefacts import RankerArtefacts
 from recsys.ranker.fusion import FusionWeights, fused_scores, llm_opinion
+from recsys.ranker.folded import fold_served_adapter
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
 from recsys.ranker.prompt import PromptConfig, build_prompt, evidence_notes, item_texts
 from recsys.ranker.rows import RankingRows, pool_trade, served_rows
@@ -222,6 +223,7 @@ def main(argv=None) -> dict:
     rows = served_rows(dataset, args.split, candidates, ranker, ranker.counts, args.max_users)
     model, tokenizer = load_ranker(RankerLoadConfig(base_model=args.base_model, adapter=ranker.adapter,
                                                    cpu_precision=args.precision))
+    fold_served_adapter(model)  # as the app serves it
     rows = score_llm(model, tokenizer, dataset.catalog, rows, ranker.prompt, args.batch_size)
     result = ablation(rows, weights)
     result.update(users=int(rows.subset().sum()), rows=len(rows), total_users=rows.total_users,
