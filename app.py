@@ -25,6 +25,7 @@ import gradio as gr
 import pandas as pd
 import torch
 
+from recsys.demo.downloads import MAX_AGE_S, PRUNE_EVERY_S
 from recsys.demo.gpu import RECOMMEND_S, gpu_event, on_zerogpu, race_seconds
 from recsys.demo.handlers import DemoHandlers
 from recsys.demo.history import MAX_TYPED, AddView, HistoryView, new_session
@@ -80,7 +81,9 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
     fusion = handlers.fusion
     stage_one = (f"LRURec retrieves its top {pipeline.pool}, the co-watch prior keeps the 20 it backs most (LRURec's "
                  "rank stays beside each), and " if pipeline.pool > 20 else "LRURec retrieves 20 candidates and ")
-    with gr.Blocks(title="LlamaRec demo") as demo:
+    # Gradio's copies of the offered CSVs, bounded as our own (`recsys.demo.downloads`)
+    cleanup = (int(PRUNE_EVERY_S), int(MAX_AGE_S))
+    with gr.Blocks(title="LlamaRec demo", delete_cache=cleanup) as demo:
         gr.Markdown("# LlamaRec: retrieve with LRURec, rank with an LLM verbalizer\n"
                     "Build a watch history (oldest first), then **Recommend**: " + stage_one +
                     "the language model scores them in **one forward pass**, reading the probabilities of the "

@@ -4,9 +4,7 @@ read; the fusion sliders re-rank them without a model call. Handlers return a `R
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -14,6 +12,7 @@ import pandas as pd
 import torch
 
 from recsys import plots
+from recsys.demo.downloads import Downloads
 from recsys.demo.markdown import HELD_OUT, marked, plain
 from recsys.metrics import spearman
 from recsys.pipeline import HistoryError, Pipeline, RaceResult, Recommendation
@@ -91,6 +90,7 @@ class ResultsHandlers:
     def __init__(self, pipeline: Pipeline):
         self.pipeline = pipeline
         self.catalog = pipeline.catalog
+        self.downloads = Downloads()
 
     @property
     def fusion(self) -> FusionWeights:
@@ -240,7 +240,7 @@ class ResultsHandlers:
     def export(self, table: pd.DataFrame, shown: ShownResults, weights: FusionWeights) -> str:
         """A CSV file of the ranked table as shown (one row a candidate, every opinion), each row also carrying the
         film's MovieLens id and the run: the history's MovieLens ids, the fusion, the timings, the prompt and, after a
-        race, generation's timings and text. Returns its path (a fresh folder: one file per download)."""
+        race, generation's timings and text. Returns its path (`Downloads`: the same table is the same file)."""
         result = shown.recommendation
         frame = table.copy()
         movie_id = {c.letter: self.catalog[c.item_id].source_id for c in result.candidates}
@@ -256,9 +256,7 @@ class ResultsHandlers:
                         "Generated text": race.generated_text})
         for column, value in run.items():
             frame[column] = value
-        path = Path(tempfile.mkdtemp(prefix="llamarec-")) / "llamarec-results.csv"
-        frame.to_csv(path, index=False)
-        return str(path)
+        return str(self.downloads.write("llamarec-results.csv", frame.to_csv(index=False).encode()))
 
     def history_problem(self, session: dict, *rest) -> str | None:
         """Why the session's history cannot be recommended for (the message Recommend would show), or None: checked
