@@ -33,6 +33,7 @@ from recsys import NUM_CANDIDATES
 from recsys.data import load_dataset
 from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.floor import against_floor, prompt_floor
+from recsys.kv_cache import last_position
 from recsys.machine import auto_dtype, describe_machine, emulation, machine_record
 from recsys.ranker.generation import GENERATION_INSTRUCTION, answer_length, generate_ranking
 from recsys.ranker.model import RankerLoadConfig, describe, load_ranker, pick_device
@@ -209,7 +210,8 @@ def _letter_logits_variant(model, tokenizer, texts: list[str], letter_ids: list[
                            all_positions: bool):
     with grad_context():
         batch = tokenize_prompts(tokenizer, texts, model.device)
-        outputs = model(**batch, logits_to_keep=0 if all_positions else 1, use_cache=False)
+        keep = {"logits_to_keep": 0} if all_positions else last_position(model.device)
+        outputs = model(**batch, **keep, use_cache=False)
         return outputs.logits[:, -1, :].float()[:, letter_ids]
 
 
@@ -241,7 +243,7 @@ def speed_steps(model, tokenizer, texts: list[str], letter_ids: list[int], confi
             lambda: _letter_logits_variant(model, tokenizer, one, letter_ids, torch.no_grad, True))
     measure("+ inference_mode",
             lambda: _letter_logits_variant(model, tokenizer, one, letter_ids, torch.inference_mode, True))
-    measure("+ LM head on the last position only (logits_to_keep=1)",
+    measure("+ LM head on the last position only (`last_position`)",
             lambda: _letter_logits_variant(model, tokenizer, one, letter_ids, torch.inference_mode, False))
     model.set_attn_implementation("sdpa")
     measure("+ SDPA attention", lambda: letter_logits(model, tokenizer, one, letter_ids))

@@ -3,7 +3,10 @@
 `python bench/llm_rankers.py --catalog-adapter checkpoints/catalog-lm-smollm2-135m-ml-latest-small --json out.json`
 (`--write-choice FOLDER` writes the validated choice, `title_config.json`, into the adapter folder)
 
-Same model family, users, candidates and machine, one run. For each way of asking and each model:
+Same model family, users, candidates and machine, one run. The adapters are scored unfolded (peft's LoRA, switched
+with peft's own `set_adapter`/`disable_adapter` on one model), as trained; the app folds the verbalizer's adapter on CPU
+(`recsys.ranker.folded`), which moved its test contribution by 0.002 NDCG@10 (`bench/ranker_quality.py`). For each
+way of asking and each model:
 - ms per user (the way's one scoring call: the verbalizer's pass, the 20 titles' likelihood, the
   generated list),
 - NDCG@10 of its own order,

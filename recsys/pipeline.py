@@ -285,7 +285,10 @@ class Pipeline:
                        title_config=title_config, ranker=ranker, retriever_folder=folder,
                        catalog_adapter=catalog_adapter, max_batch=config.max_batch,
                        shared_results=config.shared_results,
-                       model_facts=describe(ranker_config, model, query_device=start_on_device))
+                       model_facts=describe(ranker_config, model, query_device=start_on_device),
+                       # not on ZeroGPU (not started on the device): its weights move to a lent GPU later, the
+                       # folded copies would not
+                       fold_adapter=start_on_device and device.type == "cpu")
         if start_on_device:
             pipeline.warm_up()
         return pipeline

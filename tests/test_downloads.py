@@ -26,7 +26,9 @@ def test_folders_unused_for_the_maximum_age_are_removed_and_a_new_offer_keeps_on
     downloads.write("r.csv", b"kept")  # offered again: used now
     assert downloads.prune(now=now, force=True) == 1
     assert not old.exists() and kept.exists()
-    assert downloads.prune(now=now) == 0  # not again within a minute
+    os.utime(kept.parent, (now - 500, now - 500))
+    assert downloads.prune(now=now + 30) == 0 and kept.exists()  # not looked for again within a minute
+    assert downloads.prune(now=now + 61) == 1 and not kept.exists()
     assert downloads.write("r.csv", b"old").read_bytes() == b"old"  # written again when asked again
 
 

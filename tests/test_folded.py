@@ -91,7 +91,43 @@ def test_bf16_weights_are_the_fp32_sum_rounded_once(tiny_tokenizer):
 
 
 def test_nothing_to_fold_leaves_the_model_alone(tiny_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
     plain = make_llama(tiny_tokenizer)
     assert fold_served_adapter(plain) is None  # no peft adapter at all
     model = with_adapters(tiny_tokenizer)
+    before = parameters(model)
     assert fold_served_adapter(model, adapter="missing") is None
+    dora = get_peft_model(make_llama(tiny_tokenizer), LoraConfig(r=4, target_modules=PROJECTIONS, use_dora=True,
+                                                                init_lora_weights=False))
+    assert fold_served_adapter(dora) is None  # DoRA's magnitudes are not in B·A
+    layer = model.base_model.model.model.layers[0].mlp.up_proj.get_base_layer()
+    layer.__class__ = type("QuantizedLinear", (torch.nn.Linear,), {})  # as bitsandbytes' layers subclass Linear
+    assert fold_served_adapter(model) is None
+    after = parameters(model)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_a_model_is_folded_once_however_many_pipelines_serve_it(tiny_catalog, tiny_lrurec, tiny_tokenizer):
+    model = with_adapters(tiny_tokenizer)
+    first = make_pipeline(tiny_catalog, tiny_lrurec, model, tiny_tokenizer, adapter="tiny", shared_results=0)
+    second = make_pipeline(tiny_catalog, tiny_lrurec, model, tiny_tokenizer, adapter="tiny", shared_results=0)
+    assert second.folded is first.folded
+    a, b = first.recommend([1, 2, 3]), second.recommend([1, 2, 3])
+    assert torch.equal(torch.tensor([c.probability for c in a.candidates]),
+                       torch.tensor([c.probability for c in b.candidates]))
+    with pytest.raises(ValueError, match="folded with adapter"):
+        fold_served_adapter(model, adapter=CATALOG_ADAPTER_NAME)
+
+
+def test_unfolded_contexts_nest(tiny_tokenizer):
+    model = with_adapters(tiny_tokenizer)
+    layer = model.base_model.model.model.layers[1].self_attn.v_proj
+    folded = fold_served_adapter(model)
+    folded_weight = layer.get_base_layer().weight
+    with folded.unfolded():
+        base = layer.get_base_layer().weight
+        with folded.unfolded():
+            pass
+        assert layer.get_base_layer().weight is base  # the outer context still computes unfolded
+    assert layer.get_base_layer().weight is folded_weight

@@ -3,7 +3,8 @@
 Every Recommend, slider release and race offers a fresh CSV; one new folder for each would grow a Space's disk
 without end. Here a file lives in a folder named by its content's hash (the same results asked again are the same
 file, nothing new written), and folders unused for `max_age_s` are removed. Gradio copies each offered file into its
-own cache; the app's `gr.Blocks(delete_cache=...)` bounds those copies the same way.
+own cache (one copy per content); the app's `gr.Blocks(delete_cache=...)` removes those copies `max_age_s` after
+they were made, so a link to results offered again near the end of that hour may stop working a minute later.
 """
 
 from __future__ import annotations
@@ -61,6 +62,6 @@ class Downloads:
                     if now - folder.stat().st_mtime > self.max_age_s:
                         shutil.rmtree(folder)
                         removed += 1
-                except FileNotFoundError:  # removed by someone else meanwhile
+                except OSError:  # removed meanwhile, or not ours to remove: never fails a download
                     continue
         return removed

@@ -36,7 +36,8 @@ def facts(pipeline: Pipeline) -> dict[str, str]:
     if next(model.parameters()).device.type == "cpu" and loaded_quantization(model) == "none":
         dtype = next(model.parameters()).dtype
         named["quantization"] = ({torch.float32: "fp32", torch.bfloat16: "bf16"}.get(dtype, dtype_name(dtype))
-                                 + " base weights" + (", fp32 LoRA adapter" if pipeline.adapter else "")
+                                 + " base weights" + (", LoRA adapter folded into them" if pipeline.folded else
+                                                      ", fp32 LoRA adapter" if pipeline.adapter else "")
                                  + ", fp32 letter logits")
     ranker = pipeline.ranker
     if ranker.zero_shot and ranker.folder is not None and has_adapter_weights(ranker.folder):

@@ -26,9 +26,11 @@ class FoldedAdapter:
 
     def __init__(self, model, adapter: str = "default"):
         """Fold `adapter` (a loaded peft LoRA adapter of `model`) into copies of the projections it adapts and
-        compute with them: LoRA's layers are switched off, so nothing is added twice."""
+        compute with them: LoRA's layers are switched off, so nothing is added twice. Use `fold_served_adapter`,
+        which folds a model once."""
         self.model = model
         self.adapter = adapter
+        self._depth = 0  # nested `unfolded()` contexts
         self._weights: list[tuple[torch.nn.Linear, torch.nn.Parameter, torch.nn.Parameter]] = []
         with torch.no_grad():
             for module in _adapted(model, adapter):
@@ -38,6 +40,7 @@ class FoldedAdapter:
                 folded = (base.float() + delta).to(base.dtype)
                 self._weights.append((linear, base, torch.nn.Parameter(folded, requires_grad=False)))
         self._fold()
+        model.folded_adapter = self  # a second fold of this model finds it (`fold_served_adapter`)
 
     @property
     def projections(self) -> int:
@@ -58,20 +61,35 @@ class FoldedAdapter:
     def unfolded(self) -> Iterator[None]:
         """A context in which the model computes as peft's unfolded model: the base weights, every loaded adapter's
         LoRA layers on (switch or disable them inside with peft); folded again after, with `adapter` active."""
-        self._unfold()
+        if self._depth == 0:
+            self._unfold()
+        self._depth += 1
         try:
             yield
         finally:
-            self.model.set_adapter(self.adapter)
-            self._fold()
+            self._depth -= 1
+            if self._depth == 0:
+                self.model.set_adapter(self.adapter)
+                self._fold()
 
 
 def fold_served_adapter(model, adapter: str = "default") -> FoldedAdapter | None:
     """Fold `adapter` into the weights of `model` (a peft model) when they are plain floating-point Linear weights on
-    CPU; None (the model left as it is) for a model without that adapter, on CUDA, or over quantized weights."""
+    CPU and the adapter is a plain LoRA; None (the model left as it is) for a model without that adapter, on CUDA, over
+    quantized weights, or for LoRA variants that folding would drop. A model folded before returns its fold."""
     from peft.tuners.lora import LoraLayer
 
-    if adapter not in getattr(model, "peft_config", {}) or next(model.parameters()).device.type != "cpu":
+    existing = getattr(model, "folded_adapter", None)
+    if existing is not None:
+        if existing.adapter != adapter:
+            raise ValueError(f"the model is folded with adapter {existing.adapter!r}, not {adapter!r}")
+        return existing
+    config = getattr(model, "peft_config", {}).get(adapter)
+    if config is None or next(model.parameters()).device.type != "cpu":
+        return None
+    variants = {"use_dora": False, "lora_bias": False, "bias": "none", "modules_to_save": None,
+                "trainable_token_indices": None}  # parts of a LoRA that folding the products would drop
+    if any(getattr(config, name, plain) not in (plain, None) for name, plain in variants.items()):
         return None
     layers = [m for m in model.modules() if isinstance(m, LoraLayer) and adapter in m.lora_A]
     folds = len(_adapted(model, adapter)) == len(layers) > 0  # every adapted layer a LoRA Linear over a float Linear
