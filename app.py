@@ -41,9 +41,9 @@ from recsys.ranker.model import QUANTIZATIONS, RankerLoadConfig
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 EFFICIENCY_FIGURE = Path(__file__).resolve().parent / "assets" / "efficiency.png"
-# Recommends in flight at once: they share the model through its lock, and those waiting together are scored in one
-# padded pass (`recsys.batcher`), so a class's clicks do not queue one by one.
-RECOMMEND_CONCURRENCY = 8
+# Recommends in flight at once (at most twice the batch): they share the model through its lock, and those waiting
+# together are scored in one padded pass (`recsys.batcher`), so a class's clicks do not queue one by one.
+RECOMMEND_CONCURRENCY = 16
 RACE_CONCURRENCY = 1  # on CPU one generation at a time: two would interleave their tokens and each take twice as long
 ZEROGPU_CONCURRENCY = 8  # on ZeroGPU each model event runs in a GPU worker of its own: no shared cores to wait for
 QUEUE_SIZE = 64  # model events waiting (Recommend, race); history edits, search and sliders never queue
@@ -74,7 +74,9 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
 
         threading.Thread(target=warm, name="warm-presets", daemon=True).start()
     zerogpu = on_zerogpu(spaces)
-    recommend_jobs = ZEROGPU_CONCURRENCY if zerogpu else min(RECOMMEND_CONCURRENCY, pipeline.verbalizer.max_batch)
+    # twice the batch in flight: the next batch already waits when the model frees, and an answer computed before
+    # (a shared result) passes a busy model instead of waiting for a slot behind it
+    recommend_jobs = ZEROGPU_CONCURRENCY if zerogpu else min(RECOMMEND_CONCURRENCY, 2 * pipeline.verbalizer.max_batch)
     race_jobs = ZEROGPU_CONCURRENCY if zerogpu else RACE_CONCURRENCY
     adapter_note = ("" if pipeline.adapter else "\n\n⚠️ **No ranker adapter found: the base model ranks alone**, "
                     f"so its probabilities are close to guesses. Train one with `{RANKER_TRAIN_COMMAND}`.")
