@@ -123,7 +123,7 @@ def training_markdown(ranker: RankerArtefacts) -> str:
     if "final" in test:
         candidates = (f"the prior's best 20 of LRURec's top-{metrics['pool']}" if metrics.get("pool", 20) > 20 else
                       "LRURec's top-20; the Benchmarks tab has the figures of what is served now")
-        lines.append(f"\n**Test when the adapter was finalized, valid-retrieval subset "
+        lines.append(f"\n**Test when the adapter was finalized (scored unfolded, as trained), valid-retrieval subset "
                      f"({metrics.get('test_users_in_subset')} users; candidates: {candidates})**, each row's "
                      "paired-bootstrap 95% interval of NDCG@10 minus the retriever's:\n")
         head = "| | N@10 | R@10 | interval vs retriever |\n|---|---|---|---|"

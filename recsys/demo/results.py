@@ -122,7 +122,8 @@ class ResultsHandlers:
                  + (f" (one pass for {result.batch_size} users who clicked together)" if result.batch_size > 1 else "")
                  + (f" · waited {result.waited_ms / 1000:,.1f} s for the model (other users)"
                     if result.waited_ms >= WAIT_SHOWN_MS else "")
-                 + (" · **shared**: this history's result, computed once for an earlier click (no model call now)"
+                 + (" · **shared**: this history's result, computed once (for an earlier click, or at start-up for a "
+                    "preset): no model call now"
                     if result.shared else "")
                  + (f" · **title likelihood** {result.titles_ms:,.0f} ms" if result.titles_ms is not None else "")
                  + f" · history of {len(result.history)} movies"
