@@ -115,6 +115,19 @@ def test_bad_movies_get_a_message(handlers, movie, message):
     assert message in notice and session["history"] == [1] and len(table) == 1
 
 
+def test_a_huge_typed_title_is_quoted_short_in_its_notice(handlers):
+    session, _, _, notice, _, _ = handlers.add({**new_session(), "history": [1]}, "zq" * 10_000)
+    assert "Unknown title 'zqzq" in notice and "…'" in notice and len(notice) < 200 and session["history"] == [1]
+
+
+def test_test_users_are_offered_and_loaded_by_the_id_as_text(handlers):
+    """The dropdown's values are text, as Gradio's API describes them, and a text id loads the user."""
+    label, value = handlers.user_choices()[0]
+    assert isinstance(value, str) and value in label
+    session, *_ = handlers.load_test_user(new_session(), value)
+    assert session["user"] == int(value)
+
+
 def test_results_of_another_history_are_cleared_and_never_redrawn(handlers):
     session, *_ = handlers.load_test_user(new_session(), 1)
     shown = handlers.recommend(session).last

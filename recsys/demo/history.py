@@ -17,7 +17,7 @@ from recsys.pipeline import MAX_INPUT_ITEMS, Pipeline
 MAX_LINKED = 500  # movies a shared link or a saved history may carry (a link stays well under browsers' URL limits)
 MAX_OFFERED = 10  # matches shown to pick from, while typing and after an Add that was not exactly one title
 
-MAX_QUERY_SHOWN = 40  # characters of the typed text the matches list names (longer text ends in "…")
+MAX_QUERY_SHOWN = 40  # characters of the typed text the matches list and notices name (longer text ends in "…")
 
 MAX_TYPED = 200  # characters of typed text read (a title is at most ~160); the rest is ignored
 
@@ -43,6 +43,13 @@ PRESETS = {  # classroom histories named by taste, oldest viewing first
 def new_session() -> dict:
     """A user's per-session state: history (item ids, oldest first), held-out item and test user (or None)."""
     return {"history": [], "target": None, "user": None}
+
+
+def shown_query(text: str) -> str:
+    """Typed `text` as the page quotes it: one line, single spaces, at most MAX_QUERY_SHOWN characters ("…" ends a
+    longer one)."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_QUERY_SHOWN else text[:MAX_QUERY_SHOWN - 1] + "…"
 
 
 class HistoryView(NamedTuple):
@@ -127,12 +134,13 @@ class HistoryHandlers:
         for ids in self.presets.values():
             self.pipeline.recommend(ids)
 
-    def user_choices(self) -> list[tuple[str, int]]:
-        """(label, user id) for the test-user dropdown."""
+    def user_choices(self) -> list[tuple[str, str]]:
+        """(label, user id) for the test-user dropdown; the id as text, as Gradio's API describes a dropdown's
+        values (an int value made the API's own example, "17", fail Gradio's choice check)."""
         users = self.pipeline.test_users
         if users is None:
             return []
-        return [(f"User {u} ({len(users[u].history)} movies)", u) for u in users.ids()]
+        return [(f"User {u} ({len(users[u].history)} movies)", str(u)) for u in users.ids()]
 
     def matches_update(self, movies: list[Movie], text: str = ""):
         """The matches list showing the first MAX_OFFERED of `movies` to pick from (hidden when there are none).
@@ -142,8 +150,7 @@ class HistoryHandlers:
         """
         shown = movies[:MAX_OFFERED]
         more = f" ({len(shown)} of {len(movies)}: type more of the title)" if len(movies) > len(shown) else ""
-        shown_text = " ".join(text.split())  # one line, single spaces
-        shown_text = shown_text if len(shown_text) <= MAX_QUERY_SHOWN else shown_text[:MAX_QUERY_SHOWN - 1] + "…"
+        shown_text = shown_query(text)
         query = f" for “{shown_text}”" if shown_text else ""
         return gr.update(choices=[(self.search.label(m, text), m.item_id) for m in shown], value=None,
                          visible=bool(shown),
@@ -196,11 +203,11 @@ class HistoryHandlers:
                                "" if text == movie.title else f"Added '{plain(self.search.label(movie, text))}'.")
         offered = found.ranked
         if not offered:
-            return self.history_view(session, f"⚠️ Unknown title '{plain(text)}': it is not in the catalog. "
-                                              "Type part of it and pick a movie from the matches.")
+            return self.history_view(session, f"⚠️ Unknown title '{plain(shown_query(text))}': it is not in the "
+                                              "catalog. Type part of it and pick a movie from the matches.")
         count = "1 movie matches" if len(offered) == 1 else f"{len(offered)} movies match"
-        return self.history_view(session, f"'{plain(text)}' is not exactly one title; {count}. Click the one you mean "
-                                          "under **Matches**: nothing was added.", offered, text)
+        return self.history_view(session, f"'{plain(shown_query(text))}' is not exactly one title; {count}. "
+                                          "Click the one you mean under **Matches**: nothing was added.", offered, text)
 
     def add_and_clear(self, session: dict, movie):
         """`add`, plus the search box's update: emptied once the history took the movie (so Enter cannot add it again
