@@ -89,7 +89,7 @@ def fold_served_adapter(model, adapter: str = "default") -> FoldedAdapter | None
         return None
     variants = {"use_dora": False, "lora_bias": False, "bias": "none", "modules_to_save": None,
                 "trainable_token_indices": None}  # parts of a LoRA that folding the products would drop
-    if any(getattr(config, name, plain) not in (plain, None) for name, plain in variants.items()):
+    if any(value and value != plain for value, plain in ((getattr(config, n, None), p) for n, p in variants.items())):
         return None
     layers = [m for m in model.modules() if isinstance(m, LoraLayer) and adapter in m.lora_A]
     folds = len(_adapted(model, adapter)) == len(layers) > 0  # every adapted layer a LoRA Linear over a float Linear
