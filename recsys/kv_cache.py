@@ -39,8 +39,8 @@ def last_position(device) -> dict:
 
     An index tensor, not `logits_to_keep=1`: the int slices the hidden states to a (B, 1, hidden) view with
     the prompt's stride, which torch's matmul does not fold into one matrix product when the weights are
-    frozen; the bf16 batched product on CPU then copies the (hidden, vocabulary) head once per row (54 ms a
-    row for SmolLM2-135M's 49,152 tokens on a 2-core AMD EPYC, more than its 60 q/o projections). Indexing
-    gathers a contiguous (B, 1, hidden) copy: one 3 ms matrix product, bit-identical logits.
+    frozen; the bf16 batched product on CPU then copies the (hidden, vocabulary) head once per row (SmolLM2-135M's
+    49,152 tokens on a 2-core AMD EPYC: 49 ms for one row, 359 ms for 8). Indexing gathers a contiguous
+    (B, 1, hidden) copy: one matrix product (3-4 ms), bit-identical logits (`bench/serving_costs.py`).
     """
     return {"logits_to_keep": torch.tensor([-1], device=device)}

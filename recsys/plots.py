@@ -55,7 +55,8 @@ def opinions_figure(letters: list[str], titles: list[str], opinions: dict[str, l
 
     Built as one plain figure spec and handed to plotly unvalidated: the app draws this chart for every Recommend and
     slider release, and plotly's validation of its ~80 bars cost ~9 ms of the web server's CPU each time (0.7 ms
-    without). tests/test_pipeline.py checks that plotly's validation accepts the spec unchanged.
+    without: `bench/serving_costs.py`). tests/test_pipeline.py checks that plotly's validation accepts the spec
+    unchanged.
     """
     shown = list(reversed(order))  # plotly draws the first category lowest
     labels = [f"({letters[i]}) {short_label(titles[i])}" + (" ★" if i == highlight else "") for i in shown]

@@ -1,12 +1,17 @@
 """The served LoRA adapter folded into the base weights on CPU, with the base weights kept beside them.
 
-Unmerged, LoRA adds s·(x·Aᵀ)·Bᵀ to each of the 210 adapted projections of SmolLM2-135M: on a 2-core CPU those small
-products and the casts to and from the adapter's fp32 cost about 60 ms of a 335 ms verbalizer pass
-(`bench/forward_profile.py`). Folded, each projection is one matrix product with W + s·B·A (summed in fp32, rounded
-once to the base dtype). peft's `merge_adapter` folds in place and `unmerge_adapter` subtracts the same delta again,
-which in bf16 does not give W back: every switch to the base model or to the catalog adapter would move the weights a
-little. Here each adapted Linear keeps both tensors and a switch swaps which one it computes with: no copy, no drift,
-the projections' memory twice (about 0.2 GB for 135M parameters in bf16).
+Unfolded, LoRA adds s·(x·Aᵀ)·Bᵀ to each adapted projection (the committed adapter: all seven of the top 10 of
+SmolLM2-135M's 30 layers, 70 projections): on a 2-core CPU those small products and the casts to and from the
+adapter's fp32 cost 13-22 ms of a 220-250 ms verbalizer pass (`bench/serving_costs.py`). Folded, each projection is
+one matrix product with W + s·B·A (summed in fp32, rounded once to the base dtype). peft's `merge_adapter` folds in
+place and `unmerge_adapter` subtracts the same delta again, which in bf16 does not give W back: every switch to the
+base model or to the catalog adapter would move the weights a little. Here each adapted Linear keeps both tensors and
+a switch swaps which one it computes with: no copy, no drift, the adapted projections' memory twice (71 MB in bf16 for
+the committed adapter).
+
+Only a plain LoRA folds this way: an adapter with DoRA, a LoRA bias, saved whole modules or trainable token rows is
+left unfolded. peft's own switches (`disable_adapter`, `set_adapter`) must not be used on a folded model outside
+`FoldedAdapter.unfolded()`: leaving `disable_adapter` turns LoRA's layers back on over the folded weights.
 
 On CUDA, and over quantized weights, nothing is folded (`fold_served_adapter` returns None): there the launches of
 the small products, not their arithmetic, are the cost, and 4-bit weights cannot hold W + s·B·A exactly.
