@@ -30,7 +30,6 @@ import re
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -41,7 +40,6 @@ from recsys.floor import against_floor, prompt_floor
 from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 GOALS = {"cold_start_s": 10.0, "p50_ms": 500.0}
 STAGE_TIMES = re.compile(r"\*\*(?:retrieval|verbalizer ranking)\*\* ([\d,.]+) ms", re.I)  # from the summary

@@ -26,7 +26,6 @@ import random
 import threading
 import time
 from collections import defaultdict
-from pathlib import Path
 
 from app_latency import PRESETS, percentile, served_setting, served_weights
 from common import page_client, serving
@@ -35,7 +34,6 @@ from recsys.demo.history import PRESETS as PRESET_TITLES
 from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"errors": 0, "search_p95_during_races_ms": 300.0, "recommend_p95_ms": 10_000.0, "throughput_ratio": 2.0}
 RUNS = {"one_at_a_time": ["--max-batch", "1", "--shared-results", "0"], "served": []}
 

@@ -20,7 +20,6 @@ import os
 import re
 import statistics
 import tempfile
-from pathlib import Path
 
 import torch
 
@@ -31,7 +30,6 @@ from recsys.demo.race import STREAM_INTERVAL_S
 from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 GENERATION = re.compile(r"\*\*Generation\*\* ([\d,]+) ms for (\d+) tokens")  # from the race summary
 RACE_SUMMARY = 5  # position of the race summary among /race's outputs (the session states are not sent)

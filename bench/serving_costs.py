@@ -66,8 +66,7 @@ def main(argv=None) -> dict:
     head.weight.requires_grad_(frozen)
 
     def one_pass_each(unfolded: bool) -> float:
-        context = pipeline.folded.unfolded() if unfolded and pipeline.folded else nullcontext()
-        with context:
+        with pipeline.unfolded() if unfolded else nullcontext():
             return statistics.median(ms(lambda p=p: read_next_tokens(model, pipeline.tokenizer, [p],
                                                                      pipeline.letter_ids, prefix=prefix))
                                      for p in prompts)

@@ -4,10 +4,10 @@
 
 For each torch thread count (default: 1 up to the usable cores) and each number of users clicking at once
 (default 1 and 4), `bench/app_latency.py`'s measurement starts `python app.py --threads T`, times the
-Recommend clicks (each user its own session; the app runs one model job at a time, so with 4 users a click's
-latency includes its wait in the queue) and the matmul floor at those threads. The table prints p50, p95 and
-clicks a second side by side; the JSON keeps every run with its machine record. app.py's default
-(`app.default_threads`) should be the count that wins here for both loads.
+Recommend clicks (each user its own session; the model computes one pass at a time, Recommends waiting together
+sharing one padded pass, so with 4 users a click's latency includes its wait for the model) and the matmul floor
+at those threads. The table prints p50, p95 and clicks a second side by side; the JSON keeps every run with its
+machine record. app.py's default (`app.default_threads`) should be the count that wins here for both loads.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class MicroBatcher:
         self.lock = threading.Lock()  # one caller asks the model at a time; the others wait here
         self._waiting: list[_Job] = []
         self._waiting_lock = threading.Lock()
-        self.batch_sizes: Counter[int] = Counter()  # passes run, by size (for benchmarks and the About tab)
+        self.batch_sizes: Counter[int] = Counter()  # passes run, by size (what the tests read)
 
     def submit(self, item: Any) -> Batched:
         """Block until `item` has run (in a batch of those waiting with it) and return its result. An item whose

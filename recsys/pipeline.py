@@ -375,7 +375,7 @@ class Pipeline:
             yield
             return
         served = self.model.active_adapter
-        with self.folded.unfolded() if self.folded else nullcontext():
+        with self.unfolded():
             self.model.set_adapter(CATALOG_ADAPTER_NAME)
             try:
                 yield
@@ -392,10 +392,14 @@ class Pipeline:
             sums, lengths = title_log_likelihoods(self.model, self.tokenizer, history_titles, titles)
         return title_opinion(sums, lengths, config.per_token).exp()
 
+    def unfolded(self):
+        """A context in which peft's own adapter switches apply (the served adapter unfolded when it was folded)."""
+        return self.folded.unfolded() if self.folded else nullcontext()
+
     @contextmanager
     def without_adapter(self):
         """A context in which the ranker computes as the base model (peft's adapter switch: no second model)."""
-        with self.folded.unfolded() if self.folded else nullcontext(), self.model.disable_adapter():
+        with self.unfolded(), self.model.disable_adapter():
             yield
 
     def prefix_cache(self, instruction: str = INSTRUCTION, base: bool = False) -> PrefixCache:

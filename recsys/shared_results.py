@@ -24,7 +24,6 @@ class SharedResults:
         self._results: OrderedDict[Hashable, Any] = OrderedDict()
         self._computing: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
 
     def get(self, key: Hashable, compute: Callable[[], Any], keep: Callable[[Any], bool] = lambda _: True
             ) -> tuple[Any, bool]:
@@ -36,12 +35,10 @@ class SharedResults:
             with self._lock:
                 if key in self._results:
                     self._results.move_to_end(key)
-                    self.hits += 1
                     return self._results[key], True
                 running = self._computing.get(key)
                 if running is None:
                     running = self._computing[key] = threading.Event()
-                    self.misses += 1
                     break
             running.wait()  # another caller computes it: take its result (or compute, if it kept none)
         try:

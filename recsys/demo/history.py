@@ -1,5 +1,5 @@
-"""The watch history: search, add, remove, presets and test users. Every handler returns a `HistoryView`, whose
-fields name the components app.py wires them to."""
+"""The watch history: search, add, remove, presets and test users. The history handlers return a `HistoryView` (Add
+and clear an `AddView`), whose fields name the components app.py wires them to; search returns the matches list."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pandas as pd
 from recsys.data.catalog import Movie
 from recsys.demo.markdown import plain
 from recsys.demo.search import TitleSearch
+from recsys.plots import short_label
 from recsys.pipeline import MAX_INPUT_ITEMS, Pipeline
 
 MAX_LINKED = 500  # movies a shared link or a saved history may carry (a link stays well under browsers' URL limits)
@@ -48,8 +49,7 @@ def new_session() -> dict:
 def shown_query(text: str) -> str:
     """Typed `text` as the page quotes it: one line, single spaces, at most MAX_QUERY_SHOWN characters ("…" ends a
     longer one)."""
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_QUERY_SHOWN else text[:MAX_QUERY_SHOWN - 1] + "…"
+    return short_label(" ".join(text.split()), MAX_QUERY_SHOWN)
 
 
 class HistoryView(NamedTuple):

@@ -264,7 +264,7 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
                                 config.seed)
         return TrainingData(examples, None, None, validation, prior_weights, counts)
     train_part, val_part = split_by_user(load_held_out(config.heldout_dir))
-    pool = config.pool if config.pool is not None else RankerArtefacts.load(config.prior).pool
+    pool = config.pool if config.pool is not None else saved.pool
     rows = pooled_heldout_rows(train_part, dataset, cowatch_config, prior_weights, pool)
     if config.max_examples is not None and config.max_examples < len(rows):
         rows = rows.select(sorted(rng.sample(range(len(rows)), config.max_examples)))
