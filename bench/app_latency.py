@@ -1,11 +1,12 @@
-"""App latency: cold start of `python app.py` to serving, and click-to-result of Recommend over gradio_client.
+"""App latency: cold start of `python app.py` to serving, and click-to-result of Recommend as a page sees it.
 
 `python bench/app_latency.py --json bench/results/app_latency.json`
 
 Cold start is the wall time from spawning `python app.py` (default models and checkpoints) until its
 page answers: imports, model loading and the pipeline's warm-up pass included. Each Recommend request
 first loads a history (a preset or a real test user, not timed), then times the /recommend call as a
-client sees it (queue, retrieval, verbalizer, serialisation); the server's own retrieval and verbalizer
+page sees it (`common.PageSession`: Gradio's HTTP API, each answer read the moment it arrives; queue, retrieval,
+verbalizer, serialisation); the server's own retrieval and verbalizer
 times are read from the result summary. Every response carries the teaching panels (LLM beside the
 retriever chart, what the verbalizer reads); `compare_base_p50_ms` times the same clicks with "compare
 with the base model" ticked (one more forward pass). Extra app.py flags follow `--`, e.g. `-- --threads 1`;
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from common import page_client, serving
+from common import PageSession, serving
 
 from recsys.demo.history import PRESETS as PRESET_TITLES
 from recsys.floor import against_floor, prompt_floor
@@ -115,7 +116,7 @@ def _clicks(client, users: list, weights: tuple[float, float], indices: range, c
         else:
             client.predict(users[(index * 37) % len(users)], api_name="/load_test_user")
         began = time.perf_counter()
-        summary, table, _, prompt, *_ = client.predict(*weights, False, False, api_name="/recommend")
+        summary, table, _, prompt, *_ = client.predict(*weights, False, False, False, api_name="/recommend")
         latencies.append((time.perf_counter() - began) * 1000)
         if prompt:  # empty when the ranker failed (the summary says why)
             prompts.append(prompt)
@@ -124,7 +125,7 @@ def _clicks(client, users: list, weights: tuple[float, float], indices: range, c
         stages.append([float(v.replace(",", "")) for v in STAGE_TIMES.findall(summary)])
         if compare:
             began = time.perf_counter()
-            client.predict(*weights, True, False, api_name="/recommend")
+            client.predict(*weights, True, False, False, api_name="/recommend")
             compared.append((time.perf_counter() - began) * 1000)
     return {"latencies": latencies, "stages": stages, "compared": compared, "prompts": prompts}
 
@@ -132,7 +133,7 @@ def _clicks(client, users: list, weights: tuple[float, float], indices: range, c
 def measure(requests: int, app_args: list[str], start_timeout_s: float, concurrent: int = 1) -> dict:
     """Start the app, time the cold start and `requests` Recommend clicks, then the floor; returns the result dict.
 
-    With `concurrent` > 1, that many users (one gradio_client session each) click at once, `requests` clicks in
+    With `concurrent` > 1, that many users (one `PageSession` each) click at once, `requests` clicks in
     all; a click's latency then includes its wait in the app's model queue, and `clicks_per_s` is the throughput.
     The base-model comparison is timed only for one user.
     """
@@ -145,7 +146,7 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float, concurre
     start = time.perf_counter()
     with serving(app_args, start_timeout_s) as url:
         cold_start_s = time.perf_counter() - start
-        clients = [page_client(url) for _ in range(concurrent)]
+        clients = [PageSession(url) for _ in range(concurrent)]
         users = [value for _, value in _user_choices(clients[0])]
         weights = served_weights(clients[0])
         began = time.perf_counter()

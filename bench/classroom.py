@@ -1,4 +1,4 @@
-"""A class on one app: students working at once, each a gradio_client session of its own, on loopback.
+"""A class on one app: students working at once, each a session of its own (`common.PageSession`), on loopback.
 
 `python bench/classroom.py --json bench/results/classroom.json` (extra app.py flags after `--`)
 
@@ -28,7 +28,7 @@ import time
 from collections import defaultdict
 
 from app_latency import PRESETS, percentile, served_setting, served_weights
-from common import page_client, serving
+from common import PageSession, serving
 
 from recsys.demo.history import PRESETS as PRESET_TITLES
 from recsys.machine import describe_machine, machine_record
@@ -88,7 +88,7 @@ def own_titles(n: int, seed: int) -> list[str]:
 def burst(url: str, students: int, weights: tuple[float, float], seed: int) -> dict:
     """Odd students load a preset, even ones add three titles of their own; then all click Recommend at once:
     throughput and each click's time, by kind of history."""
-    clients = [page_client(url) for _ in range(students)]
+    clients = [PageSession(url) for _ in range(students)]
     for n, client in enumerate(clients):
         if n % 2:
             client.predict(PRESETS[n % len(PRESETS)], api_name="/load_preset")
@@ -123,7 +123,7 @@ def lesson(url: str, students: int, weights: tuple[float, float], spread_s: floa
 
     def student(n: int) -> None:
         rng = random.Random(seed * 1000 + n)
-        client = page_client(url)
+        client = PageSession(url)
         time.sleep(rng.uniform(0, spread_s))
         if n % 2:
             record.call("load_preset", lambda: client.predict(PRESETS[n % len(PRESETS)], api_name="/load_preset"))
@@ -138,11 +138,11 @@ def lesson(url: str, students: int, weights: tuple[float, float], spread_s: floa
                                                      api_name="/explore_fusion"))
         if n % 5 == 0:
             began = time.perf_counter()
-            record.call("race", lambda: client.submit(*weights, False, api_name="/race").result(timeout=timeout_s))
+            record.call("race", lambda: client.predict(*weights, False, api_name="/race"))
             races.append((began, time.perf_counter()))
 
     def probe() -> None:
-        client = page_client(url)
+        client = PageSession(url)
         words = ["Mat", "Star", "The", "Amé", "Toy", "God", "Alien", "Heat"]
         while not done.is_set():
             record.call("search_probe", lambda w=random.choice(words): client.predict(w, api_name="/search"))
@@ -195,7 +195,7 @@ def main(argv=None) -> dict:
     runs: dict = defaultdict(dict)
     for name, flags in RUNS.items():
         with serving([*flags, *args.app_args], args.start_timeout) as url:
-            weights = served_weights(page_client(url))
+            weights = served_weights(PageSession(url))
             # the clients share the app's cores on loopback: their own CPU time says how much they took from it
             cpu = time.process_time()
             runs[name]["burst"] = burst(url, args.students, weights, args.seed)

@@ -1,5 +1,6 @@
 """What the serving path's choices cost, each against its alternative in one run: the LM head on a sliced or a gathered
-last position, the adapter unfolded or folded, one prompt a pass or eight, the results chart validated by plotly or not.
+last position, the adapter unfolded or folded, SDPA or grouped attention, one prompt a pass or eight, the results
+chart validated by plotly or not.
 
 `python bench/serving_costs.py --json bench/results/serving_costs.json`   # ~1 min on 2 cores
 
@@ -8,8 +9,9 @@ served) and the served prompts of `--users` test users, then times (median of `-
 - the LM head's product on the last position of a (B, T, hidden) state, sliced (`logits_to_keep=1`) or gathered
   (`recsys.kv_cache.last_position`), for B = 1 and B = 8, and for B = 1 with the head's weight not frozen (as in
   `bench/efficiency.py`'s plain base model, where torch folds the sliced product too);
-- one verbalizer pass after the cached prefix (`read_next_tokens`), with the adapter folded (as served) and
-  unfolded (peft's LoRA over the base weights: `FoldedAdapter.unfolded`);
+- one verbalizer pass after the cached prefix (`read_next_tokens`), as served (adapter folded, grouped-query
+  attention), with the adapter unfolded (peft's LoRA over the base weights: `FoldedAdapter.unfolded`), and with
+  torch's SDPA for attention (`recsys.ranker.attention`);
 - the verbalizer per prompt at B = 1 and in one padded pass of B = `--users`;
 - the opinions chart built as served (one spec, unvalidated) and the same spec validated by plotly.
 """
@@ -26,6 +28,7 @@ import torch
 from recsys import plots
 from recsys.machine import describe_machine, machine_record
 from recsys.pipeline import Pipeline, PipelineConfig
+from recsys.ranker.attention import ATTENTION
 from recsys.ranker.verbalizer import read_next_tokens
 from recsys.results import write_json
 from recsys.timing import TimingConfig, time_call
@@ -65,15 +68,21 @@ def main(argv=None) -> dict:
                  "served_ms": ms(lambda: head(hidden[:, torch.tensor([-1]), :]))})
     head.weight.requires_grad_(frozen)
 
-    def one_pass_each(unfolded: bool) -> float:
-        with pipeline.unfolded() if unfolded else nullcontext():
-            return statistics.median(ms(lambda p=p: read_next_tokens(model, pipeline.tokenizer, [p],
-                                                                     pipeline.letter_ids, prefix=prefix))
-                                     for p in prompts)
+    def one_pass_each(unfolded: bool = False, attention: str = ATTENTION) -> float:
+        model.set_attn_implementation(attention)
+        try:
+            with pipeline.unfolded() if unfolded else nullcontext():
+                return statistics.median(ms(lambda p=p: read_next_tokens(model, pipeline.tokenizer, [p],
+                                                                         pipeline.letter_ids, prefix=prefix))
+                                         for p in prompts)
+        finally:
+            model.set_attn_implementation(ATTENTION)
 
-    folded, unfolded = one_pass_each(False), one_pass_each(True)
+    folded, unfolded, sdpa = one_pass_each(), one_pass_each(unfolded=True), one_pass_each(attention="sdpa")
     rows.append({"what": "verbalizer pass after the cached prefix (median prompt)", "alternative": "adapter unfolded",
                  "alternative_ms": unfolded, "served": "adapter folded", "served_ms": folded})
+    rows.append({"what": "verbalizer pass after the cached prefix (median prompt)", "alternative": "torch's SDPA",
+                 "alternative_ms": sdpa, "served": "grouped attention", "served_ms": folded})
     batched = ms(lambda: read_next_tokens(model, pipeline.tokenizer, prompts, pipeline.letter_ids, prefix=prefix))
     rows.append({"what": "verbalizer per prompt", "alternative": "one prompt a pass", "alternative_ms": folded,
                  "served": f"{len(prompts)} prompts in one padded pass", "served_ms": round(batched / len(prompts), 1)})

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from recsys.data.catalog import Catalog, Movie
+from recsys.ranker.attention import register as register_attention
 
 TINY_TITLES = [
     "The Terminator (1984)", "Alien (1979)", "Blade Runner (1982)", "Star Wars: Episode IV - A New Hope (1977)",
@@ -67,7 +68,7 @@ def make_llama(tokenizer, seed: int = 0):
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         tie_word_embeddings=True, attn_implementation="sdpa")
+                         tie_word_embeddings=True, attn_implementation=register_attention())
     return LlamaForCausalLM(config).eval()
 
 

@@ -21,6 +21,7 @@ import torch
 from recsys.data.errors import one_line as _one_line
 from recsys.errors import CheckpointError
 from recsys.machine import native_cpu_bf16
+from recsys.ranker.attention import register as register_attention
 from recsys.ranker.base_model import resolve_base_model
 
 DEFAULT_ADAPTER = Path(__file__).resolve().parents[2] / "checkpoints" / "llamarec-smollm2-135m-ml-latest-small"
@@ -158,7 +159,8 @@ def load_base_model(config: RankerLoadConfig, for_training: bool = False):
     device = pick_device(config.device)
     path = resolve_base_model(config.base_model)
     quantization = quantization_of(config, device)
-    plain = {"attn_implementation": "sdpa",
+    attention = register_attention()
+    plain = {"attn_implementation": attention,
              "dtype": torch.bfloat16 if device.type == "cuda" else cpu_dtype(config.cpu_precision)}
     model = None
     if quantization != "none":
@@ -167,7 +169,7 @@ def load_base_model(config: RankerLoadConfig, for_training: bool = False):
                 else BitsAndBytesConfig(load_in_8bit=True))
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                path, attn_implementation="sdpa", dtype=torch.bfloat16, quantization_config=bits,
+                path, attn_implementation=attention, dtype=torch.bfloat16, quantization_config=bits,
                 device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"})
         except (ImportError, RuntimeError, ValueError, OSError, AttributeError) as error:
             if device.type != "cuda":
