@@ -19,6 +19,7 @@ except ImportError:
 import argparse
 import sys
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -49,6 +50,7 @@ ZEROGPU_CONCURRENCY = 8  # on ZeroGPU each model event runs in a GPU worker of i
 QUEUE_SIZE = 64  # model events waiting (Recommend, race); history edits, search and sliders never queue
 MODEL_NICENESS = 10  # how much lower the model's threads run than the web server's on CPU (Linux nice levels)
 WARM_AFTER_S = 5.0  # the presets are warmed once the model runner serves, or after this long without it
+PRESETS_READY = "Presets ready"  # the start of the line printed once they are (benches wait for it)
 INSTANT = {"queue": False, "show_progress": "hidden"}  # events without the model: answered at once, never refused
 CSS = """
 .results-table table { min-width: 640px; }  /* narrow screens scroll the table instead of breaking words */
@@ -70,7 +72,10 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
     if warm_presets and pipeline.shared.size:  # nothing to warm when no result is kept
         def warm() -> None:  # once the runner serves, if it is going to: the passes must run on its thread
             pipeline.runner.started.wait(timeout=WARM_AFTER_S)
+            began = time.perf_counter()
             handlers.warm_presets()
+            print(f"{PRESETS_READY}: {len(handlers.presets)} presets' results computed in "
+                  f"{time.perf_counter() - began:.1f} s; a click on one is answered without the model.", flush=True)
 
         threading.Thread(target=warm, name="warm-presets", daemon=True).start()
     zerogpu = on_zerogpu(spaces)

@@ -136,10 +136,22 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout_s: float) ->
     raise TimeoutError(f"app.py did not serve {url} within {timeout_s:.0f} s")
 
 
+def wait_until_logged(text: str, log: Path, process: subprocess.Popen, timeout_s: float) -> None:
+    """Poll the app's `log` until it holds `text`; raise if the app exits or the timeout passes."""
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text(errors="replace"):
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited with code {process.returncode} before logging {text!r}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the app did not log {text!r} within {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
 @contextmanager
-def serving(app_args: list[str], start_timeout_s: float) -> Iterator[str]:
-    """`python app.py` on a free loopback port with `app_args`, offline; yields its URL once it answers, stops it
-    after. SystemExit with the end of the app's log when it does not start."""
+def serving(app_args: list[str], start_timeout_s: float, ready: str | None = None) -> Iterator[str]:
+    """`python app.py` on a free loopback port with `app_args`, offline; yields its URL once it answers (and, with
+    `ready`, once its log holds that text: e.g. `app.PRESETS_READY`), stops it after. SystemExit with the end of the
+    app's log when it does not start in `start_timeout_s`."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": tempfile.mkdtemp()}
@@ -149,6 +161,8 @@ def serving(app_args: list[str], start_timeout_s: float) -> Iterator[str]:
     try:
         try:
             wait_until_serving(url, process, start_timeout_s)
+            if ready is not None:
+                wait_until_logged(ready, Path(log.name), process, start_timeout_s)
         except (RuntimeError, TimeoutError) as error:
             log.seek(0)
             raise SystemExit(f"{error}\n--- app log ---\n{log.read()[-3000:]}") from error

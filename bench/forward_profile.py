@@ -29,7 +29,9 @@ from recsys.ranker.verbalizer import forward_letter_logits, tokenize_prompts
 from recsys.results import write_json
 
 KINDS = {  # operator name -> kind; anything else is "other"
-    "aten::mm": "matrix products", "aten::bmm": "matrix products", "aten::addmm": "matrix products",
+    "aten::mm": "matrix products", "aten::addmm": "matrix products",  # the projections and the LM head
+    # the served kernel's products, softmax and mask (`recsys.ranker.attention`), then torch's SDPA kernels
+    "aten::bmm": "attention", "aten::_softmax": "attention", "aten::masked_fill_": "attention",
     "aten::_scaled_dot_product_flash_attention_for_cpu": "attention",
     "aten::_scaled_dot_product_attention_math": "attention",
     "aten::copy_": "dtype casts and copies", "aten::_to_copy": "dtype casts and copies",

@@ -12,7 +12,7 @@ import pytest
 from conftest import make_catalog, make_lrurec, make_pipeline
 
 import app
-from bench.common import free_port
+from bench.common import PageSession, free_port
 from recsys.demo import history as demo_history
 from recsys.demo import race as demo_race
 from recsys.demo import pages
@@ -21,7 +21,7 @@ from recsys.demo.handlers import DemoHandlers
 from recsys.demo.history import PRESETS, new_session
 from recsys.demo.markdown import HELD_OUT
 from recsys.demo.race import RACE_INTRO
-from recsys.demo.results import STALE, STALE_CHART
+from recsys.demo.results import STALE, STALE_CHART, ResultsView
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.generation import GenerationResult
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
@@ -455,6 +455,25 @@ def test_client_race(served, monkeypatch):
     best_letter, best_title = results["data"][0][1:3]
     last_title = next(row[2] for row in results["data"] if row[1] == "T")
     assert comparison["data"][0] == [1, f"({best_letter}) {best_title}", f"(T) {last_title}"]
+
+
+def test_the_benches_page_session_gets_what_gradio_client_gets(served):
+    """`bench.common.PageSession` (the benches' client: Gradio's HTTP API, one session hash) keeps its session's
+    history from call to call and returns every output in declared order, the states' as None."""
+    from gradio_client import Client
+
+    page, client = PageSession(served), Client(served, verbose=False, download_files=False)
+    for session in (page, client):
+        session.predict("Sci-fi fan", api_name="/load_preset")
+    ours = page.predict(0.0, 1.0, False, False, False, api_name="/recommend")
+    theirs = client.predict(0.0, 1.0, False, False, False, api_name="/recommend")
+    assert len(ours) == len(ResultsView._fields) and ours[ResultsView._fields.index("last")] is None
+    assert ours[1:5] == list(theirs[1:5])  # the table, chart, prompt and reading (the summary's timings differ)
+    assert ours[0].startswith("**Retrieval**") and ours[1]["data"]  # the preset's history reached Recommend
+    page.predict(api_name="/clear")
+    assert "empty" in page.predict(0.0, 1.0, False, False, False, api_name="/recommend")[0]
+    with pytest.raises(RuntimeError, match="/add failed"):
+        page.predict(api_name="/add")  # a missing input: the app's error is raised, not returned
 
 
 @pytest.mark.skipif(not (app.DEFAULT_CHECKPOINT / "model.safetensors").is_file(), reason="no retriever checkpoint")
