@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -455,6 +456,18 @@ def test_client_race(served, monkeypatch):
     best_letter, best_title = results["data"][0][1:3]
     last_title = next(row[2] for row in results["data"] if row[1] == "T")
     assert comparison["data"][0] == [1, f"({best_letter}) {best_title}", f"(T) {last_title}"]
+
+
+def test_the_app_says_when_its_presets_are_ready(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, monkeypatch,
+                                                capsys):
+    """The start-up warm-up computes every preset's results, then logs one line (the benches wait for it)."""
+    pipeline = make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer)
+    monkeypatch.setattr(app, "WARM_AFTER_S", 0.0)  # no model runner serves in-process: warm at once
+    app.build_demo(pipeline, warm_presets=True)
+    next(t for t in threading.enumerate() if t.name == "warm-presets").join(timeout=60)
+    presets = DemoHandlers(pipeline).presets
+    assert capsys.readouterr().out.startswith(f"{app.PRESETS_READY}: {len(presets)} presets' results computed in")
+    assert all(pipeline.recommend(list(ids)).shared for ids in presets.values())
 
 
 def test_the_benches_page_session_gets_what_gradio_client_gets(served):
