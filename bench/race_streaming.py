@@ -5,10 +5,10 @@ e.g. `-- --threads 1`)
 
 The same preset history is raced `--runs` times each way, alternating so that drift in the machine's load
 falls on both: *plain* calls `Pipeline.race` directly, with no one watching; *streamed* clicks Race in the
-served app over Gradio's HTTP API (`common.PageSession`) and reads every update as a browser does (generation
-on its own thread, the text decoded and sent every `STREAM_INTERVAL_S`). Both report the generation time the
-app measures inside its decoding loop, and greedy decoding writes the same tokens both ways, so the times
-compare like for like. The client runs in the server's process, so its own work competes for the same cores: an upper
+served app through gradio_client and reads every update as a browser does (generation on its own thread,
+the text decoded and sent every `STREAM_INTERVAL_S`). Both report the generation time the app measures
+inside its decoding loop, and greedy decoding writes the same tokens both ways, so the times compare like
+for like. The client runs in the server's process, so its own work competes for the same cores: an upper
 bound on what a browser elsewhere costs. Run it on an idle machine; the JSON records the load average at the
 start and the end.
 """
@@ -22,29 +22,29 @@ import statistics
 import tempfile
 
 import torch
+from gradio_client import Client
 
 import app
-from app_latency import served_weights
-from common import PageSession, free_port
+from common import free_port
 from recsys.demo.handlers import DemoHandlers
-from recsys.demo.race import STREAM_INTERVAL_S, RaceView
+from recsys.demo.race import STREAM_INTERVAL_S
 from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
 
 
 GENERATION = re.compile(r"\*\*Generation\*\* ([\d,]+) ms for (\d+) tokens")  # from the race summary
-RACE_SUMMARY = RaceView._fields.index("race_summary")  # Gradio's HTTP API sends every output (a state's as null)
+RACE_SUMMARY = 5  # position of the race summary among /race's outputs (the session states are not sent)
 
 
 def streamed_race(client) -> dict:
-    """Click Race over `client` (a `PageSession`, the served fusion weights, no base-model comparison) and read every
-    update: {"generation_ms", "tokens", "updates"}."""
-    updates = list(client.updates(*served_weights(client), False, api_name="/race"))
-    summary = updates[-1][RACE_SUMMARY]
+    """Click Race over `client` and read every update: {"generation_ms", "tokens", "updates"}."""
+    job = client.submit(api_name="/race")
+    updates = sum(1 for _ in job)
+    summary = job.result()[RACE_SUMMARY]
     match = GENERATION.search(summary)
     if match is None:
         raise RuntimeError(f"the race did not finish: {summary}")
-    return {"generation_ms": float(match[1].replace(",", "")), "tokens": int(match[2]), "updates": len(updates)}
+    return {"generation_ms": float(match[1].replace(",", "")), "tokens": int(match[2]), "updates": updates}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -75,7 +75,9 @@ def main(argv=None) -> None:
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     plain, streamed = [], []
     try:
-        client = PageSession(url)
+        # gradio_client, not `common.PageSession`: it receives a streamed event's updates as diffs, as a page does
+        # (Gradio's HTTP API sends every output in full at each update: more work for the server than a page makes)
+        client = Client(url, verbose=False, download_files=False)
         client.predict(args.preset, api_name="/load_preset")
         for run in range(1, args.runs + 1):
             race = pipeline.race(pipeline.recommend(history))

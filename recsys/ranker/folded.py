@@ -2,7 +2,7 @@
 
 Unfolded, LoRA adds s·(x·Aᵀ)·Bᵀ to each adapted projection (the committed adapter: all seven of the top 10 of
 SmolLM2-135M's 30 layers, 70 projections): on a 2-core CPU those small products and the casts to and from the
-adapter's fp32 cost 13-22 ms of a 220-250 ms verbalizer pass (`bench/serving_costs.py`). Folded, each projection is
+adapter's fp32 cost 7-22 ms of a 220-250 ms verbalizer pass (`bench/serving_costs.py`). Folded, each projection is
 one matrix product with W + s·B·A (summed in fp32, rounded once to the base dtype). peft's `merge_adapter` folds in
 place and `unmerge_adapter` subtracts the same delta again, which in bf16 does not give W back: every switch to the
 base model or to the catalog adapter would move the weights a little. Here each adapted Linear keeps both tensors and
