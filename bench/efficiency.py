@@ -35,6 +35,7 @@ from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.floor import against_floor, prompt_floor
 from recsys.kv_cache import last_position
 from recsys.machine import auto_dtype, describe_machine, emulation, machine_record
+from recsys.ranker.attention import ATTENTION
 from recsys.ranker.generation import GENERATION_INSTRUCTION, answer_length, generate_ranking
 from recsys.ranker.model import RankerLoadConfig, describe, load_ranker, pick_device
 from recsys.ranker.prompt import PromptConfig, build_prompt
@@ -219,8 +220,8 @@ def speed_steps(model, tokenizer, texts: list[str], letter_ids: list[int], confi
     """The verbalizer's speed-ups, cumulative, each timed per request on the same prompt(s).
 
     Starts from a plain full-precision forward (no_grad, eager attention, LM head on every position)
-    and adds inference_mode, last-position LM head, SDPA, the cached instruction prefix, batching
-    and bf16, in that order. The batch repeats the first prompt, so that per-request times compare
+    and adds inference_mode, last-position LM head, SDPA, the app's grouped attention, the cached instruction
+    prefix, batching and bf16, in that order. The batch repeats the first prompt, so that per-request times compare
     like for like (padding costs show in `throughput`, on different prompts). The bf16 rows are
     skipped, with a row saying why, where the device only emulates bf16 (unless allow_emulated);
     otherwise the model is left in bf16 when it was not quantized.
@@ -247,6 +248,9 @@ def speed_steps(model, tokenizer, texts: list[str], letter_ids: list[int], confi
             lambda: _letter_logits_variant(model, tokenizer, one, letter_ids, torch.inference_mode, False))
     model.set_attn_implementation("sdpa")
     measure("+ SDPA attention", lambda: letter_logits(model, tokenizer, one, letter_ids))
+    model.set_attn_implementation(ATTENTION)
+    measure("+ grouped-query attention (the app's kernel, `recsys.ranker.attention`)",
+            lambda: letter_logits(model, tokenizer, one, letter_ids))
     prefix = build_prefix_cache(model, tokenizer)
     measure(f"+ cached instruction prefix ({len(prefix.token_ids)} tokens; what the app runs)",
             lambda: letter_logits(model, tokenizer, one, letter_ids, prefix))

@@ -2,12 +2,12 @@
 
 On CPU torch's SDPA runs its flash kernel whenever a mask is given, and the verbalizer's pass always gives one (the
 prompt's queries sit after the cached instruction prefix, so the causal mask is offset). For SmolLM2-135M's
-shapes (9 query heads over 3 key/value heads, ~280 queries over ~320 keys, bf16) that kernel reached ~125 GFLOP/s
-on a 2-core AMD EPYC (AVX512-BF16), a third of what its matrix products reach. Here the query heads that share a
+shapes (9 query heads over 3 key/value heads, ~280 queries over ~320 keys, bf16) that kernel is slow on a 2-core
+AMD EPYC (AVX512-BF16): 53 ms of a 261 ms pass (`bench/forward_profile.py`). Here the query heads that share a
 key/value head are stacked into one (G*Q, D) matrix, so each layer is two batched products over the 3 shared heads
-(no repeated keys or values) with a bf16 softmax between them: 2.0 -> 1.2 ms a layer for that shape, 13-16 ms a
-verbalizer pass (`bench/serving_costs.py`). Its output matches transformers' eager attention (softmax in fp32,
-probabilities rounded to bf16); against an fp32 model its letter logits are as close as SDPA's.
+(no repeated keys or values) with a bf16 softmax between them: attention 37 ms a pass, the pass 254 -> 226 ms
+(`bench/serving_costs.py`). Its output matches transformers' eager attention (softmax computed in fp32,
+probabilities rounded to bf16); `tests/test_attention.py` compares it with SDPA in fp32.
 
 Registered under `ATTENTION` with transformers' `AttentionInterface`, with SDPA's boolean mask
 (`transformers.masking_utils.sdpa_mask`), so every other device runs exactly transformers' SDPA path.
