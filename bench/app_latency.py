@@ -6,13 +6,13 @@ Cold start is the wall time from spawning `python app.py` (default models and ch
 page answers: imports, model loading and the pipeline's warm-up pass included. Each Recommend request
 first loads a history (a preset or a real test user, not timed), then times the /recommend call as a
 page sees it (`common.PageSession`: Gradio's HTTP API, each answer read the moment it arrives; queue, retrieval,
-verbalizer, serialisation); the server's own retrieval and verbalizer
-times are read from the result summary. Every response carries the teaching panels (LLM beside the
-retriever chart, what the verbalizer reads); `compare_base_p50_ms` times the same clicks with "compare
+verbalizer, serialisation; a POST and a stream a call, where a page keeps one stream open); the server's own
+retrieval and verbalizer times are read from the result summary. Every response carries the teaching panels (the
+opinions chart, what the verbalizer reads); `compare_base_p50_ms` times the same clicks with "compare
 with the base model" ticked (one more forward pass). Extra app.py flags follow `--`, e.g. `-- --threads 1`;
 the app runs with `--shared-results 0` (unless given), so that every click is computed, none answered from an
 earlier one.
-Goals on 2 idle CPU cores (warm model cache): cold start < 10 s, Recommend p50 < 500 ms.
+Goals on 2 idle CPU cores (warm model cache): cold start < 10 s, Recommend p50 < 500 ms and at most 2x the floor.
 
 The floor: once the app has stopped, a plain matmul is timed at each of the served prompt's shapes (the
 median prompt of the clicks, tokenized as the app does, less the cached instruction prefix the app does
@@ -42,7 +42,7 @@ from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
 
 
-GOALS = {"cold_start_s": 10.0, "p50_ms": 500.0}
+GOALS = {"cold_start_s": 10.0, "p50_ms": 500.0, "p50_over_floor": 2.0}
 STAGE_TIMES = re.compile(r"\*\*(?:retrieval|verbalizer ranking)\*\* ([\d,.]+) ms", re.I)  # from the summary
 PRESETS = list(PRESET_TITLES)  # the app's presets, by name
 
@@ -224,11 +224,11 @@ def main(argv=None) -> dict:
           f"| floor: the prompt's matmuls alone (ms; {floor['prompt_tokens']} tokens, {floor['cached_tokens']} of them "
           f"cached, {floor['forward_gflops']} "
           f"GFLOP, {floor['dtype']}, {floor['threads']} thread(s)) | {floor['floor_ms']:,.0f} | |\n"
-          f"| Recommend p50 / floor | {floor['recommend_p50_over_floor']:.2f}x | |\n"
+          f"| Recommend p50 / floor | {floor['recommend_p50_over_floor']:.2f}x | <= {GOALS['p50_over_floor']:.0f}x |\n"
           f"| server verbalizer p50 / floor | {floor['server_verbalizer_p50_over_floor']:.2f}x | |\n"
           f"({result['requests']} requests, {result['cpu_cores']} CPU cores, "
           f"1-min load average at the start {result['load_average_1min_at_start']}, "
-          f"at the end {result['load_average_1min_at_end']})\nmachine: {describe_machine(result['machine'])}")
+          f"at the end {result['load_average_1min_at_end']})")
     write_json(args.json, result)
     return result
 

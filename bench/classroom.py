@@ -197,7 +197,8 @@ def main(argv=None) -> dict:
     print(f"machine: {describe_machine(machine)}", flush=True)
     runs: dict = defaultdict(dict)
     for name, (flags, ready) in RUNS.items():
-        with serving([*flags, *args.app_args], args.start_timeout, ready) as url:
+        shared = "--shared-results" not in [*flags, *args.app_args]  # nothing to warm, no line to wait for, without
+        with serving([*flags, *args.app_args], args.start_timeout, ready if shared else None) as url:
             weights = served_weights(PageSession(url))
             # the clients share the app's cores on loopback: their own CPU time says how much they took from it
             cpu = time.process_time()

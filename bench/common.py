@@ -1,5 +1,6 @@
 """Helpers shared by the bench scripts (and by the tests that serve the app): a free port, the served ranker with its
-machine record, the order-invariance agreement and the one-line machine summary.
+machine record, a page-like client session (`PageSession`), `python app.py` served for a bench (`serving`), the
+order-invariance agreement and the one-line machine summary.
 
 Bench scripts run as `python bench/x.py`, so bench/ is on their path: `from common import ...`. The tests import
 `bench.common` from the repository root. Heavy imports stay inside the functions that need them.
@@ -7,6 +8,7 @@ Bench scripts run as `python bench/x.py`, so bench/ is on their path: `from comm
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -46,14 +48,20 @@ def load_served_ranker(adapter: str, base_model: str | None, precision: str):
 
 
 class PageSession:
-    """One browser tab's session with the app over Gradio's HTTP API (the `/gradio_api/call/<api_name>` routes of
-    Gradio's "Querying Gradio Apps with Curl" guide).
+    """One browser tab's session with the app over Gradio's HTTP API, asking as the page asks.
 
     Every call carries the tab's session hash, so the session's state (its history) carries over from call to call
-    as in a page, and each answer is read off its server-sent-event stream the moment it arrives, as the page's
-    EventSource reads it. gradio_client is not used for timing: its reader hands each message over through a queue
-    polled every 50 ms (`gradio_client.utils.stream_sse_v1plus`), which adds 0-50 ms to every call that no browser
-    waits. Output files are not fetched (a page fetches the results' CSV only when it is clicked).
+    as in a page. An event the app serves outside its queue (`queue=False`: history edits, search, sliders) is one
+    POST to `/gradio_api/run/<api_name>`, as the page sends it; a queued one (Recommend, a race) joins the queue
+    through `/gradio_api/call/<api_name>` (Gradio's "Querying Gradio Apps with Curl" routes) and its answer is read
+    off its server-sent-event stream the moment it arrives, as the page's EventSource reads it. Differences from a
+    page: a queued call opens a stream of its own where a page keeps one open, a streamed event's updates carry
+    every output in full where a page gets diffs, and the follow-up events a page chains after some clicks
+    (`.then`) are not sent. Output files are not fetched (a page fetches the results' CSV only when it is clicked).
+
+    gradio_client is not used for timing: its reader hands each message over through a queue polled every 50 ms
+    (`gradio_client.utils.stream_sse_v1plus`), which adds 0-50 ms to every call that no browser waits. One call at a
+    time per session (a page's clicks on one tab do not overlap either): the stream carries the session's messages.
     """
 
     def __init__(self, url: str, timeout_s: float = 600.0):
@@ -66,24 +74,40 @@ class PageSession:
 
     @property
     def config(self) -> dict:
-        """The app's config (components and their properties), as the page reads it on load."""
+        """The app's config (components, dependencies and their properties), as the page reads it on load."""
         if self._config is None:
-            response = self.http.get(f"{self.url}/config")
-            response.raise_for_status()
-            self._config = response.json()
+            self._config = self._checked(self.http.get(f"{self.url}/config"), "/config").json()
         return self._config
 
-    def updates(self, *data, api_name: str) -> Iterator[list]:
-        """Call the endpoint `api_name` ("/recommend") with `data` (its inputs, the session's state left out) and yield
-        its outputs at each update: every step of a generator, then the final outputs. RuntimeError if the app
-        answers with an error or the stream ends without a result."""
-        import json
+    def predict(self, *data, api_name: str) -> list:
+        """The final outputs of one call of the endpoint `api_name` ("/add") with `data` (its inputs, the session's
+        states left out), in the endpoint's output order with None for each state. RuntimeError if the app refuses
+        the call or answers with an error."""
+        dependency = self._dependency(api_name)
+        if dependency.get("queue") is False:
+            skipped = {c["id"] for c in self.config["components"] if c.get("skip_api")}
+            wanted = [i for i in dependency["inputs"] if i not in skipped]
+            if len(data) != len(wanted):
+                raise TypeError(f"{api_name} takes {len(wanted)} inputs besides the session's states, got {len(data)}")
+            given = iter(data)
+            inputs = [None if i in skipped else next(given) for i in dependency["inputs"]]
+            response = self.http.post(f"/run/{api_name.lstrip('/')}", json={
+                "data": inputs, "session_hash": self.session_hash, "simple_format": True})
+            return self._checked(response, api_name).json()["data"]
+        *_, final = self.updates(*data, api_name=api_name)  # `updates` raises rather than end without outputs
+        return final
 
+    def updates(self, *data, api_name: str) -> Iterator[list]:
+        """Call the queued endpoint `api_name` with `data` and yield its outputs at each update (as `predict`): every
+        step of a generator, then the final outputs. RuntimeError if the app refuses the call (e.g. its queue is
+        full), answers with an error, or the stream ends without a result."""
         name = api_name.lstrip("/")
-        joined = self.http.post(f"/call/{name}", json={"data": list(data), "session_hash": self.session_hash})
-        joined.raise_for_status()
+        joined = self._checked(self.http.post(f"/call/{name}", json={"data": list(data),
+                                                                     "session_hash": self.session_hash}), api_name)
         event = None
         with self.http.stream("GET", f"/call/{name}/{joined.json()['event_id']}") as response:
+            if response.is_error:
+                raise RuntimeError(f"{api_name}: HTTP {response.status_code} on its result stream")
             for line in response.iter_lines():
                 if line.startswith("event:"):
                     event = line.removeprefix("event:").strip()
@@ -96,10 +120,24 @@ class PageSession:
                         return
         raise RuntimeError(f"{api_name}: the stream ended without a result")
 
-    def predict(self, *data, api_name: str) -> list:
-        """The final outputs of one call (`updates`), a list in the endpoint's output order."""
-        *_, final = self.updates(*data, api_name=api_name)  # `updates` raises rather than end without outputs
-        return final
+    def close(self) -> None:
+        """Close the session's HTTP connections."""
+        self.http.close()
+
+    def _dependency(self, api_name: str) -> dict:
+        """The app config's event named `api_name`; KeyError if it has none."""
+        name = api_name.lstrip("/")
+        for dependency in self.config["dependencies"]:
+            if dependency.get("api_name") == name:
+                return dependency
+        raise KeyError(f"the app has no endpoint {api_name}")
+
+    @staticmethod
+    def _checked(response, what: str):
+        """`response`, or RuntimeError naming `what` and the app's answer when it is an HTTP error."""
+        if response.is_error:
+            raise RuntimeError(f"{what}: HTTP {response.status_code}: {response.text[:300]}")
+        return response
 
 
 def order_agreement(in_order, reversed_order) -> dict[str, float]:

@@ -464,7 +464,9 @@ def test_the_app_says_when_its_presets_are_ready(tiny_catalog, tiny_lrurec, tiny
     pipeline = make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer)
     monkeypatch.setattr(app, "WARM_AFTER_S", 0.0)  # no model runner serves in-process: warm at once
     app.build_demo(pipeline, warm_presets=True)
-    next(t for t in threading.enumerate() if t.name == "warm-presets").join(timeout=60)
+    for thread in threading.enumerate():  # none left if it finished while the Blocks were built
+        if thread.name == "warm-presets":
+            thread.join(timeout=60)
     presets = DemoHandlers(pipeline).presets
     assert capsys.readouterr().out.startswith(f"{app.PRESETS_READY}: {len(presets)} presets' results computed in")
     assert all(pipeline.recommend(list(ids)).shared for ids in presets.values())
@@ -472,7 +474,8 @@ def test_the_app_says_when_its_presets_are_ready(tiny_catalog, tiny_lrurec, tiny
 
 def test_the_benches_page_session_gets_what_gradio_client_gets(served):
     """`bench.common.PageSession` (the benches' client: Gradio's HTTP API, one session hash) keeps its session's
-    history from call to call and returns every output in declared order, the states' as None."""
+    history from call to call, through the events served outside the queue (a preset, clear) and the queued ones
+    (Recommend), and returns every output in declared order, the states' as None."""
     from gradio_client import Client
 
     page, client = PageSession(served), Client(served, verbose=False, download_files=False)
@@ -485,8 +488,12 @@ def test_the_benches_page_session_gets_what_gradio_client_gets(served):
     assert ours[0].startswith("**Retrieval**") and ours[1]["data"]  # the preset's history reached Recommend
     page.predict(api_name="/clear")
     assert "empty" in page.predict(0.0, 1.0, False, False, False, api_name="/recommend")[0]
-    with pytest.raises(RuntimeError, match="/add failed"):
-        page.predict(api_name="/add")  # a missing input: the app's error is raised, not returned
+    with pytest.raises(RuntimeError, match="/explore_fusion: HTTP 500.*greater than maximum"):
+        page.predict(99.0, 1.0, api_name="/explore_fusion")  # the app's error is raised, not returned
+    with pytest.raises(RuntimeError, match="/recommend failed"):
+        page.predict(0.0, 1.0, api_name="/recommend")  # a missing input, through the queue
+    with pytest.raises(TypeError, match="/add takes 1 inputs"):
+        page.predict(api_name="/add")
 
 
 @pytest.mark.skipif(not (app.DEFAULT_CHECKPOINT / "model.safetensors").is_file(), reason="no retriever checkpoint")
