@@ -27,13 +27,14 @@ from gradio_client import Client
 import app
 from common import free_port
 from recsys.demo.handlers import DemoHandlers
-from recsys.demo.race import STREAM_INTERVAL_S
+from recsys.demo.race import STREAM_INTERVAL_S, RaceView
 from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
 
 
 GENERATION = re.compile(r"\*\*Generation\*\* ([\d,]+) ms for (\d+) tokens")  # from the race summary
-RACE_SUMMARY = 5  # position of the race summary among /race's outputs (the session states are not sent)
+# position of the race summary among /race's outputs as gradio_client returns them (the session states left out)
+RACE_SUMMARY = [f for f in RaceView._fields if f not in ("last", "race_streaming")].index("race_summary")
 
 
 def streamed_race(client) -> dict:

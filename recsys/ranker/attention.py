@@ -6,12 +6,14 @@ shapes (9 query heads over 3 key/value heads, ~250 queries after the prefix over
 slow on a 2-core AMD EPYC (AVX512-BF16): attention took 53 ms of a 261 ms pass (`bench/forward_profile.py`). Here the
 query heads that share a key/value head are stacked into one (G*Q, D) matrix, so each layer is two batched products
 over the 3 shared heads (no repeated keys or values) with a softmax between them (torch's, over bf16 scores: fp32
-inside, probabilities rounded to bf16): attention 37 ms a pass (`bench/forward_profile.py`), the pass 254 -> 226 ms
+inside, probabilities rounded to bf16), and the queries run in blocks that read the keys up to their causal reach
+only: attention 29 ms a pass (`bench/forward_profile.py`), the pass 232 -> 216 ms against SDPA in one run
 (`bench/serving_costs.py`). This is transformers' eager attention computed in another order (equal in fp32, within
-bf16 rounding in bf16); `tests/test_attention.py` compares it with SDPA in fp32.
+bf16 rounding in bf16); `tests/test_attention.py` compares it with SDPA in fp32 and with eager attention in bf16.
 
 Registered under `ATTENTION` with transformers' `AttentionInterface`, with SDPA's boolean mask
-(`transformers.masking_utils.sdpa_mask`), so every other device runs exactly transformers' SDPA path.
+(`transformers.masking_utils.sdpa_mask`); what the kernel does not cover (another device, among others: see
+`grouped_attention`) runs transformers' SDPA function unchanged.
 """
 
 from __future__ import annotations
