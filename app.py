@@ -26,6 +26,7 @@ import gradio as gr
 import pandas as pd
 import torch
 
+from recsys import plots
 from recsys.demo.downloads import MAX_AGE_S, PRUNE_EVERY_S
 from recsys.demo.gpu import RECOMMEND_S, gpu_event, on_zerogpu, race_seconds
 from recsys.demo.handlers import DemoHandlers
@@ -69,6 +70,7 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
     """The Blocks UI over a loaded pipeline (not launched). With `warm_presets` the presets' results are computed in
     the background, so a class that loads one gets its results without waiting for the model."""
     handlers = DemoHandlers(pipeline)
+    plots.message_figure("")  # plotly loads its figure classes on first use (~0.2 s on 2 cores): here, not on a click
     if warm_presets and pipeline.shared.size:  # nothing to warm when no result is kept
         def warm() -> None:  # once the runner serves, if it is going to: the passes must run on its thread
             pipeline.runner.started.wait(timeout=WARM_AFTER_S)
