@@ -70,7 +70,7 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
     """The Blocks UI over a loaded pipeline (not launched). With `warm_presets` the presets' results are computed in
     the background, so a class that loads one gets its results without waiting for the model."""
     handlers = DemoHandlers(pipeline)
-    plots.message_figure("")  # plotly loads its figure classes on first use (~0.2 s on 2 cores): here, not on a click
+    plots.message_figure("")  # plotly loads its figure classes on first use: here, not on the first user's click
     if warm_presets and pipeline.shared.size:  # nothing to warm when no result is kept
         def warm() -> None:  # once the runner serves, if it is going to: the passes must run on its thread
             pipeline.runner.started.wait(timeout=WARM_AFTER_S)
