@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import gradio as gr
+import matplotlib
 import pandas as pd
 import torch
 
@@ -70,7 +71,10 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
     """The Blocks UI over a loaded pipeline (not launched). With `warm_presets` the presets' results are computed in
     the background, so a class that loads one gets its results without waiting for the model."""
     handlers = DemoHandlers(pipeline)
-    plots.message_figure("")  # plotly loads its figure classes on first use: here, not on the first user's click
+    # paid here, at start-up, rather than by the first user's click: plotly loads its figure classes on first use, and
+    # Gradio switches matplotlib's backend around every event, which imports pyplot when the backend is still unset
+    plots.message_figure("")
+    matplotlib.use("agg")
     if warm_presets and pipeline.shared.size:  # nothing to warm when no result is kept
         def warm() -> None:  # once the runner serves, if it is going to: the passes must run on its thread
             pipeline.runner.started.wait(timeout=WARM_AFTER_S)

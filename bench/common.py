@@ -192,8 +192,9 @@ def serving(app_args: list[str], start_timeout_s: float, ready: str | None = Non
     app's log when it does not start in `start_timeout_s`."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": tempfile.mkdtemp()}
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    files = tempfile.TemporaryDirectory(prefix="llamarec-bench-")  # the app's log and Gradio's files, removed after
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": files.name}
+    log = open(Path(files.name) / "app.log", "w+")  # closed with the directory, below
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *app_args], cwd=REPO_ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -208,3 +209,5 @@ def serving(app_args: list[str], start_timeout_s: float, ready: str | None = Non
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log.close()
+        files.cleanup()
