@@ -74,14 +74,14 @@ def rounded(probability: float | None) -> float | None:
     return None if probability is None else round(probability, 4)
 
 
-def change_label(retriever_rank: int, final_rank: int | None) -> str:
-    """How far the final rank moved from the candidate's place in the retriever's order of the 20: "=", "▲ n" (up)
-    or "▼ n" (down); "" when unranked."""
+def change_label(place: int, final_rank: int | None) -> str:
+    """How far the final rank moved from the candidate's `place` among the 20 in the retriever's order (its letter:
+    A = 1), not from its "Retriever rank" among all films: "=", "▲ n" (up) or "▼ n" (down); "" when unranked."""
     if final_rank is None:
         return ""
-    if final_rank == retriever_rank:
+    if final_rank == place:
         return "="
-    return f"▲ {retriever_rank - final_rank}" if final_rank < retriever_rank else f"▼ {final_rank - retriever_rank}"
+    return f"▲ {place - final_rank}" if final_rank < place else f"▼ {final_rank - place}"
 
 
 class ResultsHandlers:
