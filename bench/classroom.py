@@ -28,7 +28,7 @@ import threading
 import time
 from collections import defaultdict
 
-from app import PRESETS_READY
+from app import PRESETS_READY, parse_args
 from app_latency import PRESETS, percentile, served_setting, served_weights
 from common import PageSession, serving
 
@@ -197,7 +197,7 @@ def main(argv=None) -> dict:
     print(f"machine: {describe_machine(machine)}", flush=True)
     runs: dict = defaultdict(dict)
     for name, (flags, ready) in RUNS.items():
-        shared = "--shared-results" not in [*flags, *args.app_args]  # nothing to warm, no line to wait for, without
+        shared = parse_args([*flags, *args.app_args]).shared_results > 0  # without, no presets are warmed or logged
         with serving([*flags, *args.app_args], args.start_timeout, ready if shared else None) as url:
             weights = served_weights(PageSession(url))
             # the clients share the app's cores on loopback: their own CPU time says how much they took from it

@@ -120,10 +120,6 @@ class PageSession:
                         return
         raise RuntimeError(f"{api_name}: the stream ended without a result")
 
-    def close(self) -> None:
-        """Close the session's HTTP connections."""
-        self.http.close()
-
     def _dependency(self, api_name: str) -> dict:
         """The app config's event named `api_name`; KeyError if it has none."""
         name = api_name.lstrip("/")
