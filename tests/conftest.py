@@ -5,15 +5,20 @@
 - `tiny_llama`: a random 2-layer Llama over that tokenizer's vocabulary;
 - `tiny_lrurec`: a random small LRURec over the catalog (window of 16 items);
 - `tiny_pipeline`: all of them in a `recsys.pipeline.Pipeline`, with two test users (user 1's held-out
-  movie is among their candidates, user 2's is not).
+  movie is among their candidates, user 2's is not);
+- `local_server`: a static HTTP server on loopback (for downloads).
 """
 
 from __future__ import annotations
 
+import http.server
+import threading
+from functools import partial
+
 import pytest
 import torch
 
-from recsys.data.catalog import Catalog, Movie
+from recsys.data.catalog import Catalog, Item
 from recsys.ranker.attention import register as register_attention
 
 TINY_TITLES = [
@@ -34,7 +39,7 @@ GENRES = ("Action", "Comedy", "Drama", "Sci-Fi", "Crime", "Animation")
 
 def make_catalog(titles=TINY_TITLES) -> Catalog:
     """A catalog of `titles` with ids 1..N, their years and two made-up genres each."""
-    movies = [Movie(i, title, int(title[-5:-1]), (GENRES[i % 6], GENRES[(i + 2) % 6]), 1000 + i)
+    movies = [Item(i, title, int(title[-5:-1]), (GENRES[i % 6], GENRES[(i + 2) % 6]), 1000 + i)
               for i, title in enumerate(titles, start=1)]
     return Catalog(movies, "tiny")
 
@@ -138,3 +143,16 @@ def tokenizer(tiny_tokenizer):
 def model(tiny_llama):
     """Short name for the tiny Llama, used by the generation and verbalizer-speed tests."""
     return tiny_llama
+
+
+@pytest.fixture
+def local_server(tmp_path):
+    """A static HTTP server on 127.0.0.1 serving tmp_path/www: yields (that folder, the server's URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

@@ -17,7 +17,7 @@ from bench.common import PageSession, free_port
 from recsys.demo import history as demo_history
 from recsys.demo import race as demo_race
 from recsys.demo import pages
-from recsys.data.catalog import Catalog, Movie
+from recsys.data.catalog import Catalog, Item
 from recsys.demo.handlers import DemoHandlers
 from recsys.demo.history import PRESETS, new_session
 from recsys.demo.markdown import HELD_OUT
@@ -39,9 +39,9 @@ def handlers(tiny_pipeline):
 def typed_handlers(tiny_llama, tiny_tokenizer):
     """Handlers over the tiny catalog plus titles that trip naive matching: all digits ("300", where item id 300
     would be another film), a partial match ("Lifeboat") and an alternative title ("The Boat" for Das Boot)."""
-    tiny = make_catalog().movies
+    tiny = make_catalog().items
     extra = [("300 (2007)", ()), ("Lifeboat (1944)", ()), ("Das Boot (1981)", ("The Boat",))]
-    catalog = Catalog([*tiny, *(Movie(len(tiny) + n, title, int(title[-5:-1]), ("Drama",), 2000 + n, alternatives)
+    catalog = Catalog([*tiny, *(Item(len(tiny) + n, title, int(title[-5:-1]), ("Drama",), 2000 + n, alternatives)
                                 for n, (title, alternatives) in enumerate(extra, start=1))], "tiny")
     return DemoHandlers(make_pipeline(catalog, make_lrurec(len(catalog)), tiny_llama, tiny_tokenizer))
 

@@ -1,21 +1,18 @@
 """Data layer: title cleaning, 5-core filter, preprocessing, errors naming file and line, download."""
 
 import hashlib
-import http.server
 import io
 import os
 import subprocess
 import sys
-import threading
 import zipfile
-from functools import partial
 
 import pytest
 
 from recsys.data import Catalog, load_dataset
 from recsys.data.errors import DataFileError
-from recsys.data.movielens import Rating, RawMovie, read_ml_latest_small
-from recsys.data.preprocess import build_dataset, k_core, tie_key
+from recsys.data.movielens import RawMovie, build_dataset, read_ml_latest_small
+from recsys.data.preprocess import Rating, k_core, tie_key
 from recsys.data import sources
 from recsys.data.sources import download, find_dataset_dir
 from recsys.data.titles import alternative_titles, clean_title, split_year
@@ -61,7 +58,7 @@ def test_committed_catalog_has_real_titles():
     from recsys.data.catalog import Catalog
     from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
-    titles = {m.title: m for m in Catalog.load(DEFAULT_CHECKPOINT).movies}
+    titles = {m.title: m for m in Catalog.load(DEFAULT_CHECKPOINT).items}
     assert "(500) Days of Summer (2009)" in titles and "Days of Summer (2009)" not in titles
     assert "Les Misérables (1995)" in titles and "Das Boot (1981)" in titles
     assert titles["Das Boot (1981)"].alternative_titles == ("The Boat",)
@@ -108,7 +105,7 @@ def test_hash_tie_order_reorders_only_equal_timestamps_and_is_stable():
     by_item = build_dataset("toy", ratings, movies)
     by_hash = build_dataset("toy", ratings, movies, tie_order="hash")
     assert all(seq == [1, 2, 3, 4, 5, 6] for seq in by_item.sequences.values())  # the paper's order: item ids
-    raw_id = {m.item_id: m.source_id for m in by_hash.catalog.movies}
+    raw_id = {m.item_id: m.source_id for m in by_hash.catalog.items}
     for _user, seq in by_hash.sequences.items():
         times = [time_of[raw_id[i]] for i in seq]
         assert times == sorted(times)  # time order kept: only items at the same time move
@@ -137,7 +134,7 @@ def test_catalog_round_trip(tmp_path):
     dataset = load_dataset("ml-latest-small")
     dataset.catalog.save(tmp_path)
     loaded = Catalog.load(tmp_path)
-    assert loaded.movies == dataset.catalog.movies
+    assert loaded.items == dataset.catalog.items
     assert "The Matrix (1999)" in loaded.titles(range(1, len(loaded) + 1))
 
 
@@ -176,19 +173,6 @@ def test_missing_file_is_named(tmp_path, monkeypatch):
 def test_data_dir_takes_precedence(tmp_path):
     folder = _write_ml_small(tmp_path / "ml-latest-small", "userId,movieId,rating,timestamp\n")
     assert find_dataset_dir("ml-latest-small", tmp_path) == folder
-
-
-@pytest.fixture
-def local_server(tmp_path):
-    """A static HTTP server on 127.0.0.1 serving tmp_path/www."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def _zip_bytes():

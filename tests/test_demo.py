@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import make_catalog, make_llama, make_pipeline
 
-from recsys.data.catalog import Catalog, Movie
+from recsys.data.catalog import Catalog, Item
 from recsys.demo.handlers import DemoHandlers
 from recsys.demo.history import new_session
 from recsys.demo.results import BASE_COLUMN, REVERSED_COLUMN
@@ -161,7 +161,7 @@ FOREIGN = [("Les Misérables (1995)", ()), ("Les Misérables (2012)", ()), ("(50
 
 def foreign_catalog() -> Catalog:
     """Display titles as the catalog writes them (articles in front, parentheses kept) with alternative titles."""
-    return Catalog([Movie(i, title, int(title[-5:-1]), ("Drama",), 100 + i, alternative_titles)
+    return Catalog([Item(i, title, int(title[-5:-1]), ("Drama",), 100 + i, alternative_titles)
                     for i, (title, alternative_titles) in enumerate(FOREIGN, start=1)], "foreign")
 
 
@@ -212,7 +212,7 @@ def test_matches_name_the_alternative_title_that_found_them():
     assert search.label(search.find("boat")[0], "boat") == "Das Boot (1981), also known as The Boat"
     assert search.label(search.find("lifeboat")[0], "boat") == "Lifeboat (1944)"
     assert search.label(search.find("boat")[0], "The Boat (1981)") == "Das Boot (1981), also known as The Boat"
-    nine = Movie(1, "Nine to Five (1980)", 1980, ("Comedy",), 1, ("9 to 5",))  # "9" is in 1980 too; found by "9 to 5"
+    nine = Item(1, "Nine to Five (1980)", 1980, ("Comedy",), 1, ("9 to 5",))  # "9" is in 1980 too; found by "9 to 5"
     assert search.label(nine, "9") == "Nine to Five (1980), also known as 9 to 5"
 
 

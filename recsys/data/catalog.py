@@ -1,4 +1,4 @@
-"""The movie catalog: dense item id -> cleaned title, year and genres, saved as JSON."""
+"""The catalog: dense item id -> display title (with year and genres for movies), saved as JSON."""
 
 from __future__ import annotations
 
@@ -12,44 +12,44 @@ CATALOG_FILE = "catalog.json"
 
 
 @dataclass(frozen=True)
-class Movie:
-    """One catalog entry; `item_id` is the dense id (1..num_items) the models use."""
+class Item:
+    """One catalog entry (a movie or a product); `item_id` is the dense id (1..num_items) the models use."""
 
     item_id: int
-    title: str  # cleaned title with year, e.g. "The Matrix (1999)"
-    year: int | None
-    genres: tuple[str, ...]
-    source_id: int  # the raw MovieLens movieId
+    title: str  # display title: "The Matrix (1999)"; a product's name with HTML entities unescaped
+    year: int | None  # movies only
+    genres: tuple[str, ...]  # movies only
+    source_id: int | str  # the raw id: MovieLens movieId, or a product's ASIN
     alternative_titles: tuple[str, ...] = ()  # other names in the raw MovieLens title, for search
 
 
 class Catalog:
-    """Read-only lookup of movies by dense item id (1..len(catalog))."""
+    """Read-only lookup of items by dense item id (1..len(catalog))."""
 
-    def __init__(self, movies: list[Movie], dataset: str):
-        ids = [m.item_id for m in movies]
-        if ids != list(range(1, len(movies) + 1)):
+    def __init__(self, items: list[Item], dataset: str):
+        ids = [m.item_id for m in items]
+        if ids != list(range(1, len(items) + 1)):
             raise ValueError("catalog item ids must be 1..N in order")
-        self.movies = movies
+        self.items = items
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.movies)
+        return len(self.items)
 
-    def __getitem__(self, item_id: int) -> Movie:
-        if not 1 <= item_id <= len(self.movies):
-            raise KeyError(f"unknown item id {item_id} (catalog has 1..{len(self.movies)})")
-        return self.movies[item_id - 1]
+    def __getitem__(self, item_id: int) -> Item:
+        if not 1 <= item_id <= len(self.items):
+            raise KeyError(f"unknown item id {item_id} (catalog has 1..{len(self.items)})")
+        return self.items[item_id - 1]
 
     def __contains__(self, item_id: object) -> bool:
-        return isinstance(item_id, int) and 1 <= item_id <= len(self.movies)
+        return isinstance(item_id, int) and 1 <= item_id <= len(self.items)
 
     def title(self, item_id: int) -> str:
-        """Cleaned title with year of `item_id`."""
+        """Display title of `item_id`."""
         return self[item_id].title
 
     def titles(self, item_ids) -> list[str]:
-        """Cleaned titles of several item ids, in order."""
+        """Display titles of several item ids, in order."""
         return [self[int(i)].title for i in item_ids]
 
     def save(self, folder: str | Path) -> Path:
@@ -57,7 +57,7 @@ class Catalog:
         path = Path(folder) / CATALOG_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = [[m.item_id, m.title, m.year, list(m.genres), m.source_id, list(m.alternative_titles)]
-                for m in self.movies]
+                for m in self.items]
         payload = {"dataset": self.dataset, "columns": ["item_id", "title", "year", "genres", "source_id",
                                                         "alternative_titles"], "movies": rows}
         path.write_text(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
@@ -73,9 +73,9 @@ class Catalog:
             raise FileNotFoundError(f"{path}: catalog not found")
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
-            movies = [Movie(int(i), str(t), None if y is None else int(y), tuple(g), int(s),
-                            tuple(str(a) for a in (alt[0] if alt else ())))
-                      for i, t, y, g, s, *alt in payload["movies"]]
-            return cls(movies, payload["dataset"])
+            items = [Item(int(i), str(t), None if y is None else int(y), tuple(g),
+                          s if isinstance(s, str) else int(s), tuple(str(a) for a in (alt[0] if alt else ())))
+                     for i, t, y, g, s, *alt in payload["movies"]]
+            return cls(items, payload["dataset"])
         except (ValueError, KeyError, TypeError) as error:  # ValueError covers bad JSON and bad UTF-8
             raise ValueError(f"{path}: corrupt catalog ({one_line(error)})") from error

@@ -1,4 +1,4 @@
-"""Readers of raw MovieLens files into plain rows, with errors that name the file and line."""
+"""MovieLens: readers of the raw files into plain rows (errors name the file and line), and the preprocessed dataset."""
 
 from __future__ import annotations
 
@@ -6,20 +6,14 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from recsys.data.catalog import Catalog, Item
 from recsys.data.errors import DataFileError
+from recsys.data.preprocess import Rating, SequenceDataset, sequences_from_ratings
+from recsys.data.titles import alternative_titles, clean_title, split_year
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime",
                  "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
                  "Romance", "Sci-Fi", "Thriller", "War", "Western")
-
-
-@dataclass(frozen=True)
-class Rating:
-    """One raw interaction."""
-
-    user: int
-    item: int
-    timestamp: int
 
 
 @dataclass(frozen=True)
@@ -105,3 +99,19 @@ def read_ml_100k(folder: Path) -> tuple[list[Rating], list[RawMovie]]:
 
 
 READERS = {"ml-latest-small": read_ml_latest_small, "ml-100k": read_ml_100k}
+
+
+def build_dataset(name: str, ratings: list[Rating], movies: list[RawMovie], tie_order: str = "item") -> SequenceDataset:
+    """Apply the paper's preprocessing to raw MovieLens rows and return the dataset with its catalog.
+
+    Each user's items are sorted by timestamp; `tie_order` (one of `TIE_ORDERS`) orders equal timestamps.
+    Catalog titles are cleaned as the paper does (`recsys.data.titles.clean_title`).
+    """
+    titled = {m.item: m for m in movies if m.title}
+    sequences, item_map, _ = sequences_from_ratings(ratings, set(titled), tie_order)
+    catalog_rows = []
+    for raw_id, item_id in item_map.items():
+        raw = titled[raw_id]
+        catalog_rows.append(Item(item_id, clean_title(raw.title), split_year(raw.title)[1], raw.genres, raw_id,
+                                 tuple(alternative_titles(raw.title))))
+    return SequenceDataset(name, sequences, Catalog(catalog_rows, name))

@@ -10,17 +10,22 @@ from __future__ import annotations
 import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
-from recsys.data.catalog import Catalog, Movie
-from recsys.data.movielens import READERS, Rating, RawMovie
-from recsys.data.sources import find_dataset_dir
-from recsys.data.titles import alternative_titles, clean_title, split_year
+from recsys.data.catalog import Catalog
 
 MIN_INTERACTIONS = 5  # 5-core: users and items with at least this many interactions
 # How interactions with equal timestamps are ordered: "item" = by dense item id (the paper's);
 # "hash" = by a stable hash of the raw (user, item) ids, an order no model can read off the ids.
 TIE_ORDERS = ("item", "hash")
+
+
+@dataclass(frozen=True)
+class Rating:
+    """One raw interaction: raw user and item ids (MovieLens numbers, Amazon reviewer ids and ASINs), Unix time."""
+
+    user: int | str
+    item: int | str
+    timestamp: int
 
 
 @dataclass
@@ -80,20 +85,23 @@ def k_core(ratings: list[Rating], k: int = MIN_INTERACTIONS) -> list[Rating]:
         ratings = kept
 
 
-def tie_key(user: int, item: int) -> int:
+def tie_key(user: int | str, item: int | str) -> int:
     """A stable 64-bit hash of raw (user, item) ids (BLAKE2b, unlike Python's salted `hash`), for `tie_order="hash"`."""
     return int.from_bytes(hashlib.blake2b(f"{user}:{item}".encode(), digest_size=8).digest(), "big")
 
 
-def build_dataset(name: str, ratings: list[Rating], movies: list[RawMovie], tie_order: str = "item") -> SequenceDataset:
-    """Apply the paper's preprocessing to raw rows and return the dataset with its catalog.
+def sequences_from_ratings(ratings: list[Rating], titled_items: set, tie_order: str = "item",
+                           ) -> tuple[dict[int, list[int]], dict, dict]:
+    """The paper's preprocessing of raw interactions, whatever the data set.
 
-    Each user's items are sorted by timestamp; `tie_order` (one of `TIE_ORDERS`) orders equal timestamps.
+    Interactions with items outside `titled_items` are dropped, then the iterative 5-core; users and items get
+    dense ids from 1 in the order of their raw ids; each user's items are sorted by timestamp, equal timestamps by
+    `tie_order` (one of `TIE_ORDERS`). Returns (dense user id -> dense item ids, oldest first; raw item id -> dense
+    id; raw user id -> dense id).
     """
     if tie_order not in TIE_ORDERS:
         raise ValueError(f"tie_order must be one of {', '.join(TIE_ORDERS)}, got {tie_order!r}")
-    titled = {m.item: m for m in movies if m.title}
-    ratings = k_core([r for r in ratings if r.item in titled])
+    ratings = k_core([r for r in ratings if r.item in titled_items])
     item_map = {item: i for i, item in enumerate(sorted({r.item for r in ratings}), start=1)}
     user_map = {user: u for u, user in enumerate(sorted({r.user for r in ratings}), start=1)}
     per_user: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
@@ -101,20 +109,4 @@ def build_dataset(name: str, ratings: list[Rating], movies: list[RawMovie], tie_
         tie = tie_key(r.user, r.item) if tie_order == "hash" else 0
         per_user[user_map[r.user]].append((r.timestamp, tie, item_map[r.item]))
     sequences = {u: [item for _, _, item in sorted(per_user[u])] for u in sorted(per_user)}
-    catalog_rows = []
-    for raw_id, item_id in item_map.items():
-        raw = titled[raw_id]
-        catalog_rows.append(Movie(item_id, clean_title(raw.title), split_year(raw.title)[1], raw.genres, raw_id,
-                                  tuple(alternative_titles(raw.title))))
-    return SequenceDataset(name, sequences, Catalog(catalog_rows, name))
-
-
-def load_dataset(name: str = "ml-latest-small", data_dir: str | Path | None = None,
-                 tie_order: str = "item") -> SequenceDataset:
-    """Find the raw files of `name` (see recsys.data.sources), read and preprocess them.
-
-    `tie_order` orders interactions with equal timestamps (see `build_dataset`).
-    """
-    folder = find_dataset_dir(name, data_dir)
-    ratings, movies = READERS[name](folder)
-    return build_dataset(name, ratings, movies, tie_order)
+    return sequences, item_map, user_map

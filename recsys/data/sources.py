@@ -1,4 +1,9 @@
-"""Where raw MovieLens files are found, and the explicit download for users with internet."""
+"""The data sets: where their files are found, how they are read, and the explicit download for users with internet.
+
+MovieLens (ml-latest-small, the paper's "ML-100k"; classic ml-100k) is read from GroupLens' raw files. Amazon
+Beauty and Video Games are read from the preprocessed CSV form (`recsys.data.amazon`); their download fetches the
+raw files and writes that form.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from recsys.data import amazon
+from recsys.data.movielens import READERS, build_dataset
+from recsys.data.preprocess import SequenceDataset
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_VAR = "RECSYS_DATA_DIR"
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens"
@@ -17,15 +26,21 @@ GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens"
 
 @dataclass(frozen=True)
 class DatasetFiles:
-    """The raw files a dataset needs, relative to its folder."""
+    """The files a data set is read from, relative to its folder, and the folder's usual name."""
 
-    name: str
+    name: str  # folder name, e.g. "amazon-beauty"
     required: tuple[str, ...]
+    domain: str  # what its items are, for the app's words: "movie", "product" or "game"
+    # whether derived files that hold its titles or users' histories may be committed (ml-latest-small's license
+    # allows it); for the others only weights and counts over item ids are
+    redistributable: bool = False
 
 
 DATASETS = {
-    "ml-latest-small": DatasetFiles("ml-latest-small", ("ratings.csv", "movies.csv")),
-    "ml-100k": DatasetFiles("ml-100k", ("u.data", "u.item")),
+    "ml-latest-small": DatasetFiles("ml-latest-small", ("ratings.csv", "movies.csv"), "movie", redistributable=True),
+    "ml-100k": DatasetFiles("ml-100k", ("u.data", "u.item"), "movie"),
+    "beauty": DatasetFiles("amazon-beauty", (amazon.ITEMS_FILE, amazon.SEQUENCES_FILE), "product"),
+    "games": DatasetFiles("amazon-games", (amazon.ITEMS_FILE, amazon.SEQUENCES_FILE), "game"),
 }
 
 
@@ -36,15 +51,16 @@ def _check_name(name: str) -> DatasetFiles:
 
 
 def candidate_dirs(name: str, data_dir: str | Path | None = None) -> list[Path]:
-    """Folders searched for `name`, in order: --data-dir, $RECSYS_DATA_DIR, data/<name>, ../shared/data/<name>.
+    """Folders searched for `name`, in order: --data-dir, $RECSYS_DATA_DIR, data/<folder>, ../shared/data/<folder>.
 
     A given directory may be the dataset folder itself or its parent.
     """
+    folder = _check_name(name).name
     dirs: list[Path] = []
     for base in (data_dir, os.environ.get(ENV_VAR)):
         if base:
-            dirs += [Path(base), Path(base) / name]
-    dirs += [REPO_ROOT / "data" / name, REPO_ROOT.parent / "shared" / "data" / name]
+            dirs += [Path(base), Path(base) / folder]
+    dirs += [REPO_ROOT / "data" / folder, REPO_ROOT.parent / "shared" / "data" / folder]
     return dirs
 
 
@@ -57,8 +73,24 @@ def find_dataset_dir(name: str, data_dir: str | Path | None = None) -> Path:
             return folder
     looked = "\n  ".join(str(d) for d in searched)
     raise FileNotFoundError(
-        f"raw files of {name} ({', '.join(spec.required)}) not found; looked in:\n  {looked}\n"
+        f"the files of {name} ({', '.join(spec.required)}) are not found; looked in:\n  {looked}\n"
         f"Pass --data-dir, set {ENV_VAR}, or run: python -m recsys.data.download {name}")
+
+
+def load_dataset(name: str = "ml-latest-small", data_dir: str | Path | None = None,
+                 tie_order: str = "item") -> SequenceDataset:
+    """Find the files of `name` (see `find_dataset_dir`), read and preprocess them as the paper does.
+
+    `tie_order` orders MovieLens interactions with equal timestamps (see `recsys.data.preprocess.TIE_ORDERS`); the
+    Amazon files carry their order already, so only "item" (the paper's, which made them) is accepted there.
+    """
+    folder = find_dataset_dir(name, data_dir)
+    if name in amazon.SOURCES:
+        if tie_order != "item":
+            raise ValueError(f"{name} is read in the order its preprocessed files give; tie_order must be 'item'")
+        return amazon.read_preprocessed(name, folder)
+    ratings, movies = READERS[name](folder)
+    return build_dataset(name, ratings, movies, tie_order)
 
 
 def _fetch(url: str) -> bytes:
@@ -66,14 +98,19 @@ def _fetch(url: str) -> bytes:
         return response.read()
 
 
-def download(name: str, dest: str | Path | None = None, base_url: str = GROUPLENS_URL) -> Path:
-    """Download the official GroupLens zip of `name`, verify it against the published MD5, unpack it.
+def download(name: str, dest: str | Path | None = None, base_url: str | None = None) -> Path:
+    """Download `name` into `dest` (default `data/` in the repository) and return its folder.
 
-    The checksum file `<name>.zip.md5` is the one GroupLens publishes beside each zip. Returns the
-    dataset folder (default `data/<name>` in the repository).
+    MovieLens: the official GroupLens zip, verified against the MD5 GroupLens publishes beside it, unpacked.
+    Amazon: the raw ratings and metadata files (into `<folder>/raw`), preprocessed into the CSV form the app reads.
+    `base_url` replaces where the files are published (a mirror; the tests' local server). Raises OSError
+    (urllib's URLError) when the files cannot be reached.
     """
     _check_name(name)
     dest = Path(dest) if dest else REPO_ROOT / "data"
+    if name in amazon.SOURCES:
+        return _download_amazon(name, dest, base_url)
+    base_url = base_url or GROUPLENS_URL
     archive = _fetch(f"{base_url}/{name}.zip")
     published = _fetch(f"{base_url}/{name}.zip.md5").decode().split()
     expected = published[0].lower() if published else ""
@@ -87,3 +124,18 @@ def download(name: str, dest: str | Path | None = None, base_url: str = GROUPLEN
                 raise ValueError(f"{name}.zip: refusing path outside the destination: {member}")
         zipped.extractall(dest)
     return find_dataset_dir(name, dest)
+
+
+def _download_amazon(name: str, dest: Path, base_url: str | None) -> Path:
+    source = amazon.SOURCES[name]
+    folder = dest / DATASETS[name].name
+    raw = folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for url, file in ((source.ratings_url, source.ratings_file), (source.metadata_url, source.metadata_file)):
+        url = f"{base_url}/{file}" if base_url else url
+        if not (raw / file).is_file():  # a rerun after a failure fetches only what is missing
+            partial = raw / f"{file}.part"
+            partial.write_bytes(_fetch(url))
+            partial.rename(raw / file)
+    amazon.prepare_from_raw(name, raw, folder)
+    return folder

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from recsys.data.catalog import Catalog
 from recsys.data.errors import one_line
-from recsys.data.preprocess import SequenceDataset, load_dataset
+from recsys.data.preprocess import SequenceDataset
+from recsys.data.sources import load_dataset
 from recsys.data.sources import REPO_ROOT, find_dataset_dir
 
 TEST_USERS_FILE = "test_users.json"
@@ -96,7 +97,7 @@ def check_catalog(dataset: SequenceDataset, folder: Path) -> None:
     if not saved.is_file():
         return
     catalog = Catalog.load(saved)
-    if [m.title for m in catalog.movies] != [m.title for m in dataset.catalog.movies]:
+    if [m.title for m in catalog.items] != [m.title for m in dataset.catalog.items]:
         raise ValueError(f"{saved} does not match the preprocessed {dataset.name} catalog: "
                          "retrain the retriever (python -m recsys.retriever.train) first")
 

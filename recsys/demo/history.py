@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import gradio as gr
 import pandas as pd
 
-from recsys.data.catalog import Movie
+from recsys.data.catalog import Item
 from recsys.demo.markdown import plain
 from recsys.demo.search import TitleSearch
 from recsys.plots import short_label
@@ -60,7 +60,7 @@ class HistoryView(NamedTuple):
     removable: Any  # the "Movie to remove" dropdown's update
     notice: str  # what happened, in Markdown
     matches: Any  # the matches list's update
-    saved: list[int]  # the history as MovieLens ids, kept by the browser (a reload starts from it)
+    saved: list[int | str]  # the history as source ids (MovieLens ids, ASINs), kept by the browser for reloads
 
 
 class AddView(NamedTuple):
@@ -71,7 +71,7 @@ class AddView(NamedTuple):
     removable: Any
     notice: str
     matches: Any
-    saved: list[int]
+    saved: list[int | str]
     movie: Any  # the search box's new text, or gr.skip()
 
 
@@ -82,13 +82,13 @@ class HistoryHandlers:
         self.pipeline = pipeline
         self.catalog = pipeline.catalog
         self.search = TitleSearch(self.catalog)
-        self.by_movie_id = {m.source_id: m.item_id for m in self.catalog.movies}  # MovieLens movieId -> item id
+        self.by_movie_id = {m.source_id: m.item_id for m in self.catalog.items}  # MovieLens movieId -> item id
         self.presets = {name: ids for name, titles in PRESETS.items()
                         if (ids := [m[0].item_id for t in titles if len(m := self.search.find(t)) == 1])}
 
     # --- links and the browser's copy ------------------------------------------------------------------------------
 
-    def movie_ids(self, session: dict) -> list[int]:
+    def movie_ids(self, session: dict) -> list[int | str]:
         """The session's history as MovieLens movieIds (what a link and the browser's copy carry: stable across
         catalog rebuilds, unlike the models' dense item ids)."""
         return [self.catalog[i].source_id for i in session["history"]]
@@ -142,7 +142,7 @@ class HistoryHandlers:
             return []
         return [(f"User {u} ({len(users[u].history)} movies)", str(u)) for u in users.ids()]
 
-    def matches_update(self, movies: list[Movie], text: str = ""):
+    def matches_update(self, movies: list[Item], text: str = ""):
         """The matches list showing the first MAX_OFFERED of `movies` to pick from (hidden when there are none).
 
         The label names the typed `text` the matches answer, so a person (and a browser test) can tell a list
@@ -161,7 +161,7 @@ class HistoryHandlers:
         text = (text or "")[:MAX_TYPED]
         return self.matches_update(self.search.search(text).ranked, text)
 
-    def history_view(self, session: dict, notice: str = "", offered: Sequence[Movie] = (),
+    def history_view(self, session: dict, notice: str = "", offered: Sequence[Item] = (),
                      query: str = "") -> HistoryView:
         """The outputs after a history event (`HistoryView`: session, table, remove list, notice, matches, the
         browser's copy).

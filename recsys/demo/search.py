@@ -7,7 +7,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from recsys.data.catalog import Catalog, Movie
+from recsys.data.catalog import Catalog, Item
 from recsys.data.titles import ARTICLES, split_year
 
 _ARTICLE = "|".join(re.escape(article.lower()) for article in sorted(ARTICLES, key=len, reverse=True))
@@ -40,29 +40,29 @@ def search_key(text: str) -> str:
 class SearchResult:
     """What a typed text finds: the movies it names exactly, and the others whose names contain it."""
 
-    exact: list[Movie]  # the display title or an alternative title, with or without the year
-    partial: list[Movie]  # names that start with the text first, then names that contain it; by title within each
+    exact: list[Item]  # the display title or an alternative title, with or without the year
+    partial: list[Item]  # names that start with the text first, then names that contain it; by title within each
 
     @property
-    def best(self) -> list[Movie]:
+    def best(self) -> list[Item]:
         """The exact matches when there are any, else the partial ones."""
         return self.exact or self.partial
 
     @property
-    def ranked(self) -> list[Movie]:
+    def ranked(self) -> list[Item]:
         """Every match, exact ones first: the order a list of matches shows them in."""
         return self.exact + self.partial
 
 
 @dataclass(frozen=True)
 class _Entry:
-    movie: Movie
+    movie: Item
     names: tuple[str, ...]  # search keys of the display title (with year) and of each alternative title
     bare_names: tuple[str, ...]  # the same without the year: what a number alone is matched against
     exact_keys: frozenset[str]  # each name with and without the year
 
 
-def _entry(movie: Movie) -> _Entry:
+def _entry(movie: Item) -> _Entry:
     bare_title, year = split_year(movie.title)
     title_keys = {search_key(movie.title), search_key(bare_title)}
     alternative_keys = {search_key(title) for title in movie.alternative_titles} - {""}
@@ -75,7 +75,7 @@ class TitleSearch:
     """Finds catalog movies by a typed title or alternative title; exact matches win over partial ones."""
 
     def __init__(self, catalog: Catalog):
-        self.entries = [_entry(movie) for movie in catalog.movies]
+        self.entries = [_entry(movie) for movie in catalog.items]
 
     def search(self, text: str) -> SearchResult:
         """The movies `text` names exactly and, apart from those, the movies whose names contain it."""
@@ -91,7 +91,7 @@ class TitleSearch:
         return SearchResult(exact, [e.movie for e in partial])
 
     @staticmethod
-    def label(movie: Movie, text: str) -> str:
+    def label(movie: Item, text: str) -> str:
         """The movie as a list of matches for `text` shows it: its title, and the alternative title that `text`
         found when the title itself does not contain it ("The Postman (1994), also known as Il Postino")."""
         query = search_key(text)
@@ -102,6 +102,6 @@ class TitleSearch:
                     return f"{movie.title}, also known as {alternative}"
         return movie.title
 
-    def find(self, text: str) -> list[Movie]:
+    def find(self, text: str) -> list[Item]:
         """Movies matching `text`: the exact matches when there are any, else every movie whose name contains it."""
         return self.search(text).best

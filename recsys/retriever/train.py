@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,9 @@ from tqdm.auto import tqdm
 
 from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.data import SequenceDataset, load_dataset
+from recsys.data.sources import DATASETS
+from recsys.machine import describe_machine, machine_record
+from recsys.paper import RETRIEVER_MAX_LEN
 from recsys.retriever.checkpoint import save_checkpoint
 from recsys.retriever.evaluate import evaluate_split
 from recsys.retriever.model import LRURec, LRURecConfig
@@ -25,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class TrainConfig:
-    """Training recipe (defaults: the paper's ML setting)."""
+    """Training recipe (defaults: the paper's; the history length follows the data set)."""
 
     dataset: str = "ml-latest-small"
     data_dir: str | None = None
@@ -36,7 +39,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01  # not applied to biases and LayerNorm
     dropout: float = 0.2
-    max_len: int = 200
+    max_len: int | None = None  # None: the paper's for the data set (recsys.paper.RETRIEVER_MAX_LEN)
     grad_clip: float = 5.0
     eval_every: int = 500  # iterations between validations
     patience: int = 20  # validations without a better Recall@10 before stopping
@@ -84,7 +87,12 @@ def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
     started = time.time()
     torch.manual_seed(config.seed)
     dataset = dataset or load_dataset(config.dataset, config.data_dir, config.tie_order)
-    print(f"{config.dataset}: {dataset.statistics()}")
+    if config.max_len is None:
+        config = replace(config, max_len=RETRIEVER_MAX_LEN[config.dataset])
+    assert config.max_len is not None
+    # a catalog of titles is saved only where the data's license allows it; elsewhere the app reads the data
+    catalog = dataset.catalog if DATASETS[config.dataset].redistributable else None
+    print(f"{config.dataset}: {dataset.statistics()}; {describe_machine(machine_record(torch.float32))}")
     output = Path(config.output or REPO_ROOT / "checkpoints" / f"lrurec-{config.dataset}")
     state_path = Path(config.state_dir or REPO_ROOT / "runs" / f"lrurec-{config.dataset}") / "train_state.pt"
     model = LRURec(LRURecConfig(num_items=dataset.num_items, dropout=config.dropout, max_len=config.max_len))
@@ -125,7 +133,7 @@ def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
                 if val[config.select_metric] > progress["best"]:
                     progress.update(best=val[config.select_metric], best_step=progress["step"], bad=0)
                     best_state = {k: v.clone() for k, v in model.state_dict().items()}
-                    save_checkpoint(model, output, dataset.catalog, {"val": val}, extra)
+                    save_checkpoint(model, output, catalog, {"val": val}, extra)
                 else:
                     progress["bad"] += 1
                 tqdm.write(f"step {progress['step']}: val R@10 {val['R@10']:.4f} N@10 {val['N@10']:.4f} "
@@ -148,8 +156,8 @@ def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
     metrics: dict[str, Any] = {
         "val": evaluate_split(model, dataset, "val"), "test": evaluate_split(model, dataset, "test"),
         "best_step": progress["best_step"], "steps": progress["step"], "wall_time_s": round(wall_time, 1),
-        "dataset_statistics": dataset.statistics()}
-    save_checkpoint(model, output, dataset.catalog, metrics, extra)
+        "machine": machine_record(torch.float32), "dataset_statistics": dataset.statistics()}
+    save_checkpoint(model, output, catalog, metrics, extra)
     print(f"best step {progress['best_step']}; test R@10 {metrics['test']['R@10']:.4f} "
           f"N@10 {metrics['test']['N@10']:.4f}; {wall_time / 60:.1f} min; saved to {output}")
     return metrics

@@ -1,0 +1,124 @@
+"""Amazon Beauty and Games: raw files -> the paper's preprocessing -> the CSV form, read back as the CSV reader reads
+the authors' files. The fixture (tests/fixtures) is made up in the raw formats: 7 users who stay, an untitled item,
+an item with an empty title, and a 5-core cascade over three rounds (D1 -> the item X07 -> D2)."""
+
+import ast
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recsys.data import amazon, load_dataset, sources
+from recsys.data.errors import DataFileError
+from recsys.data.sources import download, find_dataset_dir
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RAW = FIXTURES / "amazon-raw"
+PREPROCESSED = FIXTURES / "amazon-preprocessed"  # the authors' form: dense ids in an order of their own
+
+
+def _asin_sequences(dataset) -> set[tuple[str, ...]]:
+    """Every user's sequence as ASINs (the dense ids differ between the authors' files and ours)."""
+    asin = {item.item_id: str(item.source_id) for item in dataset.catalog.items}
+    return {tuple(asin[i] for i in sequence) for sequence in dataset.sequences.values()}
+
+
+def _raw_folder(tmp_path: Path, name: str = "beauty", metadata_format: str = "python") -> Path:
+    """The fixture under the file names `name`'s source publishes, metadata gzipped (JSON lines for "json")."""
+    source = amazon.SOURCES[name]
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    shutil.copy(RAW / "ratings_Beauty.csv", folder / source.ratings_file)
+    lines = (RAW / "meta_Beauty.json").read_text().splitlines()
+    if metadata_format == "json":
+        lines = [json.dumps(ast.literal_eval(line)) for line in lines]
+    with gzip.open(folder / source.metadata_file, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("name, metadata_format", [("beauty", "python"), ("games", "json")])
+def test_raw_files_give_the_splits_the_csv_reader_gives(tmp_path, name, metadata_format):
+    assert amazon.SOURCES[name].metadata_format == metadata_format
+    written = amazon.prepare_from_raw(name, _raw_folder(tmp_path, name, metadata_format), tmp_path / "out")
+    ours, theirs = amazon.read_preprocessed(name, written), amazon.read_preprocessed(name, PREPROCESSED)
+    assert ours.statistics() == theirs.statistics() == {"users": 7, "items": 6, "interactions": 42,
+                                                        "avg_length": 6.0, "density": 1.0}
+    assert _asin_sequences(ours) == _asin_sequences(theirs)
+    titles = {item.source_id: item.title for item in ours.catalog.items}
+    assert titles == {item.source_id: item.title for item in theirs.catalog.items}
+    assert titles["X000000003"] == "Eye & Lip Palette"  # unescaped where people read it
+    assert "X000000007" not in titles and "X000000008" not in titles and "X000000009" not in titles
+    # the files keep the title as the metadata gives it (stripped), as the authors' files do
+    assert "Eye &amp; Lip Palette" in (written / amazon.ITEMS_FILE).read_text()
+
+
+def test_splits_are_leave_one_out_of_the_files_order():
+    dataset = amazon.read_preprocessed("beauty", PREPROCESSED)
+    user = 1  # C3 in the fixture: "4 1 3 2", then 6, then 5
+    assert dataset.train(user) == [4, 1, 3, 2]
+    assert dataset.val_input(user) == ([4, 1, 3, 2], 6)
+    assert dataset.test_input(user) == ([4, 1, 3, 2, 6], 5)
+
+
+def test_python_literal_metadata_is_never_executed(tmp_path):
+    path = tmp_path / "meta.json"
+    marker = tmp_path / "ran"
+    path.write_text(f"{{'asin': 'X1', 'title': 'Fine'}}\n__import__('pathlib').Path({str(marker)!r}).touch()\n")
+    with pytest.raises(DataFileError, match=r"meta\.json, line 2: not a python record"):
+        amazon.read_raw_titles(path, "python")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("items, sequences, message", [
+    ("item_id,asin,title\n1,X1,A\n3,X3,C\n", "user_id,reviewer_id,train_items,val_item,test_item\n",
+     r"items\.csv, line 3: item ids must be 1\.\.N"),
+    ("item_id,asin,title\n1,X1,A\n", "user_id,reviewer_id,train_items,val_item,test_item\n1,R,1 1,1,2\n",
+     r"sequences\.csv, line 2: item id outside 1\.\.1"),
+    ("item_id,asin,title\n1,X1,A\n", "user_id,reviewer_id,train_items,val_item,test_item\n1,R,1 x,1,1\n",
+     r"sequences\.csv, line 2: expected an item id"),
+    ("id,asin,title\n1,X1,A\n", "", r"items\.csv, line 1: expected columns"),
+])
+def test_malformed_files_name_the_file_and_line(tmp_path, items, sequences, message):
+    (tmp_path / amazon.ITEMS_FILE).write_text(items)
+    (tmp_path / amazon.SEQUENCES_FILE).write_text(sequences)
+    with pytest.raises(DataFileError, match=message):
+        amazon.read_preprocessed("beauty", tmp_path)
+
+
+def test_display_title_unescapes_and_collapses_whitespace():
+    assert amazon.display_title("Salt &amp; Pepper  &quot;Mini&quot;\n Set") == 'Salt & Pepper "Mini" Set'
+
+
+def test_download_fetches_the_raw_files_and_writes_the_csv_form(local_server, tmp_path):
+    root, url = local_server
+    for file in _raw_folder(tmp_path).iterdir():
+        shutil.copy(file, root)
+    folder = download("beauty", tmp_path / "data", base_url=url)
+    assert folder == tmp_path / "data" / "amazon-beauty"
+    assert find_dataset_dir("beauty", tmp_path / "data") == folder
+    assert load_dataset("beauty", tmp_path / "data").statistics()["users"] == 7
+
+
+def test_download_says_plainly_when_the_files_cannot_be_reached(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "recsys.data.download", "games", "--dest", str(tmp_path),
+                           "--base-url", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "games: the files cannot be reached from this machine" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_amazon_files_say_where_it_looked_and_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "REPO_ROOT", tmp_path / "repo")  # hide data/ and ../shared
+    monkeypatch.delenv(sources.ENV_VAR, raising=False)
+    with pytest.raises(FileNotFoundError, match=r"(?s)items\.csv, sequences\.csv.*amazon-games.*download games"):
+        find_dataset_dir("games")
+
+
+def test_amazon_order_is_the_files_own():
+    with pytest.raises(ValueError, match="tie_order must be 'item'"):
+        load_dataset("beauty", PREPROCESSED, tie_order="hash")
