@@ -29,7 +29,7 @@ import torch
 
 from recsys import plots
 from recsys.demo.downloads import MAX_AGE_S, PRUNE_EVERY_S
-from recsys.demo.gpu import RECOMMEND_S, gpu_event, on_zerogpu, race_seconds
+from recsys.demo.gpu import PLACEMENTS, RECOMMEND_S, gpu_event, on_zerogpu, race_seconds, zerogpu_device
 from recsys.demo.handlers import DemoHandlers
 from recsys.demo.history import MAX_TYPED, AddView, HistoryView, new_session
 from recsys.demo.race import COMPARISON_COLUMNS, RACE_INTRO, RaceView
@@ -38,9 +38,9 @@ from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdow
 from recsys.pipeline import MAX_BATCH, SHARED_RESULTS, Pipeline, PipelineConfig
 from recsys.ranker.artefacts import default_adapter
 from recsys.machine import lower_priority, process_threads, usable_cores
-from recsys.ranker.base_model import cache_description
+from recsys.ranker.base_model import cache_description, resolve_base_model
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
-from recsys.ranker.model import QUANTIZATIONS, RankerLoadConfig
+from recsys.ranker.model import QUANTIZATIONS, RankerLoadConfig, parameter_count
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 EFFICIENCY_FIGURE = Path(__file__).resolve().parent / "assets" / "efficiency.png"
@@ -84,7 +84,8 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                   f"{time.perf_counter() - began:.1f} s; a click on one is answered without the model.", flush=True)
 
         threading.Thread(target=warm, name="warm-presets", daemon=True).start()
-    zerogpu = on_zerogpu(spaces)
+    zerogpu = gpu_calls(pipeline)
+    gpu = spaces if zerogpu else None
     # twice the batch in flight: the next batch already waits when the model frees, and an answer computed before
     # (a shared result) passes a busy model instead of waiting for a slot behind it
     recommend_jobs = ZEROGPU_CONCURRENCY if zerogpu else min(RECOMMEND_CONCURRENCY, 2 * pipeline.verbalizer.max_batch)
@@ -205,7 +206,7 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
         # always_last: the matches follow the text as it is once the previous search returns (one search at a time)
         movie.input(handlers.suggest, movie, matches, trigger_mode="always_last", api_name="search", **INSTANT)
         race_s = race_seconds(pipeline.race_token_budget())
-        racing = race.click(gpu_event(handlers.race, spaces, race_s, handlers.race_error, handlers.history_problem),
+        racing = race.click(gpu_event(handlers.race, gpu, race_s, handlers.race_error, handlers.history_problem),
                             [session, llm_weight, cowatch_weight, compare],
                             race_outputs,
                             api_name="race", concurrency_id="race", concurrency_limit=race_jobs,
@@ -222,7 +223,7 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                               **edit),
             load_user.click(handlers.load_test_user, [session, user], history_outputs, api_name="load_test_user",
                             **edit),
-            recommend.click(gpu_event(handlers.recommend, spaces, RECOMMEND_S, handlers.error_results,
+            recommend.click(gpu_event(handlers.recommend, gpu, RECOMMEND_S, handlers.error_results,
                                       handlers.history_problem),
                             [session, llm_weight, cowatch_weight, compare, reverse, titles],
                             result_outputs,
@@ -241,6 +242,12 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
         reset.click(lambda: (fusion.llm, fusion.cowatch), None, [llm_weight, cowatch_weight], api_visibility="private",
                     **INSTANT).then(handlers.ranking_view, *explore, api_visibility="private", **INSTANT)
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=8)
+
+
+def gpu_calls(pipeline: Pipeline) -> bool:
+    """Whether the model events ask ZeroGPU for a GPU: on a ZeroGPU Space, for a model placed on the GPU. A model
+    served on the CPU (`recsys.demo.gpu.zerogpu_device`) runs as on any CPU host."""
+    return on_zerogpu(spaces) and pipeline.model.device.type != "cpu"
 
 
 def launch_style() -> dict:
@@ -290,6 +297,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--shared-results", type=int, default=SHARED_RESULTS,
                         help=f"recent Recommend results kept for whoever asks the same history (a preset, a shared "
                              f"link) (default {SHARED_RESULTS}; 0: compute every click)")
+    parser.add_argument("--zerogpu", default=os.environ.get("LLAMAREC_ZEROGPU", "auto"), choices=list(PLACEMENTS),
+                        help="on a ZeroGPU Space, where the LLM serves: auto (default; $LLAMAREC_ZEROGPU) = the "
+                             "Space's CPU for models under 1B parameters, asking for no GPU, a lent GPU for bigger "
+                             "ones; cpu or gpu to choose")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch; 0 (default) = every usable core, the fastest for 1 and for 4 "
                              "users at once (bench/threads.py); fewer when other busy processes share the cores, "
@@ -306,13 +317,16 @@ def load_pipeline(args: argparse.Namespace) -> Pipeline:
     if args.max_batch < 1 or args.shared_results < 0:
         sys.exit(f"Cannot start the demo: --max-batch must be at least 1 and --shared-results 0 or more, got "
                  f"{args.max_batch} and {args.shared_results}")
-    config = PipelineConfig(retriever=args.retriever, cpu_precision=args.precision, max_batch=args.max_batch,
-                            adapter_weights=adapter_weights,
-                            shared_results=args.shared_results,
-                            ranker=RankerLoadConfig(base_model=args.base_model, adapter=adapter,
-                                                    quantization=args.quantization))
     try:
-        return Pipeline.load(config, start_on_device=not on_zerogpu(spaces))
+        # on ZeroGPU "auto" would pick the GPU that `spaces` reports: the placement decides instead
+        device = (zerogpu_device(parameter_count(str(resolve_base_model(args.base_model))), args.zerogpu)
+                  if on_zerogpu(spaces) else "auto")
+        config = PipelineConfig(retriever=args.retriever, cpu_precision=args.precision, max_batch=args.max_batch,
+                                adapter_weights=adapter_weights,
+                                shared_results=args.shared_results,
+                                ranker=RankerLoadConfig(base_model=args.base_model, adapter=adapter, device=device,
+                                                        quantization=args.quantization))
+        return Pipeline.load(config, start_on_device=device != "cuda")
     except (RuntimeError, OSError, ValueError) as error:  # CheckpointError is a RuntimeError
         sys.exit(f"Cannot start the demo: {error}")
 
@@ -323,8 +337,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads or default_threads())
     pipeline = load_pipeline(args)
     model_threads = process_threads()  # this thread and torch's: the web server's come with the launch
-    demo = build_demo(pipeline, warm_presets=not on_zerogpu(spaces))  # on ZeroGPU no model runs outside an event
-    serve_here = pipeline.model.device.type == "cpu" and not on_zerogpu(spaces)
+    demo = build_demo(pipeline, warm_presets=not gpu_calls(pipeline))  # with GPU calls no model runs outside one
+    serve_here = pipeline.model.device.type == "cpu"
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, footer_links=["api"],
                 prevent_thread_lock=serve_here, **launch_style())
     if serve_here:  # on CPU every pass runs on this thread, the one that loaded the model (`recsys.model_runner`)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,9 @@ from recsys.data.preprocess import Rating, k_core, tie_key
 from recsys.data import sources
 from recsys.data.sources import download, find_dataset_dir
 from recsys.data.titles import alternative_titles, clean_title, split_year
+from tests.helpers.data import needs_data
+
+ML_FIXTURE = Path(__file__).parent / "fixtures" / "ml-latest-small"
 
 
 @pytest.mark.parametrize("raw, cleaned", [
@@ -124,18 +128,32 @@ def test_tie_key_does_not_depend_on_python_hash_salt():
     assert outputs == {f"{tie_key(7, 10)} {tie_key(10, 7)}\n"} and tie_key(7, 10) != tie_key(10, 7)
 
 
+@needs_data("ml-latest-small")
 def test_ml_latest_small_statistics_match_the_paper():
     dataset = load_dataset("ml-latest-small")
     stats = dataset.statistics()
     assert (stats["users"], stats["items"], stats["avg_length"]) == (610, 3650, 147.99)
 
 
-def test_catalog_round_trip(tmp_path):
-    dataset = load_dataset("ml-latest-small")
+@pytest.mark.parametrize("name", ["beauty", "games"])
+@needs_data("beauty", "games")
+def test_amazon_statistics_match_the_paper(name):
+    expected = {"beauty": (22332, 12086, 8.88), "games": (15264, 7676, 9.69)}[name]
+    stats = load_dataset(name).statistics()
+    assert (stats["users"], stats["items"], stats["avg_length"]) == expected
+
+
+def test_raw_movielens_files_give_the_papers_dataset_and_its_catalog_round_trips(tmp_path):
+    dataset = load_dataset("ml-latest-small", ML_FIXTURE)  # the raw format, made up (tests/fixtures)
+    assert dataset.statistics()["users"] == 7 and dataset.num_items == 7  # movie 8's single rating: 5-core drops it
+    assert dataset.sequences[1][:3] == [2, 3, 4]  # user 1 rated movies 2, 3, 4, ... in time order
     dataset.catalog.save(tmp_path)
     loaded = Catalog.load(tmp_path)
     assert loaded.items == dataset.catalog.items
-    assert "The Matrix (1999)" in loaded.titles(range(1, len(loaded) + 1))
+    assert loaded.titles(range(1, 8)) == [
+        "Toy Story (1995)", "The Matrix (1999)", "The City of Lost Children (1995)", "Heat (1995)",
+        "(500) Days of Summer (2009)", "Das Boot (1981)", "Les Misérables (1995)"]
+    assert loaded[6].alternative_titles == ("The Boat",) and loaded[1].genres[0] == "Adventure"
 
 
 def _write_ml_small(folder, ratings_text, movies_text="movieId,title,genres\n1,Heat (1995),Action\n"):

@@ -16,6 +16,7 @@ from recsys.ranker.model import RankerLoadConfig
 from recsys.ranker.rows import RankingRows, served_rows
 from recsys.ranker.verbalizer import read_next_tokens
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
+from tests.helpers.data import needs_data
 
 USERS = 40
 
@@ -74,6 +75,7 @@ def test_the_cached_instruction_prefix_moves_only_near_ties(served):
     assert same >= 0.9 * len(gaps)
 
 
+@needs_data("ml-latest-small")
 def test_evaluation_keeps_the_candidates_the_app_serves(served):
     """With the committed prior's pool (LRURec's top-50, the prior keeps 20), `served_rows` gives every test user
     in its rows the very candidates, in the same order, that the app's Recommend shows."""

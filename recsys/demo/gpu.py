@@ -1,9 +1,11 @@
 """Model events on a GPU host: as they are on a CPU or a dedicated GPU, or inside `spaces.GPU` on ZeroGPU.
 
 On a Hugging Face ZeroGPU Space (`spaces` importable and SPACES_ZERO_GPU set) CUDA exists only inside
-functions decorated with `spaces.GPU`: weights may be moved to "cuda" at start-up, but a forward pass,
-a cache build or a device query there fails. So start-up only loads (`on_zerogpu()` skips the warm-up
-and the device query), and each model event asks for a GPU for as long as it needs:
+functions decorated with `spaces.GPU`, and each call forks a GPU worker that receives every weight, with the
+visitor's daily quota charged for the seconds it asks. `zerogpu_device` decides where a model serves there: a small
+one (the default 135M) on the Space's own CPU in the server process, as on any CPU host, asking for no GPU at all;
+a big one on the GPU. For the GPU, start-up only loads (no warm-up, no device query) and each model event asks for a
+GPU for as long as it needs:
 
 - Recommend: RECOMMEND_S, a few passes of well under a second each on any GPU;
 - the race: `race_seconds`, from its token budget (the candidates' title tokens, the paper's rule) at
@@ -33,6 +35,25 @@ VISITOR_MAX_S = 60
 # 7B model decodes at 20-40 ms a token in bf16. 50 ms leaves margin for both; no GPU figure was measured here.
 GPU_SECONDS_PER_TOKEN = 0.05
 RACE_OVERHEAD_S = 10  # the race's Recommend and the generation prompt's prefill
+
+
+PLACEMENTS = ("auto", "cpu", "gpu")
+# "auto" serves models below this many parameters on the Space's CPU. Under the real `spaces` package emulated on 2
+# CPU cores (tests/zerogpu), a GPU call's worker start and weight transfer alone took longer than the default 135M
+# model's whole Recommend on the CPU (RESULTS.md, "On a GPU and on Spaces"); a CPU Recommend grows about linearly
+# with the parameters, so from about 1B the GPU's speed outweighs the call's cost (and its quota).
+CPU_SERVES_BELOW_PARAMETERS = 1_000_000_000
+
+
+def zerogpu_device(parameters: int, placement: str = "auto") -> str:
+    """Where a model of `parameters` serves on a ZeroGPU Space: "cpu" (the server process; no GPU asked for) or
+    "cuda" (a GPU lent for each event). `placement` "cpu" or "gpu" forces one; "auto" serves models below
+    CPU_SERVES_BELOW_PARAMETERS on the CPU. ValueError for another placement."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    if placement == "auto":
+        placement = "cpu" if parameters < CPU_SERVES_BELOW_PARAMETERS else "gpu"
+    return "cpu" if placement == "cpu" else "cuda"
 
 
 def on_zerogpu(spaces_module=None) -> bool:

@@ -209,7 +209,8 @@ def load_adapter(model, adapter: str | Path, trainable: bool = False, name: str 
     adapter_model.safetensors) and the training command that re-creates it.
     """
     from peft import PeftConfig, PeftModel
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
     folder = Path(adapter)
     config_file, weights_file = folder / ADAPTER_CONFIG_FILE, folder / ADAPTER_WEIGHTS_FILE
@@ -227,21 +228,25 @@ def load_adapter(model, adapter: str | Path, trainable: bool = False, name: str 
     except (ValueError, TypeError, KeyError, AttributeError, OSError) as error:  # ValueError covers bad JSON
         raise CheckpointError.corrupt(config_file, error, TRAIN_COMMAND) from error
     try:
-        with safe_open(str(weights_file), framework="pt"):  # reads the header only: catches truncated files
-            pass
-    except (SafetensorError, OSError) as error:
+        load_file(str(weights_file), device="cpu")  # the whole file, on the CPU: a corrupt or truncated one fails here
+    except (SafetensorError, OSError, RuntimeError) as error:
         raise CheckpointError.corrupt(weights_file, error, TRAIN_COMMAND) from error
+    device = next(model.parameters()).device
     try:
-        # The adapter's weights are read onto the base weights' device (peft's default is any visible GPU)
-        device = str(next(model.parameters()).device)
+        # Read on the CPU, then moved beside the base weights by peft. Reading straight onto "cuda" pins host memory,
+        # which fails where CUDA exists only inside GPU calls (a ZeroGPU Space's start-up).
         if isinstance(model, PeftModel):
-            model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable, torch_device=device)
+            model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable, torch_device="cpu")
             return model
         return PeftModel.from_pretrained(model, str(folder), config=config, is_trainable=trainable,
-                                         adapter_name=name, torch_device=device)
+                                         adapter_name=name, torch_device="cpu")
     except (ValueError, TypeError, KeyError, OSError, RuntimeError, SafetensorError) as error:
-        raise CheckpointError(f"{weights_file} cannot be loaded onto the base model ({_one_line(error)}). "
-                           f"Re-create it with: {TRAIN_COMMAND}") from error
+        if "size mismatch" in str(error):
+            raise CheckpointError(f"{weights_file} does not fit this base model ({_one_line(error)}): it was "
+                                  "trained on another one; pass that one as --base-model, or --adapter none") from error
+        # the file was read whole above: what failed is putting it on the device, and retraining would not help
+        raise CheckpointError(f"{weights_file} is intact but could not be placed on {device} "
+                              f"({_one_line(error)})") from error
 
 
 def load_ranker(config: RankerLoadConfig):

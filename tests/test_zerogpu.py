@@ -1,0 +1,171 @@
+"""The app on a ZeroGPU Space, under the real `spaces` package (tests/helpers/zerogpu: its ZeroGPU mode on this CPU,
+a loopback device API, the GPU worker computing on the CPU).
+
+Two apps are started as a Space starts them (`python app.py`, the committed checkpoints, the default base model):
+one as it is, whose 135M model serves on the Space's CPU and asks for no GPU, and one told to serve on the GPU
+(`--zerogpu gpu`, as a big model would), whose every model event forks a GPU worker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from bench.common import free_port
+from recsys.demo.gpu import RECOMMEND_S, race_seconds
+from recsys.ranker.base_model import converted_dir
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
+from tests.helpers.zerogpu.device_api import DeviceApi
+
+HARNESS = Path(__file__).parent / "helpers" / "zerogpu"
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 240
+
+pytest.importorskip("spaces", reason="the ZeroGPU package: pip install -r requirements-test.txt")
+if not (converted_dir() / "model.safetensors").is_file():
+    pytest.skip("default base model not prepared (python -m recsys.ranker.base_model --prepare)",
+                allow_module_level=True)
+
+
+@contextmanager
+def served_app(api: DeviceApi, tmp: Path, *flags: str) -> Iterator:
+    """`python app.py *flags` on a free port as on a ZeroGPU Space; yields a gradio_client Client of it (and the
+    lines it printed, as a list that grows)."""
+    from gradio_client import Client
+
+    env = {**os.environ, "SPACES_ZERO_GPU": "true", "SPACES_ZERO_DEVICE_API_URL": api.url,
+           "PYTHONPATH": os.pathsep.join([str(HARNESS), str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "GRADIO_TEMP_DIR": str(tmp), "ZEROGPU_OFFLOAD_DIR": str(tmp / "offload"), "PYTHONUNBUFFERED": "1"}
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--precision", "bf16", *flags],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not any("Running on local URL" in line for line in lines):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the app did not start under ZeroGPU:\n" + "".join(lines[-30:]))
+            time.sleep(0.2)
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False), lines
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def device_api() -> Iterator[DeviceApi]:
+    with DeviceApi() as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def cpu_app(device_api, tmp_path_factory):
+    with served_app(device_api, tmp_path_factory.mktemp("cpu")) as (client, _):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def gpu_app(device_api, tmp_path_factory):
+    with served_app(device_api, tmp_path_factory.mktemp("gpu"), "--zerogpu", "gpu") as (client, lines):
+        yield client, lines
+
+
+@contextmanager
+def requests(api: DeviceApi) -> Iterator[list[int]]:
+    """The durations of the GPU requests made inside the block."""
+    before = len(api.durations)
+    asked: list[int] = []
+    yield asked
+    asked.extend(api.durations[before:])
+
+
+def ranked_titles(client) -> list[str]:
+    """Load the first preset in a fresh session, Recommend; the 20 titles in their final order."""
+    client.reset_session()
+    client.predict("Sci-fi fan", api_name="/load_preset")
+    summary, results, *_ = client.predict(api_name="/recommend")
+    assert "verbalizer ranking" in summary, summary
+    return [row[2] for row in results["data"]]
+
+
+def test_the_default_model_serves_on_the_spaces_cpu_and_asks_for_no_gpu(cpu_app, device_api):
+    with requests(device_api) as asked:
+        titles = ranked_titles(cpu_app)
+        race = cpu_app.submit(api_name="/race")
+        while len(race.outputs()) < 2 and not race.done():  # generating: a GPU would have been asked for by now
+            time.sleep(0.1)
+        race.cancel()
+    assert len(titles) == 20 and asked == []
+
+
+def test_a_recommend_in_a_gpu_worker_ranks_as_the_cpu_app(cpu_app, gpu_app, device_api):
+    client, _ = gpu_app
+    with requests(device_api) as asked:
+        in_worker = ranked_titles(client)
+    assert asked == [RECOMMEND_S]
+    assert in_worker == ranked_titles(cpu_app)
+
+
+def test_a_race_streams_from_the_worker_and_a_cancelled_one_frees_it(gpu_app, device_api):
+    client, _ = gpu_app
+    client.reset_session()
+    client.predict("Sci-fi fan", api_name="/load_preset")
+    with requests(device_api) as asked:
+        job = client.submit(api_name="/race")
+        updates = 0
+        while updates < 3 and not job.done():  # the generated text arrives in pieces, each an update
+            updates = len(job.outputs())
+            time.sleep(0.1)
+        job.cancel()
+    assert updates >= 3, "the race did not stream"
+    assert len(asked) == 1 and asked[0] <= race_seconds(10_000) and asked[0] > RECOMMEND_S
+    assert ranked_titles(client)  # the worker is free again: the next event runs
+
+
+@pytest.mark.parametrize("refusal, sentence", [
+    ("quota", r"The GPU was not granted for this request \(.*quota.*\)\. Nothing else is affected: try again later"),
+    ("illegal-duration", r"more GPU time at once than ZeroGPU allows here"),
+])
+def test_a_refused_request_reads_as_the_apps_own_sentence(gpu_app, device_api, refusal, sentence):
+    client, lines = gpu_app
+    client.reset_session()
+    client.predict("Sci-fi fan", api_name="/load_preset")
+    device_api.refuse = refusal
+    try:
+        summary, results, *_ = client.predict(api_name="/recommend")
+        race_summary = client.predict(api_name="/race")[6]
+    finally:
+        device_api.refuse = None
+    assert re.search(sentence, summary) and results["data"] == []
+    assert "The GPU was not granted" in race_summary
+    assert ranked_titles(client)  # granted again: the app keeps working
+
+
+def test_a_history_that_cannot_be_used_asks_for_no_gpu(gpu_app, device_api):
+    client, _ = gpu_app
+    client.reset_session()
+    with requests(device_api) as asked:
+        summary, results, *_ = client.predict(api_name="/recommend")
+    assert "history is empty" in summary.lower() and results["data"] == [] and asked == []
+
+
+def test_the_start_up_reads_the_adapter_on_the_cpu(gpu_app):
+    _, lines = gpu_app
+    text = "".join(lines)
+    assert "ZeroGPU tensors packing" in text  # the weights went to "cuda" at start-up, as on a Space
+    assert "Cannot start the demo" not in text and "pin_memory" not in text
+    assert DEFAULT_CHECKPOINT.is_dir()
