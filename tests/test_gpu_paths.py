@@ -1,9 +1,9 @@
-"""The GPU paths, checked on a CPU: ZeroGPU's rules, GPU durations and refusals, quantization as a choice.
+"""The GPU paths, checked on a CPU: GPU durations and refusals, quantization as a choice, where a model serves.
 
-ZeroGPU is modelled by `ZeroGPURules`, a stand-in for the `spaces` package in its ZeroGPU mode (the real one
-imports only on a CUDA build of torch): CUDA is reported available, and any module's forward pass or a CUDA
-device query outside a `spaces.GPU` call raises, as computation on offloaded "cuda" tensors and
-`torch._C._cuda_init` do there; decorated calls run here on the CPU and record the duration they asked for.
+The app under the real `spaces` package is tested in tests/test_zerogpu.py. Here `ZeroGPURules`, a stand-in for the
+package in its ZeroGPU mode, covers what a whole app cannot show quickly: the event wrapper's handling of refusals
+of every kind, and that nothing computes outside a GPU call (any module's forward pass or a CUDA device query
+outside a `spaces.GPU` call raises, as computation on offloaded "cuda" tensors and `torch._C._cuda_init` do there).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import pytest
 import torch
 
 import app
-from bench.common import free_port
-from recsys.demo.gpu import (RECOMMEND_S, VISITOR_MAX_S, gpu_event, is_refusal, on_zerogpu, race_seconds)
+from recsys.demo.gpu import (VISITOR_MAX_S, gpu_event, is_refusal, on_zerogpu, race_seconds)
 from recsys.ranker import model as ranker_model
 from recsys.ranker.model import RankerLoadConfig, load_base_model, quantization_of
 
@@ -103,43 +102,6 @@ def test_the_stand_in_refuses_work_outside_a_gpu_call(zerogpu, tiny_llama):
     inside = zerogpu.module.GPU(lambda: tiny_llama(input_ids=torch.tensor([[1, 2]])).logits.shape, duration=5)
     assert inside() == (1, 2, tiny_llama.config.vocab_size) and zerogpu.durations == [5]
     assert on_zerogpu(zerogpu.module) and not on_zerogpu(None)
-
-
-def test_the_app_starts_recommends_and_races_under_zerogpu_rules(zerogpu, tmp_path, monkeypatch):
-    """The real start-up (committed checkpoints, the default base model): nothing computes outside GPU calls; then
-    Recommend and a streamed race through the launched app, each asking for at most what a visitor is granted."""
-    from gradio_client import Client
-
-    from recsys.ranker.base_model import converted_dir
-
-    needed = (converted_dir() / "model.safetensors", app.DEFAULT_CHECKPOINT / "model.safetensors")
-    if not all(path.is_file() for path in needed):
-        pytest.skip("default base model not prepared (python -m recsys.ranker.base_model --prepare)")
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    pipeline = app.load_pipeline(app.parse_args([]))  # would raise on a warm-up pass or a device query
-    demo = app.build_demo(pipeline)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        client = Client(url, verbose=False)
-        client.predict("Sci-fi fan", api_name="/load_preset")
-        summary, results, plot, prompt, reading, *_ = client.predict(api_name="/recommend")
-        assert "verbalizer ranking" in summary and len(results["data"]) == 20
-        job = client.submit(api_name="/race")
-        updates = list(job)  # every streamed update
-        race_summary = job.outputs()[-1][6]  # after Recommend's five outputs and the download
-        assert "**Generation**" in race_summary and len(updates) >= 2
-        zerogpu.refuse = "You have exceeded your GPU quota (60s requested vs. 44s left). Try again in 0:01:00"
-        summary, results, *_ = client.predict(api_name="/recommend")
-        assert "The GPU was not granted" in summary and "44s left" in summary and results["data"] == []
-        race_summary = client.predict(api_name="/race")[6]
-        assert "The GPU was not granted" in race_summary
-        zerogpu.refuse = None
-        summary, *_ = client.predict(api_name="/recommend")  # the app keeps working after a refusal
-        assert "verbalizer ranking" in summary
-    finally:
-        demo.close()
-    assert zerogpu.durations and max(zerogpu.durations) <= VISITOR_MAX_S
-    assert RECOMMEND_S in zerogpu.durations and race_seconds(pipeline.race_token_budget()) in zerogpu.durations
 
 
 def test_the_device_is_not_asked_its_name_on_zerogpu(monkeypatch):

@@ -165,6 +165,24 @@ def test_adapter_of_another_base_model_names_the_weights(tmp_path, tiny_tokenize
     assert_names_the_fix(raised.value, folder / "adapter_model.safetensors", RANKER_COMMAND)
 
 
+def test_an_adapter_that_cannot_be_placed_on_the_device_is_not_called_broken(tmp_path, tiny_tokenizer, monkeypatch):
+    """Read whole and intact, but the device refuses it (as pinned memory without CUDA did on ZeroGPU): the message
+    says so and does not send the owner to retrain a file that is fine."""
+    import peft
+
+    folder = Path(shutil.copytree(DEFAULT_ADAPTER, tmp_path / "adapter"))
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("pin_memory=True requires a CUDA or other accelerator backend")
+
+    monkeypatch.setattr(peft.PeftModel, "from_pretrained", refuse)
+    with pytest.raises(RuntimeError) as raised:
+        load_adapter(make_llama(tiny_tokenizer), folder)
+    message = str(raised.value)
+    assert "is intact but could not be placed on cpu" in message and "pin_memory" in message
+    assert RANKER_COMMAND not in message and "\n" not in message
+
+
 def read_fusion_weights(folder: Path) -> FusionWeights:
     return RankerArtefacts.load(folder).fusion
 

