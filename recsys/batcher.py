@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from recsys.forking import renew_after_fork
+
 
 @dataclass
 class Batched:
@@ -49,7 +51,13 @@ class MicroBatcher:
         self.lock = threading.Lock()  # one caller asks the model at a time; the others wait here
         self._waiting: list[_Job] = []
         self._waiting_lock = threading.Lock()
+        renew_after_fork(self, MicroBatcher._renew)
         self.batch_sizes: Counter[int] = Counter()  # passes run, by size (what the tests read)
+
+    def _renew(self) -> None:
+        """In a forked child: fresh locks, and none of the server's waiting items (their threads are not there)."""
+        self.lock, self._waiting_lock = threading.Lock(), threading.Lock()
+        self._waiting = []
 
     def submit(self, item: Any) -> Batched:
         """Block until `item` has run (in a batch of those waiting with it) and return its result. An item whose

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from recsys.forking import renew_after_fork
+
 T = TypeVar("T")
 
 
@@ -27,10 +29,14 @@ class ModelRunner:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()  # re-entrant: a piece of work may call the runner again
+        renew_after_fork(self, ModelRunner._renew_lock)
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
         self._serving: int | None = None  # the ident of the thread running `serve`
         self._stop = threading.Event()
         self.started = threading.Event()  # set once `serve` runs
+
+    def _renew_lock(self) -> None:
+        self.lock = threading.RLock()
 
     @property
     def serving(self) -> bool:

@@ -13,6 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from recsys.forking import renew_after_fork
+
 
 class SharedResults:
     """At most `size` recent results by key; `size` 0 computes every request."""
@@ -24,6 +26,12 @@ class SharedResults:
         self._results: OrderedDict[Hashable, Any] = OrderedDict()
         self._computing: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
+        renew_after_fork(self, SharedResults._renew)
+
+    def _renew(self) -> None:
+        """In a forked child: a fresh lock, and no waiting for computations of threads that are not there."""
+        self._lock = threading.Lock()
+        self._computing = {}
 
     def get(self, key: Hashable, compute: Callable[[], Any], keep: Callable[[Any], bool] = lambda _: True
             ) -> tuple[Any, bool]:

@@ -169,3 +169,33 @@ def test_the_start_up_reads_the_adapter_on_the_cpu(gpu_app):
     assert "ZeroGPU tensors packing" in text  # the weights went to "cuda" at start-up, as on a Space
     assert "Cannot start the demo" not in text and "pin_memory" not in text
     assert DEFAULT_CHECKPOINT.is_dir()
+
+
+WORKER_FAILS = """
+import spaces
+from recsys.demo.gpu import gpu_event
+
+def rank(history):
+    if not history:
+        raise ValueError("the candidates ran out")
+    return "ranked"
+
+event = gpu_event(rank, spaces, 5, lambda sentence: "answered: " + sentence)
+print(event(["a film"]))
+print(event([]))
+"""
+
+
+def test_a_failure_inside_the_worker_is_shown_as_what_it_was(device_api, tmp_path):
+    """The package sends any exception but a `gr.Error` back as "ZeroGPU worker error" and its class name only; the
+    event's answer names the kind and the message instead, and does not call it a refusal."""
+    env = {**os.environ, "SPACES_ZERO_GPU": "true", "SPACES_ZERO_DEVICE_API_URL": device_api.url,
+           "PYTHONPATH": os.pathsep.join([str(HARNESS), str(REPO)]), "ZEROGPU_OFFLOAD_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", WORKER_FAILS], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    # the package prints debugging lines of its own to stdout
+    lines = [line for line in done.stdout.splitlines() if line == "ranked" or line.startswith("answered: ")]
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert lines[0] == "ranked"
+    assert lines[1].startswith("answered: The request failed on the GPU (ValueError: the candidates ran out)")
+    assert "not granted" not in lines[1] and "withdrawn" not in lines[1]

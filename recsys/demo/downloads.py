@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from recsys.forking import renew_after_fork
+
 MAX_AGE_S = 3600.0  # an offered file is kept this long after its last offer (the page's link works that long)
 PRUNE_EVERY_S = 60.0  # old folders are looked for at most this often
 
@@ -31,6 +33,10 @@ class Downloads:
         self.max_age_s = max_age_s
         self._lock = threading.Lock()  # a prune never removes a folder that a write is handing out
         self._pruned_at = 0.0
+        renew_after_fork(self, Downloads._renew_lock)
+
+    def _renew_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def write(self, name: str, data: bytes) -> Path:
         """The path of `data` saved as `name`: in the folder of its SHA-256, written once (atomically: a reader never

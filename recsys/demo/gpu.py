@@ -25,6 +25,8 @@ import math
 import os
 from collections.abc import Callable
 
+from recsys.data.errors import one_line
+
 ZEROGPU_ENV = "SPACES_ZERO_GPU"
 RECOMMEND_S = 15  # one Recommend: up to 3 forward passes, plus CUDA's first-call start in a fresh worker
 # What a visitor who is not logged in can always be granted at once: ZeroGPU's default request. Logged-out
@@ -104,16 +106,61 @@ def refusal_sentence(error: BaseException) -> str:
     return f"The GPU was not granted for this request ({text}). Nothing else is affected: {advice}."
 
 
+# The title of the error a failure inside the GPU worker is sent back as: the worker passes a `gr.Error` on whole, but
+# any other exception only as "ZeroGPU worker error" and its class name, which would hide what went wrong
+WORKER_FAILURE = "The request failed on the GPU"
+
+
+def _failures_sent_whole(function: Callable) -> Callable:
+    """`function`, raising any failure other than a `gr.Error` as a `gr.Error` titled WORKER_FAILURE that carries its
+    kind and message (made in the worker, where the exception is)."""
+    import gradio as gr
+
+    def sent_whole(error: Exception) -> gr.Error:
+        return gr.Error(f"{type(error).__name__}: {one_line(error)}", title=WORKER_FAILURE, print_exception=False)
+
+    if inspect.isgeneratorfunction(function):
+        @functools.wraps(function)
+        def run_generator(*args, **kwargs):
+            try:
+                yield from function(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as error:
+                raise sent_whole(error) from error
+        return run_generator
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as error:
+            raise sent_whole(error) from error
+    return run
+
+
+def answer(error: Exception) -> str | None:
+    """The sentence a visitor reads for an error from a GPU call: a failure inside the worker as what it was, a
+    refused or withdrawn GPU as a refusal; None for any other error (it passes through)."""
+    if getattr(error, "title", None) == WORKER_FAILURE:
+        return (f"{WORKER_FAILURE} ({getattr(error, 'message', error)}). Nothing else is affected; if it happens "
+                "again, it is a bug of this app: please report it.")
+    return refusal_sentence(error) if is_refusal(error) else None
+
+
 def gpu_event(function: Callable, spaces_module, duration, refused: Callable[[str], object],
               problem: Callable[..., str | None] | None = None) -> Callable:
     """`function` as a model event: decorated with `spaces_module.GPU(duration=...)` when given (`duration`: seconds
-    or a callable of the event's arguments); a refused GPU request (`is_refusal`) returns `refused(sentence)`, or
-    yields it for a generator event, instead of raising. Other errors pass through. `problem(*args)`, when given,
-    is checked first, without a GPU: a message it returns is answered as `refused(message)` and no GPU is asked
-    for (an empty history needs none). Without `spaces_module`, `function` is returned as it is."""
+    or a callable of the event's arguments). A refused GPU request, or a failure inside the worker, returns
+    `refused(answer(error))`, or yields it for a generator event, instead of raising; other errors pass through.
+    `problem(*args)`, when given, is checked first, without a GPU: a message it returns is answered as
+    `refused(message)` and no GPU is asked for (an empty history needs none). Without `spaces_module`, `function` is
+    returned as it is."""
     if spaces_module is None:
         return function
-    decorated = spaces_module.GPU(function, duration=duration)
+    decorated = spaces_module.GPU(_failures_sent_whole(function), duration=duration)
     if inspect.isgeneratorfunction(function):
         @functools.wraps(function)
         def run_generator(*args, **kwargs):
@@ -123,9 +170,9 @@ def gpu_event(function: Callable, spaces_module, duration, refused: Callable[[st
             try:
                 yield from decorated(*args, **kwargs)
             except Exception as error:
-                if not is_refusal(error):
+                if (sentence := answer(error)) is None:
                     raise
-                yield refused(refusal_sentence(error))
+                yield refused(sentence)
         return run_generator
 
     @functools.wraps(function)
@@ -135,7 +182,7 @@ def gpu_event(function: Callable, spaces_module, duration, refused: Callable[[st
         try:
             return decorated(*args, **kwargs)
         except Exception as error:
-            if not is_refusal(error):
+            if (sentence := answer(error)) is None:
                 raise
-            return refused(refusal_sentence(error))
+            return refused(sentence)
     return run
