@@ -21,9 +21,9 @@ def handlers(tiny_llama, tiny_tokenizer):
     return DemoHandlers(make_pipeline(catalog, make_lrurec(len(catalog)), tiny_llama, tiny_tokenizer))
 
 
-def request(query: dict | None = None, referer: str = "http://127.0.0.1:7860/?history=1"):
-    """What a handler reads of gr.Request: the page's query parameters and the referring page."""
-    return SimpleNamespace(query_params=query or {}, headers={"referer": referer})
+def request(query: dict | None = None, referer: str | None = "http://127.0.0.1:7860/?history=1", **headers):
+    """What a handler reads of gr.Request: the page's query parameters and its headers (the referring page)."""
+    return SimpleNamespace(query_params=query or {}, headers={"referer": referer, **headers} if referer else headers)
 
 
 def test_share_writes_a_link_of_movielens_ids_that_restore_reads_back(handlers):
@@ -34,6 +34,19 @@ def test_share_writes_a_link_of_movielens_ids_that_restore_reads_back(handlers):
     restored = handlers.restore([], request({"history": link.split("=")[1]}))
     assert restored.session["history"] == session["history"] and "from the link" in restored.notice
     assert "empty" in handlers.share(new_session(), request())
+
+
+def test_on_a_space_the_link_is_the_hub_page_and_elsewhere_the_page_the_browser_shows(handlers, monkeypatch):
+    session = {**new_session(), "history": [3, 4]}
+    ids = ",".join(str(handlers.catalog[i].source_id) for i in (3, 4))
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert handlers.share(session, request(referer="https://class.example/llamarec/#x")) == \
+        f"https://class.example/llamarec/?history={ids}"
+    # an API client sends no Referer: the address it asked
+    assert handlers.share(session, request(referer=None, host="127.0.0.1:7860")) == f"http://127.0.0.1:7860/?history={ids}"
+    monkeypatch.setenv("SPACE_ID", "teacher/llamarec")  # the page a Space is framed in, not its *.hf.space frame
+    framed = request(referer="https://teacher-llamarec.hf.space/?__theme=light")
+    assert handlers.share(session, framed) == f"https://huggingface.co/spaces/teacher/llamarec?history={ids}"
 
 
 def test_a_link_wins_over_the_browsers_copy_which_wins_over_nothing(handlers):

@@ -3,6 +3,8 @@ and clear an `AddView`), whose fields name the components app.py wires them to; 
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -52,6 +54,25 @@ def shown_query(text: str) -> str:
     return short_label(" ".join(text.split()), MAX_QUERY_SHOWN)
 
 
+
+SPACE_ID_ENV = "SPACE_ID"  # "owner/name", set by Hugging Face on a Space
+
+
+def page_address(request: gr.Request | None) -> str:
+    """The address a shared link starts with. On a Space, the Space's page on the Hub (it passes its query on to the
+    app it frames; a link to the app's own *.hf.space frame would open outside the Hub: no sign-in for a larger GPU
+    quota, another browser storage). Elsewhere the page the browser shows (its Referer, query and fragment cut), or
+    the address the request came to (an API client sends no Referer); "" without a request."""
+    if space := os.environ.get(SPACE_ID_ENV):
+        return f"https://huggingface.co/spaces/{space}"
+    if request is None:
+        return ""
+    if referer := request.headers.get("referer"):
+        return referer.split("?")[0].split("#")[0]
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host")
+    scheme = request.headers.get("x-forwarded-proto") or "http"
+    return f"{scheme}://{host}/" if host else ""
+
 class HistoryView(NamedTuple):
     """The outputs of a history event."""
 
@@ -95,11 +116,10 @@ class HistoryHandlers:
 
     def share(self, session: dict, request: gr.Request | None = None) -> str:
         """A link to this page that opens with the session's history (`?history=` MovieLens movieIds, oldest
-        first); a notice when the history is empty."""
+        first; `page_address`); a notice when the history is empty."""
         if not session["history"]:
             return "⚠️ The history is empty: add movies first, then share."
-        page = "" if request is None else (request.headers.get("referer") or "").split("?")[0].split("#")[0]
-        return f"{page}?history={','.join(str(i) for i in self.movie_ids(session)[-MAX_LINKED:])}"
+        return f"{page_address(request)}?history={','.join(str(i) for i in self.movie_ids(session)[-MAX_LINKED:])}"
 
     def restore(self, saved, request: gr.Request | None = None) -> HistoryView:
         """The page's first history: the link's `?history=` when it has one, else the one this browser kept from
