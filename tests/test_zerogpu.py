@@ -1,4 +1,4 @@
-"""The app on a ZeroGPU Space, under the real `spaces` package (tests/helpers/zerogpu: its ZeroGPU mode on this CPU,
+"""The app on a ZeroGPU Space, under the real `spaces` package (bench/zerogpu: its ZeroGPU mode on this CPU,
 a loopback device API, the GPU worker computing on the CPU).
 
 Two apps are started as a Space starts them (`python app.py`, the committed checkpoints, the default base model):
@@ -24,9 +24,9 @@ from bench.common import free_port
 from recsys.demo.gpu import RECOMMEND_S, race_seconds
 from recsys.ranker.base_model import converted_dir
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
-from tests.helpers.zerogpu.device_api import DeviceApi
+from bench.zerogpu import zerogpu_env
+from bench.zerogpu.device_api import DeviceApi
 
-HARNESS = Path(__file__).parent / "helpers" / "zerogpu"
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 240
 
@@ -42,9 +42,8 @@ def served_app(api: DeviceApi, tmp: Path, *flags: str) -> Iterator:
     lines it printed, as a list that grows)."""
     from gradio_client import Client
 
-    env = {**os.environ, "SPACES_ZERO_GPU": "true", "SPACES_ZERO_DEVICE_API_URL": api.url,
-           "PYTHONPATH": os.pathsep.join([str(HARNESS), str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "GRADIO_TEMP_DIR": str(tmp), "ZEROGPU_OFFLOAD_DIR": str(tmp / "offload"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **zerogpu_env(api.url), "GRADIO_TEMP_DIR": str(tmp),
+           "ZEROGPU_OFFLOAD_DIR": str(tmp / "offload"), "PYTHONUNBUFFERED": "1"}
     port = free_port()
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--precision", "bf16", *flags],
                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -189,8 +188,7 @@ print(event([]))
 def test_a_failure_inside_the_worker_is_shown_as_what_it_was(device_api, tmp_path):
     """The package sends any exception but a `gr.Error` back as "ZeroGPU worker error" and its class name only; the
     event's answer names the kind and the message instead, and does not call it a refusal."""
-    env = {**os.environ, "SPACES_ZERO_GPU": "true", "SPACES_ZERO_DEVICE_API_URL": device_api.url,
-           "PYTHONPATH": os.pathsep.join([str(HARNESS), str(REPO)]), "ZEROGPU_OFFLOAD_DIR": str(tmp_path)}
+    env = {**os.environ, **zerogpu_env(device_api.url), "ZEROGPU_OFFLOAD_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", WORKER_FAILS], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=120)
     # the package prints debugging lines of its own to stdout
