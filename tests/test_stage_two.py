@@ -347,3 +347,34 @@ def test_training_reads_the_pool_of_its_prior(tmp_path):
                                                                misses=True))
         seen[pool] = data.examples
     assert seen[None] != seen[20]  # the pool of 30 changed what the LLM trains on
+
+
+def _chain_dataset(num_users: int = 40, seed: int = 3) -> SequenceDataset:
+    """Short sequences (as on Amazon) where the next item is usually the one after the last, modulo the catalog."""
+    generator = torch.Generator().manual_seed(seed)
+    items = len(TINY_TITLES)
+    sequences = {}
+    for user in range(1, num_users + 1):
+        item = int(torch.randint(items, (1,), generator=generator)) + 1
+        sequence = [item]
+        for _ in range(8):
+            step = 1 if torch.rand(1, generator=generator).item() < 0.8 else int(torch.randint(items, (1,),
+                                                                                            generator=generator))
+            sequence.append((sequence[-1] - 1 + step) % items + 1)
+        sequences[user] = sequence
+    return SequenceDataset("toy", sequences, make_catalog())
+
+
+def test_the_prior_on_validation_finds_the_cowatch_signal_and_never_reads_the_test_items():
+    from recsys.ranker.prior import choose_on_validation
+
+    dataset = _chain_dataset()
+    model = make_lrurec(dataset.num_items)  # random: its order knows nothing, co-watch knows the chain
+    choice = choose_on_validation(model, dataset, windows=(1, 2), spans=(1, 3), pools=(20, 30))
+    assert choice.weights.cowatch > choice.weights.retriever
+    assert choice.validation["prior_N@10"] > choice.validation["retriever_N@10"]
+    assert choice.pool in (20, 30) and len(choice.grid) == 4
+    changed = SequenceDataset("toy", {u: s[:-1] + [s[-1] % dataset.num_items + 1]
+                                      for u, s in dataset.sequences.items()}, dataset.catalog)
+    again = choose_on_validation(model, changed, windows=(1, 2), spans=(1, 3), pools=(20, 30))
+    assert again.to_json() == choice.to_json()  # every test item changed: nothing moved

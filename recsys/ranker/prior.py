@@ -25,6 +25,8 @@ import torch
 
 from recsys import NUM_CANDIDATES
 from recsys.data import SequenceDataset, load_dataset
+from recsys.data.amazon import SOURCES
+from recsys.data.sources import DATASETS
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.metrics import ndcg_at, paired_bootstrap
 from recsys.ranker.artefacts import PRIOR_FILE
@@ -140,6 +142,60 @@ def choose_prior(examples: HeldOutExamples, dataset: SequenceDataset, windows=WI
 
 
 POOL_GRID = (NUM_CANDIDATES, 30, 50, MAX_POOL)
+CHOOSE_SHARE = 0.5  # on validation users: the share whose rows choose, the rest fit the weights
+
+
+def split_users(users: list[int], seed: int = 0, share: float = CHOOSE_SHARE) -> tuple[set[int], set[int]]:
+    """(users whose rows fit the weights, users whose rows choose): a seeded split of `users`."""
+    order = torch.randperm(len(users), generator=torch.Generator().manual_seed(seed)).tolist()
+    cut = round(len(users) * (1 - share))
+    return {users[i] for i in order[:cut]}, {users[i] for i in order[cut:]}
+
+
+def choose_on_validation(model: LRURec, dataset: SequenceDataset, windows=WINDOW_GRID, spans=SPAN_GRID,
+                         pools=POOL_GRID, seed: int = 0) -> PriorChoice:
+    """The prior of a data set without held-out examples (Amazon: sequences of ~9 items leave no room for truncated
+    retrievers), chosen on its validation users alone: for every (window, span), the weights are fitted on half of
+    them (rows whose target is in LRURec's top-20, co-watch counted over every user's training part) and NDCG@10 is
+    scored on the other half; then the pool, by the other half's NDCG@10 over all its users (within 0.001, the
+    smaller). The test users are not read."""
+    candidates = retrieve_split(model, dataset, "val", k=max(pools))
+    fit_users, choose_users = split_users(candidates.users.tolist(), seed)
+
+    def halves(rows: RankingRows) -> tuple[RankingRows, RankingRows]:
+        assert rows.users is not None
+        users = rows.users.tolist()
+        return (rows.select([i for i, u in enumerate(users) if u in fit_users]),
+                rows.select([i for i, u in enumerate(users) if u in choose_users]))
+
+    grid = []
+    for window in windows:
+        counts = training_counts(dataset, CoWatchConfig(window, max(spans)))
+        for span in spans:
+            counts.config = CoWatchConfig(window, span)  # the counts depend on the window; scoring reads the span
+            fit, choose = halves(split_rows(dataset, "val", candidates, counts))
+            weights = fit_prior_weights(fit.retriever_scores, fit.cowatch, fit.target_index)
+            grid.append({"window": window, "span": span, "weights": asdict(weights),
+                         "val_N@10": round(ndcg10(choose, weights.but(llm=0.0)), 4)})
+            print(f"window {window:>2} span {span:>2}: weights retriever {weights.retriever:.3f} cowatch "
+                  f"{weights.cowatch:.3f}; validation NDCG@10 (choosing half) {grid[-1]['val_N@10']:.4f}", flush=True)
+    best = max(grid, key=lambda g: (g["val_N@10"], -g["window"], -g["span"]))
+    config, weights = CoWatchConfig(best["window"], best["span"]), FusionWeights(**best["weights"]).but(llm=0.0)
+    counts = training_counts(dataset, config)
+    fit, choose = halves(split_rows(dataset, "val", candidates, counts))
+    validation = {"examples": len(choose), "users": len(choose_users), "training_examples": len(fit),
+                  "retriever_N@10": round(ndcg10(choose, RETRIEVER), 4), "prior_N@10": best["val_N@10"]}
+    chosen = sorted(choose_users)
+    pool_grid = []
+    for pool in pools:
+        ranks = all_user_ranks(split_rows(dataset, "val", candidates, counts, pool=pool, weights=weights), weights,
+                               chosen)
+        pool_grid.append({"pool": pool, "N@10": round(sum(ndcg_at(r, 10) for r in ranks) / len(ranks), 4),
+                          "R@10": round(sum(r <= 10 for r in ranks) / len(ranks), 4),
+                          "coverage@20": round(sum(r <= NUM_CANDIDATES for r in ranks) / len(ranks), 4)})
+    top = max(row["N@10"] for row in pool_grid)
+    pool = min(row["pool"] for row in pool_grid if row["N@10"] >= top - 0.001)
+    return PriorChoice(config, FusionWeights(**best["weights"]), validation, grid, pool, pool_grid)
 
 
 def pooled_ndcg(model: LRURec, dataset: SequenceDataset, counts: CoWatchCounts, weights: FusionWeights,
@@ -176,26 +232,36 @@ def main(argv=None) -> PriorChoice:
     """Choose the prior on held-out examples and the pool on validation users, print both; with --write save
     the counts and prior.json."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-latest-small", choices=sorted(DATASETS))
     parser.add_argument("--heldout", default="runs/heldout", help="folder written by recsys.ranker.heldout")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", default=str(DEFAULT_ADAPTER), help="where --write puts prior.json and the counts")
-    parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT), help="LRURec checkpoint for the pool")
+    parser.add_argument("--output", default=None, help="where --write puts prior.json and the counts (default: the "
+                        "committed adapter's folder for MovieLens, checkpoints/llamarec-DATASET for the others)")
+    parser.add_argument("--retriever", default=None,
+                        help="LRURec checkpoint for the pool (default: checkpoints/lrurec-DATASET)")
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--json", default=None, help="also write the choice and the grid here")
     args = parser.parse_args(argv)
-    dataset = load_dataset("ml-latest-small", args.data_dir)
-    choice = choose_prior(load_held_out(args.heldout), dataset)
+    dataset = load_dataset(args.dataset, args.data_dir)
+    retriever = load_model(args.retriever or DEFAULT_CHECKPOINT.parent / f"lrurec-{args.dataset}")
+    if args.dataset in SOURCES:  # Amazon: too short for held-out positions; fitted and chosen on validation users
+        choice = choose_on_validation(retriever, dataset)
+        counts = training_counts(dataset, choice.cowatch)
+    else:
+        choice = choose_prior(load_held_out(args.heldout), dataset)
+        counts = training_counts(dataset, choice.cowatch)
+        choice.pool, choice.pool_grid = choose_pool(retriever, dataset, counts, choice.weights)
     print(json.dumps({"chosen": asdict(choice.cowatch), "weights": asdict(choice.weights), **choice.validation}))
-    counts = training_counts(dataset, choice.cowatch)
-    choice.pool, choice.pool_grid = choose_pool(load_model(args.retriever), dataset, counts, choice.weights)
     for row in choice.pool_grid:
         print(f"pool {row['pool']:>3}: validation users' NDCG@10 {row['N@10']:.4f}, R@10 {row['R@10']:.4f}, "
               f"coverage@20 {row['coverage@20']:.4f} {row.get('ci95_diff_vs_20', '')}")
     print(f"chosen pool: {choice.pool}")
+    output = Path(args.output or (DEFAULT_ADAPTER if args.dataset == "ml-latest-small"
+                                  else DEFAULT_ADAPTER.parent / f"llamarec-{args.dataset}"))
     if args.write:
-        counts.save(args.output)
-        (Path(args.output) / PRIOR_FILE).write_text(json.dumps(choice.to_json(), indent=2) + "\n")
-        print(f"wrote {Path(args.output) / PRIOR_FILE} and the co-watch counts")
+        counts.save(output)
+        (output / PRIOR_FILE).write_text(json.dumps(choice.to_json(), indent=2) + "\n")
+        print(f"wrote {output / PRIOR_FILE} and the co-watch counts")
     write_json(args.json, choice.to_json())
     return choice
 
