@@ -29,12 +29,13 @@ from recsys.data.amazon import SOURCES
 from recsys.data.sources import DATASETS
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.metrics import ndcg_at, paired_bootstrap
-from recsys.ranker.artefacts import PRIOR_FILE
+from recsys.ranker.artefacts import PRIOR_FILE, RANKER_CONFIG_FILE
 from recsys.ranker.evaluate import RETRIEVER, all_user_ranks, ndcg10
 from recsys.ranker.fusion import FusionWeights, retriever_opinion
 from recsys.ranker.heldout import HeldOutExamples, load_held_out, split_by_user, truncated_sequences
 from recsys.ranker.model import DEFAULT_ADAPTER
 from recsys.ranker.pool import MAX_POOL, keep_best
+from recsys.ranker.prompt import PromptConfig
 from recsys.ranker.rows import RankingRows, split_rows
 from recsys.results import write_json
 from recsys.retriever.candidates import retrieve_split
@@ -261,6 +262,10 @@ def main(argv=None) -> PriorChoice:
     if args.write:
         counts.save(output)
         (output / PRIOR_FILE).write_text(json.dumps(choice.to_json(), indent=2) + "\n")
+        if args.dataset in SOURCES:  # no adapter is trained on top: a ranker folder serving the prior, LLM shown
+            (output / RANKER_CONFIG_FILE).write_text(json.dumps(
+                {"fusion": asdict(choice.weights.but(llm=0.0)), "prompt": asdict(PromptConfig()),
+                 "training": {"dataset": args.dataset, "zero_shot": True}}, indent=2) + "\n")
         print(f"wrote {output / PRIOR_FILE} and the co-watch counts")
     write_json(args.json, choice.to_json())
     return choice
