@@ -33,6 +33,7 @@ from recsys.demo.gpu import PLACEMENTS, RECOMMEND_S, gpu_event, on_zerogpu, race
 from recsys.demo.handlers import DemoHandlers
 from recsys.demo.history import MAX_TYPED, AddView, HistoryView, new_session
 from recsys.demo.race import COMPARISON_COLUMNS, RACE_INTRO, RaceView
+from recsys.demo.words import words_for
 from recsys.demo.results import MAX_WEIGHT, RESULT_COLUMNS, WEIGHT_STEP, FusionView, ResultsView
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
 from recsys.pipeline import MAX_BATCH, SHARED_RESULTS, Pipeline, PipelineConfig
@@ -42,6 +43,9 @@ from recsys.ranker.base_model import cache_description, resolve_base_model
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.model import QUANTIZATIONS, RankerLoadConfig, parameter_count
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
+
+CHECKPOINTS = DEFAULT_CHECKPOINT.parent
+APP_DATASETS = ["ml-latest-small", "beauty", "games"]
 
 EFFICIENCY_FIGURE = Path(__file__).resolve().parent / "assets" / "efficiency.png"
 # Recommends in flight at once (at most twice the batch): they share the model through its lock, and those waiting
@@ -71,6 +75,7 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
     """The Blocks UI over a loaded pipeline (not launched). With `warm_presets` the presets' results are computed in
     the background, so a class that loads one gets its results without waiting for the model."""
     handlers = DemoHandlers(pipeline)
+    words = words_for(pipeline.catalog.dataset)
     # paid here, at start-up, rather than by the first user's click: plotly loads its figure classes on first use, and
     # Gradio switches matplotlib's backend around every event, which imports pyplot when the backend is still unset
     plots.message_figure("")
@@ -99,10 +104,11 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
     cleanup = (int(PRUNE_EVERY_S), int(MAX_AGE_S))
     with gr.Blocks(title="LlamaRec demo", delete_cache=cleanup) as demo:
         gr.Markdown("# LlamaRec: retrieve with LRURec, rank with an LLM verbalizer\n"
-                    "Build a watch history (oldest first), then **Recommend**: " + stage_one +
+                    f"Build a {words.history} (oldest first), then **Recommend**: " + stage_one +
                     "the language model scores them in **one forward pass**, reading the probabilities of the "
                     "letters A–T. The final ranking weighs three opinions of each candidate: the retriever's, "
-                    "a **co-watch** prior (which films followed your latest ones in other people's histories) and "
+                    f"a **co-watch** prior (which {words.items} followed your latest ones in other people's histories) "
+                    "and "
                     "the LLM's. **Race** also generates the ranked list as text, the slow way." + adapter_note)
         session = gr.State(new_session())
         # the history as MovieLens ids in this browser: a reload (or the next visit) starts from it
@@ -113,28 +119,28 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=2, min_width=300):
                     with gr.Row():
-                        movie = gr.Textbox(label="Find a movie", placeholder="e.g. Amélie, Matrix, The, The Boat, 300",
+                        movie = gr.Textbox(label=f"Find a {words.item}", placeholder=words.search_example,
                                            max_length=MAX_TYPED,
                                            info="Matches appear below as you type: accents, case, a moved article "
                                                 "('Misérables, Les') and alternative titles ('The Boat') don't "
                                                 "matter. Click one to add it; Add (or Enter) takes the typed text "
-                                                "only when it names exactly one movie.", scale=4)
+                                                f"only when it names exactly one {words.item}.", scale=4)
                         add = gr.Button("Add", variant="secondary", scale=1, min_width=100)
-                    matches = gr.Radio([], value=None, label="Matches: click the movie you mean", visible=False)
+                    matches = gr.Radio([], value=None, label=f"Matches: click the {words.item} you mean", visible=False)
                     with gr.Row():
                         preset = gr.Dropdown(list(handlers.presets), value=None, label="Preset history", scale=3)
                         load_preset = gr.Button("Load preset", scale=1, min_width=100)
                     with gr.Row():
-                        user = gr.Dropdown(handlers.user_choices(), value=None, label="Test user (ml-latest-small)",
-                                           scale=3)
+                        user = gr.Dropdown(handlers.user_choices(), value=None, scale=3,
+                                           label=f"Test user ({pipeline.catalog.dataset})")
                         load_user = gr.Button("Load a test user", scale=1, min_width=100)
                     with gr.Row():
-                        removable = gr.Dropdown([], value=None, label="Movie to remove", scale=3)
+                        removable = gr.Dropdown([], value=None, label=f"{words.item.capitalize()} to remove", scale=3)
                         remove = gr.Button("Remove", scale=1, min_width=100)
                         clear = gr.Button("Clear", variant="stop", scale=1, min_width=100)
                 with gr.Column(scale=3, min_width=300):
                     history = gr.Dataframe(pd.DataFrame(columns=["#", "Title", "Genres"]),
-                                           label="Watch history (viewing order, oldest first)",
+                                           label=f"{words.history.capitalize()} (in order, oldest first)",
                                            interactive=False, max_height=330, wrap=True)
                     notice = gr.Markdown()
                     with gr.Row():
@@ -284,7 +290,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="ranker adapter or zero-shot ranker folder (default: $LLAMAREC_ADAPTER, else the "
                              "committed adapter with the default base model; another base model keeps the committed "
                              "prior and pool, not its adapter weights; 'none': the base model alone)")
-    parser.add_argument("--retriever", default=str(DEFAULT_CHECKPOINT), help="LRURec checkpoint folder")
+    parser.add_argument("--dataset", default=os.environ.get("LLAMAREC_DATASET", "ml-latest-small"),
+                        choices=APP_DATASETS,
+                        help="what to recommend from: ml-latest-small (default; $LLAMAREC_DATASET; needs nothing but "
+                             "the repository), beauty or games (Amazon: their files are read from --data-dir, "
+                             "data/ or ../shared/data; python -m recsys.data.download NAME gets them)")
+    parser.add_argument("--data-dir", default=None, help="where the Amazon data set's files are")
+    parser.add_argument("--retriever", default=None, help="LRURec checkpoint folder (default: the data set's)")
     parser.add_argument("--quantization", default="auto", choices=list(QUANTIZATIONS),
                         help="ranker weights on CUDA: auto = 4-bit NF4 for models of about 1B parameters and more, "
                              "bf16 otherwise; none, 4bit or 8bit to choose (a failed bitsandbytes load falls back "
@@ -312,7 +324,11 @@ def load_pipeline(args: argparse.Namespace) -> Pipeline:
     """Load the pipeline the flags name; exits with the fixing command when a checkpoint is missing or corrupt."""
     # The committed adapter's weights fit only the base model they were trained on; its prior (co-watch counts,
     # pool, fusion weights) fits any: another base model ranks beside it, zero-shot.
-    adapter = (default_adapter() if args.adapter is None else None if args.adapter == "none" else args.adapter)
+    movielens = args.dataset == "ml-latest-small"
+    if args.adapter is None:  # Amazon: the prior chosen on its validation users, served with the base model
+        adapter = default_adapter() if movielens else CHECKPOINTS / f"llamarec-{args.dataset}"
+    else:
+        adapter = None if args.adapter == "none" else args.adapter
     adapter_weights = args.adapter is not None or args.base_model is None
     if args.max_batch < 1 or args.shared_results < 0:
         sys.exit(f"Cannot start the demo: --max-batch must be at least 1 and --shared-results 0 or more, got "
@@ -321,7 +337,11 @@ def load_pipeline(args: argparse.Namespace) -> Pipeline:
         # on ZeroGPU "auto" would pick the GPU that `spaces` reports: the placement decides instead
         device = (zerogpu_device(parameter_count(str(resolve_base_model(args.base_model))), args.zerogpu)
                   if on_zerogpu(spaces) else "auto")
-        config = PipelineConfig(retriever=args.retriever, cpu_precision=args.precision, max_batch=args.max_batch,
+        config = PipelineConfig(retriever=args.retriever or CHECKPOINTS / f"lrurec-{args.dataset}",
+                                dataset=args.dataset, data_dir=args.data_dir,
+                                # the title-likelihood adapter was trained on MovieLens titles
+                                catalog_adapter="auto" if movielens else None,
+                                cpu_precision=args.precision, max_batch=args.max_batch,
                                 adapter_weights=adapter_weights,
                                 shared_results=args.shared_results,
                                 ranker=RankerLoadConfig(base_model=args.base_model, adapter=adapter, device=device,

@@ -24,8 +24,9 @@ import torch
 from recsys import NUM_CANDIDATES
 from recsys.batcher import MicroBatcher
 from recsys.model_runner import ModelRunner
-from recsys.data.catalog import Catalog
-from recsys.data.test_users import TestUsers, load_test_users
+from recsys.data import load_dataset
+from recsys.data.catalog import CATALOG_FILE, Catalog
+from recsys.data.test_users import TestUsers, load_test_users, test_users_of
 from recsys.errors import CheckpointError
 from recsys.ranker.artefacts import CatalogArtefacts, RankerArtefacts, default_adapter
 from recsys.ranker.cowatch import CoWatchCounts
@@ -60,6 +61,10 @@ class PipelineConfig:
     """What the pipeline loads."""
 
     retriever: str | Path = DEFAULT_CHECKPOINT  # LRURec checkpoint folder (model, catalog, test users)
+    # the data set the retriever was trained on; its catalog and test users come from its files when the retriever's
+    # folder holds none (data that may not be redistributed: Amazon)
+    dataset: str = "ml-latest-small"
+    data_dir: str | Path | None = None  # where its files are (None: recsys.data.sources' usual places)
     ranker: RankerLoadConfig = field(default_factory=lambda: RankerLoadConfig(adapter=default_adapter()))
     prompt: PromptConfig | None = None  # None: the budgets the adapter was trained with (paper's without one)
     fusion: FusionWeights | None = None  # None: the weights saved with the adapter (the LLM alone without one)
@@ -250,14 +255,19 @@ class Pipeline:
         config = config or PipelineConfig()
         folder = Path(config.retriever)
         device = pick_device(config.ranker.device)
-        catalog = load_catalog(folder)
         retriever = load_model(folder, device=str(device))
-        try:
-            test_users = load_test_users(folder)
-        except FileNotFoundError:
-            test_users = None
-        except ValueError as error:
-            raise CheckpointError(str(error)) from error
+        test_users: TestUsers | None
+        if (folder / CATALOG_FILE).is_file():
+            catalog = load_catalog(folder)
+            try:
+                test_users = load_test_users(folder)
+            except FileNotFoundError:
+                test_users = None
+            except ValueError as error:
+                raise CheckpointError(str(error)) from error
+        else:  # FileNotFoundError says where it looked and how to get the files
+            dataset = load_dataset(config.dataset, config.data_dir)
+            catalog, test_users = dataset.catalog, test_users_of(dataset)
         # Every file of the ranker folder, read before the slow model load. A folder without adapter weights is a
         # zero-shot one (`recsys.ranker.train --zero-shot`): the base model ranks, at the weights validation chose.
         ranker = RankerArtefacts.load(config.ranker.adapter)

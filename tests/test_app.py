@@ -378,7 +378,8 @@ def test_flags_and_defaults(monkeypatch):
     monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
     args = app.parse_args([])
     assert (args.host, args.port, args.share, args.adapter, args.base_model) == ("127.0.0.1", 7860, False, None, None)
-    assert args.retriever.endswith("lrurec-ml-latest-small") and (args.precision, args.threads) == ("auto", 0)
+    assert args.retriever is None and args.dataset == "ml-latest-small"
+    assert (args.precision, args.threads) == ("auto", 0)
     assert app.default_threads() == len(os.sched_getaffinity(0))  # every usable core (bench/threads.py)
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # as on Hugging Face Spaces
     monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")

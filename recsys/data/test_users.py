@@ -113,6 +113,14 @@ def write_test_users(dataset: SequenceDataset, folder: str | Path, notice: str) 
     return path
 
 
+def test_users_of(dataset: SequenceDataset) -> TestUsers:
+    """The test users of a data set read from its files (a data set whose users' histories may not be committed:
+    the app reads them where it reads the catalog)."""
+    users = [TestUser(user, tuple(history), target)
+             for user in sorted(dataset.sequences) for history, target in [dataset.test_input(user)]]
+    return TestUsers(users, dataset.name, "")
+
+
 def load_test_users(folder_or_file: str | Path = DEFAULT_FOLDER) -> TestUsers:
     """Load test users saved by `write_test_users` (a folder holding test_users.json, or the file).
 

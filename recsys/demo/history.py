@@ -14,6 +14,7 @@ import pandas as pd
 from recsys.data.catalog import Item
 from recsys.demo.markdown import plain
 from recsys.demo.search import TitleSearch
+from recsys.demo.words import words_for
 from recsys.plots import short_label
 from recsys.pipeline import MAX_INPUT_ITEMS, Pipeline
 
@@ -24,6 +25,7 @@ MAX_QUERY_SHOWN = 40  # characters of the typed text the matches list and notice
 
 MAX_TYPED = 200  # characters of typed text read (a title is at most ~160); the rest is ignored
 
+MAX_USER_CHOICES = 1000  # test users offered (a page with Amazon's 22,332 in one list would load slowly)
 PRESETS = {  # classroom histories named by taste, oldest viewing first
     "Sci-fi fan": ["The Terminator (1984)", "Alien (1979)", "Blade Runner (1982)",
                    "Star Wars: Episode IV - A New Hope (1977)", "Back to the Future (1985)", "The Matrix (1999)",
@@ -118,7 +120,7 @@ class HistoryHandlers:
         """A link to this page that opens with the session's history (`?history=` MovieLens movieIds, oldest
         first; `page_address`); a notice when the history is empty."""
         if not session["history"]:
-            return "⚠️ The history is empty: add movies first, then share."
+            return f"⚠️ The history is empty: add {words_for(self.catalog.dataset).items} first, then share."
         return f"{page_address(request)}?history={','.join(str(i) for i in self.movie_ids(session)[-MAX_LINKED:])}"
 
     def restore(self, saved, request: gr.Request | None = None) -> HistoryView:
@@ -143,9 +145,10 @@ class HistoryHandlers:
             except (KeyError, ValueError):
                 dropped += 1
         ids = list(dict.fromkeys(reversed(ids)))[::-1]
-        notice = f"Loaded {len(ids)} movie{'s' if len(ids) != 1 else ''} from {source}."
+        words = words_for(self.catalog.dataset)
+        notice = f"Loaded {len(ids)} {words.item if len(ids) == 1 else words.items} from {source}."
         if dropped:
-            notice += f" ⚠️ {dropped} unknown MovieLens id{'s were' if dropped != 1 else ' was'} left out."
+            notice += f" ⚠️ {dropped} unknown {words.source_id}{'s were' if dropped != 1 else ' was'} left out."
         return ids, notice
 
     def warm_presets(self) -> None:
@@ -160,7 +163,8 @@ class HistoryHandlers:
         users = self.pipeline.test_users
         if users is None:
             return []
-        return [(f"User {u} ({len(users[u].history)} movies)", str(u)) for u in users.ids()]
+        items = words_for(self.catalog.dataset).items
+        return [(f"User {u} ({len(users[u].history)} {items})", str(u)) for u in users.ids()[:MAX_USER_CHOICES]]
 
     def matches_update(self, movies: list[Item], text: str = ""):
         """The matches list showing the first MAX_OFFERED of `movies` to pick from (hidden when there are none).
@@ -174,7 +178,7 @@ class HistoryHandlers:
         query = f" for “{shown_text}”" if shown_text else ""
         return gr.update(choices=[(self.search.label(m, text), m.item_id) for m in shown], value=None,
                          visible=bool(shown),
-                         label=f"Matches{query}{more}: click the movie you mean")
+                         label=f"Matches{query}{more}: click the {words_for(self.catalog.dataset).item} you mean")
 
     def suggest(self, text: str):
         """The matches list for the text typed so far, by the forgiving search: exact titles first, then partial."""

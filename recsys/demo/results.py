@@ -13,6 +13,7 @@ import torch
 
 from recsys import plots
 from recsys.demo.downloads import Downloads
+from recsys.demo.words import words_for
 from recsys.demo.markdown import HELD_OUT, marked, plain
 from recsys.metrics import spearman
 from recsys.pipeline import HistoryError, Pipeline, RaceResult, Recommendation
@@ -126,7 +127,7 @@ class ResultsHandlers:
                     "preset): no model call now"
                     if result.shared else "")
                  + (f" · **title likelihood** {result.titles_ms:,.0f} ms" if result.titles_ms is not None else "")
-                 + f" · history of {len(result.history)} movies"
+                 + f" · history of {len(result.history)} {words_for(self.catalog.dataset).items}"
                  + (f" (the prompt shows the last {len(result.prompt.history_titles)})" if result.prompt else "")]
         lines += [f"ℹ️ {plain(n)}" for n in result.notices]
         if target is not None:
@@ -220,7 +221,7 @@ class ResultsHandlers:
         figure = plots.opinions_figure(
             [c.letter for c in candidates], [c.title for c in candidates], bars, order, highlight=held_out,
             title=f"Three opinions and the final one: {describe_fusion(weights)}"
-                  + (" (★ = held-out movie)" if held_out is not None else ""))
+                  + (f" (★ = held-out {words_for(self.catalog.dataset).item})" if held_out is not None else ""))
         table = pd.DataFrame(rows, columns=columns)
         return FusionView(table, figure, self.export(table, shown, weights))
 
@@ -245,9 +246,10 @@ class ResultsHandlers:
         result = shown.recommendation
         frame = table.copy()
         movie_id = {c.letter: self.catalog[c.item_id].source_id for c in result.candidates}
-        frame.insert(3, "MovieLens id", [movie_id[letter] for letter in frame["Letter"]])
+        id_name = words_for(self.catalog.dataset).source_id
+        frame.insert(3, id_name, [movie_id[letter] for letter in frame["Letter"]])
         history = " ".join(str(self.catalog[i].source_id) for i in result.history)
-        run = {"History (MovieLens ids, oldest first)": history,
+        run = {f"History ({id_name}s, oldest first)": history,
                "Fusion": describe_fusion(weights), "Retrieval ms": round(result.retrieval_ms, 1),
                "Verbalizer ms": None if result.ranking_ms is None else round(result.ranking_ms, 1),
                "Prompt": result.prompt.text if result.prompt else ""}

@@ -1,0 +1,32 @@
+"""The words the page uses for a data set's items: movies on MovieLens, products on Amazon Beauty, games on Games."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recsys.data.sources import DATASETS
+
+
+@dataclass(frozen=True)
+class Words:
+    """How the page names an item, its history and what search may be given."""
+
+    item: str  # "movie"
+    items: str  # "movies"
+    history: str  # "watch history"
+    search_example: str  # the search box's placeholder
+    source_id: str  # what the raw id of an item is called (in links and the CSV)
+
+
+WORDS = {
+    "movie": Words("movie", "movies", "watch history", "e.g. Amélie, Matrix, The, The Boat, 300", "MovieLens id"),
+    "product": Words("product", "products", "purchase history", "e.g. shampoo, eyeshadow palette, nail polish",
+                     "ASIN"),
+    "game": Words("game", "games", "purchase history", "e.g. a game's title, a console, a controller", "ASIN"),
+}
+
+
+def words_for(dataset: str) -> Words:
+    """The words of `dataset` (a catalog's data set name); a data set the app does not know is a movie one."""
+    spec = DATASETS.get(dataset)
+    return WORDS[spec.domain if spec else "movie"]

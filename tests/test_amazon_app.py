@@ -1,0 +1,45 @@
+"""The app on Amazon Beauty and Games: `python app.py --dataset NAME` reads the catalog and the test users from the
+data set's files (never committed), serves the retriever and the prior chosen on its validation users, and says in
+one sentence where it looked for the files when they are missing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import app
+from recsys.demo.handlers import DemoHandlers
+from recsys.demo.history import new_session
+from recsys.ranker.base_model import converted_dir
+from tests.helpers.data import needs_data
+
+needs_model = pytest.mark.skipif(not (converted_dir() / "model.safetensors").is_file(), reason="default base model "
+                                 "not prepared (python -m recsys.ranker.base_model --prepare)")
+
+
+@needs_model
+@needs_data("games")
+def test_games_answers_a_recommend_for_a_test_user_in_its_own_words():
+    pipeline = app.load_pipeline(app.parse_args(["--dataset", "games"]))
+    handlers = DemoHandlers(pipeline)
+    assert pipeline.catalog.dataset == "games" and len(pipeline.catalog) == 7676 and not handlers.presets
+    label, user = handlers.user_choices()[0]
+    assert label.endswith(" games)")
+    session = handlers.load_test_user(new_session(), user).session
+    summary, table, *_ = handlers.recommend(session)
+    assert len(table) == 20 and "verbalizer ranking" in summary and "games" in summary
+    assert pipeline.fusion.cowatch > 0 and pipeline.fusion.llm == 0  # the prior validation chose; the LLM shown
+    assert table["LLM"].notna().all()
+
+
+def test_missing_amazon_files_give_one_sentence_with_where_and_how(tmp_path):
+    env_script = (f"import sys; from recsys.data import sources; sources.REPO_ROOT = __import__('pathlib').Path("
+                  f"{str(tmp_path)!r}); sys.argv = ['app.py', '--dataset', 'beauty']; import app; app.main()")
+    done = subprocess.run([sys.executable, "-c", env_script], capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RECSYS_CACHE_DIR": str(tmp_path)})
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    message = done.stderr.strip().splitlines()
+    assert message[0].startswith("Cannot start the demo: the files of beauty (items.csv, sequences.csv) are not found")
+    assert "python -m recsys.data.download beauty" in done.stderr
