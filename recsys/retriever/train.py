@@ -18,7 +18,7 @@ from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.data import SequenceDataset, load_dataset
 from recsys.data.sources import DATASETS
 from recsys.machine import describe_machine, machine_record
-from recsys.paper import RETRIEVER_BATCH_SIZE, RETRIEVER_MAX_LEN
+from recsys.paper import RETRIEVER_MAX_LEN
 from recsys.retriever.checkpoint import save_checkpoint
 from recsys.retriever.evaluate import evaluate_split
 from recsys.retriever.model import LRURec, LRURecConfig
@@ -35,7 +35,7 @@ class TrainConfig:
     output: str | None = None  # default checkpoints/lrurec-<dataset>
     state_dir: str | None = None  # resumable training state; default runs/lrurec-<dataset>
     seed: int = 42
-    batch_size: int | None = None  # None: the paper's for the data set (recsys.paper.RETRIEVER_BATCH_SIZE)
+    batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 0.01  # not applied to biases and LayerNorm
     dropout: float = 0.2
@@ -87,9 +87,8 @@ def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
     started = time.time()
     torch.manual_seed(config.seed)
     dataset = dataset or load_dataset(config.dataset, config.data_dir, config.tie_order)
-    config = replace(config, max_len=config.max_len or RETRIEVER_MAX_LEN[config.dataset],
-                     batch_size=config.batch_size or RETRIEVER_BATCH_SIZE[config.dataset])
-    assert config.max_len is not None and config.batch_size is not None
+    config = replace(config, max_len=config.max_len or RETRIEVER_MAX_LEN[config.dataset])
+    assert config.max_len is not None
     # a catalog of titles is saved only where the data's license allows it; elsewhere the app reads the data
     catalog = dataset.catalog if DATASETS[config.dataset].redistributable else None
     print(f"{config.dataset}: {dataset.statistics()}; {describe_machine(machine_record(torch.float32))}")
