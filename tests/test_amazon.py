@@ -122,3 +122,51 @@ def test_missing_amazon_files_say_where_it_looked_and_how_to_get_them(tmp_path, 
 def test_amazon_order_is_the_files_own():
     with pytest.raises(ValueError, match="tie_order must be 'item'"):
         load_dataset("beauty", PREPROCESSED, tie_order="hash")
+
+
+def _chain_raw_files(folder: Path, users: int = 160, items: int = 120) -> None:
+    """Made-up raw Beauty files big enough for the reproduce steps (the pool needs 100 items): each user buys a run
+    of consecutive items, so co-watch has something to find."""
+    folder.mkdir(parents=True)
+    source = amazon.SOURCES["beauty"]
+    rows = []
+    for user in range(users):
+        start = (user * 7) % items
+        for step in range(8):
+            rows.append(f"U{user:03d},X{(start + step) % items:09d},5.0,{1_300_000_000 + 86_400 * step}")
+    (folder / source.ratings_file).write_text("\n".join(rows) + "\n")
+    with gzip.open(folder / source.metadata_file, "wt", encoding="utf-8") as handle:
+        for item in range(items):
+            handle.write(repr({"asin": f"X{item:09d}", "title": f"Product {item} &amp; more"}) + "\n")
+
+
+def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_path, monkeypatch):
+    from recsys import reproduce
+    from recsys.ranker.artefacts import RankerArtefacts
+
+    _chain_raw_files(tmp_path / "raw")
+    data = tmp_path / "data" / "amazon-beauty"
+    amazon.prepare_from_raw("beauty", tmp_path / "raw", data)
+    monkeypatch.setattr(reproduce, "CHECKPOINTS", tmp_path / "checkpoints")  # nothing written into the repository
+    reproduce.main(["--dataset", "beauty", "--data-dir", str(data), "--max-steps", "60", "--eval-every", "20"])
+    served = RankerArtefacts.load(tmp_path / "checkpoints" / "llamarec-beauty")
+    assert served.zero_shot and served.counts is not None and served.fusion.llm == 0 and served.fusion.cowatch > 0
+    assert (tmp_path / "checkpoints" / "lrurec-beauty" / "model.safetensors").is_file()
+    assert not (tmp_path / "checkpoints" / "lrurec-beauty" / "catalog.json").exists()  # no titles saved
+    reproduce.main(["--dataset", "beauty", "--data-dir", str(data)])  # a second run: the retriever is not retrained
+
+
+def test_files_that_leave_nothing_after_the_5_core_say_so(tmp_path):
+    _chain_raw_files(tmp_path / "raw", users=20)  # each item bought by about one user: the 5-core keeps nothing
+    with pytest.raises(ValueError, match="nothing is left"):
+        amazon.prepare_from_raw("beauty", tmp_path / "raw", tmp_path / "out")
+
+
+def test_training_on_no_sequences_stops_with_a_message():
+    from recsys.data.catalog import Catalog
+    from recsys.data.preprocess import SequenceDataset
+    from recsys.retriever.train import TrainConfig, train
+
+    empty = SequenceDataset("beauty", {}, Catalog([], "beauty"))
+    with pytest.raises(ValueError, match="no training sequences"):
+        train(TrainConfig(dataset="beauty"), empty)

@@ -167,6 +167,8 @@ def preprocess_raw(name: str, ratings: list[Rating], titles: dict[str, str]) -> 
     Returns the dataset and its dense user id -> reviewer id.
     """
     sequences, item_map, user_map = sequences_from_ratings(ratings, set(titles))
+    if not sequences:
+        raise ValueError(f"{name}: no user and item keep 5 interactions among titled items: nothing is left")
     items = [Item(item_id, display_title(titles[str(asin)]), None, (), str(asin)) for asin, item_id in item_map.items()]
     return SequenceDataset(name, sequences, Catalog(items, name)), {u: str(user) for user, u in user_map.items()}
 

@@ -97,6 +97,8 @@ def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
     model = LRURec(LRURecConfig(num_items=dataset.num_items, dropout=config.dropout, max_len=config.max_len))
     optimizer = make_optimizer(model, config)
     windows = training_windows(dataset, config.max_len)
+    if not windows:
+        raise ValueError(f"{config.dataset} has no training sequences to learn from ({dataset.statistics()})")
     progress: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best": -1.0, "best_step": 0, "bad": 0,
                                 "elapsed": 0.0}
     best_state = None

@@ -1,0 +1,63 @@
+"""`python -m recsys.reproduce --dataset beauty`: from a data set's files to the folders the app serves, step by step.
+
+1. the retriever: LRURec trained with the paper's recipe (`recsys.retriever.train`; resumed where a run stopped,
+   skipped when its checkpoint holds test metrics), into checkpoints/lrurec-DATASET;
+2. the prior: co-watch window and span, weights and candidate pool chosen on validation users (`recsys.ranker.prior
+   --write`), into checkpoints/llamarec-DATASET, which the app serves (`python app.py --dataset DATASET`).
+
+Each step prints the minutes it took. MovieLens's own recipe goes further (held-out examples, the residual adapter:
+recsys/ranker/train.py's docstring); on Amazon no LLM ranker is trained yet, and the prior serves with the LLM at
+weight 0. The records: `python bench/retriever_quality.py --dataset DATASET` and `python bench/prior_quality.py
+--dataset DATASET`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from recsys.data.amazon import SOURCES
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def trained(folder: Path) -> bool:
+    """Whether `folder` holds a finished retriever run (its metrics.json has the test split's)."""
+    path = folder / "metrics.json"
+    return path.is_file() and "test" in json.loads(path.read_text())
+
+
+def main(argv=None) -> None:
+    """Run the steps for one data set, printing each one's minutes."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, choices=sorted(SOURCES))
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--max-steps", type=int, default=None, help="end the retriever's training here (a quick "
+                        "trial; default: the recipe's early stopping)")
+    parser.add_argument("--eval-every", type=int, default=None, help="the retriever's steps between validations "
+                        "(default: the recipe's)")
+    args = parser.parse_args(argv)
+    from recsys.ranker import prior
+    from recsys.retriever import train
+
+    retriever, served = CHECKPOINTS / f"lrurec-{args.dataset}", CHECKPOINTS / f"llamarec-{args.dataset}"
+    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    recipe = [*data, *(["--max-steps", str(args.max_steps)] if args.max_steps else []),
+              *(["--eval-every", str(args.eval_every)] if args.eval_every else [])]
+    state = retriever.parent.parent / "runs" / f"lrurec-{args.dataset}"  # the training's resumable state
+    steps = [("retriever", lambda: None if trained(retriever) else train.train(train.parse_args(
+                ["--dataset", args.dataset, "--output", str(retriever), "--state-dir", str(state), "--resume",
+                 *recipe]))),
+             ("prior", lambda: prior.main(["--dataset", args.dataset, "--retriever", str(retriever), "--write",
+                                          "--output", str(served), *data]))]
+    for name, step in steps:
+        began = time.monotonic()
+        step()
+        print(f"step {name}: {(time.monotonic() - began) / 60:.1f} min", flush=True)
+    print(f"serve it: python app.py --dataset {args.dataset}")
+
+
+if __name__ == "__main__":
+    main()
