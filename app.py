@@ -140,7 +140,7 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                         clear = gr.Button("Clear", variant="stop", scale=1, min_width=100)
                 with gr.Column(scale=3, min_width=300):
                     history = gr.Dataframe(pd.DataFrame(columns=["#", "Title", "Genres"]),
-                                           label=f"{words.history.capitalize()} (in order, oldest first)",
+                                           label=f"{words.history.capitalize()} ({words.order}, oldest first)",
                                            interactive=False, max_height=330, wrap=True)
                     notice = gr.Markdown()
                     with gr.Row():

@@ -61,10 +61,6 @@ class PipelineConfig:
     """What the pipeline loads."""
 
     retriever: str | Path = DEFAULT_CHECKPOINT  # LRURec checkpoint folder (model, catalog, test users)
-    # the data set the retriever was trained on; its catalog and test users come from its files when the retriever's
-    # folder holds none (data that may not be redistributed: Amazon)
-    dataset: str = "ml-latest-small"
-    data_dir: str | Path | None = None  # where its files are (None: recsys.data.sources' usual places)
     ranker: RankerLoadConfig = field(default_factory=lambda: RankerLoadConfig(adapter=default_adapter()))
     prompt: PromptConfig | None = None  # None: the budgets the adapter was trained with (paper's without one)
     fusion: FusionWeights | None = None  # None: the weights saved with the adapter (the LLM alone without one)
@@ -78,6 +74,10 @@ class PipelineConfig:
     # they were trained on ranks zero-shot beside them)
     adapter_weights: bool = True
     shared_results: int = SHARED_RESULTS  # results kept for repeated requests (0: compute every click)
+    # the data set the retriever was trained on; its catalog and test users come from its files when the retriever's
+    # folder holds none (data that may not be redistributed: Amazon)
+    dataset: str = "ml-latest-small"
+    data_dir: str | Path | None = None  # where its files are (None: recsys.data.sources' usual places)
 
 
 @dataclass(frozen=True)

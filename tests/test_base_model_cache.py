@@ -87,6 +87,18 @@ def test_conversion_leaves_only_the_converted_copy(fake_cache, monkeypatch, fake
     assert loaded.dtype == transformers.LlamaForCausalLM(loaded.config).dtype  # saved as converted (fp32 here)
 
 
+def test_the_first_start_says_what_it_fetches_and_when_it_is_done(fake_cache, monkeypatch, fake_conversion, capsys):
+    monkeypatch.setattr(base_model, "find_default_gguf", lambda: fake_cache / "gguf" / base_model.GGUF_NAME)
+    folder = base_model.prepare_default_model()
+    said = [line for line in capsys.readouterr().err.splitlines() if "default base model" in line.lower()]
+    before, after = said  # one line before the work, one after (the libraries may print their own)
+    assert before.startswith("First start: fetching the default base model") and "93 MB" in before
+    assert str(folder) in before and "540 MB" in before
+    assert after.startswith(f"Default base model ready in {folder}")
+    base_model.prepare_default_model()  # later starts say nothing
+    assert "default base model" not in capsys.readouterr().err.lower()
+
+
 def test_a_cache_filled_earlier_loses_its_leftovers(fake_cache):
     folder = write_converted_copy(fake_cache / CONVERTED)
     assert base_model.prepare_default_model() == folder

@@ -14,15 +14,18 @@ class Words:
     item: str  # "movie"
     items: str  # "movies"
     history: str  # "watch history"
+    order: str  # what orders the history: "viewing order"
     search_example: str  # the search box's placeholder
     source_id: str  # what the raw id of an item is called (in links and the CSV)
 
 
 WORDS = {
-    "movie": Words("movie", "movies", "watch history", "e.g. Amélie, Matrix, The, The Boat, 300", "MovieLens id"),
-    "product": Words("product", "products", "purchase history", "e.g. shampoo, eyeshadow palette, nail polish",
-                     "ASIN"),
-    "game": Words("game", "games", "purchase history", "e.g. a game's title, a console, a controller", "ASIN"),
+    "movie": Words("movie", "movies", "watch history", "viewing order", "e.g. Amélie, Matrix, The, The Boat, 300",
+                   "MovieLens id"),
+    "product": Words("product", "products", "purchase history", "review order",
+                     "e.g. shampoo, eyeshadow palette, nail polish", "ASIN"),
+    "game": Words("game", "games", "purchase history", "review order", "e.g. a game's title, a console, a controller",
+                  "ASIN"),
 }
 
 

