@@ -365,7 +365,12 @@ def main(argv=None) -> None:
         # the web server's threads first: typing, search and sliders answer at once while the model works
         lower_priority(model_threads, MODEL_NICENESS)
         try:
-            pipeline.runner.serve()
+            if on_zerogpu(spaces):  # `spaces` put its torch modes on this thread: the model serves from a fresh one
+                model = threading.Thread(target=pipeline.runner.serve, name="model", daemon=True)
+                model.start()
+                model.join()
+            else:
+                pipeline.runner.serve()
         except KeyboardInterrupt:
             demo.close()
 

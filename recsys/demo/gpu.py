@@ -40,10 +40,10 @@ RACE_OVERHEAD_S = 10  # the race's Recommend and the generation prompt's prefill
 
 
 PLACEMENTS = ("auto", "cpu", "gpu")
-# "auto" serves models below this many parameters on the Space's CPU. Under the real `spaces` package emulated on 2
-# CPU cores (bench/zerogpu), a GPU call's worker start and weight transfer alone took longer than the default 135M
-# model's whole Recommend on the CPU (RESULTS.md, "On a GPU and on Spaces"); a CPU Recommend grows about linearly
-# with the parameters, so from about 1B the GPU's speed outweighs the call's cost (and its quota).
+# "auto" serves models below this many parameters on the Space's CPU. For the default 135M model a Recommend on the
+# Space's CPU is as fast as one in a GPU worker, which also spends the visitor's daily quota (bench/zerogpu_costs.py,
+# under the real `spaces` package emulated on 2 CPU cores); a CPU Recommend grows about linearly with the parameters,
+# so from about 1B a GPU's speed outweighs the call's cost and its quota (an estimate: no GPU was measured).
 CPU_SERVES_BELOW_PARAMETERS = 1_000_000_000
 
 
