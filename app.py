@@ -95,8 +95,12 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
     # (a shared result) passes a busy model instead of waiting for a slot behind it
     recommend_jobs = ZEROGPU_CONCURRENCY if zerogpu else min(RECOMMEND_CONCURRENCY, 2 * pipeline.verbalizer.max_batch)
     race_jobs = ZEROGPU_CONCURRENCY if zerogpu else RACE_CONCURRENCY
-    adapter_note = ("" if pipeline.adapter else "\n\n⚠️ **No ranker adapter found: the base model ranks alone**, "
-                    f"so its probabilities are close to guesses. Train one with `{RANKER_TRAIN_COMMAND}`.")
+    if pipeline.adapter or (pipeline.ranker.zero_shot and not pipeline.fusion.llm):
+        adapter_note = ("" if pipeline.adapter else f"\n\nNo LLM ranker is trained for these {words.items} yet: the "
+                        "base model's opinion is shown beside the others, at weight 0.")
+    else:
+        adapter_note = ("\n\n⚠️ **No ranker adapter found: the base model ranks alone**, so its probabilities are "
+                        f"close to guesses. Train one with `{RANKER_TRAIN_COMMAND}`.")
     fusion = handlers.fusion
     stage_one = (f"LRURec retrieves its top {pipeline.pool}, the co-watch prior keeps the 20 it backs most (LRURec's "
                  "rank stays beside each), and " if pipeline.pool > 20 else "LRURec retrieves 20 candidates and ")
@@ -167,7 +171,7 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                                       interactive=pipeline.can_compare_base,
                                       info=None if pipeline.can_compare_base else "No adapter is loaded.")
                 reverse = gr.Checkbox(False, label="Also list the candidates in reverse (one more forward pass): "
-                                                   "does the LLM follow the films or the letters?")
+                                                   f"does the LLM follow the {words.items} or the letters?")
                 titles = gr.Checkbox(bool(fusion.titles), interactive=not fusion.titles,
                                      label="Also ask the LLM without letters: each title's likelihood after your "
                                            "history (one more pass over the 20 titles)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -193,8 +194,9 @@ def serving(app_args: list[str], start_timeout_s: float, ready: str | None = Non
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": files.name,
            "ZEROGPU_OFFLOAD_DIR": str(Path(files.name) / "offload"), **(env or {})}
     log = open(Path(files.name) / "app.log", "w+")  # closed with the directory, below
+    # a session of its own: the processes it forks (ZeroGPU's workers) are stopped with it
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *app_args], cwd=REPO_ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         try:
             wait_until_serving(url, process, start_timeout_s)
@@ -205,7 +207,7 @@ def serving(app_args: list[str], start_timeout_s: float, ready: str | None = Non
             raise SystemExit(f"{error}\n--- app log ---\n{log.read()[-3000:]}") from error
         yield url
     finally:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
         log.close()
         files.cleanup()

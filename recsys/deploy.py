@@ -45,6 +45,9 @@ def deploy(space_id: str, root: str | Path = REPO_ROOT, base_model: str | None =
 
         api = HfApi()
     files = space_files(root)
+    if adapter and not any(path.startswith(f"{Path(adapter).as_posix().rstrip('/')}/") for path in files):
+        raise RuntimeError(f"the adapter {adapter} is not among the files that go up (git does not track it): commit "
+                           "its folder first, or the Space would look for it in vain")
     api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
     for key, value in space_variables(base_model, adapter).items():
         api.add_space_variable(space_id, key, value)
@@ -66,7 +69,11 @@ def main(argv=None) -> None:
     if args.list:
         print("\n".join(space_files()))
         return
-    print(f"Deployed: {deploy(args.space, base_model=args.base_model, adapter=args.adapter, private=args.private)}")
+    try:
+        page = deploy(args.space, base_model=args.base_model, adapter=args.adapter, private=args.private)
+    except RuntimeError as error:
+        raise SystemExit(f"Not deployed: {error}") from error
+    print(f"Deployed: {page}")
 
 
 if __name__ == "__main__":

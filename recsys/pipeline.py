@@ -26,6 +26,7 @@ from recsys.batcher import MicroBatcher
 from recsys.model_runner import ModelRunner
 from recsys.data import load_dataset
 from recsys.data.catalog import CATALOG_FILE, Catalog
+from recsys.data.sources import DATASETS
 from recsys.data.test_users import TestUsers, load_test_users, test_users_of
 from recsys.errors import CheckpointError
 from recsys.ranker.artefacts import CatalogArtefacts, RankerArtefacts, default_adapter
@@ -324,7 +325,8 @@ class Pipeline:
         kept once, at their latest position.
         """
         if not item_ids:
-            raise HistoryError("The watch history is empty: add at least one movie, load a preset or a test user.")
+            item = DATASETS[self.catalog.dataset].domain if self.catalog.dataset in DATASETS else "item"
+            raise HistoryError(f"The history is empty: add at least one {item}, load a preset or a test user.")
         if len(item_ids) > MAX_INPUT_ITEMS:
             raise HistoryError(f"The history has {len(item_ids)} items, over the limit of {MAX_INPUT_ITEMS}: "
                                "remove some or clear it.")

@@ -1,7 +1,7 @@
 """`python -m recsys.reproduce --dataset beauty`: from a data set's files to the folders the app serves, step by step.
 
-1. the retriever: LRURec trained with the paper's recipe (`recsys.retriever.train`; resumed where a run stopped,
-   skipped when its checkpoint holds test metrics), into checkpoints/lrurec-DATASET;
+1. the retriever: LRURec trained with the paper's recipe (`recsys.retriever.train`; resumed where a run stopped),
+   into checkpoints/lrurec-DATASET; a finished one (the committed checkpoint) is kept unless `--retrain`;
 2. the prior: co-watch window and span, weights and candidate pool chosen on validation users (`recsys.ranker.prior
    --write`), into checkpoints/llamarec-DATASET, which the app serves (`python app.py --dataset DATASET`).
 
@@ -34,6 +34,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=sorted(SOURCES))
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--retrain", action="store_true", help="train the retriever again even where a finished one "
+                        "is (the committed checkpoint is replaced)")
     parser.add_argument("--max-steps", type=int, default=None, help="end the retriever's training here (a quick "
                         "trial; default: the recipe's early stopping)")
     parser.add_argument("--eval-every", type=int, default=None, help="the retriever's steps between validations "
@@ -47,16 +49,22 @@ def main(argv=None) -> None:
     recipe = [*data, *(["--max-steps", str(args.max_steps)] if args.max_steps else []),
               *(["--eval-every", str(args.eval_every)] if args.eval_every else [])]
     state = retriever.parent.parent / "runs" / f"lrurec-{args.dataset}"  # the training's resumable state
-    steps = [("retriever", lambda: None if trained(retriever) else train.train(train.parse_args(
-                ["--dataset", args.dataset, "--output", str(retriever), "--state-dir", str(state), "--resume",
-                 *recipe]))),
+    def train_retriever() -> None:
+        if trained(retriever) and not args.retrain:
+            print(f"{retriever} holds a finished retriever: kept (pass --retrain to train it again)")
+            return
+        train.train(train.parse_args(["--dataset", args.dataset, "--output", str(retriever), "--state-dir",
+                                      str(state), *([] if args.retrain else ["--resume"]), *recipe]))
+
+    steps = [("retriever", train_retriever),
              ("prior", lambda: prior.main(["--dataset", args.dataset, "--retriever", str(retriever), "--write",
                                           "--output", str(served), *data]))]
     for name, step in steps:
         began = time.monotonic()
         step()
         print(f"step {name}: {(time.monotonic() - began) / 60:.1f} min", flush=True)
-    print(f"serve it: python app.py --dataset {args.dataset}")
+    where = f" --data-dir {args.data_dir}" if args.data_dir else ""
+    print(f"serve it: python app.py --dataset {args.dataset}{where}")
 
 
 if __name__ == "__main__":

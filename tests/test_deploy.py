@@ -56,11 +56,19 @@ class FakeHub:
 
 def test_deploy_creates_a_gradio_space_sets_the_model_and_uploads_the_file_set():
     hub = FakeHub()
-    page = deploy("teacher/llamarec", base_model="Qwen/Qwen2.5-7B-Instruct", adapter="runs/zero-shot", api=hub)
+    adapter = "checkpoints/llamarec-smollm2-135m-ml-latest-small"
+    page = deploy("teacher/llamarec", base_model="Qwen/Qwen2.5-7B-Instruct", adapter=adapter, api=hub)
     assert page == "https://huggingface.co/spaces/teacher/llamarec"
     (create, args, kwargs), *variables, (upload, _, uploaded) = hub.calls
     assert create == "create_repo" and kwargs["space_sdk"] == "gradio" and kwargs["repo_type"] == "space"
     assert [call[1] for call in variables] == [("teacher/llamarec", "LLAMAREC_BASE_MODEL", "Qwen/Qwen2.5-7B-Instruct"),
-                                               ("teacher/llamarec", "LLAMAREC_ADAPTER", "runs/zero-shot")]
+                                               ("teacher/llamarec", "LLAMAREC_ADAPTER", adapter)]
     assert upload == "upload_folder" and uploaded["allow_patterns"] == space_files()
     assert space_variables(None, None) == {}  # the default model needs no variable
+
+
+def test_an_adapter_that_would_not_go_up_is_refused_before_anything_is_asked():
+    hub = FakeHub()
+    with pytest.raises(RuntimeError, match="runs/zero-shot is not among the files that go up"):
+        deploy("teacher/llamarec", base_model="Qwen/Qwen2.5-7B-Instruct", adapter="runs/zero-shot", api=hub)
+    assert hub.calls == []

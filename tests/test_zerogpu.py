@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -46,7 +47,8 @@ def served_app(api: DeviceApi, tmp: Path, *flags: str) -> Iterator:
            "ZEROGPU_OFFLOAD_DIR": str(tmp / "offload"), "PYTHONUNBUFFERED": "1"}
     port = free_port()
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--precision", "bf16", *flags],
-                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)  # its GPU workers in its group, stopped with it
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
     reader.start()
@@ -58,11 +60,16 @@ def served_app(api: DeviceApi, tmp: Path, *flags: str) -> Iterator:
             time.sleep(0.2)
         yield Client(f"http://127.0.0.1:{port}/", verbose=False), lines
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop the app and the GPU workers it forked (a worker outlives its app otherwise)."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -197,10 +197,12 @@ class HistoryHandlers:
                               "Genres": [", ".join(self.catalog[i].genres) for i in history]})
         notes = [notice] if notice else []
         if len(history) > self.pipeline.window:
-            notes.append(f"LRURec reads only the latest {self.pipeline.window} of these {len(history)} movies "
+            notes.append(f"LRURec reads only the latest {self.pipeline.window} of these {len(history)} "
+                         f"{words_for(self.catalog.dataset).items} "
                          "(the oldest are dropped from its input).")
         if session["user"] is not None:
-            notes.append(f"Test user {session['user']}: the held-out next movie is hidden until you click "
+            notes.append(f"Test user {session['user']}: the held-out next {words_for(self.catalog.dataset).item} is "
+                         "hidden until you click "
                          "Recommend, then marked ★ in every result.")
         remove = gr.update(choices=[(f"{n}. {t}", i) for n, (t, i) in
                                     enumerate(zip(self.catalog.titles(history), history), start=1)], value=None)

@@ -44,6 +44,9 @@ def facts(pipeline: Pipeline) -> dict[str, str]:
         named["adapter"] = (f"none: this base model ranks zero-shot beside the prior of {ranker.folder.name} "
                             f"(whose adapter fits another base model), at its fusion weights; train a ranker for "
                             f"this one with: {RANKER_TRAIN_COMMAND}")
+    elif ranker.zero_shot and not pipeline.fusion.llm:
+        named["adapter"] = (f"none: no LLM ranker is trained for this data set yet; the base model's opinion is shown "
+                            f"at weight 0 beside the prior of {ranker.folder.name if ranker.folder else ''}")
     elif ranker.zero_shot:
         named["adapter"] = (f"none: the base model ranks zero-shot, at the weights chosen on validation "
                             f"({ranker.folder.name if ranker.folder else ''})")
@@ -76,9 +79,18 @@ def facts_markdown(pipeline: Pipeline) -> str:
     why = usable_cores()[1]
     return (f"| Part | Setting |\n|---|---|\n{rows}\n| CPU threads | {torch.get_num_threads()} (usable cores: {why}) |"
             f"\n| Recommends per pass | up to {pipeline.verbalizer.max_batch}, the clicks that arrive together |\n\n"
-            + training_markdown(pipeline.ranker) +
-            "\n\nData: MovieLens ml-latest-small (GroupLens Research, University of Minnesota), preprocessed as in "
-            "LlamaRec; redistributed under its license (`checkpoints/lrurec-ml-latest-small/DATA_LICENSE.txt`).")
+            + training_markdown(pipeline.ranker) + "\n\n" + DATA_CREDITS.get(pipeline.catalog.dataset, ""))
+
+
+DATA_CREDITS = {
+    "ml-latest-small": "Data: MovieLens ml-latest-small (GroupLens Research, University of Minnesota), preprocessed as "
+                       "in LlamaRec; redistributed under its license "
+                       "(`checkpoints/lrurec-ml-latest-small/DATA_LICENSE.txt`).",
+    "beauty": "Data: Amazon review data, Beauty (McAuley et al.), preprocessed by the LlamaRec authors' code; read "
+              "from its files, not redistributed here.",
+    "games": "Data: Amazon review data, Video Games (McAuley et al.; 2018 metadata), preprocessed by the LlamaRec "
+             "authors' code; read from its files, not redistributed here.",
+}
 
 
 ABLATION_LABELS = {"retriever": "Retriever (LRURec order)", "llm_alone": "LLM alone",
@@ -166,7 +178,8 @@ def _metric_table(rows: dict[str, dict], columns: list[str]) -> str:
 
 def benchmarks_markdown() -> str:
     """The Benchmarks tab: our measured results beside the paper's, read from bench/results/*.json."""
-    parts = ["### Retriever (LRURec), all test users"]
+    parts = ["All figures on this tab are MovieLens ml-latest-small's; Amazon Beauty's and Games' are in RESULTS.md.",
+             "### Retriever (LRURec), all test users"]
     retriever = _read_result("retriever_quality")
     columns = ["M@5", "N@5", "R@5", "M@10", "N@10", "R@10"]
     if retriever:

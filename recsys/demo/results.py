@@ -138,7 +138,7 @@ class ResultsHandlers:
                 found = result.candidates[held_out]
                 final = f", final rank **{found.final_rank}**" if found.final_rank else ""
                 lines.append(f"{HELD_OUT}: **{plain(found.title)}**, retriever rank {found.retriever_rank}{final} "
-                             "(at the validation-chosen fusion).")
+                             "(at the served fusion).")
         if result.ranker_error:
             lines.append(f"⚠️ **The ranker failed**: {result.ranker_error}. The table shows the retriever's order.")
         else:
