@@ -79,7 +79,9 @@ def facts_markdown(pipeline: Pipeline) -> str:
     why = usable_cores()[1]
     return (f"| Part | Setting |\n|---|---|\n{rows}\n| CPU threads | {torch.get_num_threads()} (usable cores: {why}) |"
             f"\n| Recommends per pass | up to {pipeline.verbalizer.max_batch}, the clicks that arrive together |\n\n"
-            + training_markdown(pipeline.ranker) + "\n\n" + DATA_CREDITS.get(pipeline.catalog.dataset, ""))
+            + training_markdown(pipeline.ranker) + "\n\n"
+            # a catalog of another name is a MovieLens one (as the page's words: `recsys.demo.words`)
+            + DATA_CREDITS.get(pipeline.catalog.dataset, DATA_CREDITS["ml-latest-small"]))
 
 
 DATA_CREDITS = {
