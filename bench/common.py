@@ -184,19 +184,22 @@ def wait_until_logged(text: str, log: Path, process: subprocess.Popen, timeout_s
 
 @contextmanager
 def serving(app_args: list[str], start_timeout_s: float, ready: str | None = None,
-            env: dict[str, str] | None = None) -> Iterator[str]:
+            env: dict[str, str] | None = None, started: dict | None = None) -> Iterator[str]:
     """`python app.py` on a free loopback port with `app_args`, offline, with `env` added to its environment; yields
     its URL once it answers (and, with `ready`, once its log holds that text: e.g. `app.PRESETS_READY`), stops it
-    after. SystemExit with the end of the app's log when it does not start in `start_timeout_s`."""
+    after. `started`, when given, receives the app's "pid" and its "files" folder (its temporary files: Gradio's and
+    the offered downloads). SystemExit with the end of the app's log when it does not start in `start_timeout_s`."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     files = tempfile.TemporaryDirectory(prefix="llamarec-bench-")  # the app's log and Gradio's files, removed after
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": files.name,
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": files.name, "TMPDIR": files.name,
            "ZEROGPU_OFFLOAD_DIR": str(Path(files.name) / "offload"), **(env or {})}
     log = open(Path(files.name) / "app.log", "w+")  # closed with the directory, below
     # a session of its own: the processes it forks (ZeroGPU's workers) are stopped with it
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *app_args], cwd=REPO_ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    if started is not None:
+        started.update(pid=process.pid, files=Path(files.name))
     try:
         try:
             wait_until_serving(url, process, start_timeout_s)
