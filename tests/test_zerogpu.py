@@ -24,7 +24,6 @@ import pytest
 from bench.common import free_port
 from recsys.demo.gpu import RECOMMEND_S, race_seconds
 from recsys.ranker.base_model import converted_dir
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 from bench.zerogpu import zerogpu_env
 from bench.zerogpu.device_api import DeviceApi
 
@@ -174,7 +173,6 @@ def test_the_start_up_reads_the_adapter_on_the_cpu(gpu_app):
     text = "".join(lines)
     assert "ZeroGPU tensors packing" in text  # the weights went to "cuda" at start-up, as on a Space
     assert "Cannot start the demo" not in text and "pin_memory" not in text
-    assert DEFAULT_CHECKPOINT.is_dir()
 
 
 WORKER_FAILS = """
