@@ -12,7 +12,8 @@ from recsys.data.catalog import Catalog, Item
 from recsys.demo.handlers import DemoHandlers
 from recsys.demo.history import new_session
 from recsys.demo.results import BASE_COLUMN, REVERSED_COLUMN
-from recsys.demo.search import TitleSearch, search_key
+from recsys.data.titles import search_key
+from recsys.demo.search import TitleSearch
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.ranker.fusion import FusionWeights, final_order, fused_scores
 from recsys.ranker.model import LoraSettings, add_lora

@@ -107,3 +107,45 @@ def test_named_candidates_counts_only_what_the_text_names():
     assert named_candidates(text, titles) == [1, 0]
     assert parse_ranking(text, titles) == [1, 0, 2]  # the unnamed one follows in the retriever's order
     assert named_candidates("### Explanation: The answer is (B).", titles) == []
+
+
+RACE_TITLES = ["The Lord of the Rings: The Fellowship of the Ring (2001)", "Heat (1995)", "Toy Story (1995)",
+               "Toy Story 2 (1999)", "Amélie (2001)", "Monsters, Inc. (2001)", "Les Misérables (2012)",
+               "Up (2009)", "WALL·E (2008)", "The Usual Suspects (1995)"]
+
+
+def written_as_a_model_might(title: str, rng) -> str:
+    """`title` as a small model writes it: any case, the year dropped, the article dropped or moved to the end,
+    accents and punctuation lost, a list marker in front."""
+    import unicodedata
+
+    from recsys.data.titles import split_year
+
+    bare, year = split_year(title)
+    if rng.random() < 0.5:
+        bare = unicodedata.normalize("NFKD", bare).encode("ascii", "ignore").decode().replace(":", " -")
+    for article in ("The ", "Les "):
+        if bare.startswith(article):
+            bare = rng.choice([bare[len(article):], f"{bare[len(article):]}, {article.strip()}", bare.lower()])
+    text = rng.choice([bare.upper(), bare.lower(), bare.title(), bare])
+    if rng.random() < 0.5:
+        text = f"{text} ({year})"
+    return rng.choice(["", "1. ", "(B) ", "- ", "* "]) + text
+
+
+def test_the_parser_reads_titles_in_any_case_with_or_without_articles_years_and_punctuation():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(50):
+        order = rng.sample(range(len(RACE_TITLES)), len(RACE_TITLES))
+        text = "\n".join(written_as_a_model_might(RACE_TITLES[i], rng) for i in order)
+        assert named_candidates(text, RACE_TITLES) == order, text
+
+
+def test_the_parser_reads_the_titles_a_line_names_in_its_order():
+    text = ("My ranking: Toy Story 2, then toy story and HEAT!\n"
+            "The Lord of the Rings: The Fellowship of the Ring, because it is an epic\nup")
+    assert named_candidates(text, RACE_TITLES) == [3, 2, 1, 0, 7]
+    # a short title is named only as a whole line: "up" inside a sentence is a word, not the film
+    assert named_candidates("Pick it up later", RACE_TITLES) == []

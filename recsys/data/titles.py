@@ -11,6 +11,7 @@ part of ("Hotel Chevalier (Part 1 of 'The Darjeeling Limited')"), and one that g
 """
 
 import re
+import unicodedata
 
 _YEAR = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
 _TRAILING_GROUP = re.compile(r"\s*\(([^()]*)\)\s*$")
@@ -74,3 +75,30 @@ def clean_title(raw_title: str) -> str:
 def alternative_titles(raw_title: str) -> list[str]:
     """The alternative titles in a raw MovieLens name (for search), articles in front, "a.k.a." dropped."""
     return split_title(raw_title)[1]
+
+
+_ANY_ARTICLE = "|".join(re.escape(article.lower()) for article in sorted(ARTICLES, key=len, reverse=True))
+_MOVED_ARTICLE = re.compile(rf"^(?P<rest>.*?),\s*(?P<article>{_ANY_ARTICLE})(?P<tail>\s*(\(\d{{4}}\))?)$")
+# Only English articles are dropped from the front: foreign ones begin other titles too ("Die Hard", "La La Land").
+_LEADING_ARTICLE = re.compile(r"^(the|a|an)\s+")
+_ELISION = re.compile(r"\b([a-z]|qu)'(?=[a-z])")  # "l'auberge" -> "l auberge", as a typed "L Auberge" reads
+
+
+def search_key(text: str) -> str:
+    """`text` reduced for matching (by the search box and the race's parser): no accents, lower case, a trailing
+    article of any MovieLens language moved to the front, then a leading English article and all punctuation dropped,
+    spaces collapsed.
+
+    "Amélie" -> "amelie", "Matrix, The" -> "matrix", "Misérables, Les" -> "les miserables",
+    "(500) Days of Summer" -> "500 days of summer".
+    """
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower().replace("’", "'").strip()
+    moved = _MOVED_ARTICLE.match(text)
+    if moved:
+        separator = "" if moved["article"].endswith("'") else " "  # "L'Auberge espagnole", "Les Misérables"
+        text = f"{moved['article']}{separator}{moved['rest']}{moved['tail']}"
+    text = _ELISION.sub(r"\1 ", text).replace("'", "")  # "Bug's" -> "bugs"
+    text = re.sub(r"[^\w\s]", " ", text).replace("_", " ")
+    text = re.sub(r"\s+", " ", text).strip()
+    return _LEADING_ARTICLE.sub("", text)

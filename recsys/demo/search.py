@@ -3,37 +3,10 @@ alternative titles MovieLens gives ("The Boat" for Das Boot) do not matter; exac
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 
 from recsys.data.catalog import Catalog, Item
-from recsys.data.titles import ARTICLES, split_year
-
-_ARTICLE = "|".join(re.escape(article.lower()) for article in sorted(ARTICLES, key=len, reverse=True))
-_MOVED_ARTICLE = re.compile(rf"^(?P<rest>.*?),\s*(?P<article>{_ARTICLE})(?P<tail>\s*(\(\d{{4}}\))?)$")
-# Only English articles are dropped from the front: foreign ones begin other titles too ("Die Hard", "La La Land").
-_LEADING_ARTICLE = re.compile(r"^(the|a|an)\s+")
-_ELISION = re.compile(r"\b([a-z]|qu)'(?=[a-z])")  # "l'auberge" -> "l auberge", as a typed "L Auberge" reads
-
-
-def search_key(text: str) -> str:
-    """`text` reduced for matching: no accents, lower case, a trailing article of any MovieLens language moved to the
-    front, then a leading English article and all punctuation dropped, spaces collapsed.
-
-    "Amélie" -> "amelie", "Matrix, The" -> "matrix", "Misérables, Les" -> "les miserables",
-    "(500) Days of Summer" -> "500 days of summer".
-    """
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower().replace("’", "'").strip()
-    moved = _MOVED_ARTICLE.match(text)
-    if moved:
-        separator = "" if moved["article"].endswith("'") else " "  # "L'Auberge espagnole", "Les Misérables"
-        text = f"{moved['article']}{separator}{moved['rest']}{moved['tail']}"
-    text = _ELISION.sub(r"\1 ", text).replace("'", "")  # "Bug's" -> "bugs"
-    text = re.sub(r"[^\w\s]", " ", text).replace("_", " ")
-    text = re.sub(r"\s+", " ", text).strip()
-    return _LEADING_ARTICLE.sub("", text)
+from recsys.data.titles import search_key, split_year
 
 
 @dataclass(frozen=True)

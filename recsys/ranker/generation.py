@@ -3,8 +3,9 @@
 Same model, history and candidates as the verbalizer, and the same prompt builder; only the
 instruction differs. Decoding is greedy with the KV cache and stops at EOS or once the output is
 as long as all candidate titles together, one per line (the paper's rule, Fig. 3). The text is
-parsed back into a ranking: exact title matches first, then fuzzy ones; duplicates and invented
-titles are ignored and candidates never named follow in retriever order.
+parsed back into a ranking (titles compared as the search compares them: case, accents, articles and
+punctuation aside): exact title matches first, then fuzzy ones, then titles named inside a longer line;
+duplicates and invented titles are ignored and candidates never named follow in retriever order.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from recsys.data.titles import search_key, split_year
 from recsys.kv_cache import cache_kwargs, last_position, output_cache
 from recsys.ranker.prompt import PromptConfig, build_prompt
 from recsys.timing import synchronize
@@ -27,6 +29,7 @@ GENERATION_INSTRUCTION = ("Given the user's watch history in chronological order
                           "candidate pool from the most to the least likely to be watched next. Answer with "
                           "their titles only, best first, one per line.")
 FUZZY_CUTOFF = 0.75  # difflib similarity a line needs to count as a (misspelt or cut) candidate title
+MIN_CONTAINED = 4  # characters a title's key needs to be found inside a longer line (shorter ones only as the line)
 _LIST_MARKER = re.compile(r"^\s*(?:\(\s*[A-Za-z0-9]{1,2}\s*\)|[A-Za-z0-9]{1,2}[.):]|[-*•])\s+")
 
 
@@ -44,48 +47,81 @@ class GenerationResult:
     waited_seconds: float = 0.0  # time spent waiting for the model between tokens (other users' passes)
 
 
-def _normalize(text: str) -> str:
-    return " ".join(text.casefold().split()).strip(" \t.,;:\"'")
-
-
 def _line_variants(line: str) -> list[str]:
-    """The line as written and without a leading list marker ("1.", "(A)", "- "), normalized."""
-    variants = [_normalize(line)]
-    stripped = _LIST_MARKER.sub("", line, count=1)
-    if stripped != line:
-        variants.append(_normalize(stripped))
-    return [v for v in variants if v]
+    """The line's search keys (`search_key`): as written and without a leading list marker ("1.", "(A)", "- ")."""
+    variants = [search_key(line), search_key(_LIST_MARKER.sub("", line, count=1))]
+    return [v for v in dict.fromkeys(variants) if v]
 
 
-def _match_line(line: str, normalized_titles: list[str]) -> int | None:
-    """Index of the candidate a line names: an exact match, else the most similar title above FUZZY_CUTOFF."""
+@dataclass(frozen=True)
+class _CandidateKeys:
+    """The search keys a candidate is recognised by: its title with and without the year."""
+
+    titles: tuple[str, ...]  # keys of the title as shown and without its year
+    bare: str  # the key without the year: what a line that names it among other words contains
+
+
+def _candidate_keys(title: str) -> _CandidateKeys:
+    bare = search_key(split_year(title)[0])
+    return _CandidateKeys(tuple(k for k in dict.fromkeys((search_key(title), bare)) if k), bare)
+
+
+def _contained(line_key: str, candidates: list[_CandidateKeys]) -> list[int]:
+    """The candidates whose title (without the year) the line names among other words, in the line's order: whole
+    words only, the longest title at a place ("Toy Story 2" over "Toy Story"), titles of at least MIN_CONTAINED
+    characters (a one-word "Up" is matched only as a whole line)."""
+    padded = f" {line_key} "
+    spans = []  # (start, -length, candidate)
+    for index, keys in enumerate(candidates):
+        if len(keys.bare) < MIN_CONTAINED:
+            continue
+        start = padded.find(f" {keys.bare} ")
+        while start >= 0:
+            spans.append((start, -len(keys.bare), index))
+            start = padded.find(f" {keys.bare} ", start + 1)
+    named, reached = [], 0
+    for start, length, index in sorted(spans):
+        if start >= reached:
+            named.append(index)
+            reached = start - length + 1
+    return named
+
+
+def _match_line(line: str, candidates: list[_CandidateKeys]) -> list[int]:
+    """The candidates a line names, in its order: one written as the whole line (its keys equal, else the most
+    similar above FUZZY_CUTOFF, which also takes a misspelt or cut title), else those named among other words."""
     variants = _line_variants(line)
     for variant in variants:
-        if variant in normalized_titles:
-            return normalized_titles.index(variant)
+        for index, keys in enumerate(candidates):
+            if variant in keys.titles:
+                return [index]
     best, best_score = None, FUZZY_CUTOFF
     for variant in variants:
-        for index, title in enumerate(normalized_titles):
-            score = difflib.SequenceMatcher(None, variant, title).ratio()
-            if score >= best_score:
-                best, best_score = index, score
-    return best
+        for index, keys in enumerate(candidates):
+            for key in keys.titles:
+                score = difflib.SequenceMatcher(None, variant, key).ratio()
+                if score > best_score or (score == best_score and best is None):
+                    best, best_score = index, score
+    if best is not None:
+        return [best]
+    return _contained(variants[0], candidates) if variants else []
 
 
 def named_candidates(text: str, candidate_titles: list[str]) -> list[int]:
     """The candidates generated text names, in its order: 0-based indices, each once.
 
-    Each non-empty line is matched to one candidate: exactly (case and spacing ignored, with or
-    without a leading list marker), else fuzzily (difflib ratio >= FUZZY_CUTOFF, which also accepts
-    a title cut off by the length budget). Lines naming an already named candidate and lines that
-    match none are ignored.
+    Lines and titles are compared by the search's key (`recsys.data.titles.search_key`: case, accents, punctuation,
+    a leading or moved article ignored), with or without the year and a leading list marker. A line is one
+    candidate when it is its title (exactly, or fuzzily: difflib ratio >= FUZZY_CUTOFF, so a misspelt or cut title
+    counts), else every candidate whose title it contains as whole words ("1. Heat, then Fargo"). Candidates
+    already named and lines that name none are ignored.
     """
-    normalized_titles = [_normalize(t) for t in candidate_titles]
+    candidates = [_candidate_keys(t) for t in candidate_titles]
     named: list[int] = []
     for line in text.splitlines():
-        index = _match_line(line, normalized_titles)
-        if index is not None and index not in named:
-            named.append(index)
+        for index in _match_line(line, candidates):
+            if index not in named:
+                named.append(index)
     return named
 
 
