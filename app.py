@@ -29,13 +29,14 @@ import torch
 
 from recsys import plots
 from recsys.demo.downloads import MAX_AGE_S, PRUNE_EVERY_S
+from recsys.demo.components import FreeDropdown, FreeRadio, SavedHistory
 from recsys.demo.gpu import PLACEMENTS, RECOMMEND_S, gpu_event, on_zerogpu, race_seconds, zerogpu_device
 from recsys.demo.handlers import DemoHandlers
 from recsys.demo.history import MAX_TYPED, AddView, HistoryView, new_session
 from recsys.demo.race import COMPARISON_COLUMNS, RACE_INTRO, RaceView
 from recsys.demo.words import words_for
 from recsys.demo.results import MAX_WEIGHT, RESULT_COLUMNS, WEIGHT_STEP, FusionView, ResultsView
-from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown
+from recsys.demo.pages import BENCH_COMMANDS, api_descriptions, benchmarks_markdown, facts_markdown
 from recsys.pipeline import MAX_BATCH, SHARED_RESULTS, Pipeline, PipelineConfig
 from recsys.ranker.artefacts import default_adapter
 from recsys.machine import lower_priority, process_threads, usable_cores
@@ -57,12 +58,17 @@ QUEUE_SIZE = 64  # model events waiting (Recommend, race); history edits, search
 MODEL_NICENESS = 10  # how much lower the model's threads run than the web server's on CPU (Linux nice levels)
 WARM_AFTER_S = 5.0  # the presets are warmed once the model runner serves, or after this long without it
 PRESETS_READY = "Presets ready"  # the start of the line printed once they are (benches wait for it)
+NEXT_RECOMMEND = "Applies to the next Recommend."  # what ticking a box changes: results already shown stay as they are
 INSTANT = {"queue": False, "show_progress": "hidden"}  # events without the model: answered at once, never refused
 CSS = """
 .results-table table { min-width: 640px; }  /* narrow screens scroll the table instead of breaking words */
-.results-table td, .results-table th { word-break: normal !important; overflow-wrap: normal !important; }
-.results-table th { white-space: nowrap; }
+/* a header or a cell wraps between words, never inside one ("Fin / al / ran / k") */
+.results-table td, .results-table th, .results-table td *, .results-table th * {
+  word-break: normal !important; overflow-wrap: normal !important; hyphens: none; }
 """
+# the key columns' widths (`recsys.demo.results.KEY_COLUMNS`): together about 660 px, so they fit the table's box
+# beside the chart at 1,400 px; the other columns size to their content after them
+KEY_COLUMN_WIDTHS = ["72px", "246px", "74px", "74px", "92px", "100px"]
 
 
 def wired(view: type, components: dict[str, gr.components.Component]) -> list:
@@ -116,7 +122,8 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                     "the LLM's. **Race** also generates the ranked list as text, the slow way." + adapter_note)
         session = gr.State(new_session())
         # the history as MovieLens ids in this browser: a reload (or the next visit) starts from it
-        saved = gr.BrowserState([], storage_key="llamarec-history", secret="llamarec-history")
+        saved = SavedHistory([], storage_key="llamarec-history", secret="llamarec-history",
+                             label=f"{words.history} ({words.source_id}s)")
         last = gr.State(None)  # the latest Recommendation: the fusion slider re-ranks it without a model call
         race_streaming = gr.State(False)  # set while a race streams; still set after one was cancelled half-way
         with gr.Tab("Recommend"):
@@ -130,23 +137,29 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                                                 "matter. Click one to add it; Add (or Enter) takes the typed text "
                                                 f"only when it names exactly one {words.item}.", scale=4)
                         add = gr.Button("Add", variant="secondary", scale=1, min_width=100)
-                    matches = gr.Radio([], value=None, label=f"Matches: click the {words.item} you mean", visible=False)
+                    matches = FreeRadio([], value=None, label=f"Matches: click the {words.item} you mean",
+                                        visible=False, api_types=("string", "integer"),
+                                        api_description=f"a title or a {words.source_id}")
                     with gr.Row():
-                        preset = gr.Dropdown(list(handlers.presets), value=None, label="Preset history", scale=3)
+                        preset = FreeDropdown(list(handlers.presets), value=None, label="Preset history", scale=3,
+                                              api_description="a preset's name: " + ", ".join(handlers.presets))
                         load_preset = gr.Button("Load preset", scale=1, min_width=100)
                     with gr.Row():
-                        user = gr.Dropdown(handlers.user_choices(), value=None, scale=3,
-                                           label=f"Test user ({pipeline.catalog.dataset})")
+                        user = FreeDropdown(handlers.user_choices(), value=None, scale=3,
+                                            label=f"Test user ({pipeline.catalog.dataset})",
+                                            api_description="a test user's id, as text")
                         load_user = gr.Button("Load a test user", scale=1, min_width=100)
                     with gr.Row():
-                        removable = gr.Dropdown([], value=None, label=f"{words.item.capitalize()} to remove", scale=3)
+                        removable = FreeDropdown([], value=None, label=f"{words.item.capitalize()} to remove", scale=3,
+                                                 api_types=("string", "integer"),
+                                                 api_description=f"a title or a {words.source_id}")
                         remove = gr.Button("Remove", scale=1, min_width=100)
                         clear = gr.Button("Clear", variant="stop", scale=1, min_width=100)
                 with gr.Column(scale=3, min_width=300):
                     history = gr.Dataframe(pd.DataFrame(columns=["#", "Title", "Genres"]),
                                            label=f"{words.history.capitalize()} ({words.order}, oldest first)",
                                            interactive=False, max_height=330, wrap=True)
-                    notice = gr.Markdown()
+                    notice = gr.Markdown(label="Notice")
                     with gr.Row():
                         share = gr.Button("Share this history", scale=1, min_width=100)
                         # no placeholder and no copy button: either would take the place of the label as the box's
@@ -167,30 +180,34 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                                                 f"examples; the retriever's weight stays {fusion.retriever:g}).")
                 reset = gr.Button("Served weights", scale=1, min_width=120)
             with gr.Row():
-                compare = gr.Checkbox(False, label="Compare with the base model (one more forward pass)",
-                                      interactive=pipeline.can_compare_base,
-                                      info=None if pipeline.can_compare_base else "No adapter is loaded.")
-                reverse = gr.Checkbox(False, label="Also list the candidates in reverse (one more forward pass): "
-                                                   f"does the LLM follow the {words.items} or the letters?")
+                # short labels (they fit a phone's width), the details under them
+                compare = gr.Checkbox(False, label="Compare with the base model", interactive=pipeline.can_compare_base,
+                                      info=("One more forward pass, without the adapter. " + NEXT_RECOMMEND
+                                            if pipeline.can_compare_base else "No adapter is loaded."))
+                reverse = gr.Checkbox(False, label="Also rank the list reversed",
+                                      info=f"One more forward pass: does the LLM follow the {words.items} or the "
+                                           f"letters? {NEXT_RECOMMEND}")
                 titles = gr.Checkbox(bool(fusion.titles), interactive=not fusion.titles,
-                                     label="Also ask the LLM without letters: each title's likelihood after your "
-                                           "history (one more pass over the 20 titles)",
-                                     info="Served with weight " + f"{fusion.titles:g}" + (
+                                     label="Also ask by title likelihood",
+                                     info="Each title's likelihood after your history, without letters (one more pass "
+                                          f"over the 20 titles). Served with weight {fusion.titles:g}" + (
                                          " (chosen on validation), so always computed." if fusion.titles else
-                                         ": validation gave it no weight; shown, not ranked by."))
-            summary = gr.Markdown()
+                                         f": validation gave it no weight; shown, not ranked by. {NEXT_RECOMMEND}"))
+            summary = gr.Markdown(label="Summary")
+            formula = gr.Markdown(label="Final score")  # the one the table is ranked by, after every slider move
             with gr.Row():
                 with gr.Column(scale=3, min_width=300):
                     chart = gr.Plot(label="Each opinion's probability")
                 with gr.Column(scale=4, min_width=300):
                     table = gr.Dataframe(pd.DataFrame(columns=RESULT_COLUMNS), label="Ranked candidates",
-                                         interactive=False, max_height=640, wrap=True, elem_classes="results-table")
+                                         interactive=False, max_height=640, wrap=True, elem_classes="results-table",
+                                         column_widths=KEY_COLUMN_WIDTHS)
             download = gr.DownloadButton("Download these results (CSV)", value=None, size="sm")
-            reading = gr.Markdown()
+            reading = gr.Markdown(label="What the verbalizer read")
             with gr.Accordion("The exact prompt", open=False):
                 prompt = gr.Textbox(label="Prompt", lines=12, max_lines=60, interactive=False, buttons=["copy"])
             gr.Markdown("### The race: verbalizer vs generation")
-            race_summary = gr.Markdown(RACE_INTRO)
+            race_summary = gr.Markdown(RACE_INTRO, label="Race summary")
             with gr.Row():
                 timing = gr.Plot(label="Time per stage")
                 generated = gr.Textbox(label="Generated text", lines=10, max_lines=30, interactive=False)
@@ -207,50 +224,58 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                 gr.Markdown(f"_Efficiency figure not drawn yet: run `{BENCH_COMMANDS['efficiency']}`._")
 
         components = {"session": session, "history": history, "removable": removable, "notice": notice,
-                      "matches": matches, "movie": movie, "summary": summary, "table": table, "chart": chart,
+                      "matches": matches, "movie": movie, "summary": summary, "formula": formula, "table": table,
+                      "chart": chart,
                       "prompt": prompt, "reading": reading, "last": last, "race_summary": race_summary,
                       "timing": timing, "generated": generated, "comparison": comparison,
                       "race_streaming": race_streaming, "download": download, "saved": saved}
+        described = api_descriptions(words)
+
+        def api(name: str) -> dict:  # an endpoint's name and what it does for a client (`api_descriptions`)
+            return {"api_name": name, "api_description": described[name]}
+
         history_outputs, add_outputs = wired(HistoryView, components), wired(AddView, components)
         result_outputs, race_outputs = wired(ResultsView, components), wired(RaceView, components)
         # always_last: the matches follow the text as it is once the previous search returns (one search at a time)
-        movie.input(handlers.suggest, movie, matches, trigger_mode="always_last", api_name="search", **INSTANT)
+        movie.input(handlers.suggest, movie, matches, trigger_mode="always_last", **api("search"), **INSTANT)
         race_s = race_seconds(pipeline.race_token_budget())
         racing = race.click(gpu_event(handlers.race, gpu, race_s, handlers.race_error, handlers.history_problem),
                             [session, llm_weight, cowatch_weight, compare],
                             race_outputs,
-                            api_name="race", concurrency_id="race", concurrency_limit=race_jobs,
+                            **api("race"), concurrency_id="race", concurrency_limit=race_jobs,
                             show_progress="minimal")
         stop_race = {"cancels": [racing]}  # a new history stops a race for the old one (its generation ends too)
         edit = {**stop_race, **INSTANT}
         events = [
-            add.click(handlers.add_and_clear, [session, movie], add_outputs, api_name="add", **edit),
+            add.click(handlers.add_and_clear, [session, movie], add_outputs, **api("add"), **edit),
             movie.submit(handlers.add_and_clear, [session, movie], add_outputs, api_visibility="private", **edit),
-            matches.input(handlers.add_and_clear, [session, matches], add_outputs, api_name="pick", **edit),
-            remove.click(handlers.remove, [session, removable], history_outputs, api_name="remove", **edit),
-            clear.click(handlers.clear, [session], history_outputs, api_name="clear", **edit),
-            load_preset.click(handlers.load_preset, [session, preset], history_outputs, api_name="load_preset",
+            matches.input(handlers.pick, [session, matches], add_outputs, **api("pick"), **edit),
+            remove.click(handlers.remove, [session, removable], history_outputs, **api("remove"), **edit),
+            clear.click(handlers.clear, [session], history_outputs, **api("clear"), **edit),
+            load_preset.click(handlers.load_preset, [session, preset], history_outputs, **api("load_preset"),
                               **edit),
-            load_user.click(handlers.load_test_user, [session, user], history_outputs, api_name="load_test_user",
+            load_user.click(handlers.load_test_user, [session, user], history_outputs, **api("load_test_user"),
                             **edit),
             recommend.click(gpu_event(handlers.recommend, gpu, RECOMMEND_S, handlers.error_results,
                                       handlers.history_problem),
                             [session, llm_weight, cowatch_weight, compare, reverse, titles],
                             result_outputs,
-                            api_name="recommend", concurrency_id="recommend", concurrency_limit=recommend_jobs),
+                            **api("recommend"), concurrency_id="recommend", concurrency_limit=recommend_jobs),
             racing,
         ]
         for event in events:  # results made for another history are cleared, whichever finished last
             event.then(handlers.stale_results, [session, last, race_streaming], race_outputs,
                        api_visibility="private", **INSTANT)
-        share.click(handlers.share, session, link, api_name="share", **INSTANT)
+        share.click(handlers.share, session, link, **api("share"), **INSTANT)
         demo.load(handlers.restore, saved, history_outputs, api_visibility="private", **INSTANT)
         explore = ([session, last, llm_weight, cowatch_weight], wired(FusionView, components))
-        for slider in (llm_weight, cowatch_weight):  # on release: one re-rank per drag, not one per step
-            name = "explore_fusion" if slider is llm_weight else False
-            slider.release(handlers.ranking_view, *explore, api_name=name, **INSTANT)
+        # on every change (a drag, the arrow keys, a number typed, Served weights); always_last: one re-rank at a
+        # time, and the latest value is always the last one drawn
+        for slider in (llm_weight, cowatch_weight):
+            name = api("explore_fusion") if slider is llm_weight else {"api_visibility": "private"}
+            slider.change(handlers.ranking_view, *explore, **name, trigger_mode="always_last", **INSTANT)
         reset.click(lambda: (fusion.llm, fusion.cowatch), None, [llm_weight, cowatch_weight], api_visibility="private",
-                    **INSTANT).then(handlers.ranking_view, *explore, api_visibility="private", **INSTANT)
+                    **INSTANT)
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=8)
 
 

@@ -116,7 +116,7 @@ def _clicks(client, users: list, weights: tuple[float, float], indices: range, c
         else:
             client.predict(users[(index * 37) % len(users)], api_name="/load_test_user")
         began = time.perf_counter()
-        summary, table, _, prompt, *_ = client.predict(*weights, False, False, False, api_name="/recommend")
+        summary, _, table, _, prompt, *_ = client.predict(*weights, False, False, False, api_name="/recommend")
         latencies.append((time.perf_counter() - began) * 1000)
         if prompt:  # empty when the ranker failed (the summary says why)
             prompts.append(prompt)

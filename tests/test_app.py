@@ -21,7 +21,7 @@ from recsys.data.catalog import Catalog, Item
 from recsys.demo.handlers import DemoHandlers
 from recsys.demo.history import PRESETS, new_session
 from recsys.demo.markdown import HELD_OUT
-from recsys.demo.race import RACE_INTRO
+from recsys.demo.race import RACE_INTRO, RaceView
 from recsys.demo.results import STALE, STALE_CHART, ResultsView
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.generation import GenerationResult
@@ -51,6 +51,12 @@ def titles_of(table: pd.DataFrame) -> list[str]:
     return list(table["Title"])
 
 
+def column(table: dict, name: str) -> list:
+    """One column of a table as gradio_client returns it ({"headers": [...], "data": [[...], ...]})."""
+    index = table["headers"].index(name)
+    return [row[index] for row in table["data"]]
+
+
 def last_of(outputs):
     """The last of a streaming handler's outputs (the race yields several)."""
     return list(outputs)[-1]
@@ -60,25 +66,31 @@ def test_analytics_are_off_before_gradio_starts():
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
 
 
+def source_id(handlers, item_id: int) -> int | str:
+    """The source id (MovieLens id) the page's lists carry for a dense item id."""
+    return handlers.catalog[item_id].source_id
+
+
 def test_add_a_picked_id_or_a_typed_exact_title(handlers):
-    session, table, remove, notice, matches, _ = handlers.add(new_session(), 6)
+    session, table, remove, notice, matches, _, box = handlers.pick(new_session(), source_id(handlers, 6))
+    assert box == ""  # added: the search box is emptied
     session, table, remove, notice, matches, _ = handlers.add(session, "The Godfather: Part II (1974)")
     assert notice == "" and not matches["visible"]
     session, table, remove, notice, matches, _ = handlers.add(session, "heat")
     assert titles_of(table) == ["The Matrix (1999)", "The Godfather: Part II (1974)", "Heat (1995)"]
     assert list(table["#"]) == [1, 2, 3] and notice == "Added 'Heat (1995)'."
-    assert [value for _, value in remove["choices"]] == session["history"]
+    assert [value for _, value in remove["choices"]] == [source_id(handlers, i) for i in session["history"]]
 
 
 def test_a_partial_title_offers_its_matches_and_adds_only_the_pick(typed_handlers):
     start = {**new_session(), "history": [1]}
     session, table, _, notice, matches, _ = typed_handlers.add(start, "Godfather: Part")  # one partial match
     assert session["history"] == [1] and "nothing was added" in notice and "1 movie matches" in notice
-    assert matches["visible"] and matches["choices"] == [("The Godfather: Part II (1974)", 10)]
+    assert matches["visible"] and matches["choices"] == [("The Godfather: Part II (1974)", 1010)]
     session, table, _, notice, matches, _ = typed_handlers.add(start, "boa")
     assert session["history"] == [1]
-    assert matches["choices"] == [("Das Boot (1981), also known as The Boat", 51), ("Lifeboat (1944)", 50)]
-    session, table, _, notice, matches, _ = typed_handlers.add(session, 50)  # the pick: an id from the list
+    assert matches["choices"] == [("Das Boot (1981), also known as The Boat", 2003), ("Lifeboat (1944)", 2002)]
+    session, table, _, notice, matches, _, _ = typed_handlers.pick(session, 2002)  # the pick: its MovieLens id
     assert titles_of(table) == ["The Terminator (1984)", "Lifeboat (1944)"] and not matches["visible"]
     session, table, _, notice, _, _ = typed_handlers.add(start, "The Boat")  # an exact alternative title
     assert titles_of(table)[-1] == "Das Boot (1981)" and notice == "Added 'Das Boot (1981), also known as The Boat'."
@@ -89,16 +101,16 @@ def test_typed_digits_are_a_title_never_an_item_id(typed_handlers):
     assert titles_of(table) == ["300 (2007)"]
     session, table, _, notice, matches, _ = typed_handlers.add(new_session(), "3")  # item 3 is Blade Runner
     assert session["history"] == [] and "Blade Runner (1982)" not in [t for t, _ in matches["choices"]]
-    assert ("300 (2007)", 49) in matches["choices"]
-    session, table, *_ = typed_handlers.add(new_session(), 3)  # picked from the list: an id
+    assert ("300 (2007)", 2001) in matches["choices"]
+    session, table, *_ = typed_handlers.pick(new_session(), 1003)  # picked from the list: a MovieLens id
     assert titles_of(table) == ["Blade Runner (1982)"]
 
 
 def test_matches_follow_the_forgiving_search_as_you_type(typed_handlers):
     suggest = typed_handlers.suggest
-    assert suggest("matrix, the")["choices"] == [("The Matrix (1999)", 6)]  # no substring of "The Matrix (1999)"
-    assert suggest("the boat")["choices"] == [("Das Boot (1981), also known as The Boat", 51),  # exact first
-                                         ("Lifeboat (1944)", 50)]
+    assert suggest("matrix, the")["choices"] == [("The Matrix (1999)", 1006)]  # no substring of "The Matrix (1999)"
+    assert suggest("the boat")["choices"] == [("Das Boot (1981), also known as The Boat", 2003),  # exact first
+                                         ("Lifeboat (1944)", 2002)]
     assert suggest("the boat")["visible"] and not suggest("")["visible"] and not suggest("zzz")["visible"]
     many = suggest("e")
     assert len(many["choices"]) == 10 and many["label"].startswith("Matches for “e” (10 of ")
@@ -108,12 +120,32 @@ def test_matches_follow_the_forgiving_search_as_you_type(typed_handlers):
 
 @pytest.mark.parametrize("movie, message", [
     (None, "Type a title"), ("", "Type a title"), ("Casablanca (1942)", "Unknown title"),
-    ("Alie", "2 movies match"), (9999, "Unknown item id"),
+    ("Alie", "2 movies match"), ("Pulp Fictoin", "Did you mean **Pulp Fiction (1994)**?"),
 ])
 def test_bad_movies_get_a_message(handlers, movie, message):
     start = {**new_session(), "history": [1]}
     session, table, _, notice, _, _ = handlers.add(start, movie)
     assert message in notice and session["history"] == [1] and len(table) == 1
+
+
+@pytest.mark.parametrize("item, message", [
+    (None, "Name a movie"), ("", "Name a movie"), (9999, "Unknown MovieLens id 9999"), (1001.5, "Unknown MovieLens"),
+    (True, "Name a movie"), ("Casablanca (1942)", "Unknown title"), ("Pulp Fictoin", "Did you mean"),
+])
+def test_a_pick_of_an_unknown_item_gets_a_message_and_changes_nothing(handlers, item, message):
+    start = {**new_session(), "history": [1]}
+    session, table, _, notice, _, _, box = handlers.pick(start, item)
+    assert message in notice and session["history"] == [1] and len(table) == 1 and box == gr.skip()
+
+
+def test_pick_and_remove_take_a_title_or_a_movielens_id(handlers):
+    session, *_ = handlers.pick(new_session(), "the matrix")  # a title as the search reads it
+    session, *_ = handlers.pick(session, source_id(handlers, 14))  # Heat, by its MovieLens id
+    assert handlers.catalog.titles(session["history"]) == ["The Matrix (1999)", "Heat (1995)"]
+    session, _, _, notice, *_ = handlers.remove(session, "Matrix, The (1999)")
+    assert session["history"] == [14] and notice == "Removed 'The Matrix (1999)'."
+    session, *_ = handlers.remove(session, source_id(handlers, 14))
+    assert session["history"] == []
 
 
 def test_a_huge_typed_title_is_quoted_short_in_its_notice(handlers):
@@ -132,49 +164,50 @@ def test_test_users_are_offered_and_loaded_by_the_id_as_text(handlers):
 def test_results_of_another_history_are_cleared_and_never_redrawn(handlers):
     session, *_ = handlers.load_test_user(new_session(), 1)
     shown = handlers.recommend(session).last
-    assert handlers.stale_results(session, shown) == tuple(gr.skip() for _ in range(12))  # still this history
-    assert handlers.stale_results(session, None) == tuple(gr.skip() for _ in range(12))
+    assert handlers.stale_results(session, shown) == tuple(gr.skip() for _ in RaceView._fields)  # still this history
+    assert handlers.stale_results(session, None) == tuple(gr.skip() for _ in RaceView._fields)
     *results, race_summary, timing, text, comparison, streaming = handlers.stale_results(session, shown, True)
     assert all(r == gr.skip() for r in results) and race_summary == RACE_INTRO and streaming is False  # a cancelled
     assert timing is None and text == "" and len(comparison) == 0  # race starts over; this history's results stay
     for changed, *_ in (handlers.clear(session), handlers.load_preset(session, "Sci-fi fan"),
-                        handlers.load_test_user(session, 2), handlers.add(session, 40)):
-        summary, table, chart, prompt, reading, last, download, race_summary, timing, text, comparison, streaming = (
-            handlers.stale_results(changed, shown))
-        assert STALE in summary and len(table) == 0 and last is None and race_summary == RACE_INTRO  # race starts over
-        assert download is None  # no file of another history's results
-        assert len(comparison) == 0 and text == "" and prompt == "" and reading == "" and timing is None
-        assert chart.layout.annotations[0].text == STALE_CHART
-        table, chart, download = handlers.ranking_view(changed, shown, 0.3, 0.3)  # the sliders: no redraw for the
-        assert len(table) == 0 and chart.layout.annotations[0].text == STALE_CHART and download is None  # new session
+                        handlers.load_test_user(session, 2), handlers.pick(session, source_id(handlers, 40))):
+        view = handlers.stale_results(changed, shown)
+        assert STALE in view.summary and len(view.table) == 0 and view.last is None
+        assert view.race_summary == RACE_INTRO  # the race starts over
+        assert view.download is None  # no file of another history's results
+        assert len(view.comparison) == 0 and view.generated == "" and view.prompt == "" and view.reading == ""
+        assert view.timing is None and view.formula == "" and view.chart.layout.annotations[0].text == STALE_CHART
+        fused = handlers.ranking_view(changed, shown, 0.3, 0.3)  # the sliders: no redraw for the new session
+        assert len(fused.table) == 0 and fused.download is None
+        assert fused.chart.layout.annotations[0].text == STALE_CHART
 
 
 def test_duplicate_moves_to_the_latest_viewing(handlers):
-    session, *_ = handlers.add(new_session(), 1)
-    session, *_ = handlers.add(session, 2)
-    session, table, _, notice, _, _ = handlers.add(session, 1)
-    assert session["history"] == [2, 1] and "already in the history" in notice
+    session, *_ = handlers.pick(new_session(), source_id(handlers, 1))
+    session, *_ = handlers.pick(session, source_id(handlers, 2))
+    session, table, _, notice, *_ = handlers.pick(session, source_id(handlers, 1))
+    assert session["history"] == [2, 1] and "already in the watch history" in notice
 
 
 def test_history_is_capped(handlers, monkeypatch):
     monkeypatch.setattr(demo_history, "MAX_INPUT_ITEMS", 3)
     session = {**new_session(), "history": [1, 2, 3]}
-    session, _, _, notice, _, _ = handlers.add(session, 4)
+    session, _, _, notice, *_ = handlers.pick(session, source_id(handlers, 4))
     assert session["history"] == [1, 2, 3] and "full" in notice
 
 
 def test_long_history_notes_the_window(handlers, tiny_pipeline):
     session = {**new_session(), "history": list(range(1, tiny_pipeline.window + 2))}
-    _, _, _, notice, _, _ = handlers.add(session, tiny_pipeline.window + 5)
+    _, _, _, notice, *_ = handlers.pick(session, source_id(handlers, tiny_pipeline.window + 5))
     assert f"only the latest {tiny_pipeline.window}" in notice
 
 
 def test_remove_and_clear(handlers):
     session = {**new_session(), "history": [1, 2, 3]}
-    session, table, *_ = handlers.remove(session, 2)
+    session, table, *_ = handlers.remove(session, source_id(handlers, 2))
     assert session["history"] == [1, 3]
-    session, _, _, notice, _, _ = handlers.remove(session, 2)
-    assert "Pick a movie of the history" in notice and session["history"] == [1, 3]
+    session, _, _, notice, _, _ = handlers.remove(session, source_id(handlers, 2))
+    assert "pick a movie of the watch history to remove" in notice and session["history"] == [1, 3]
     session, table, *_ = handlers.clear({**session, "target": 5, "user": 1})
     assert session == new_session() and len(table) == 0
 
@@ -193,7 +226,7 @@ def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pi
     session, table, _, notice, _, _ = handlers.load_test_user(new_session(), 1)
     user = tiny_pipeline.test_users[1]
     assert session == {"history": list(user.history), "target": user.target, "user": 1} and "held-out" in notice
-    summary, results, figure, prompt, reading, shown, _ = handlers.recommend(session)
+    summary, _, results, figure, prompt, reading, shown, _ = handlers.recommend(session)
     held_out = tiny_pipeline.catalog.title(user.target)
     assert f"{HELD_OUT}: **{held_out}**, retriever rank 5" in summary
     assert [t for t in titles_of(results) if HELD_OUT in t] == [f"{held_out}  {HELD_OUT}"]
@@ -212,7 +245,7 @@ def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pi
 
 def test_held_out_movie_outside_the_candidates_is_said(handlers, tiny_pipeline):
     session, *_ = handlers.load_test_user(new_session(), 2)
-    summary, results, *_ = handlers.recommend(session)
+    summary, _, results, *_ = handlers.recommend(session)
     assert "is not among the 20 candidates" in summary and not any(HELD_OUT in t for t in titles_of(results))
 
 
@@ -223,9 +256,9 @@ def test_unknown_test_user(handlers):
 
 def test_recommend_table_and_chart(handlers, tiny_pipeline):
     session = {**new_session(), "history": [1, 2, 3]}
-    summary, table, figure, prompt, reading, shown, _ = handlers.recommend(session)
-    assert list(table.columns) == ["Final rank", "Letter", "Title", "Final", "LLM", "Co-watch", "Retriever",
-                                   "Retriever rank", "Change", "Co-watch evidence"]
+    summary, _, table, figure, prompt, reading, shown, _ = handlers.recommend(session)
+    assert list(table.columns) == ["Final rank", "Title", "Final", "LLM", "Co-watch", "Retriever", "Letter",
+                                   "Retriever rank", "Change", "Co-watch evidence"]  # the key columns first
     assert list(table["Final rank"]) == list(range(1, 21)) and len(figure.data[0].x) == 20
     expected = tiny_pipeline.recommend([1, 2, 3])
     assert titles_of(table) == [c.title for c in expected.ranked()]
@@ -233,22 +266,28 @@ def test_recommend_table_and_chart(handlers, tiny_pipeline):
     change = table["Change"][0]
     assert change == ("=" if first.retriever_rank == 1 else f"▲ {first.retriever_rank - 1}")
     assert "verbalizer ranking" in summary and prompt == expected.prompt.text
-    assert "Final score = 1 × log p(LLM)" in summary  # no adapter config: the LLM alone, as the paper
+    view = handlers.recommend(session)
+    assert view.formula.startswith("**Final score** = 1 × log p(LLM) (the served weights")  # no adapter config: the
+    # LLM alone, as the paper
 
 
 def test_fusion_is_explained(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
     weights = FusionWeights(retriever=2.0, cowatch=0.0, llm=1.0)
     handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, fusion=weights))
-    summary, table, figure, prompt, reading, shown, _ = handlers.recommend({**new_session(), "history": [1, 2, 3]})
-    assert "Final score = 2 × log p(retriever) + 1 × log p(LLM)" in summary
+    view = handlers.recommend({**new_session(), "history": [1, 2, 3]})
+    assert view.formula.startswith("**Final score** = 2 × log p(retriever) + 1 × log p(LLM) (the served weights")
+    table = handlers.ranking_view(view.last.session, view.last, 0.0, None).table  # the slider's weights: the
+    assert "= 2 × log p(retriever) (the sliders' weights" in handlers.ranking_view(  # formula says them
+        view.last.session, view.last, 0.0, None).formula and list(table["Retriever rank"]) == list(range(1, 21))
+    table = view.table
     assert list(table["Final rank"]) == list(range(1, 21))
 
 
 def test_empty_history_gets_a_message_not_a_crash(handlers):
-    summary, table, figure, prompt, reading, shown, _ = handlers.recommend(new_session())
+    summary, _, table, figure, prompt, reading, shown, _ = handlers.recommend(new_session())
     assert "empty" in summary and len(table) == 0 and prompt == ""
     outputs = last_of(handlers.race(new_session()))
-    assert len(outputs) == 12 and "empty" in outputs.summary and "empty" in outputs.race_summary
+    assert len(outputs) == len(RaceView._fields) and "empty" in outputs.summary and "empty" in outputs.race_summary
     assert outputs.race_streaming is False
 
 
@@ -257,7 +296,7 @@ def test_ranker_failure_shows_retrieval_with_the_error(tiny_catalog, tiny_lrurec
 
     handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer,
                                               prompt_config=PromptConfig(max_prompt_tokens=50)))
-    summary, table, figure, prompt, reading, shown, _ = handlers.recommend({**new_session(), "history": [1, 2]})
+    summary, _, table, figure, prompt, reading, shown, _ = handlers.recommend({**new_session(), "history": [1, 2]})
     assert "The ranker failed" in summary and "over the budget" in summary
     assert list(table["Retriever rank"]) == list(range(1, 21)) and table["Final rank"].isna().all()
     assert "ranker failed" in figure.layout.annotations[0].text
@@ -279,7 +318,7 @@ def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_toke
 
     monkeypatch.setattr("recsys.pipeline.generate_ranking", slow_generation)
     first, *streamed, final = handlers.race({**new_session(), "history": [1, 2, 3]})
-    summary, table, chart, prompt, reading, shown, _, race_summary, timing, text, comparison, streaming = first
+    summary, _, table, chart, prompt, reading, shown, _, race_summary, timing, text, comparison, streaming = first
     assert streaming is True and final.race_streaming is False
     assert all(step.race_streaming == gr.skip() for step in streamed)
     assert len(table) == 20 and "Generating" in race_summary and "**0 tokens** so far" in race_summary and text == ""
@@ -406,19 +445,18 @@ def test_client_builds_a_history_and_recommends(served, tiny_pipeline):
     assert [row[1] for row in table["data"]] == ["The Matrix (1999)", "Blade Runner (1982)"]
     table, remove, notice, matches, *_, box = client.predict("no such film", api_name="/add")
     assert "Unknown title" in notice and len(table["data"]) == 2 and box != ""  # the text stays, to correct it
-    summary, results, plot, prompt, reading, download = client.predict(api_name="/recommend")
+    summary, formula, results, plot, prompt, reading, download = client.predict(api_name="/recommend")
     expected = tiny_pipeline.recommend([6, 3])
     assert download.endswith("llamarec-results.csv")  # the CSV of what is on screen, served by the app
-    assert [row[2] for row in results["data"]] == [c.title for c in expected.ranked()]
+    assert column(results, "Title") == [c.title for c in expected.ranked()]
     assert plot["type"] == "plotly" and prompt == expected.prompt.text
-    retriever_order, *_ = client.predict(0.0, 0.0, api_name="/explore_fusion")  # the sliders, no model call
-    rank, change = retriever_order["headers"].index("Retriever rank"), retriever_order["headers"].index("Change")
-    assert [row[rank] for row in retriever_order["data"]] == list(range(1, 21))
-    assert {row[change] for row in retriever_order["data"]} == {"="}
+    formula, retriever_order, *_ = client.predict(0.0, 0.0, api_name="/explore_fusion")  # the sliders, no model call
+    assert column(retriever_order, "Retriever rank") == list(range(1, 21))
+    assert set(column(retriever_order, "Change")) == {"="} and "sliders' weights" in formula
     client.predict(api_name="/clear")
-    stale, *_ = client.predict(0.0, 0.0, api_name="/explore_fusion")  # the old candidates are not redrawn
+    _, stale, *_ = client.predict(0.0, 0.0, api_name="/explore_fusion")  # the old candidates are not redrawn
     assert stale["data"] == []
-    summary, results, plot, prompt, reading, _ = client.predict(api_name="/recommend")
+    summary, *_ = client.predict(api_name="/recommend")
     assert "empty" in summary
 
 
@@ -431,8 +469,8 @@ def test_eight_concurrent_sessions_get_their_own_results(served, tiny_pipeline):
         client = Client(served, verbose=False)
         for item in history:
             client.predict(tiny_pipeline.catalog.title(item), api_name="/add")
-        summary, results, plot, prompt, reading, *_ = client.predict(api_name="/recommend")
-        return [row[2] for row in results["data"]], prompt
+        summary, formula, results, plot, prompt, reading, *_ = client.predict(api_name="/recommend")
+        return column(results, "Title"), prompt
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         outcomes = list(pool.map(session, histories))
@@ -451,11 +489,12 @@ def test_client_race(served, monkeypatch):
                         GenerationResult(list(range(len(c)))[::-1], "\n".join(c[::-1]), 40, 0.5, 0.1, 0.4))
     client = Client(served, verbose=False)
     client.predict("Sci-fi fan", api_name="/load_preset")
-    summary, results, plot, prompt, reading, download, race_summary, timing, text, comparison = client.predict(
+    summary, formula, results, plot, prompt, reading, download, race_summary, timing, text, comparison = client.predict(
         api_name="/race")
     assert "**Generation** 500 ms for 40 tokens" in race_summary and timing["type"] == "plotly"
-    best_letter, best_title = results["data"][0][1:3]
-    last_title = next(row[2] for row in results["data"] if row[1] == "T")
+    letters, titles = column(results, "Letter"), column(results, "Title")
+    best_letter, best_title = letters[0], titles[0]
+    last_title = titles[letters.index("T")]
     assert comparison["data"][0] == [1, f"({best_letter}) {best_title}", f"(T) {last_title}"]
 
 
@@ -486,7 +525,7 @@ def test_the_benches_page_session_gets_what_gradio_client_gets(served):
     theirs = client.predict(0.0, 1.0, False, False, False, api_name="/recommend")
     assert len(ours) == len(ResultsView._fields) and ours[ResultsView._fields.index("last")] is None
     assert ours[1:5] == list(theirs[1:5])  # the table, chart, prompt and reading (the summary's timings differ)
-    assert ours[0].startswith("**Retrieval**") and ours[1]["data"]  # the preset's history reached Recommend
+    assert ours[0].startswith("**Retrieval**") and ours[2]["data"]  # the preset's history reached Recommend
     page.predict(api_name="/clear")
     assert "empty" in page.predict(0.0, 1.0, False, False, False, api_name="/recommend")[0]
     with pytest.raises(RuntimeError, match="/explore_fusion: HTTP 500.*greater than maximum"):
@@ -509,7 +548,7 @@ def test_default_models_recommend_a_preset():
     assert set(handlers.presets) == set(PRESETS)  # every preset title is in the real catalog
     assert (pipeline.adapter is None) == (RANKER_TRAIN_COMMAND in pages.facts(pipeline)["adapter"])
     session, *_ = handlers.load_preset(new_session(), "Sci-fi fan")
-    summary, table, figure, prompt, reading, shown, _ = handlers.recommend(session, None, None, True)
+    summary, _, table, figure, prompt, reading, shown, _ = handlers.recommend(session, None, None, True)
     assert len(table) == 20 and "verbalizer ranking" in summary and prompt.endswith("### Response:\n")
     if pipeline.adapter is not None:  # the committed adapter is trained: it moves candidates and differs from the base
         served = handlers.ranking_view(session, shown).table

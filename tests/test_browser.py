@@ -193,7 +193,7 @@ def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served
         page.get_by_role("button", name="Race against generation", exact=True).click()  # the race streams
         running = page.get_by_text(re.compile(r"tokens? so far"))  # "0 tokens", "1 token", "2 tokens"
         running.wait_for()
-        ranked_titles = page.get_by_label("Ranked candidates").locator('[role="gridcell"][data-col="2"]')
+        ranked_titles = page.get_by_label("Ranked candidates").locator('[role="gridcell"][data-col="1"]')
         expect(ranked_titles.first).to_be_visible()
         assert running.count() == 1  # the verbalizer's ranking is on screen while generation still runs
         generated = page.get_by_label("Generated text")
@@ -303,7 +303,7 @@ def test_a_shared_link_a_reload_a_download_and_titles_shown_as_written(served_ur
         assert history_titles(page) == ["The Matrix (1999)", "Heat (1995)", mash]
 
         page.get_by_role("button", name="Recommend", exact=True).click()
-        expect(page.get_by_label("Ranked candidates").locator('[role="gridcell"][data-col="2"]').first).to_be_visible()
+        expect(page.get_by_label("Ranked candidates").locator('[role="gridcell"][data-col="1"]').first).to_be_visible()
         with page.expect_download() as download:
             page.get_by_role("button", name="Download these results (CSV)").click()
         saved = tmp_path / "results.csv"

@@ -42,6 +42,10 @@ ML_FIXTURE = Path(__file__).parent / "fixtures" / "ml-latest-small"
      "Hotel Chevalier (Part 1 of 'The Darjeeling Limited') (2007)"),
     ("Frontière(s) (2007)", "Frontière(s) (2007)"),
     ("Hommage à Zgougou (et salut à Sabine Mamou) (2002)", "Hommage à Zgougou (et salut à Sabine Mamou) (2002)"),
+    # a subtitle after a word that must go on is the rest of the title, not another name
+    ("Birdman: Or (The Unexpected Virtue of Ignorance) (2014)",
+     "Birdman: Or (The Unexpected Virtue of Ignorance) (2014)"),
+    ("Killer, The (Die xue shuang xiong) (1989)", "The Killer (1989)"),  # a moved article does not go on
     ("Me and you (io e te) (2012)", "Me and you (2012)"),  # a lower-case other name is still another name
 ])
 def test_clean_title(raw, cleaned):

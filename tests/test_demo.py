@@ -52,18 +52,18 @@ def test_fusion_explorer_moves_the_llm_and_cowatch_weights_without_a_model_call(
 
     monkeypatch.setattr(adapted_pipeline, "model", no_model)
     start = time.perf_counter()
-    retriever_table, *_ = handlers.ranking_view(session, shown, 0.0, 0.0)
+    retriever_table = handlers.ranking_view(session, shown, 0.0, 0.0).table
     elapsed = time.perf_counter() - start
     assert list(retriever_table["Retriever rank"]) == list(range(1, 21)) and set(retriever_table["Change"]) == {"="}
-    prior_table, *_ = handlers.ranking_view(session, shown, 0.0, None)  # retriever + co-watch
+    prior_table = handlers.ranking_view(session, shown, 0.0, None).table  # retriever + co-watch
     opinions = result.opinions
     prior = fused_scores(opinions, FusionWeights(0.5, 1.5, 0.0))
     assert list(prior_table["Title"]) == [result.candidates[i].title for i in final_order(opinions,
                                                                                           FusionWeights(0.5, 1.5, 0.0))]
     assert set(prior_table["Change"]) != {"="}  # the co-watch counts move followers of 1..4 up
-    served, chart, _ = handlers.ranking_view(session, shown, None, None)
+    _, served, chart, _ = handlers.ranking_view(session, shown, None, None)
     assert list(served["Title"]) == [c.title for c in result.ranked()]
-    at_slider, *_ = handlers.ranking_view(session, shown, 1.01, 1.49)  # the sliders' rounding of the served weights
+    at_slider = handlers.ranking_view(session, shown, 1.01, 1.49).table  # the sliders' rounding of the served weights
     assert list(at_slider["Title"]) == list(served["Title"])
     final = torch.softmax(fused_scores(opinions, adapted_pipeline.fusion), dim=-1)
     assert list(served["Final"]) == sorted((round(p, 4) for p in final.tolist()), reverse=True)
@@ -93,7 +93,7 @@ def test_cowatch_evidence_names_the_film_followed_most(adapted_pipeline):
 def test_reverse_check_scores_the_films_in_reverse_order(adapted_pipeline):
     handlers = DemoHandlers(adapted_pipeline)
     session = {**new_session(), "history": [5, 6, 7]}
-    summary, table, chart, prompt, reading, shown, _ = handlers.recommend(session, None, None, False, True)
+    summary, _, table, chart, prompt, reading, shown, _ = handlers.recommend(session, None, None, False, True)
     result = shown.recommendation
     reverse = adapted_pipeline.prompt_for(result.history, result.candidates[::-1])
     flipped = read_next_tokens(adapted_pipeline.model, adapted_pipeline.tokenizer, [reverse],
@@ -105,7 +105,7 @@ def test_reverse_check_scores_the_films_in_reverse_order(adapted_pipeline):
 def test_base_model_beside_the_adapter_in_one_more_pass(adapted_pipeline, tiny_tokenizer):
     handlers = DemoHandlers(adapted_pipeline)
     session = {**new_session(), "history": [5, 6, 7]}
-    summary, table, chart, prompt, reading, shown, _ = handlers.recommend(session, None, None, True)
+    summary, _, table, chart, prompt, reading, shown, _ = handlers.recommend(session, None, None, True)
     result = shown.recommendation
     base = read_next_tokens(make_llama(tiny_tokenizer, seed=2), tiny_tokenizer, [result.prompt],
                             adapted_pipeline.letter_ids)[0].probabilities
@@ -302,7 +302,7 @@ def test_title_likelihood_reads_the_catalog_adapter_and_gives_the_served_one_bac
             torch.nn.init.normal_(param, std=0.5)
     pipeline = make_pipeline(tiny_catalog, tiny_lrurec, model.eval(), tiny_tokenizer)
     before = pipeline.recommend([5, 6, 7])
-    summary, table, chart, prompt, reading, shown, _ = DemoHandlers(pipeline).recommend(
+    summary, _, table, chart, prompt, reading, shown, _ = DemoHandlers(pipeline).recommend(
         {**new_session(), "history": [5, 6, 7]}, None, None, False, False, True)
     result = shown.recommendation
     config = pipeline.title_config

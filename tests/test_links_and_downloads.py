@@ -87,5 +87,5 @@ def test_the_download_carries_the_table_every_opinion_the_prompt_and_after_a_rac
 
 
 def test_the_history_kept_by_the_browser_is_movielens_ids(handlers):
-    assert handlers.movie_ids({**new_session(), "history": [2, 1]}) == [handlers.catalog[2].source_id,
+    assert handlers.source_ids({**new_session(), "history": [2, 1]}) == [handlers.catalog[2].source_id,
                                                                        handlers.catalog[1].source_id]

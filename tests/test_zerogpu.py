@@ -102,9 +102,9 @@ def ranked_titles(client) -> list[str]:
     """Load the first preset in a fresh session, Recommend; the 20 titles in their final order."""
     client.reset_session()
     client.predict("Sci-fi fan", api_name="/load_preset")
-    summary, results, *_ = client.predict(api_name="/recommend")
+    summary, _, results, *_ = client.predict(api_name="/recommend")
     assert "verbalizer ranking" in summary, summary
-    return [row[2] for row in results["data"]]
+    return [row[results["headers"].index("Title")] for row in results["data"]]
 
 
 def test_the_default_model_serves_on_the_spaces_cpu_and_asks_for_no_gpu(cpu_app, device_api):
@@ -151,7 +151,7 @@ def test_a_refused_request_reads_as_the_apps_own_sentence(gpu_app, device_api, r
     client.predict("Sci-fi fan", api_name="/load_preset")
     device_api.refuse = refusal
     try:
-        summary, results, *_ = client.predict(api_name="/recommend")
+        summary, _, results, *_ = client.predict(api_name="/recommend")
         race_summary = client.predict(api_name="/race")[6]
     finally:
         device_api.refuse = None
@@ -164,7 +164,7 @@ def test_a_history_that_cannot_be_used_asks_for_no_gpu(gpu_app, device_api):
     client, _ = gpu_app
     client.reset_session()
     with requests(device_api) as asked:
-        summary, results, *_ = client.predict(api_name="/recommend")
+        summary, _, results, *_ = client.predict(api_name="/recommend")
     assert "history is empty" in summary.lower() and results["data"] == [] and asked == []
 
 

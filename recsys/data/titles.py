@@ -7,7 +7,8 @@ inside a title survive ("(500) Days of Summer (2009)"), and articles of the lang
 are moved, not only The/A/An ("Misérables, Les" -> "Les Misérables"). A trailing group that belongs to
 the title stays: one written onto the word before it ("Frontière(s)"), one that says what the film is
 part of ("Hotel Chevalier (Part 1 of 'The Darjeeling Limited')"), and one that goes on with "and"
-("Hommage à Zgougou (et salut à Sabine Mamou)").
+("Hommage à Zgougou (et salut à Sabine Mamou)"), and one after a word that must go on ("Birdman: Or (The Unexpected
+Virtue of Ignorance)").
 """
 
 import re
@@ -23,6 +24,9 @@ _AKA = re.compile(r"^a\.?k\.?a\.?\s+", re.IGNORECASE)  # "a.k.a. X" and "aka X"
 # a group that is part of the title, not another name: "Part 1 of ...", or one that goes on with "and" in a language
 # MovieLens uses
 _PART_OF_TITLE = re.compile(r"^(?:Part \w+ of\b|(?:and|et|und|y|e|&) )")
+# a title that ends in a word which must go on ("Birdman: Or (The Unexpected Virtue of Ignorance)"): its group is the
+# rest of the title, not another name
+_GOES_ON = re.compile(r"(?:^|[\s:])or$", re.IGNORECASE)
 
 
 def split_year(raw_title: str) -> tuple[str, int | None]:
@@ -56,7 +60,7 @@ def split_title(raw_title: str) -> tuple[str, list[str], int | None]:
     alternatives: list[str] = []
     while (match := _TRAILING_GROUP.search(title)) is not None and match.start() > 0:
         attached = title[match.start()] == "(" and not title[match.start() - 1].isspace()
-        if attached or _PART_OF_TITLE.match(match.group(1)):
+        if attached or _PART_OF_TITLE.match(match.group(1)) or _GOES_ON.search(title[: match.start()].rstrip()):
             break  # written onto the word before it, or part of the title: it and everything before it stay
         alternatives.insert(0, front_article(_AKA.sub("", match.group(1))))
         title = title[: match.start()].rstrip()

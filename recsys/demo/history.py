@@ -105,15 +105,15 @@ class HistoryHandlers:
         self.pipeline = pipeline
         self.catalog = pipeline.catalog
         self.search = TitleSearch(self.catalog)
-        self.by_movie_id = {m.source_id: m.item_id for m in self.catalog.items}  # MovieLens movieId -> item id
+        self.by_source_id = {m.source_id: m.item_id for m in self.catalog.items}  # MovieLens movieId or ASIN -> item id
         self.presets = {name: ids for name, titles in PRESETS.items()
                         if (ids := [m[0].item_id for t in titles if len(m := self.search.find(t)) == 1])}
 
     # --- links and the browser's copy ------------------------------------------------------------------------------
 
-    def movie_ids(self, session: dict) -> list[int | str]:
-        """The session's history as MovieLens movieIds (what a link and the browser's copy carry: stable across
-        catalog rebuilds, unlike the models' dense item ids)."""
+    def source_ids(self, session: dict) -> list[int | str]:
+        """The session's history as source ids, MovieLens movieIds or ASINs (what a link and the browser's copy carry:
+        stable across catalog rebuilds, unlike the models' dense item ids)."""
         return [self.catalog[i].source_id for i in session["history"]]
 
     def share(self, session: dict, request: gr.Request | None = None) -> str:
@@ -121,29 +121,43 @@ class HistoryHandlers:
         first; `page_address`); a notice when the history is empty."""
         if not session["history"]:
             return f"⚠️ The history is empty: add {words_for(self.catalog.dataset).items} first, then share."
-        return f"{page_address(request)}?history={','.join(str(i) for i in self.movie_ids(session)[-MAX_LINKED:])}"
+        return f"{page_address(request)}?history={','.join(str(i) for i in self.source_ids(session)[-MAX_LINKED:])}"
 
     def restore(self, saved, request: gr.Request | None = None) -> HistoryView:
         """The page's first history: the link's `?history=` when it has one, else the one this browser kept from
         its last visit, else empty. Unknown movieIds are dropped with a notice; nothing here raises."""
         linked = None if request is None else request.query_params.get("history")
         if linked is not None:
-            ids, notice = self.from_movie_ids(linked.split(","), "the link")
+            ids, notice = self.from_source_ids(linked.split(","), "the link")
         elif saved:
-            ids, notice = self.from_movie_ids(saved if isinstance(saved, list) else [], "this browser's last visit")
+            ids, notice = self.from_source_ids(saved if isinstance(saved, list) else [], "this browser's last visit")
         else:
             return self.history_view(new_session())
         return self.history_view({**new_session(), "history": ids}, notice)
 
-    def from_movie_ids(self, values: list, source: str) -> tuple[list[int], str]:
-        """(dense item ids, a notice) of MovieLens movieIds read from `source`: at most MAX_LINKED, each once (the
-        latest viewing kept), unknown or malformed ones dropped and counted."""
+    def item_of_source_id(self, value) -> int | None:
+        """The dense item id of a source id as a link or a client writes it (an ASIN, a MovieLens id as a number or
+        text), or None when the catalog has none."""
+        if isinstance(value, bool):
+            return None
+        text = str(value).strip()
+        if text in self.by_source_id:
+            return self.by_source_id[text]
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        return self.by_source_id.get(int(number)) if number.is_integer() else None
+
+    def from_source_ids(self, values: list, source: str) -> tuple[list[int], str]:
+        """(dense item ids, a notice) of source ids (MovieLens movieIds, ASINs) read from `source`: at most
+        MAX_LINKED, each once (the latest viewing kept), unknown or malformed ones dropped and counted."""
         ids, dropped = [], 0
         for value in values[-MAX_LINKED:]:
-            try:
-                ids.append(self.by_movie_id[int(str(value).strip())])
-            except (KeyError, ValueError):
+            if (item_id := self.item_of_source_id(value)) is None:
                 dropped += 1
+            else:
+                ids.append(item_id)
         ids = list(dict.fromkeys(reversed(ids)))[::-1]
         words = words_for(self.catalog.dataset)
         notice = f"Loaded {len(ids)} {words.item if len(ids) == 1 else words.items} from {source}."
@@ -176,7 +190,7 @@ class HistoryHandlers:
         more = f" ({len(shown)} of {len(movies)}: type more of the title)" if len(movies) > len(shown) else ""
         shown_text = shown_query(text)
         query = f" for “{shown_text}”" if shown_text else ""
-        return gr.update(choices=[(self.search.label(m, text), m.item_id) for m in shown], value=None,
+        return gr.update(choices=[(self.search.label(m, text), m.source_id) for m in shown], value=None,
                          visible=bool(shown),
                          label=f"Matches{query}{more}: click the {words_for(self.catalog.dataset).item} you mean")
 
@@ -204,59 +218,105 @@ class HistoryHandlers:
             notes.append(f"Test user {session['user']}: the held-out next {words_for(self.catalog.dataset).item} is "
                          "hidden until you click "
                          "Recommend, then marked ★ in every result.")
-        remove = gr.update(choices=[(f"{n}. {t}", i) for n, (t, i) in
-                                    enumerate(zip(self.catalog.titles(history), history), start=1)], value=None)
+        remove = gr.update(choices=[(f"{n}. {self.catalog[i].title}", self.catalog[i].source_id)
+                                    for n, i in enumerate(history, start=1)], value=None)
         return HistoryView(session, table, remove, "\n\n".join(notes), self.matches_update(list(offered), query),
-                           self.movie_ids(session))
+                           self.source_ids(session))
 
-    def add(self, session: dict, movie):
-        """Add the movie the person chose: an item id picked from the matches, or typed text naming exactly one movie.
+    def item_named(self, value) -> tuple[Item | None, str]:
+        """(the catalog item `value` names, "") or (None, why not): `value` is a source id (a MovieLens id as a number,
+        an ASIN) or a title naming exactly one item as the search reads it (case, accents and articles aside)."""
+        words = words_for(self.catalog.dataset)
+        if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
+            return None, f"⚠️ Name a {words.item}: a title or a {words.source_id}."
+        if isinstance(value, (int, float)):  # a number is an id: typed text is always a title ("300")
+            if (item_id := self.item_of_source_id(value)) is None:
+                return None, f"⚠️ Unknown {words.source_id} {plain(str(value))}: it is not in the catalog."
+            return self.catalog[item_id], ""
+        text = str(value)[:MAX_TYPED].strip()
+        if text in self.by_source_id:  # an ASIN
+            return self.catalog[self.by_source_id[text]], ""
+        found = self.search.search(text)
+        if len(found.exact) == 1:
+            return found.exact[0], ""
+        named = f"'{plain(shown_query(text))}'"
+        if found.exact:
+            return None, (f"⚠️ {named} names {len(found.exact)} {words.items}: "
+                          + "; ".join(f"{plain(m.title)} ({words.source_id} {m.source_id})" for m in found.exact[:5])
+                          + f". Name one by its {words.source_id}.")
+        return None, f"⚠️ Unknown title {named}: it is not in the catalog.{self.did_you_mean(text)}"
 
-        Typed text is always a title ("300" is the film 300, never item id 300). Text that names several
-        movies, or only part of a title, adds nothing: its matches are offered to pick from instead.
-        """
-        if isinstance(movie, int) and not isinstance(movie, bool):
-            if movie not in self.catalog:
-                return self.history_view(session, f"⚠️ Unknown item id {movie}: pick a movie from the list.")
-            return self.append(session, movie)
-        text = "" if movie is None else str(movie)[:MAX_TYPED].strip()
+    def did_you_mean(self, text: str) -> str:
+        """" Did you mean …?" with the titles closest to a typo (`TitleSearch.similar`), or "" when none is close."""
+        close = self.search.similar(text)
+        return f" Did you mean {' or '.join(f'**{plain(m.title)}**' for m in close)}?" if close else ""
+
+    def add(self, session: dict, text):
+        """Add the item typed `text` names exactly (a title, with or without its year; never an id: "300" is the film
+        300). Text that names several items, or only part of a title, adds nothing: its matches are offered to pick
+        from instead; a typo gets the closest titles."""
+        text = "" if text is None else str(text)[:MAX_TYPED].strip()
+        words = words_for(self.catalog.dataset)
         if not text:
             return self.history_view(session, "⚠️ Type a title in the search box first.")
         found = self.search.search(text)
         if len(found.exact) == 1:
-            movie = found.exact[0]
-            return self.append(session, movie.item_id,
-                               "" if text == movie.title else f"Added '{plain(self.search.label(movie, text))}'.")
+            item = found.exact[0]
+            return self.append(session, item.item_id,
+                               "" if text == item.title else f"Added '{plain(self.search.label(item, text))}'.")
         offered = found.ranked
         if not offered:
             return self.history_view(session, f"⚠️ Unknown title '{plain(shown_query(text))}': it is not in the "
-                                              "catalog. Type part of it and pick a movie from the matches.")
-        count = "1 movie matches" if len(offered) == 1 else f"{len(offered)} movies match"
+                                              f"catalog.{self.did_you_mean(text)} Type part of it and pick a "
+                                              f"{words.item} from the matches.", self.search.similar(text), text)
+        count = f"1 {words.item} matches" if len(offered) == 1 else f"{len(offered)} {words.items} match"
         return self.history_view(session, f"'{plain(shown_query(text))}' is not exactly one title; {count}. "
                                           "Click the one you mean under **Matches**: nothing was added.", offered, text)
 
-    def add_and_clear(self, session: dict, movie):
-        """`add`, plus the search box's update: emptied once the history took the movie (so Enter cannot add it again
+    def add_and_clear(self, session: dict, text):
+        """`add`, plus the search box's update: emptied once the history took the item (so Enter cannot add it again
         by accident), left as typed when nothing was added."""
-        outputs = self.add(session, movie)
+        return self.with_search_box(session, self.add(session, text))
+
+    def pick(self, session: dict, item):
+        """Add the item picked from the matches (its source id), or named by an API client (a title or source id);
+        the search box is emptied once it was added."""
+        found, problem = self.item_named(item)
+        if found is None:
+            return AddView._make((*self.history_view(session, problem), gr.skip()))
+        return self.with_search_box(session, self.append(session, found.item_id))
+
+    @staticmethod
+    def with_search_box(session: dict, outputs: HistoryView) -> AddView:
+        """`outputs` and the search box's update: emptied when the history changed, left as typed when not."""
         return AddView._make((*outputs, "" if outputs.session["history"] != session["history"] else gr.skip()))
 
     def append(self, session: dict, item_id: int, notice: str = ""):
         """History outputs with `item_id` appended; a repeat moves it to the latest viewing."""
         history = list(session["history"])
+        words = words_for(self.catalog.dataset)
         if item_id in history:
             history.remove(item_id)
-            notice = f"'{plain(self.catalog.title(item_id))}' was already in the history: moved to the latest viewing."
+            notice = (f"'{plain(self.catalog.title(item_id))}' was already in the {words.history}: moved to the "
+                      "latest place.")
         if len(history) >= MAX_INPUT_ITEMS:
-            return self.history_view(session, f"⚠️ The history is full ({len(history)} movies): remove some first.")
+            return self.history_view(session, f"⚠️ The {words.history} is full ({len(history)} {words.items}): "
+                                              "remove some first.")
         history.append(item_id)
         return self.history_view({**session, "history": history}, notice)
 
-    def remove(self, session: dict, item_id):
-        """Remove one movie (by item id) from the history."""
-        if item_id is None or item_id not in session["history"]:
-            return self.history_view(session, "⚠️ Pick a movie of the history to remove.")
-        return self.history_view({**session, "history": [i for i in session["history"] if i != item_id]})
+    def remove(self, session: dict, item):
+        """Remove one item of the history: the one picked in the list (its source id), or named by an API client (a
+        title or source id)."""
+        words = words_for(self.catalog.dataset)
+        found, problem = self.item_named(item)
+        if found is None:
+            return self.history_view(session, problem)
+        if found.item_id not in session["history"]:
+            return self.history_view(session, f"⚠️ '{plain(found.title)}' is not in the {words.history}: pick a "
+                                              f"{words.item} of the {words.history} to remove.")
+        return self.history_view({**session, "history": [i for i in session["history"] if i != found.item_id]},
+                                 f"Removed '{plain(found.title)}'.")
 
     def clear(self, session: dict):
         """Empty the history and forget any test user."""

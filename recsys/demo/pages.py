@@ -235,3 +235,30 @@ def benchmarks_markdown() -> str:
     else:
         parts.append(_missing("app_latency"))
     return "\n\n".join(parts)
+
+
+def api_descriptions(words) -> dict[str, str]:
+    """What each public endpoint does for a caller (gradio_client, the page's "Use via API"), in `words` (a
+    `recsys.demo.words.Words`). Every endpoint works on the caller's session: its history lasts as long as the
+    client."""
+    return {
+        "search": f"The {words.items} whose titles match the text typed so far (case, accents and articles aside), "
+                  "as the matches list to pick from.",
+        "add": f"Add the {words.item} the text names exactly (a title, with or without its year). Text naming "
+               f"several {words.items} adds nothing and offers them as matches; a typo gets the closest titles.",
+        "pick": f"Add one {words.item}, named by its title or its {words.source_id}.",
+        "remove": f"Remove one {words.item} of the {words.history}, named by its title or its {words.source_id}.",
+        "clear": f"Empty the {words.history}.",
+        "load_preset": f"Replace the {words.history} with a preset named by taste.",
+        "load_test_user": f"Replace the {words.history} with a test user's (its id as text); their held-out next "
+                          f"{words.item} is marked ★ in the results.",
+        "recommend": "Retrieve 20 candidates for the history and rank them: a summary, the ranked table with every "
+                     "opinion, the chart, the exact prompt, what the verbalizer read, and a CSV of the table. The "
+                     "weights are the fusion's (leave them out for the served ones); the three flags each add one "
+                     "forward pass (the base model, the reversed list, title likelihood).",
+        "race": "Recommend, then let the same model write the ranked list as text and time both; streams the "
+                "generated text as it is written, then the timing chart and the two rankings side by side.",
+        "share": f"A link to the app that opens with this {words.history}.",
+        "explore_fusion": "Re-rank the last Recommend's candidates at other LLM and co-watch weights (no model call): "
+                          "the table, the chart and the CSV.",
+    }

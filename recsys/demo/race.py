@@ -35,6 +35,7 @@ class RaceView(NamedTuple):
     """The outputs of a race step (and of `stale_results`): Recommend's outputs, then the race's."""
 
     summary: str
+    formula: str
     table: pd.DataFrame
     chart: Any
     prompt: str
@@ -70,8 +71,8 @@ class RaceHandlers(ResultsHandlers):
         if shown is None or shown.session == session:
             return RaceView.of(unchanged, race_reset if race_streaming else (gr.skip(),) * 4,
                                False if race_streaming else gr.skip())
-        stale = ResultsView(f"⚠️ {STALE}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART),
-                            "", "", None, None)
+        stale = ResultsView(f"⚠️ {STALE}", "", pd.DataFrame(columns=RESULT_COLUMNS),
+                            plots.message_figure(STALE_CHART), "", "", None, None)
         return RaceView.of(stale, race_reset, False)
 
     def generating_markdown(self, result: Recommendation, seconds: float, num_tokens: int) -> str:

@@ -19,8 +19,9 @@ from recsys.metrics import spearman
 from recsys.pipeline import HistoryError, Pipeline, RaceResult, Recommendation
 from recsys.ranker.fusion import FusionWeights, describe_fusion
 
-RESULT_COLUMNS = ["Final rank", "Letter", "Title", "Final", "LLM", "Co-watch", "Retriever", "Retriever rank", "Change",
-                  "Co-watch evidence"]
+# the key columns first (a narrow screen shows them without scrolling), then the details
+KEY_COLUMNS = ["Final rank", "Title", "Final", "LLM", "Co-watch", "Retriever"]
+RESULT_COLUMNS = [*KEY_COLUMNS, "Letter", "Retriever rank", "Change", "Co-watch evidence"]
 
 BASE_COLUMN = "Base LLM"
 
@@ -53,7 +54,8 @@ class ShownResults:
 class ResultsView(NamedTuple):
     """The outputs of Recommend."""
 
-    summary: str  # timings, notices, the held-out movie, the fusion (Markdown)
+    summary: str  # timings, notices, the held-out movie (Markdown)
+    formula: str  # the final score the table is ranked by, at the weights it was ranked with (Markdown)
     table: pd.DataFrame  # the ranked candidates with every opinion
     chart: Any  # the opinions chart (plotly figure)
     prompt: str  # the exact prompt the verbalizer read
@@ -65,6 +67,7 @@ class ResultsView(NamedTuple):
 class FusionView(NamedTuple):
     """The outputs of a fusion slider: the results re-ranked at its weights."""
 
+    formula: str
     table: pd.DataFrame
     chart: Any
     download: str | None
@@ -141,11 +144,16 @@ class ResultsHandlers:
                              "(at the served fusion).")
         if result.ranker_error:
             lines.append(f"⚠️ **The ranker failed**: {result.ranker_error}. The table shows the retriever's order.")
-        else:
-            lines.append(f"ℹ️ Final score = {describe_fusion(self.fusion)}: the opinions of each candidate, "
-                         "the retriever's and co-watch weights fitted on held-out examples, the LLM's chosen on "
-                         "validation users. Move the sliders to weigh them differently (no model call).")
         return "\n\n".join(lines)
+
+    def formula_markdown(self, weights: FusionWeights, held_out: bool = False) -> str:
+        """The final score the table is ranked by, at `weights`, and whether they are the served ones."""
+        served = weights == self.fusion
+        why = ("the served weights: the retriever's and co-watch fitted on held-out examples, the LLM's chosen on "
+               "validation users). Move the sliders to weigh the opinions differently (no model call)." if served else
+               "the sliders' weights; **Served weights** goes back to the served ones).")
+        star = f" ★ marks the held-out {words_for(self.catalog.dataset).item}." if held_out else ""
+        return f"**Final score** = {describe_fusion(weights)} ({why}{star}"
 
     def reading_markdown(self, result: Recommendation) -> str:
         """What the verbalizer read: the letters' share of the next-token probability and the top other tokens."""
@@ -179,10 +187,10 @@ class ResultsHandlers:
         are not redrawn.
         """
         if shown is None:
-            return FusionView(pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure("Click Recommend first."),
-                              None)
+            return FusionView("", pd.DataFrame(columns=RESULT_COLUMNS),
+                              plots.message_figure("Click Recommend first."), None)
         if shown.session != session:
-            return FusionView(pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART), None)
+            return FusionView("", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART), None)
         result = shown.recommendation
         weights = self.weights_at(llm_weight, cowatch_weight)
         target = shown.session["target"]
@@ -206,38 +214,37 @@ class ResultsHandlers:
                    "Co-watch evidence": self.evidence_text(c), BASE_COLUMN: rounded(c.base_probability),
                    REVERSED_COLUMN: rounded(c.reversed_probability), TITLES_COLUMN: rounded(c.title_probability)}
             rows.append(row)
-        columns = RESULT_COLUMNS[:5] + extra + RESULT_COLUMNS[5:]
+        columns = KEY_COLUMNS + extra + RESULT_COLUMNS[len(KEY_COLUMNS):]
+        held_out = result.index_of(target)
+        formula = self.formula_markdown(weights, held_out is not None)
         if order is None:
             table = pd.DataFrame(rows, columns=columns)
-            return FusionView(table, plots.message_figure("No probabilities: the ranker failed (see above)."),
+            return FusionView("", table, plots.message_figure("No probabilities: the ranker failed (see above)."),
                               self.export(table, shown, weights))
-        held_out = result.index_of(target)
         bars = {"Final": final_probabilities, "LLM": [c.probability for c in candidates],
                 "Co-watch": opinions["cowatch"], "Retriever": opinions["retriever"]}
         if BASE_COLUMN in extra:
             bars["LLM base model (no adapter)"] = [c.base_probability for c in candidates]
         if TITLES_COLUMN in extra:
             bars["LLM by title likelihood"] = [c.title_probability for c in candidates]
-        figure = plots.opinions_figure(
-            [c.letter for c in candidates], [c.title for c in candidates], bars, order, highlight=held_out,
-            title=f"Three opinions and the final one: {describe_fusion(weights)}"
-                  + (f" (★ = held-out {words_for(self.catalog.dataset).item})" if held_out is not None else ""))
+        figure = plots.opinions_figure([c.letter for c in candidates], [c.title for c in candidates], bars, order,
+                                       highlight=held_out)
         table = pd.DataFrame(rows, columns=columns)
-        return FusionView(table, figure, self.export(table, shown, weights))
+        return FusionView(formula, table, figure, self.export(table, shown, weights))
 
     def error_results(self, message: str):
         """Results outputs that only carry a message."""
-        return ResultsView(f"⚠️ {message}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(message), "", "",
-                           None, None)
+        return ResultsView(f"⚠️ {message}", "", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(message), "",
+                           "", None, None)
 
     def results_view(self, session: dict, result: Recommendation, llm_weight: float | None = None,
                      cowatch_weight: float | None = None, race: RaceResult | None = None) -> ResultsView:
         """Recommend's outputs for a recommendation made for `session` (and the race run on it, once finished)."""
         shown = ShownResults(session, result, race)
-        table, figure, download = self.ranking_view(session, shown, llm_weight, cowatch_weight)
+        formula, table, figure, download = self.ranking_view(session, shown, llm_weight, cowatch_weight)
         prompt = result.prompt.text if result.prompt else ""
-        return ResultsView(self.summary_markdown(session, result), table, figure, prompt, self.reading_markdown(result),
-                           shown, download)
+        return ResultsView(self.summary_markdown(session, result), formula, table, figure, prompt,
+                           self.reading_markdown(result), shown, download)
 
     def export(self, table: pd.DataFrame, shown: ShownResults, weights: FusionWeights) -> str:
         """A CSV file of the ranked table as shown (one row a candidate, every opinion), each row also carrying the

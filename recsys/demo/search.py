@@ -3,6 +3,7 @@ alternative titles MovieLens gives ("The Boat" for Das Boot) do not matter; exac
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from recsys.data.catalog import Catalog, Item
@@ -44,11 +45,15 @@ def _entry(movie: Item) -> _Entry:
                   (search_key(bare_title), *sorted(alternative_keys)), frozenset(exact - {""}))
 
 
+SIMILAR_CUTOFF = 0.75  # difflib similarity of search keys a title needs to be offered as "did you mean"
+
+
 class TitleSearch:
     """Finds catalog movies by a typed title or alternative title; exact matches win over partial ones."""
 
     def __init__(self, catalog: Catalog):
         self.entries = [_entry(movie) for movie in catalog.items]
+        self._by_name: dict[str, list[Item]] | None = None  # every name's key -> its items, built on the first typo
 
     def search(self, text: str) -> SearchResult:
         """The movies `text` names exactly and, apart from those, the movies whose names contain it."""
@@ -78,3 +83,20 @@ class TitleSearch:
     def find(self, text: str) -> list[Item]:
         """Movies matching `text`: the exact matches when there are any, else every movie whose name contains it."""
         return self.search(text).best
+
+    def similar(self, text: str, count: int = 3) -> list[Item]:
+        """Up to `count` items whose names are closest to `text` (a typo: "Pulp Fictoin" -> Pulp Fiction), by difflib
+        similarity of search keys (with and without the year) of at least SIMILAR_CUTOFF; closest first."""
+        query = search_key(text)
+        if not query:
+            return []
+        if self._by_name is None:
+            by_name: dict[str, list[Item]] = {}
+            for entry in self.entries:
+                for name in {*entry.names, *entry.bare_names}:
+                    by_name.setdefault(name, []).append(entry.movie)
+            self._by_name = by_name
+        found: list[Item] = []
+        for name in difflib.get_close_matches(query, self._by_name, n=count, cutoff=SIMILAR_CUTOFF):
+            found += [item for item in self._by_name[name] if item not in found]
+        return found[:count]
