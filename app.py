@@ -267,6 +267,7 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
             event.then(handlers.stale_results, [session, last, race_streaming], race_outputs,
                        api_visibility="private", **INSTANT)
         share.click(handlers.share, session, link, **api("share"), **INSTANT)
+        download.click(handlers.download_hint, last, None, api_visibility="private", **INSTANT)
         demo.load(handlers.restore, saved, history_outputs, api_visibility="private", **INSTANT)
         explore = ([session, last, llm_weight, cowatch_weight], wired(FusionView, components))
         # on every change (a drag, the arrow keys, a number typed, Served weights); always_last: one re-rank at a

@@ -371,8 +371,13 @@ def test_failed_baseline_gets_a_message(handlers, monkeypatch):
 
 
 def test_about_and_benchmark_tabs(tiny_pipeline, tmp_path, monkeypatch):
+    from recsys.ranker.model import DEFAULT_ADAPTER, shown_path
+
     facts = pages.facts_markdown(tiny_pipeline)
     assert "| Prompt budgets |" in facts and "DATA_LICENSE" in facts
+    # a checkpoint is named as the repository has it, never by the server's own folders
+    assert shown_path(DEFAULT_ADAPTER) == "checkpoints/llamarec-smollm2-135m-ml-latest-small"
+    assert shown_path(tmp_path) == str(tmp_path)  # outside the repository: as given
     monkeypatch.setattr(pages, "RESULTS_DIR", tmp_path)
     empty = pages.benchmarks_markdown()
     for command in pages.BENCH_COMMANDS.values():
@@ -554,3 +559,14 @@ def test_default_models_recommend_a_preset():
         served = handlers.ranking_view(session, shown).table
         assert set(served["Change"]) != {"="}
         assert any(abs(c.probability - c.base_probability) > 1e-3 for c in shown.recommendation.candidates)
+
+
+def test_a_download_before_any_recommend_says_why_it_gives_nothing(handlers, monkeypatch):
+    from recsys.demo.results import NOTHING_TO_DOWNLOAD
+
+    said = []
+    monkeypatch.setattr(gr, "Warning", said.append)
+    handlers.download_hint(None)
+    assert said == [NOTHING_TO_DOWNLOAD]
+    handlers.download_hint(handlers.recommend({**new_session(), "history": [1, 2]}).last)
+    assert said == [NOTHING_TO_DOWNLOAD]  # with results on screen the click downloads them, silently

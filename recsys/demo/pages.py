@@ -133,23 +133,8 @@ def training_markdown(ranker: RankerArtefacts) -> str:
         f"- Kept: step {metrics.get('best_step')} (best held-out validation NDCG@10); fusion "
         f"{_inline(asdict(ranker.fusion))}.",
     ]
-    test = metrics.get("test", {})
-    if "final" in test:
-        candidates = (f"the prior's best 20 of LRURec's top-{metrics['pool']}" if metrics.get("pool", 20) > 20 else
-                      "LRURec's top-20; the Benchmarks tab has the figures of what is served now")
-        lines.append(f"\n**Test when the adapter was finalized (scored unfolded, as trained), valid-retrieval subset "
-                     f"({metrics.get('test_users_in_subset')} users; candidates: {candidates})**, each row's "
-                     "paired-bootstrap 95% interval of NDCG@10 minus the retriever's:\n")
-        head = "| | N@10 | R@10 | interval vs retriever |\n|---|---|---|---|"
-        body = "\n".join(f"| {ABLATION_LABELS[name]} | {test[name]['subset']['N@10']:.4f} | "
-                         f"{test[name]['subset']['R@10']:.4f} | {test[name].get('ci95_vs_retriever_N@10', '–')} |"
-                         for name in ABLATION_LABELS if name in test)
-        lines.append(f"{head}\n{body}")
-        if "llm_contribution" in test:
-            contribution = test["llm_contribution"]
-            lines.append(f"\nThe LLM's own contribution (retriever + co-watch + LLM at weight 1 minus retriever + "
-                         f"co-watch): NDCG@10 "
-                         f"{contribution['N@10']:+.4f}, interval {contribution['ci95_N@10']}.")
+    lines.append("\nWhat the served ranking measures on test users, with intervals: the **Benchmarks** tab "
+                 "(`bench/results/ranker_quality.json`, the one record of it).")
     return "\n".join(lines)
 
 

@@ -36,7 +36,9 @@ MAX_WEIGHT = 4.0  # the fusion sliders' range: 0 .. MAX_WEIGHT
 WAIT_SHOWN_MS = 250  # a wait for the model shorter than this is not worth a word
 STALE = "The history changed since these results were made: click Recommend (or Race) again."
 
-STALE_CHART = "The history changed: Recommend again."  # short enough for a narrow chart
+STALE_CHART = "The history changed: Recommend again."
+
+NOTHING_TO_DOWNLOAD = "Nothing to download yet: click Recommend first, then download its results."  # short enough for a narrow chart
 
 WHY_ONE_PASS = ("The answer is a single token, so one forward pass gives its whole distribution: reading it at the "
                 "letters A–T scores every candidate at once, where generating a ranked list needs a pass per token.")
@@ -267,6 +269,13 @@ class ResultsHandlers:
         for column, value in run.items():
             frame[column] = value
         return str(self.downloads.write("llamarec-results.csv", frame.to_csv(index=False).encode()))
+
+    @staticmethod
+    def download_hint(shown: ShownResults | None) -> None:
+        """Say why the download button gives nothing before any Recommend (a toast; a click with results on screen
+        downloads them and says nothing)."""
+        if shown is None:
+            gr.Warning(NOTHING_TO_DOWNLOAD)
 
     def history_problem(self, session: dict, *rest) -> str | None:
         """Why the session's history cannot be recommended for (the message Recommend would show), or None: checked

@@ -24,7 +24,8 @@ from recsys.machine import native_cpu_bf16
 from recsys.ranker.attention import register as register_attention
 from recsys.ranker.base_model import resolve_base_model
 
-DEFAULT_ADAPTER = Path(__file__).resolve().parents[2] / "checkpoints" / "llamarec-smollm2-135m-ml-latest-small"
+REPOSITORY = Path(__file__).resolve().parents[2]
+DEFAULT_ADAPTER = REPOSITORY / "checkpoints" / "llamarec-smollm2-135m-ml-latest-small"
 # Library notices that read like errors at every start but change nothing here: bitsandbytes' CPU backend looks
 # for an optional `kernels` package (only its 4-bit path, which CPUs do not use) and, offline, that package says
 # it skips a hub check for that same kernel; peft reads a transformers attribute deprecated in favour of another.
@@ -277,4 +278,13 @@ def describe(config: RankerLoadConfig, model=None, query_device: bool = True) ->
     quantization = loaded_quantization(model) if model is not None else quantization_of(config, device)
     return {"device": name, "base_model": config.base_model or "SmolLM2-135M-Instruct (default)",
             "quantization": QUANTIZATION_NAMES.get(quantization, "bf16" if device.type == "cuda" else "fp32"),
-            "adapter": str(config.adapter) if config.adapter else "none (base model only)"}
+            "adapter": shown_path(config.adapter) if config.adapter else "none (base model only)"}
+
+
+def shown_path(path: str | Path) -> str:
+    """`path` as a page shows it: relative to the repository when inside it (a visitor has no business with the
+    server's folders), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(REPOSITORY))
+    except ValueError:
+        return str(path)
