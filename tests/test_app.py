@@ -570,3 +570,38 @@ def test_a_download_before_any_recommend_says_why_it_gives_nothing(handlers, mon
     assert said == [NOTHING_TO_DOWNLOAD]
     handlers.download_hint(handlers.recommend({**new_session(), "history": [1, 2]}).last)
     assert said == [NOTHING_TO_DOWNLOAD]  # with results on screen the click downloads them, silently
+
+
+def test_the_readmes_python_example_runs_against_the_app(served, capsys):
+    """The README's "Use it from Python" example, as written, with the address of the app under test."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Use it from Python", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'Client("http://127.0.0.1:7860/")' in example
+    exec(example.replace("http://127.0.0.1:7860/", served), {})
+    formula, titles, link = capsys.readouterr().out.splitlines()[-3:]
+    assert formula.startswith("**Final score** = ") and "Pulp Fiction (1994)" not in titles  # in the history now
+    assert len(eval(titles)) == 5 and link.startswith(served.rstrip("/") + "/?history=")
+
+
+def test_pick_remove_and_share_through_the_client_without_a_server_traceback(served, tiny_pipeline, capfd):
+    from gradio_client import Client
+
+    client = Client(served, verbose=False)
+    heat = tiny_pipeline.catalog[14].source_id
+    table, removable, notice, *_ = client.predict("The Matrix (1999)", api_name="/pick")
+    table, removable, notice, *_ = client.predict(heat, api_name="/pick")  # a MovieLens id
+    assert column(table, "Title") == ["The Matrix (1999)", "Heat (1995)"]
+    assert [value for _, value in removable["choices"]] == [tiny_pipeline.catalog[6].source_id, heat]
+    for bad, said in ((999_999, "Unknown MovieLens id 999999"), ("Pulp Fictoin", "Did you mean **Pulp Fiction")):
+        table, _, notice, *_ = client.predict(bad, api_name="/pick")
+        assert said in notice and len(table["data"]) == 2
+    _, _, notice, *_ = client.predict("No Such Film", api_name="/load_preset")
+    assert "Unknown preset" in notice
+    table, _, notice, *_ = client.predict("matrix, the", api_name="/remove")  # a title as the search reads it
+    assert column(table, "Title") == ["Heat (1995)"] and notice == "Removed 'The Matrix (1999)'."
+    link = client.predict(api_name="/share")
+    assert link == f"{served.rstrip('/')}/?history={heat}"  # a full link
+    assert "Traceback" not in capfd.readouterr().err  # every bad value was answered by the app, not raised

@@ -36,9 +36,9 @@ MAX_WEIGHT = 4.0  # the fusion sliders' range: 0 .. MAX_WEIGHT
 WAIT_SHOWN_MS = 250  # a wait for the model shorter than this is not worth a word
 STALE = "The history changed since these results were made: click Recommend (or Race) again."
 
-STALE_CHART = "The history changed: Recommend again."
+STALE_CHART = "The history changed: Recommend again."  # short enough for a narrow chart
 
-NOTHING_TO_DOWNLOAD = "Nothing to download yet: click Recommend first, then download its results."  # short enough for a narrow chart
+NOTHING_TO_DOWNLOAD = "Nothing to download yet: click Recommend first, then download its results."
 
 WHY_ONE_PASS = ("The answer is a single token, so one forward pass gives its whole distribution: reading it at the "
                 "letters A–T scores every candidate at once, where generating a ranked list needs a pass per token.")
