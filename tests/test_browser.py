@@ -19,12 +19,15 @@ import pytest
 from conftest import TINY_TITLES, make_catalog, make_llama, make_lrurec, make_pipeline
 
 from bench.common import free_port
+from recsys.data.titles import clean_title
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 60_000
-EXTRA_TITLES = ["300 (2007)", "Lifeboat (1944)", "M*A*S*H (1970)"]  # all digits; a partial "boat"; Markdown stars
+# all digits; a partial "boat"; a subtitle that goes on in parentheses; Markdown stars (the last: tests find it there)
+EXTRA_TITLES = ["300 (2007)", "Lifeboat (1944)", clean_title("Birdman: Or (The Unexpected Virtue of Ignorance) (2014)"),
+                "M*A*S*H (1970)"]
 FORWARD_PASS_S = 0.03  # the browser pipeline's model sleeps this long a forward pass, so its race is slow to watch
 
 
@@ -213,8 +216,9 @@ def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served
 
         slider = page.get_by_label("number input for LLM weight")
         slider.fill("0")
-        slider.press("Tab")  # a slider re-ranks on release: the end of a drag, or leaving its number box
-        expect(page.get_by_text("the final one: no opinion")).to_be_visible()  # the slider redraws this session's
+        slider.press("Tab")
+        expect(page.get_by_text("no opinion (the retriever's order) (the sliders' weights")).to_be_visible()  # the
+        # slider redraws this session's results
 
         page.get_by_role("button", name="Clear", exact=True).click()  # the results belong to the old history
         expect(page.get_by_text(STALE).first).to_be_visible()
@@ -223,7 +227,7 @@ def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served
         slider.press("Tab")
         page.wait_for_timeout(1000)
         expect(page.locator(".js-plotly-plot .bars")).to_have_count(0)  # ... never the old results against the new
-        expect(page.get_by_text("Three opinions and the final one")).to_have_count(0)
+        expect(page.get_by_text("(the sliders' weights")).to_have_count(0)
 
         add_movie(page, "Alie", "Aliens (1986)")  # a race left mid-stream stops: no clock ticks on for the old history
         page.get_by_role("button", name="Race against generation", exact=True).click()
@@ -290,7 +294,7 @@ def test_a_shared_link_a_reload_a_download_and_titles_shown_as_written(served_ur
             type_movie(page, title)
             add.click()
             page.wait_for_timeout(300)
-        expect(page.get_by_text(f"'{mash}' was already in the history")).to_be_visible()  # stars kept, no italics
+        expect(page.get_by_text(f"'{mash}' was already in the watch history")).to_be_visible()  # stars kept, no italics
         assert history_titles(page) == ["The Matrix (1999)", "Heat (1995)", mash]
 
         page.get_by_role("button", name="Share this history", exact=True).click()
@@ -318,4 +322,88 @@ def test_a_shared_link_a_reload_a_download_and_titles_shown_as_written(served_ur
         other.goto(shared, wait_until="load")
         expect(other.get_by_text("Loaded 3 movies from the link")).to_be_visible()
         assert history_titles(other) == ["The Matrix (1999)", "Heat (1995)", mash]
+        browser.close()
+
+
+# Per header cell of the results table: its text, its right edge, the visible box's right edge, and how many lines
+# each of its words spans (a word on two lines was broken inside).
+HEADERS_JS = """() => {
+    const box = document.querySelector('.results-table .table-wrap') || document.querySelector('.results-table');
+    const right = box.getBoundingClientRect().right;
+    return [...document.querySelectorAll('.results-table thead th')].map(th => {
+        const span = th.querySelector('.header') || th;
+        const node = [...span.childNodes].find(n => n.nodeType === 3) || span.firstChild;
+        const text = node.textContent;
+        const lines = [];
+        let at = 0;
+        for (const word of text.split(' ')) {
+            const start = text.indexOf(word, at);
+            at = start + word.length;
+            if (!word) continue;
+            const range = document.createRange();
+            range.setStart(node, start);
+            range.setEnd(node, at);
+            lines.push(new Set([...range.getClientRects()].map(r => Math.round(r.top))).size);
+        }
+        return {text: text.trim(), right: th.getBoundingClientRect().right, visible: right, lines};
+    });
+}"""
+
+# The chart's label (Gradio draws it over the figure's top), its legend and its bars, top and bottom each.
+CHART_BOXES_JS = """() => {
+    const plot = document.querySelector('.js-plotly-plot');
+    const box = el => { const r = el.getBoundingClientRect(); return [r.top, r.bottom]; };
+    return {label: box(plot.closest('.block').querySelector('[data-testid="block-label"]')),
+            legend: box(plot.querySelector('.legend')), bars: box(plot.querySelector('.barlayer')),
+            entries: plot.querySelectorAll('.legend .traces').length,
+            colours: [...plot.querySelectorAll('.legend .traces .legendpoints path')].map(p => p.style.fill)};
+}"""
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian chromium not installed")
+@pytest.mark.parametrize("width", [1400, 420])
+def test_the_explorer_tells_the_truth_and_the_results_fit_the_screen(served_url, width):
+    """The formula follows the sliders (Enter in a number box, the arrow keys); the matches close once a film is
+    added; headers never break inside a word; at 1,400 px the key columns show without scrolling; the chart's legend
+    keeps clear of its label and bars, one colour an opinion; a subtitle in parentheses stays in the title."""
+    from playwright.sync_api import expect, sync_playwright
+
+    birdman = EXTRA_TITLES[2]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": width, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(served_url, wait_until="load")
+        assert birdman == "Birdman: Or (The Unexpected Virtue of Ignorance) (2014)"
+        add_movie(page, "birdman", birdman)
+        matches = page.get_by_role("radio", name=birdman, exact=True)
+        page.wait_for_timeout(1000)  # a search answered after the pick must not bring the list back
+        expect(matches).to_have_count(0)
+        assert page.get_by_label("Find a movie").input_value() == ""
+        add_movie(page, "heat", "Heat (1995)")
+        page.get_by_label("Also ask by title likelihood").check()  # a fifth opinion in the chart
+        page.get_by_role("button", name="Recommend", exact=True).click()
+        page.locator(".js-plotly-plot .bars").first.wait_for()
+        expect(page.get_by_text("1 × log p(LLM) (the served weights")).to_be_visible()
+
+        page.wait_for_timeout(500)
+        headers = page.evaluate(HEADERS_JS)
+        assert [h["text"] for h in headers][:6] == ["Final rank", "Title", "Final", "LLM", "Co-watch", "Retriever"]
+        assert all(lines == 1 for h in headers for lines in h["lines"]), headers  # no word broken
+        if width >= 1400:
+            assert all(h["right"] <= h["visible"] + 1 for h in headers[:6]), headers  # the key columns on screen
+        chart = page.evaluate(CHART_BOXES_JS)
+        assert chart["entries"] == 5 and len(set(chart["colours"])) == 5, chart  # an opinion, a colour
+        assert chart["label"][1] <= chart["legend"][0] and chart["legend"][1] <= chart["bars"][0], chart
+
+        number = page.get_by_label("number input for LLM weight")
+        number.fill("0")
+        number.press("Enter")  # Enter alone re-ranks: the formula says what the table is ranked by
+        expect(page.get_by_text("no opinion (the retriever's order) (the sliders' weights")).to_be_visible()
+        page.get_by_label("range slider for LLM weight").focus()
+        for _ in range(4):  # the keyboard re-ranks too, and the last value wins
+            page.keyboard.press("ArrowRight")
+        expect(page.get_by_text("0.2 × log p(LLM) (the sliders' weights")).to_be_visible()
+        page.get_by_role("button", name="Served weights", exact=True).click()
+        expect(page.get_by_text("1 × log p(LLM) (the served weights")).to_be_visible()
         browser.close()
