@@ -295,10 +295,9 @@ def default_threads() -> int:
     """Torch threads when --threads is not given: every usable core (the affinity, capped by a container's CPU quota:
     `recsys.machine.usable_cores`).
 
-    Chosen by measurement (`python bench/threads.py`, bench/results/threads.json; 2-core AMD EPYC with native
-    bf16): Recommend p50 476 ms with 2 threads vs 630 ms with 1 for one user, and 1,833 vs 2,235 ms with 4 users
-    clicking at once. On a machine shared with other busy processes, pass fewer (--threads 1): threads waiting on a
-    busy core stall every forward pass.
+    Chosen by measurement: every core was the fastest for one user and for four clicking at once (`python
+    bench/threads.py`; its record, with the machine, is bench/results/threads.json). On a machine shared with other
+    busy processes, pass fewer (--threads 1): threads waiting on a busy core stall every forward pass.
     """
     return usable_cores()[0]
 

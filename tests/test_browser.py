@@ -20,6 +20,7 @@ from conftest import TINY_TITLES, make_catalog, make_llama, make_lrurec, make_pi
 
 from bench.common import free_port
 from recsys.data.titles import clean_title
+from recsys.plots import short_label
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -155,7 +156,7 @@ def test_add_movies_recommend_and_read_the_chart(served_url, browser_pipeline, t
     shown = recommend_in_browser(served_url, [("matrix, the", "The Matrix (1999)"), ("heat", "Heat (1995)"),
                                               ("fargo", "Fargo (1996)")], tmp_path / f"{theme}.png", theme, width)
     expected = browser_pipeline.recommend([6, 14, 16])
-    labels = {f"({c.letter}) {c.title}" for c in expected.candidates}
+    labels = {f"({c.letter}) {short_label(c.title)}" for c in expected.candidates}  # long titles cut as the chart does
     assert len(shown["ranked_titles"]) == 20 and set(shown["ranked_titles"]) == labels
     assert (tmp_path / f"{theme}.png").stat().st_size > 20_000
     assert shown["outside_requests"] == []  # fonts and scripts all come from the local server
@@ -349,6 +350,14 @@ HEADERS_JS = """() => {
     });
 }"""
 
+# The checkbox labels whose text is cut or runs past its box.
+CHECKBOX_LABELS_JS = """() => [...document.querySelectorAll('label')]
+    .filter(label => label.querySelector('input[type=checkbox]'))
+    .map(label => [label.querySelector('span'), label.closest('.block') || label])
+    .filter(([span, box]) => span && (span.scrollWidth > span.clientWidth + 1
+                                      || span.getBoundingClientRect().right > box.getBoundingClientRect().right + 1))
+    .map(([span]) => span.textContent)"""
+
 # The chart's label (Gradio draws it over the figure's top), its legend and its bars, top and bottom each.
 CHART_BOXES_JS = """() => {
     const plot = document.querySelector('.js-plotly-plot');
@@ -361,7 +370,7 @@ CHART_BOXES_JS = """() => {
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian chromium not installed")
-@pytest.mark.parametrize("width", [1400, 420])
+@pytest.mark.parametrize("width", [1400, 420, 390])
 def test_the_explorer_tells_the_truth_and_the_results_fit_the_screen(served_url, width):
     """The formula follows the sliders (Enter in a number box, the arrow keys); the matches close once a film is
     added; headers never break inside a word; at 1,400 px the key columns show without scrolling; the chart's legend
@@ -392,6 +401,7 @@ def test_the_explorer_tells_the_truth_and_the_results_fit_the_screen(served_url,
         assert all(lines == 1 for h in headers for lines in h["lines"]), headers  # no word broken
         if width >= 1400:
             assert all(h["right"] <= h["visible"] + 1 for h in headers[:6]), headers  # the key columns on screen
+        assert page.evaluate(CHECKBOX_LABELS_JS) == [], "checkbox labels cut"
         chart = page.evaluate(CHART_BOXES_JS)
         assert chart["entries"] == 5 and len(set(chart["colours"])) == 5, chart  # an opinion, a colour
         assert chart["label"][1] <= chart["legend"][0] and chart["legend"][1] <= chart["bars"][0], chart
