@@ -145,9 +145,11 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
                                               api_description="a preset's name: " + ", ".join(handlers.presets))
                         load_preset = gr.Button("Load preset", scale=1, min_width=100)
                     with gr.Row():
-                        user = FreeDropdown(handlers.user_choices(), value=None, scale=3,
+                        users = handlers.user_choices()
+                        user = FreeDropdown(users, value=None, scale=3,
                                             label=f"Test user ({pipeline.catalog.dataset})",
-                                            api_description="a test user's id, as text")
+                                            api_description="a test user's id, as text"
+                                                            + (f", e.g. {users[0][1]!r}" if users else ""))
                         load_user = gr.Button("Load a test user", scale=1, min_width=100)
                     with gr.Row():
                         removable = FreeDropdown([], value=None, label=f"{words.item.capitalize()} to remove", scale=3,

@@ -32,12 +32,11 @@ from recsys.errors import CheckpointError
 from recsys.ranker.artefacts import CatalogArtefacts, RankerArtefacts, default_adapter
 from recsys.ranker.cowatch import CoWatchCounts
 from recsys.ranker.fusion import FusionWeights, fused_scores, order, retriever_opinion
-from recsys.ranker.generation import GENERATION_INSTRUCTION, generate_ranking
+from recsys.ranker.generation import generate_ranking, generation_instruction
 from recsys.ranker.folded import fold_served_adapter
 from recsys.ranker.model import RankerLoadConfig, describe, load_adapter, load_ranker, pick_device
 from recsys.ranker.pool import keep_best
-from recsys.ranker.prompt import (INSTRUCTION, LETTERS, PromptConfig, RankingPrompt, build_prompt, evidence_note,
-                                  item_texts)
+from recsys.ranker.prompt import LETTERS, PromptConfig, RankingPrompt, evidence_note, item_texts, prompt_from_ids
 from recsys.ranker.title_likelihood import TitleConfig, title_log_likelihoods, title_opinion, title_texts
 from recsys.shared_results import SharedResults
 from recsys.ranker.verbalizer import (PrefixCache, VerbalizerReading, build_prefix_cache, letter_token_ids,
@@ -414,10 +413,11 @@ class Pipeline:
         with self.unfolded(), self.model.disable_adapter():
             yield
 
-    def prefix_cache(self, instruction: str = INSTRUCTION, base: bool = False) -> PrefixCache:
-        """Keys/values of the first tokens every `instruction` prompt shares, for the served weights (or, with
-        `base`, the base model's), computed on first use and reused: each pass runs only what follows them,
-        exactly as `recsys.ranker.evaluate.score_llm` does."""
+    def prefix_cache(self, instruction: str | None = None, base: bool = False) -> PrefixCache:
+        """Keys/values of the first tokens every `instruction` prompt shares (None: the verbalizer's, of the prompt's
+        domain), for the served weights (or, with `base`, the base model's), computed on first use and reused: each
+        pass runs only what follows them, exactly as `recsys.ranker.evaluate.score_llm` does."""
+        instruction = self.prompt_config.instruction if instruction is None else instruction
         key = (instruction, base)
         if key not in self._prefixes:
             with self.without_adapter() if base else nullcontext():
@@ -506,17 +506,18 @@ class Pipeline:
 
     def prompt_for(self, history: list[int], candidates: list[Candidate]) -> RankingPrompt:
         """The ranking prompt of a checked history and candidates (in letter order), with the adapter's budgets
-        (and, when the adapter was trained with them, each candidate's retriever rank and co-watch count)."""
-        history_titles, candidate_titles, notes = self.prompt_parts(history, candidates)
-        return build_prompt(self.tokenizer, history_titles, candidate_titles, self.prompt_config, notes=notes)
+        (and, when the adapter was trained with them, each candidate's retriever rank and co-watch count): the one
+        prompt from ids (`recsys.ranker.prompt.prompt_from_ids`) that evaluation and training build too."""
+        return prompt_from_ids(self.tokenizer, self.catalog, history, [c.item_id for c in candidates],
+                               self.prompt_config, notes=self.evidence(candidates))
 
-    def prompt_parts(self, history: list[int], candidates: list[Candidate]):
-        """(history titles, candidate titles, evidence notes or None) as the prompt shows them, in letter order."""
+    def evidence(self, candidates: list[Candidate]) -> list[str] | None:
+        """Each candidate's evidence note in letter order when the prompt shows them (else None): its place among
+        the 20 in LRURec's order and its co-watch score, as evaluation and training write them."""
+        if not self.prompt_config.evidence:
+            return None
         place = {rank: n for n, rank in enumerate(sorted(c.retriever_rank for c in candidates), start=1)}
-        notes = ([evidence_note(place[c.retriever_rank], c.cowatch_score) for c in candidates]  # place among the 20
-                 if self.prompt_config.evidence else None)  # in LRURec's order, as evaluation and training write it
-        return (item_texts(self.catalog, history[-self.prompt_config.max_history:], self.prompt_config),
-                item_texts(self.catalog, [c.item_id for c in candidates], self.prompt_config), notes)
+        return [evidence_note(place[c.retriever_rank], c.cowatch_score) for c in candidates]
 
     def race(self, recommendation: Recommendation, on_token: Callable[[int], None] | None = None) -> RaceResult:
         """Run the generation baseline on the recommendation's history and candidates and time it.
@@ -530,12 +531,13 @@ class Pipeline:
             race.error = f"The verbalizer did not run ({recommendation.ranker_error}), so there is nothing to race."
             return race
         try:
-            history_titles, candidate_titles, notes = self.prompt_parts(recommendation.history,
-                                                                        recommendation.candidates)
-            prefix = self.runner(lambda: self.prefix_cache(GENERATION_INSTRUCTION))
+            candidates = recommendation.candidates
+            history_titles = item_texts(self.catalog, recommendation.history, self.prompt_config)  # the prompt
+            candidate_titles = item_texts(self.catalog, [c.item_id for c in candidates], self.prompt_config)  # cuts
+            prefix = self.runner(lambda: self.prefix_cache(generation_instruction(self.prompt_config.domain)))
             generated = generate_ranking(self.model, self.tokenizer, history_titles, candidate_titles,
                                          self.prompt_config, self.generation_max_new_tokens, on_token=on_token,
-                                         notes=notes, prefix=prefix, run=self.runner)
+                                         notes=self.evidence(candidates), prefix=prefix, run=self.runner)
         except Exception as error:  # noqa: BLE001 (a failed baseline is shown, never crashes the app)
             race.error = f"{type(error).__name__}: {error}"
             return race

@@ -146,6 +146,8 @@ def test_pick_and_remove_take_a_title_or_a_movielens_id(handlers):
     assert session["history"] == [14] and notice == "Removed 'The Matrix (1999)'."
     session, *_ = handlers.remove(session, source_id(handlers, 14))
     assert session["history"] == []
+    session, _, _, notice, *_ = handlers.pick(session, str(source_id(handlers, 14)))  # an id sent as text
+    assert handlers.catalog.titles(session["history"]) == ["Heat (1995)"] and notice == "Added 'Heat (1995)'."
 
 
 def test_a_huge_typed_title_is_quoted_short_in_its_notice(handlers):

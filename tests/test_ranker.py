@@ -25,6 +25,23 @@ def test_prompt_layout(tiny_tokenizer):
     assert prompt.letters == "ABCD" and prompt.num_tokens == len(tiny_tokenizer(text).input_ids)
 
 
+def test_the_prompt_names_its_domains_items_and_is_built_from_ids_one_way(tiny_tokenizer, tiny_catalog):
+    from recsys.ranker.generation import generation_instruction
+    from recsys.ranker.prompt import INSTRUCTION, item_texts, prompt_from_ids, ranking_instruction
+
+    movie = prompt_from_ids(tiny_tokenizer, tiny_catalog, [1, 2, 3], [4, 5], PromptConfig(max_history=2))
+    assert movie == build_prompt(tiny_tokenizer, item_texts(tiny_catalog, [2, 3], PromptConfig()),
+                                 item_texts(tiny_catalog, [4, 5], PromptConfig()))  # the last 2 of the history
+    product = prompt_from_ids(tiny_tokenizer, tiny_catalog, [1, 2, 3], [4, 5], PromptConfig(max_history=2,
+                                                                                             domain="product"))
+    assert "watch history" in movie.text and "recommend a movie from" in movie.text
+    assert "purchase history" in product.text and "recommend a product from" in product.text
+    assert product.text.replace(ranking_instruction("product"), INSTRUCTION) == movie.text  # only the words differ
+    assert "rank all games" in generation_instruction("game") and "bought next" in generation_instruction("game")
+    with pytest.raises(ValueError, match="unknown prompt domain"):
+        ranking_instruction("book")
+
+
 def test_prompt_keeps_the_last_20_history_titles(tiny_tokenizer):
     prompt = build_prompt(tiny_tokenizer, HISTORY, CANDIDATES)
     assert prompt.history_titles == HISTORY[-20:]

@@ -225,7 +225,8 @@ class HistoryHandlers:
 
     def item_named(self, value) -> tuple[Item | None, str]:
         """(the catalog item `value` names, "") or (None, why not): `value` is a source id (a MovieLens id as a number,
-        an ASIN) or a title naming exactly one item as the search reads it (case, accents and articles aside)."""
+        an ASIN) or a title naming exactly one item as the search reads it (case, accents and articles aside); digits
+        sent as text are a title first ("300"), else a MovieLens id."""
         words = words_for(self.catalog.dataset)
         if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
             return None, f"⚠️ Name a {words.item}: a title or a {words.source_id}."
@@ -239,6 +240,8 @@ class HistoryHandlers:
         found = self.search.search(text)
         if len(found.exact) == 1:
             return found.exact[0], ""
+        if not found.exact and text.isdigit() and (item_id := self.item_of_source_id(text)) is not None:
+            return self.catalog[item_id], ""  # digits that name no title: an id sent as text ("2571")
         named = f"'{plain(shown_query(text))}'"
         if found.exact:
             return None, (f"⚠️ {named} names {len(found.exact)} {words.items}: "
@@ -284,7 +287,7 @@ class HistoryHandlers:
         found, problem = self.item_named(item)
         if found is None:
             return AddView._make((*self.history_view(session, problem), gr.skip()))
-        return self.with_search_box(session, self.append(session, found.item_id))
+        return self.with_search_box(session, self.append(session, found.item_id, f"Added '{plain(found.title)}'."))
 
     @staticmethod
     def with_search_box(session: dict, outputs: HistoryView) -> AddView:

@@ -38,6 +38,8 @@ STALE = "The history changed since these results were made: click Recommend (or 
 
 STALE_CHART = "The history changed: Recommend again."  # short enough for a narrow chart
 
+NO_RESULTS = "Click Recommend first: there are no results to re-rank yet."
+
 NOTHING_TO_DOWNLOAD = "Nothing to download yet: click Recommend first, then download its results."
 
 WHY_ONE_PASS = ("The answer is a single token, so one forward pass gives its whole distribution: reading it at the "
@@ -189,10 +191,11 @@ class ResultsHandlers:
         are not redrawn.
         """
         if shown is None:
-            return FusionView("", pd.DataFrame(columns=RESULT_COLUMNS),
-                              plots.message_figure("Click Recommend first."), None)
+            return FusionView(f"⚠️ {NO_RESULTS}", pd.DataFrame(columns=RESULT_COLUMNS),
+                              plots.message_figure(NO_RESULTS), None)
         if shown.session != session:
-            return FusionView("", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART), None)
+            return FusionView(f"⚠️ {STALE}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART),
+                              None)
         result = shown.recommendation
         weights = self.weights_at(llm_weight, cowatch_weight)
         target = shown.session["target"]

@@ -27,7 +27,7 @@ from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.pool import MAX_POOL
 from recsys.ranker.model import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, DEFAULT_ADAPTER, TRAIN_COMMAND
-from recsys.ranker.prompt import PromptConfig
+from recsys.ranker.prompt import HISTORIES, PromptConfig
 from recsys.ranker.title_likelihood import TitleConfig
 
 RANKER_CONFIG_FILE = "ranker_config.json"
@@ -151,6 +151,9 @@ def _prompt(saved: Any, path: Path) -> PromptConfig:
         default = getattr(PromptConfig, name)
         if type(value) is not type(default) or (isinstance(default, int) and value < 0):
             raise CheckpointError.corrupt(path, f"prompt {name} {value!r}", TRAIN_COMMAND)
+    if config.domain not in HISTORIES:
+        raise CheckpointError.corrupt(path, f"prompt domain {config.domain!r} (one of {sorted(HISTORIES)})",
+                                      TRAIN_COMMAND)
     return config
 
 

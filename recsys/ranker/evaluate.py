@@ -28,7 +28,7 @@ from recsys.ranker.artefacts import RankerArtefacts
 from recsys.ranker.fusion import FusionWeights, fused_scores, llm_opinion
 from recsys.ranker.folded import fold_served_adapter
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_ranker
-from recsys.ranker.prompt import PromptConfig, build_prompt, evidence_notes, item_texts
+from recsys.ranker.prompt import PromptConfig, evidence_notes, prompt_from_ids
 from recsys.ranker.rows import RankingRows, pool_trade, served_rows
 from recsys.ranker.title_likelihood import TitleConfig, title_log_likelihoods, title_texts
 from recsys.ranker.verbalizer import build_prefix_cache, letter_logits, letter_token_ids
@@ -53,7 +53,8 @@ def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_conf
     letter_ids = letter_token_ids(tokenizer)
     was_training = model.training
     model.eval()
-    prefix = build_prefix_cache(model, tokenizer)  # as the app: the shared instruction's keys/values computed once
+    prefix = build_prefix_cache(model, tokenizer, prompt_config.instruction)  # as the app: the shared instruction's
+    # keys/values computed once
 
     def score(mine: list[int]) -> list[torch.Tensor]:
         scores = []
@@ -61,10 +62,9 @@ def score_llm(model, tokenizer, catalog: Catalog, rows: RankingRows, prompt_conf
             index = mine[start:start + batch_size]
             orders = [permutation[i] if permutation is not None else torch.arange(rows.candidate_ids.shape[1])
                       for i in index]
-            prompts = [build_prompt(tokenizer, item_texts(catalog, rows.histories[i], prompt_config),
-                                    item_texts(catalog, rows.candidate_ids[i][o].tolist(), prompt_config),
-                                    prompt_config,
-                                    notes=evidence_notes(rows.cowatch[i], o) if prompt_config.evidence else None)
+            prompts = [prompt_from_ids(tokenizer, catalog, rows.histories[i], rows.candidate_ids[i][o].tolist(),
+                                       prompt_config,
+                                       notes=evidence_notes(rows.cowatch[i], o) if prompt_config.evidence else None)
                        for i, o in zip(index, orders)]
             logits = letter_logits(model, tokenizer, [p.text for p in prompts], letter_ids, prefix).cpu()
             for row, o in zip(llm_opinion(logits), orders):

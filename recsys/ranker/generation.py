@@ -22,12 +22,20 @@ import torch
 
 from recsys.data.titles import search_key, split_year
 from recsys.kv_cache import cache_kwargs, last_position, output_cache
-from recsys.ranker.prompt import PromptConfig, build_prompt
+from recsys.ranker.prompt import HISTORIES, PromptConfig, build_prompt
 from recsys.timing import synchronize
 
-GENERATION_INSTRUCTION = ("Given the user's watch history in chronological order, rank all movies in the "
-                          "candidate pool from the most to the least likely to be watched next. Answer with "
-                          "their titles only, best first, one per line.")
+def generation_instruction(domain: str = "movie") -> str:
+    """The generation baseline's instruction for items of `domain` (`recsys.ranker.prompt.HISTORIES`)."""
+    if domain not in HISTORIES:
+        raise ValueError(f"unknown prompt domain {domain!r}: one of {sorted(HISTORIES)}")
+    chosen = "watched" if domain == "movie" else "bought"
+    return (f"Given the user's {HISTORIES[domain]} in chronological order, rank all {domain}s in the candidate pool "
+            f"from the most to the least likely to be {chosen} next. Answer with their titles only, best first, "
+            "one per line.")
+
+
+GENERATION_INSTRUCTION = generation_instruction("movie")
 FUZZY_CUTOFF = 0.75  # difflib similarity a line needs to count as a (misspelt or cut) candidate title
 MIN_CONTAINED = 4  # characters a title's key needs to be found inside a longer line (shorter ones only as the line)
 _LIST_MARKER = re.compile(r"^\s*(?:\(\s*[A-Za-z0-9]{1,2}\s*\)|[A-Za-z0-9]{1,2}[.):]|[-*•])\s+")
@@ -158,7 +166,7 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
     `candidate_titles`. `on_token`, when given, receives each generated token id (EOS excluded) as
     soon as it is chosen, on this thread and inside the timed loop: keep it as cheap as `queue.put`
     and decode elsewhere. `notes` are the candidates' evidence notes when `prompt_config.evidence`.
-    `prefix`, a `recsys.ranker.verbalizer.PrefixCache` built with GENERATION_INSTRUCTION, skips the
+    `prefix`, a `recsys.ranker.verbalizer.PrefixCache` built with `generation_instruction`, skips the
     prompt's shared first tokens, as the verbalizer does in the app (ValueError for another instruction's).
     With `run` (the app's `recsys.model_runner.ModelRunner`) the model and the tokenizer are used only through it, one
     token at a time, so other users' passes can run between two tokens; the time spent waiting for it is not counted.
@@ -212,7 +220,7 @@ def _next(model, outputs, next_token):
 def _prefill(model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, notes, prefix):
     """The prompt, the token budget, the prefill's outputs and first token, the EOS ids and the prefill's time."""
     prompt = build_prompt(tokenizer, history_titles, candidate_titles, prompt_config,
-                          instruction=GENERATION_INSTRUCTION, notes=notes)
+                          instruction=generation_instruction(prompt_config.domain), notes=notes)
     budget = answer_length(tokenizer, prompt.candidate_titles) if max_new_tokens is None else max_new_tokens
     token_ids = tokenizer(prompt.text).input_ids
     cache = {}

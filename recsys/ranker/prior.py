@@ -264,7 +264,8 @@ def main(argv=None) -> PriorChoice:
         (output / PRIOR_FILE).write_text(json.dumps(choice.to_json(), indent=2) + "\n")
         if args.dataset in SOURCES:  # no adapter is trained on top: a ranker folder serving the prior, LLM shown
             (output / RANKER_CONFIG_FILE).write_text(json.dumps(
-                {"fusion": asdict(choice.weights.but(llm=0.0)), "prompt": asdict(PromptConfig()),
+                {"fusion": asdict(choice.weights.but(llm=0.0)),
+                 "prompt": asdict(PromptConfig(domain=DATASETS[args.dataset].domain)),
                  "training": {"dataset": args.dataset, "zero_shot": True}}, indent=2) + "\n")
         print(f"wrote {output / PRIOR_FILE} and the co-watch counts")
     write_json(args.json, choice.to_json())

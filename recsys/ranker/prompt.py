@@ -4,7 +4,7 @@ Layout (as the paper's instruction / input / response prompt):
 
     ### Instruction:
     Given the user's watch history in chronological order, recommend a movie from the candidate pool
-    by its index letter.
+    by its index letter.            (a product's or a game's: "purchase history", "a product": PromptConfig.domain)
 
     ### Input:
     User history:
@@ -27,20 +27,39 @@ from recsys import MAX_HISTORY, NUM_CANDIDATES
 from recsys.data.titles import split_year
 
 LETTERS = string.ascii_uppercase[:NUM_CANDIDATES]  # "A".."T"
-INSTRUCTION = ("Given the user's watch history in chronological order, recommend a movie from the "
-               "candidate pool by its index letter.")
 RESPONSE_HEADER = "### Response:\n"
+# what the instruction calls a history and an item, per domain (`recsys.data.sources.DATASETS`' domains)
+HISTORIES = {"movie": "watch history", "product": "purchase history", "game": "purchase history"}
+
+
+def ranking_instruction(domain: str = "movie") -> str:
+    """The verbalizer's instruction for items of `domain` ("movie", "product", "game"): the paper's, naming the
+    item. ValueError for another domain."""
+    if domain not in HISTORIES:
+        raise ValueError(f"unknown prompt domain {domain!r}: one of {sorted(HISTORIES)}")
+    return (f"Given the user's {HISTORIES[domain]} in chronological order, recommend a {domain} from the "
+            "candidate pool by its index letter.")
+
+
+INSTRUCTION = ranking_instruction("movie")  # MovieLens's, the committed adapter's
 
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """Token budgets of the ranking prompt (paper: 20 history titles, 32 tokens a title, 1,536 in all)."""
+    """Token budgets of the ranking prompt (paper: 20 history titles, 32 tokens a title, 1,536 in all) and the
+    domain its instruction names."""
 
     max_history: int = MAX_HISTORY
     max_title_tokens: int = 32
     max_prompt_tokens: int = 1536
     years: bool = True  # titles keep their "(1999)"; without, prompts are ~35% shorter (digits are single tokens)
     evidence: bool = False  # beyond the paper: each candidate followed by its retriever rank and co-watch count
+    domain: str = "movie"  # what the items are: "movie", "product" or "game" (`ranking_instruction`)
+
+    @property
+    def instruction(self) -> str:
+        """The verbalizer's instruction for this domain."""
+        return ranking_instruction(self.domain)
 
 
 def item_text(movie, years: bool = True) -> str:
@@ -102,10 +121,22 @@ def render(history_titles: list[str], candidate_titles: list[str], instruction: 
             f"Candidate pool:\n{pool}\n\n{RESPONSE_HEADER}")
 
 
+def prompt_from_ids(tokenizer, catalog, history_ids, candidate_ids, config: PromptConfig = PromptConfig(),
+                    notes: list[str] | None = None, instruction: str | None = None) -> RankingPrompt:
+    """The ranking prompt of catalog item ids: the last `config.max_history` of `history_ids` (oldest first) and
+    `candidate_ids` in letter order, as `item_texts` shows them (`build_prompt` for the rest). The one path from ids
+    to a prompt: serving (`recsys.pipeline`), evaluation (`recsys.ranker.evaluate.score_llm`) and training
+    (`recsys.ranker.train.ExampleDataset`) all build theirs here."""
+    history = list(history_ids)[-config.max_history:] if config.max_history else []
+    return build_prompt(tokenizer, item_texts(catalog, history, config), item_texts(catalog, candidate_ids, config),
+                        config, instruction, notes)
+
+
 def build_prompt(tokenizer, history_titles: list[str], candidate_titles: list[str],
-                 config: PromptConfig = PromptConfig(), instruction: str = INSTRUCTION,
+                 config: PromptConfig = PromptConfig(), instruction: str | None = None,
                  notes: list[str] | None = None) -> RankingPrompt:
-    """Build the ranking prompt within the token budgets.
+    """Build the ranking prompt within the token budgets; `instruction` None is the config's domain's
+    (`ranking_instruction`).
 
     Keeps the last `max_history` history titles, cuts every title to `max_title_tokens`, then drops
     the oldest history titles until the prompt fits `max_prompt_tokens`. The instruction and the
@@ -117,7 +148,9 @@ def build_prompt(tokenizer, history_titles: list[str], candidate_titles: list[st
     if config.evidence != (notes is not None) or (notes is not None and len(notes) != len(candidate_titles)):
         raise ValueError(f"a prompt with evidence={config.evidence} needs "
                          + (f"one note per candidate ({len(candidate_titles)})" if config.evidence else "no notes"))
-    history = [cut_title(tokenizer, t, config.max_title_tokens) for t in history_titles[-config.max_history:]]
+    instruction = config.instruction if instruction is None else instruction
+    history = [cut_title(tokenizer, t, config.max_title_tokens)
+               for t in (history_titles[-config.max_history:] if config.max_history else [])]
     candidates = [cut_title(tokenizer, t, config.max_title_tokens) for t in candidate_titles]
     while True:
         text = render(history, candidates, instruction, notes)

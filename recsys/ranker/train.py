@@ -48,7 +48,7 @@ from recsys.ranker.model import (DEFAULT_ADAPTER, LoraSettings, RankerLoadConfig
                                  load_base_model, load_tokenizer, pick_device, use_4bit)
 from recsys.ranker.prior import pooled_heldout_rows
 from recsys.ranker.rows import RankingRows, pool_trade, split_rows
-from recsys.ranker.prompt import LETTERS, PromptConfig, build_prompt, evidence_notes, item_texts
+from recsys.ranker.prompt import LETTERS, PromptConfig, evidence_notes, prompt_from_ids
 from recsys.ranker.verbalizer import encode_example, forward_letter_logits, letter_token_ids
 from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
@@ -132,8 +132,7 @@ class ExampleDataset(torch.utils.data.Dataset):
             candidates = [example.candidates[j] for j in order]
             answer = order.index(example.answer_index)
             notes = evidence_notes(cowatch[index], order) if prompt_config.evidence and cowatch is not None else None
-            prompt = build_prompt(tokenizer, item_texts(catalog, example.history, prompt_config),
-                                  item_texts(catalog, candidates, prompt_config), prompt_config, notes=notes)
+            prompt = prompt_from_ids(tokenizer, catalog, example.history, candidates, prompt_config, notes=notes)
             if loss == "vocab":
                 input_ids, labels = encode_example(tokenizer, prompt.text, LETTERS[answer])
                 self.items.append({"input_ids": input_ids, "labels": labels})
