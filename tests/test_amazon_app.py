@@ -28,8 +28,10 @@ def test_games_answers_a_recommend_for_a_test_user_in_its_own_words():
     label, user = handlers.user_choices()[0]
     assert label.endswith(" games)")
     session = handlers.load_test_user(new_session(), user).session
-    summary, _, table, *_ = handlers.recommend(session)
+    view = handlers.recommend(session)
+    summary, table = view.summary, view.table
     assert len(table) == 20 and "verbalizer ranking" in summary and "games" in summary
+    assert "purchase history in chronological order, recommend a game from" in view.prompt  # the LLM reads games
     assert pipeline.fusion.cowatch > 0 and pipeline.fusion.llm == 0  # the prior validation chose; the LLM shown
     assert table["LLM"].notna().all()
 
