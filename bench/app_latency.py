@@ -37,7 +37,7 @@ import torch
 from common import PageSession, serving
 
 from recsys.demo.history import PRESETS as PRESET_TITLES
-from recsys.floor import against_floor, prompt_floor
+from floor import against_floor, prompt_floor
 from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
 

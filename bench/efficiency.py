@@ -32,7 +32,7 @@ import torch
 from recsys import NUM_CANDIDATES
 from recsys.data import load_dataset
 from recsys.cli import add_dataclass_flags, dataclass_from_args
-from recsys.floor import against_floor, prompt_floor
+from floor import against_floor, prompt_floor
 from recsys.kv_cache import last_position
 from recsys.machine import auto_dtype, describe_machine, emulation, machine_record
 from recsys.ranker.attention import ATTENTION
@@ -43,7 +43,7 @@ from recsys.ranker.verbalizer import (PrefixCache, build_prefix_cache, letter_lo
                                       read_next_tokens, tokenize_prompts)
 from recsys.results import write_json
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model
-from recsys.timing import TimingConfig, median, time_call
+from floor import TimingConfig, median, time_call
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLE_LENGTHS = ("5", "10", "20", "40", "uncut")  # the paper's sweep of title lengths, plus the titles as they are

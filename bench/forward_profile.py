@@ -20,7 +20,7 @@ from contextlib import nullcontext
 import torch
 
 
-from recsys.floor import prompt_floor
+from floor import prompt_floor
 from recsys.machine import describe_machine, machine_record
 from recsys.pipeline import Pipeline, PipelineConfig
 from recsys.ranker.artefacts import default_adapter

@@ -31,7 +31,7 @@ from recsys.pipeline import Pipeline, PipelineConfig
 from recsys.ranker.attention import ATTENTION
 from recsys.ranker.verbalizer import read_next_tokens
 from recsys.results import write_json
-from recsys.timing import TimingConfig, time_call
+from floor import TimingConfig, time_call
 
 
 def main(argv=None) -> dict:

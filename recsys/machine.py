@@ -166,3 +166,10 @@ def describe_machine(record: dict) -> str:
     return (f"{record['cpu_model']} ({bf16}; {', '.join(flags) or 'no listed flags'}), {record['dtype']}, "
             f"{record['torch_threads']} torch thread(s) on {record['cores']} core(s), "
             f"load average {record['load_average_1min_at_start']} at the start{gpu}")
+
+
+def synchronize(device) -> None:
+    """Wait for queued CUDA work on `device` (a no-op on CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -15,7 +15,7 @@ from recsys.demo.results import BASE_COLUMN, REVERSED_COLUMN
 from recsys.data.titles import search_key
 from recsys.demo.search import TitleSearch
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
-from recsys.ranker.fusion import FusionWeights, final_order, fused_scores
+from recsys.ranker.fusion import FusionWeights, fused_scores, order
 from recsys.ranker.model import LoraSettings, add_lora
 from recsys.ranker.verbalizer import letter_logits, read_next_tokens
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_catalog
@@ -58,8 +58,7 @@ def test_fusion_explorer_moves_the_llm_and_cowatch_weights_without_a_model_call(
     prior_table = handlers.ranking_view(session, shown, 0.0, None).table  # retriever + co-watch
     opinions = result.opinions
     prior = fused_scores(opinions, FusionWeights(0.5, 1.5, 0.0))
-    assert list(prior_table["Title"]) == [result.candidates[i].title for i in final_order(opinions,
-                                                                                          FusionWeights(0.5, 1.5, 0.0))]
+    assert list(prior_table["Title"]) == [result.candidates[i].title for i in order(prior)]
     assert set(prior_table["Change"]) != {"="}  # the co-watch counts move followers of 1..4 up
     _, served, chart, _ = handlers.ranking_view(session, shown, None, None)
     assert list(served["Title"]) == [c.title for c in result.ranked()]

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from recsys.floor import Matmul, against_floor, forward_flops, forward_matmuls, prompt_floor
+from bench.floor import Matmul, against_floor, forward_flops, forward_matmuls, prompt_floor
 
 SMOLLM2 = SimpleNamespace(hidden_size=576, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536,
                           num_hidden_layers=30, vocab_size=49152, head_dim=64)

@@ -11,7 +11,7 @@ from recsys.pipeline import Pipeline, PipelineConfig
 from recsys.ranker.artefacts import RankerArtefacts, default_adapter
 from recsys.ranker.base_model import converted_dir
 from recsys.ranker.evaluate import score_llm
-from recsys.ranker.fusion import final_order
+from recsys.ranker.fusion import fused_scores, order
 from recsys.ranker.model import RankerLoadConfig
 from recsys.ranker.rows import RankingRows, served_rows
 from recsys.ranker.verbalizer import read_next_tokens
@@ -51,8 +51,8 @@ def test_app_and_evaluation_rank_40_test_users_alike(served):
         assert torch.allclose(scored.llm, llm, atol=1e-4 if batch_size == 1 else 0.1), f"batch {batch_size}"
         if batch_size == 1:
             for weights in (served.fusion, served.fusion.but(llm=1.0)):  # served, and with the LLM's opinion
-                orders = [final_order({name: opinion[i] for name, opinion in scored.opinions().items()}, weights)
-                          for i in range(len(results))]
+                orders = [order(fused_scores({name: opinion[i] for name, opinion in scored.opinions().items()},
+                                             weights)) for i in range(len(results))]
                 assert orders == [r.at(weights).order for r in results]
     assert [r.ranking for r in results] == [r.at(served.fusion).order for r in results]
 

@@ -16,7 +16,7 @@ from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.ranker.evaluate import ablation, ranking_metrics, target_ranks
 from recsys.ranker.rows import RankingRows
 from recsys.ranker.examples import RankingExample
-from recsys.ranker.fusion import FusionWeights, final_order, fused_scores, prior_scores
+from recsys.ranker.fusion import FusionWeights, fused_scores, order, prior_scores
 from recsys.ranker.heldout import (HeldOutExamples, candidate_examples, held_out_counts, held_out_positions,
                                    split_by_user, truncated_dataset, truncated_sequences)
 from recsys.ranker.prior import fit_prior_weights, pooled_heldout_rows, training_counts
@@ -113,13 +113,13 @@ def test_validation_users_are_split_off_whole():
 def test_fusion_is_a_weighted_sum_of_named_opinions():
     opinions = {"retriever": torch.tensor([0.0, -1.0, -2.0]), "cowatch": torch.tensor([0.0, 3.0, 0.0]),
                 "llm": torch.tensor([-3.0, -2.0, -0.1])}
-    assert final_order(opinions, FusionWeights(1.0, 0.0, 0.0)) == [0, 1, 2]
-    assert final_order(opinions, FusionWeights(0.0, 0.0, 1.0)) == [2, 1, 0]
-    assert final_order(opinions, FusionWeights(1.0, 1.0, 0.0)) == [1, 0, 2]
+    assert order(fused_scores(opinions, FusionWeights(1.0, 0.0, 0.0))) == [0, 1, 2]
+    assert order(fused_scores(opinions, FusionWeights(0.0, 0.0, 1.0))) == [2, 1, 0]
+    assert order(fused_scores(opinions, FusionWeights(1.0, 1.0, 0.0))) == [1, 0, 2]
     assert torch.allclose(fused_scores(opinions, FusionWeights(2.0, 0.5, 1.0)),
                           2 * opinions["retriever"] + 0.5 * opinions["cowatch"] + opinions["llm"])
     # ties: retriever order
-    assert final_order({"retriever": torch.zeros(3)}, FusionWeights(1.0, 0.0, 0.0)) == [0, 1, 2]
+    assert order(fused_scores({"retriever": torch.zeros(3)}, FusionWeights(1.0, 0.0, 0.0))) == [0, 1, 2]
     with pytest.raises(ValueError, match="llm opinion is missing"):
         fused_scores({"retriever": torch.zeros(3)}, FusionWeights())
     with pytest.raises(ValueError, match=">= 0"):

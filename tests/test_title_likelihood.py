@@ -11,7 +11,7 @@ from recsys.ranker.catalog_lm import (CatalogLMConfig, encode_window, epochs_of,
                                       train, windows)
 from recsys.ranker.evaluate import score_titles
 from recsys.ranker.rows import RankingRows
-from recsys.ranker.fusion import FusionWeights, final_order
+from recsys.ranker.fusion import FusionWeights, fused_scores, order
 from recsys.ranker.heldout import HeldOutConfig, held_out_counts
 from recsys.ranker.title_likelihood import (history_ids, title_ids, title_log_likelihoods, title_opinion)
 
@@ -57,8 +57,8 @@ def test_title_opinion_is_a_log_softmax_of_sums_or_per_token_means():
 
 def test_titles_enter_the_one_fusion_rule():
     opinions = {"retriever": torch.tensor([0.0, -1.0]), "titles": torch.tensor([-3.0, 0.0])}
-    assert final_order(opinions, FusionWeights(1.0, 0.0, 0.0, titles=0.0)) == [0, 1]
-    assert final_order(opinions, FusionWeights(1.0, 0.0, 0.0, titles=1.0)) == [1, 0]
+    assert order(fused_scores(opinions, FusionWeights(1.0, 0.0, 0.0, titles=0.0))) == [0, 1]
+    assert order(fused_scores(opinions, FusionWeights(1.0, 0.0, 0.0, titles=1.0))) == [1, 0]
 
 
 def test_evaluation_scores_titles_as_the_pipeline_does(tiny_pipeline, tiny_catalog):

@@ -81,11 +81,6 @@ def order(scores: torch.Tensor) -> list[int]:
     return sorted(range(len(values)), key=lambda i: (-values[i], i))
 
 
-def final_order(opinions: dict[str, torch.Tensor], weights: FusionWeights) -> list[int]:
-    """Candidate indices best first by the fused score of one user's (K,) opinions."""
-    return order(fused_scores(opinions, weights))
-
-
 def describe_fusion(weights: FusionWeights) -> str:
     """The final score in words, e.g. "0.46 x log p(retriever) + 1.49 x co-watch + 1 x log p(LLM)"."""
     terms = [f"{weights.retriever:g} × log p(retriever)" if weights.retriever else "",

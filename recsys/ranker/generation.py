@@ -23,7 +23,7 @@ import torch
 from recsys.data.titles import search_key, split_year
 from recsys.kv_cache import cache_kwargs, last_position, output_cache
 from recsys.ranker.prompt import HISTORIES, PromptConfig, build_prompt
-from recsys.timing import synchronize
+from recsys.machine import synchronize
 
 def generation_instruction(domain: str = "movie") -> str:
     """The generation baseline's instruction for items of `domain` (`recsys.ranker.prompt.HISTORIES`)."""

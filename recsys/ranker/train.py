@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from recsys import NUM_CANDIDATES
 from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.data import load_dataset
+from recsys.data.sources import DATASETS
 from recsys.distributed import is_main_process, process_share
 from recsys.machine import machine_record
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
@@ -63,7 +64,9 @@ class RankerTrainConfig:
     """Ranker training recipe (defaults: the paper's, with the SmolLM2 base)."""
 
     base_model: str | None = None
+    dataset: str = "ml-latest-small"  # what the retriever was trained on and the prompt's items are (its domain)
     retriever: str = str(DEFAULT_CHECKPOINT)
+    candidates: str | None = None  # folder of the retriever's candidates.safetensors (None: the retriever's folder)
     data_dir: str | None = None
     output: str = str(DEFAULT_ADAPTER)
     examples: str = "random"  # "random": training prefixes, random negatives (paper); "heldout": held-out candidates
@@ -97,9 +100,9 @@ class RankerTrainConfig:
 
 
 def prompt_config_of(config: RankerTrainConfig) -> PromptConfig:
-    """The prompt budgets a training config asks for."""
+    """The prompt budgets a training config asks for, its instruction naming the data set's items."""
     return PromptConfig(config.max_history, config.max_title_tokens, config.max_prompt_tokens, config.years,
-                        config.evidence)
+                        config.evidence, DATASETS[config.dataset].domain)
 
 
 class ExampleDataset(torch.utils.data.Dataset):
@@ -259,8 +262,8 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
             raise ValueError("the residual loss needs held-out examples (--examples heldout): random negatives have "
                              "no retriever scores")
         examples = make_examples(dataset, config.max_examples, config.seed)
-        validation = split_rows(dataset, "val", load_candidates(config.retriever)["val"], counts, config.val_users,
-                                config.seed)
+        validation = split_rows(dataset, "val", load_candidates(config.candidates or config.retriever)["val"], counts,
+                                config.val_users, config.seed)
         return TrainingData(examples, None, None, validation, prior_weights, counts)
     train_part, val_part = split_by_user(load_held_out(config.heldout_dir))
     pool = config.pool if config.pool is not None else saved.pool
@@ -299,7 +302,7 @@ def train(config: RankerTrainConfig) -> dict | None:
                                    cpu_precision=config.cpu_precision,
                                    lora=LoraSettings(target_modules=tuple(config.lora_targets.split(",")),
                                                      top_layers=config.lora_top_layers))
-    dataset = load_dataset("ml-latest-small", config.data_dir)
+    dataset = load_dataset(config.dataset, config.data_dir)
     data = training_data(config, dataset)
     tokenizer = load_tokenizer(config.base_model)
     model = add_lora(load_base_model(load_config, for_training=True), load_config.lora)
@@ -384,19 +387,30 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
     prompt_config = prompt_config_of(config)
     load_config = RankerLoadConfig(base_model=config.base_model, quantization=config.quantization,
                                    cpu_precision=config.cpu_precision)
-    dataset = load_dataset("ml-latest-small", config.data_dir)
-    served_pool = RankerArtefacts.load(config.prior).pool if config.examples == "heldout" else NUM_CANDIDATES
-    # every validation row, with the candidates the served pool keeps: the LLM's weight is chosen for serving
-    data = training_data(replace(config, val_examples=10**9, pool=served_pool), dataset)
-    candidates = load_candidates(config.retriever)
+    dataset = load_dataset(config.dataset, config.data_dir)
+    saved = RankerArtefacts.load(config.prior)
+    # zero-shot beside a saved prior (an Amazon data set's): the served stage one, the LLM's weight chosen on a
+    # seeded sample of `val_users` of the validation users' rows, which are then the "val" rows reported
+    served_prior = zero_shot and config.examples == "random" and saved.prior is not None
+    served_pool = saved.pool if config.examples == "heldout" or served_prior else NUM_CANDIDATES
+    candidates = load_candidates(config.candidates or config.retriever)
+    if served_prior:
+        prior = saved.require_prior()
+        prior_weights, counts = prior.weights, saved.counts
+        validation_rows = split_rows(dataset, "val", candidates["val"], counts, config.val_users, config.seed,
+                                     pool=served_pool, weights=prior_weights)
+    else:  # every validation row, with the candidates the served pool keeps: the LLM's weight is chosen for serving
+        data = training_data(replace(config, val_examples=10**9, pool=served_pool), dataset)
+        prior_weights, counts, validation_rows = data.prior_weights, data.cowatch_counts, data.validation
     tokenizer = load_tokenizer(config.base_model)
     model = load_base_model(load_config) if zero_shot else load_adapter(load_base_model(load_config), output)
     model.eval()
-    validation = score_llm(model, tokenizer, dataset.catalog, data.validation, prompt_config)
-    weights, by_weight = choose_llm_weight(validation, data.prior_weights)
-    scored = {split: score_llm(model, tokenizer, dataset.catalog,
-                               split_rows(dataset, split, candidates[split], data.cowatch_counts, pool=served_pool,
-                                          weights=weights), prompt_config)
+    validation = score_llm(model, tokenizer, dataset.catalog, validation_rows, prompt_config)
+    weights, by_weight = choose_llm_weight(validation, prior_weights)
+    scored = {split: validation if served_prior and split == "val" else
+              score_llm(model, tokenizer, dataset.catalog,
+                        split_rows(dataset, split, candidates[split], counts, pool=served_pool, weights=weights),
+                        prompt_config)
               for split in ("val", "test")}
     results = {split: ablation(rows, weights) for split, rows in scored.items()}
     print_ablation(results["val"], f"paper's validation users ({len(scored['val'])}), fusion {weights}")
@@ -412,7 +426,8 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (output / RANKER_CONFIG_FILE).write_text(json.dumps(
         {"fusion": asdict(weights), "prompt": asdict(prompt_config), "training": asdict(config)}, indent=2) + "\n")
-    if config.examples == "heldout" and Path(config.prior).resolve() != output.resolve():  # the prior it fuses with
+    if (config.examples == "heldout" or served_prior) and Path(config.prior).resolve() != output.resolve():  # the
+        # prior it fuses with
         for name in (COUNTS_FILE, PRIOR_FILE):
             shutil.copyfile(Path(config.prior) / name, output / name)
     return metrics

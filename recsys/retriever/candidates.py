@@ -92,13 +92,18 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--output", default=None,
+                        help="where to write them (default: the checkpoint folder; an Amazon data set's are too big "
+                             "to commit: e.g. runs/candidates-beauty)")
     parser.add_argument("--k", type=int, default=NUM_CANDIDATES,
                         help="candidates per user: 20, or the prior's pool (prior.json 'pool', e.g. 50)")
     args = parser.parse_args(argv)
     model = load_model(args.checkpoint)
     dataset = load_dataset(load_config(args.checkpoint).get("dataset", "ml-latest-small"), args.data_dir)
     candidates = {split: retrieve_split(model, dataset, split, args.k) for split in ("val", "test")}
-    path = save_candidates(candidates, args.checkpoint)
+    output = Path(args.output or args.checkpoint)
+    output.mkdir(parents=True, exist_ok=True)
+    path = save_candidates(candidates, output)
     for split, c in candidates.items():
         print(f"{split}: {c.users.numel()} users, coverage@{args.k} = {c.coverage():.4f}")
     print(f"wrote {path}")

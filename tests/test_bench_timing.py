@@ -1,8 +1,9 @@
-"""Timing helpers: warm-up runs are not counted, medians are positive, the matmul rate is measured."""
+"""The benchmarks' timing helpers: warm-up runs are not counted, medians are positive."""
 
 import pytest
 
-from recsys.timing import Timing, TimingConfig, matmul_flops_per_second, median, synchronize, time_call
+from bench.floor import Timing, TimingConfig, median, time_call
+from recsys.machine import synchronize
 
 
 def test_time_call_counts_only_the_repeats_and_keeps_outputs():
@@ -31,7 +32,3 @@ def test_time_call_needs_a_repeat():
 
 def test_synchronize_on_cpu_is_a_no_op():
     synchronize("cpu")
-
-
-def test_matmul_rate_is_positive():
-    assert matmul_flops_per_second("cpu", size=128, config=TimingConfig(warmup=1, repeats=3)) > 0

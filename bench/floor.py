@@ -9,16 +9,66 @@ this machine: the floor. A measured time over the floor says how much goes to ev
 (norms, activations, attention softmax, Python, tokenization). Small matrices (hidden size 576)
 run further from the machine's peak than a square 1024^3 product, so this floor is higher, and
 truer, than FLOPs over a square-matmul rate.
+
+How the benchmarks time a call lives here too (`time_call`): untimed warm-up runs, then timed repeats, each clock read
+after `torch.cuda.synchronize()` on CUDA so that the time covers the work, not just its launch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from recsys.timing import TimingConfig, time_call
+from recsys.machine import synchronize
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How to time a call: untimed warm-up runs, then timed repeats."""
+
+    warmup: int = 1
+    repeats: int = 3
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds of each timed repeat and what each repeat returned."""
+
+    seconds: list[float]
+    outputs: list[Any] = field(default_factory=list)
+
+    @property
+    def median_seconds(self) -> float:
+        """Median of the repeats (robust to a stray slow run on a shared machine)."""
+        return statistics.median(self.seconds)
+
+
+def time_call(fn: Callable[[], Any], device="cpu", config: TimingConfig = TimingConfig()) -> Timing:
+    """Run `fn` `config.warmup` times untimed, then `config.repeats` times timed (synchronized on CUDA)."""
+    if config.repeats < 1:
+        raise ValueError(f"need at least one timed repeat, got {config.repeats}")
+    for _ in range(config.warmup):
+        fn()
+    synchronize(device)
+    timing = Timing(seconds=[])
+    for _ in range(config.repeats):
+        start = time.perf_counter()
+        output = fn()
+        synchronize(device)
+        timing.seconds.append(time.perf_counter() - start)
+        timing.outputs.append(output)
+    return timing
+
+
+def median(values: list[float]) -> float:
+    """Median of a non-empty list of numbers (e.g. per-phase seconds collected from several runs)."""
+    return statistics.median(values)
+
 
 FLOOR_TIMING = TimingConfig(warmup=2, repeats=7)
 
@@ -96,7 +146,7 @@ def prompt_floor(config, num_tokens: int, dtype: torch.dtype, device="cpu", scor
     products = forward_matmuls(config, num_tokens, scored_positions, cached_tokens)
     seconds = {product.name: timer(product, dtype, device) for product in products}
     floor_s = sum(seconds[p.name] * p.count * p.useful for p in products)
-    flops = sum(p.flops for p in products)
+    flops = forward_flops(config, num_tokens, scored_positions, cached_tokens)
     return {"prompt_tokens": num_tokens, "cached_tokens": cached_tokens, "forward_gflops": round(flops / 1e9, 2),
             "floor_ms": round(1000 * floor_s, 1),
             "achieved_gflops_per_second": round(flops / floor_s / 1e9, 1),
