@@ -71,7 +71,7 @@ def contribution(rows: RankingRows, prior: FusionWeights, ours: FusionWeights, s
 
 def alone(rows: RankingRows, name: str, subset: bool) -> float:
     """Mean NDCG@10 of one opinion's own order."""
-    values = row_ndcgs(rows, FusionWeights(retriever=0.0, cowatch=0.0, llm=0.0).but(**{name: 1.0}), subset)
+    values = row_ndcgs(rows, replace(FusionWeights(retriever=0.0, cowatch=0.0, llm=0.0), **{name: 1.0}), subset)
     return round(sum(values) / len(values), 4)
 
 
@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
     ranker = RankerArtefacts.load(args.adapter)
     saved_prior = ranker.require_prior()
     served = ranker.fusion
-    prior = served.but(llm=0.0, titles=0.0)
+    prior = replace(served, llm=0.0, titles=0.0)
     counts = ranker.counts
     candidates = load_candidates(args.retriever)
     _, val_part = split_by_user(load_held_out(args.heldout_dir))
@@ -146,14 +146,14 @@ def main(argv=None) -> dict:
                     if way_name == "verbalizer":
                         scored, seconds = timed(score_llm, model, tokenizer, dataset.catalog, rows, prompt_config)
                         llm_scores.setdefault(model_name, {})[set_name] = scored.llm
-                        weights = prior.but(llm=1.0)
+                        weights = replace(prior, llm=1.0)
                         name = "llm"
                     else:
                         (sums, lengths), seconds = timed(score_titles, model, tokenizer, dataset.catalog, rows,
                                                          titles_config)
                         title_scores.setdefault(model_name, {})[set_name] = (sums, lengths)
                         scored = replace(rows, titles=title_opinion(sums, lengths))
-                        weights = prior.but(titles=1.0)
+                        weights = replace(prior, titles=1.0)
                         name = "titles"
                     entry[set_name] = {"ms_per_user": round(seconds * 1000 / len(rows), 1),
                                        "alone_N@10": alone(scored, name, subset),
@@ -216,7 +216,7 @@ def letter_prior_entry(row_sets, scores: dict[str, torch.Tensor], prior: FusionW
         rows, subset = row_sets[set_name]
         debiased = replace(rows, llm=torch.log_softmax(scores[set_name] - letter_prior, dim=-1))
         entry[set_name] = {"ms_per_user": 0.0, "alone_N@10": alone(debiased, "llm", subset),
-                           "contribution_at_weight_1": contribution(debiased, prior, prior.but(llm=1.0), subset)}
+                           "contribution_at_weight_1": contribution(debiased, prior, replace(prior, llm=1.0), subset)}
     return entry
 
 
@@ -248,20 +248,20 @@ def choose(row_sets, scores, prior: FusionWeights, served: FusionWeights, config
     for per_token in (False, True):
         rows = rows_with("heldout_val", per_token)
         for weight in WEIGHT_GRID:
-            values = row_ndcgs(rows, prior.but(titles=weight), subset=False)
+            values = row_ndcgs(rows, replace(prior, titles=weight), subset=False)
             grid[(per_token, weight)] = sum(values) / len(values)
     best = max(grid.values())
     per_token, weight = min((k for k, v in grid.items() if v == best), key=lambda k: (k[1], k[0]))
-    confirm = contribution(rows_with("paper_val", per_token), prior, prior.but(titles=weight), subset=True)
+    confirm = contribution(rows_with("paper_val", per_token), prior, replace(prior, titles=weight), subset=True)
     if weight and confirm["diff"] < 0:
         weight = 0.0  # held-out validation's choice did not hold on the paper's validation users
-    chosen = served.but(titles=weight)
+    chosen = replace(served, titles=weight)
     test_rows = rows_with("test", per_token)
     ranks = target_ranks(test_rows, chosen)
     test = {"subset": metrics_from_ranks(ranks[test_rows.subset()].tolist(), EVAL_KS),
             "overall": metrics_from_ranks(ranks.tolist() + [float("inf")] * (test_rows.total_users - len(test_rows)),
                                           EVAL_KS),
-            "vs_served_without": contribution(test_rows, served.but(titles=0.0), chosen, subset=True),
+            "vs_served_without": contribution(test_rows, replace(served, titles=0.0), chosen, subset=True),
             "vs_retriever": contribution(test_rows, FusionWeights(1.0, 0.0, 0.0), chosen, subset=True)}
     return {"config": replace(config, per_token=per_token), "weight": weight,
             "validation": {"heldout_val_N@10_by_weight": {f"{'per_token' if k[0] else 'sum'}@{k[1]:g}": round(v, 4)

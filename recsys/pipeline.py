@@ -91,7 +91,7 @@ class Candidate:
     retriever_score: float
     cowatch_score: float = 0.0  # the co-watch prior's score (mean log(1 + count) over the recent history)
     cowatch_evidence: tuple[int, int] | None = None  # (history item it followed most often, how often), or None
-    probability: float | None = None  # verbalizer probability (softmax over the candidates' letters)
+    llm_probability: float | None = None  # the LLM's, read by the verbalizer (softmax over the candidates' letters)
     final_rank: int | None = None  # 1-based rank after the ranker
     final_probability: float | None = None  # softmax of the fused score at the pipeline's fusion weights
     base_probability: float | None = None  # the base model's probability, without the adapter (when asked for)
@@ -110,7 +110,7 @@ class FusedRanking:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """The result of one `recommend` call: made once, never changed (the fusion sliders re-rank it with `at`)."""
+    """The result of one `recommend` call: made once, never changed (the fusion sliders re-rank it with `fused_at`)."""
 
     history: list[int]  # the history the models saw: known ids, duplicates collapsed, oldest first
     candidates: list[Candidate]  # in retriever (= letter) order
@@ -133,11 +133,11 @@ class Recommendation:
         """The named opinions (K,) of `recsys.ranker.fusion`: retriever, co-watch and (once scored) the LLM's."""
         return candidate_opinions(self.candidates)
 
-    def at(self, weights: FusionWeights) -> FusedRanking:
+    def fused_at(self, weights: FusionWeights) -> FusedRanking:
         """The candidates ranked at `weights` (one fusion of the opinions there are: without the LLM's when the ranker
         failed)."""
         missing = {name: 0.0 for name in ("llm", "titles") if name not in self.opinions}
-        return fuse(self.opinions, weights.but(**missing) if missing else weights)
+        return fuse(self.opinions, replace(weights, **missing) if missing else weights)
 
     def ranked(self) -> list[Candidate]:
         """Candidates in final order (the retriever's order when the ranker failed)."""
@@ -155,7 +155,7 @@ def candidate_opinions(candidates: list[Candidate]) -> dict[str, torch.Tensor]:
     likelihood's (log-probabilities) when every candidate has them."""
     named = {"retriever": retriever_opinion(torch.tensor([c.retriever_score for c in candidates])),
              "cowatch": torch.tensor([c.cowatch_score for c in candidates])}
-    for name, field_name in (("llm", "probability"), ("titles", "title_probability")):
+    for name, field_name in (("llm", "llm_probability"), ("titles", "title_probability")):
         values = [getattr(c, field_name) for c in candidates]
         if all(v is not None for v in values):
             named[name] = torch.log(torch.tensor(values).clamp_min(1e-30))
@@ -287,7 +287,7 @@ class Pipeline:
         if catalog_folder and ranker.adapter:
             titles = CatalogArtefacts.load(catalog_folder)
             title_config, catalog_adapter = titles.title, titles.folder
-            fusion = fusion.but(titles=titles.weight) if config.fusion is None else fusion
+            fusion = replace(fusion, titles=titles.weight) if config.fusion is None else fusion
             model = load_adapter(model, titles.folder, name=CATALOG_ADAPTER_NAME)
         pipeline = cls(catalog, retriever, model, tokenizer, prompt_config=prompt_config, fusion=fusion,
                        cowatch=ranker.counts, test_users=test_users, adapter=ranker.adapter,
@@ -466,7 +466,7 @@ class Pipeline:
             titles_ms = (time.perf_counter() - start) * 1000
         batched = self.verbalizer.submit((history, candidates))
         prompt, reading = batched.result
-        scored["probability"] = reading.probabilities.tolist()
+        scored["llm_probability"] = reading.probabilities.tolist()
         opinions = candidate_opinions([replace(c, **{k: v[i] for k, v in scored.items()})
                                        for i, c in enumerate(candidates)])
         fused = fuse(opinions, self.fusion)

@@ -348,7 +348,7 @@ def test_a_race_left_mid_stream_stops_generating(handlers, monkeypatch):
                 time.sleep(0.01)
                 on_token(token_id)
                 produced.append(token_id)
-        except demo_race.RaceLeft as error:
+        except demo_race.RaceAbandoned as error:
             stopped.append(error)
             raise
         return GenerationResult(list(range(len(candidate_titles))), "", len(produced), 100.0, 0.0, 100.0)
@@ -560,7 +560,7 @@ def test_default_models_recommend_a_preset():
     if pipeline.adapter is not None:  # the committed adapter is trained: it moves candidates and differs from the base
         served = handlers.ranking_view(session, shown).table
         assert set(served["Change"]) != {"="}
-        assert any(abs(c.probability - c.base_probability) > 1e-3 for c in shown.recommendation.candidates)
+        assert any(abs(c.llm_probability - c.base_probability) > 1e-3 for c in shown.recommendation.candidates)
 
 
 def test_a_download_before_any_recommend_says_why_it_gives_nothing(handlers, monkeypatch):

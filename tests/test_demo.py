@@ -110,10 +110,10 @@ def test_base_model_beside_the_adapter_in_one_more_pass(adapted_pipeline, tiny_t
                             adapted_pipeline.letter_ids)[0].probabilities
     got = torch.tensor([c.base_probability for c in result.candidates])
     assert torch.allclose(got, base, atol=1e-5)  # exactly the base model, not an approximation
-    with_adapter = torch.tensor([c.probability for c in result.candidates])
+    with_adapter = torch.tensor([c.llm_probability for c in result.candidates])
     assert not torch.allclose(with_adapter, base, atol=1e-3)
     again = adapted_pipeline.recommend([5, 6, 7])  # the adapter is back on afterwards
-    assert torch.equal(torch.tensor([c.probability for c in again.candidates]), with_adapter)
+    assert torch.equal(torch.tensor([c.llm_probability for c in again.candidates]), with_adapter)
     assert BASE_COLUMN in table.columns and [t.name for t in chart.data][-1] == "LLM base model (no adapter)"
     assert "the base model without the adapter" in reading
     default = adapted_pipeline.recommend([5, 6, 7])
@@ -137,7 +137,7 @@ def test_verbalizer_reading_is_the_letters_share_of_the_next_token(tiny_pipeline
     assert top_probability == pytest.approx(others.max().item(), rel=1e-4)
     assert top_token == tiny_tokenizer.decode([int(others.argmax())])
     logits = letter_logits(tiny_llama, tiny_tokenizer, [result.prompt.text], tiny_pipeline.letter_ids)[0]
-    assert torch.allclose(torch.tensor([c.probability for c in result.candidates]), torch.softmax(logits, -1),
+    assert torch.allclose(torch.tensor([c.llm_probability for c in result.candidates]), torch.softmax(logits, -1),
                           atol=1e-5)
     reading = DemoHandlers(tiny_pipeline).reading_markdown(result)
     assert f"{result.letter_mass:.1%}" in reading and "one forward pass" in reading
@@ -314,8 +314,8 @@ def test_title_likelihood_reads_the_catalog_adapter_and_gives_the_served_one_bac
     got = torch.tensor([c.title_probability for c in result.candidates])
     assert torch.allclose(got, expected[CATALOG_ADAPTER_NAME], atol=1e-5)
     assert not torch.allclose(got, expected["default"], atol=1e-3)
-    assert torch.equal(torch.tensor([c.probability for c in result.candidates]),
-                       torch.tensor([c.probability for c in before.candidates]))  # the verbalizer's adapter is back
+    assert torch.equal(torch.tensor([c.llm_probability for c in result.candidates]),
+                       torch.tensor([c.llm_probability for c in before.candidates]))  # the verbalizer's adapter is back
     assert TITLES_COLUMN in table.columns and "LLM by title likelihood" in [t.name for t in chart.data]
     assert "title likelihood" in summary
 

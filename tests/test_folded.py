@@ -29,7 +29,7 @@ def parameters(model) -> dict[str, torch.Tensor]:
 
 
 def opinions(result):
-    return (torch.tensor([c.probability for c in result.candidates]),
+    return (torch.tensor([c.llm_probability for c in result.candidates]),
             torch.tensor([c.base_probability for c in result.candidates]),
             torch.tensor([c.title_probability for c in result.candidates]))
 
@@ -114,8 +114,8 @@ def test_a_model_is_folded_once_however_many_pipelines_serve_it(tiny_catalog, ti
     second = make_pipeline(tiny_catalog, tiny_lrurec, model, tiny_tokenizer, adapter="tiny", shared_results=0)
     assert second.folded is first.folded
     a, b = first.recommend([1, 2, 3]), second.recommend([1, 2, 3])
-    assert torch.equal(torch.tensor([c.probability for c in a.candidates]),
-                       torch.tensor([c.probability for c in b.candidates]))
+    assert torch.equal(torch.tensor([c.llm_probability for c in a.candidates]),
+                       torch.tensor([c.llm_probability for c in b.candidates]))
     with pytest.raises(ValueError, match="folded with adapter"):
         fold_served_adapter(model, adapter=CATALOG_ADAPTER_NAME)
 

@@ -35,10 +35,10 @@ def test_recommend_ranks_the_retrievers_top_20(tiny_pipeline):
     assert [c.retriever_rank for c in result.candidates] == list(range(1, 21))
     assert not {c.item_id for c in result.candidates} & set(history)
     assert sorted(result.ranking) == list(range(20))
-    assert sum(c.probability for c in result.candidates) == pytest.approx(1.0, abs=1e-5)
+    assert sum(c.llm_probability for c in result.candidates) == pytest.approx(1.0, abs=1e-5)
     ranked = result.ranked()
     assert [c.final_rank for c in ranked] == list(range(1, 21))
-    assert all(a.probability >= b.probability for a, b in zip(ranked, ranked[1:]))  # fusion weight 0: LLM alone
+    assert all(a.llm_probability >= b.llm_probability for a, b in zip(ranked, ranked[1:]))  # fusion weight 0: LLM alone
     assert result.ranker_error is None and result.retrieval_ms > 0 and result.ranking_ms > 0
     for c in result.candidates:
         assert f"({c.letter}) {c.title}" in result.prompt.text
@@ -51,7 +51,7 @@ def test_probabilities_equal_a_full_forward_pass(tiny_pipeline):
     with torch.no_grad():
         logits = tiny_pipeline.model(input_ids=ids).logits[0, -1]
     expected = torch.softmax(logits[tiny_pipeline.letter_ids], dim=-1)
-    got = torch.tensor([c.probability for c in result.candidates])
+    got = torch.tensor([c.llm_probability for c in result.candidates])
     assert torch.allclose(got, expected, atol=1e-5)
 
 
@@ -213,7 +213,7 @@ def test_load_with_an_adapter_reads_its_settings_and_scores_with_it(saved_models
     with torch.no_grad():  # the adapter's logits
         ids = pipeline.tokenizer(result.prompt.text, return_tensors="pt").input_ids
         expected = torch.softmax(lora(input_ids=ids).logits[0, -1, pipeline.letter_ids], dim=-1)
-    assert torch.allclose(torch.tensor([c.probability for c in result.candidates]), expected, atol=1e-4)
+    assert torch.allclose(torch.tensor([c.llm_probability for c in result.candidates]), expected, atol=1e-4)
 
 
 def test_bf16_on_cpu(saved_models, monkeypatch):
@@ -221,7 +221,7 @@ def test_bf16_on_cpu(saved_models, monkeypatch):
     pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base)), cpu_precision="bf16"))
     assert pipeline.model.dtype == torch.bfloat16 and facts(pipeline)["quantization"].startswith("bf16")
     result = pipeline.recommend([1, 2, 3])
-    assert sum(c.probability for c in result.candidates) == pytest.approx(1.0, abs=1e-4)
+    assert sum(c.llm_probability for c in result.candidates) == pytest.approx(1.0, abs=1e-4)
     monkeypatch.setattr("recsys.ranker.model.native_cpu_bf16", lambda: False)
     assert cpu_dtype("auto") == torch.float32 and cpu_dtype("bf16") == torch.bfloat16
     monkeypatch.setattr("recsys.ranker.model.native_cpu_bf16", lambda: True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -42,7 +44,7 @@ def test_app_and_evaluation_rank_40_test_users_alike(served):
                        counts.scores([r.history for r in results], candidate_ids),
                        torch.zeros(len(results), dtype=torch.long), len(results))
     catalog: Catalog = served.catalog
-    llm = torch.stack([torch.log(torch.tensor([c.probability for c in r.candidates])) for r in results])
+    llm = torch.stack([torch.log(torch.tensor([c.llm_probability for c in r.candidates])) for r in results])
     for batch_size in (1, 8):
         scored = score_llm(served.model, served.tokenizer, catalog, rows, served.prompt_config, batch_size,
                            progress=False)
@@ -50,11 +52,11 @@ def test_app_and_evaluation_rank_40_test_users_alike(served):
         # moves log-probabilities by a few hundredths (that is why every evaluation scores one prompt a pass)
         assert torch.allclose(scored.llm, llm, atol=1e-4 if batch_size == 1 else 0.1), f"batch {batch_size}"
         if batch_size == 1:
-            for weights in (served.fusion, served.fusion.but(llm=1.0)):  # served, and with the LLM's opinion
+            for weights in (served.fusion, replace(served.fusion, llm=1.0)):  # served, and with the LLM's opinion
                 orders = [order(fused_scores({name: opinion[i] for name, opinion in scored.opinions().items()},
                                              weights)) for i in range(len(results))]
-                assert orders == [r.at(weights).order for r in results]
-    assert [r.ranking for r in results] == [r.at(served.fusion).order for r in results]
+                assert orders == [r.fused_at(weights).order for r in results]
+    assert [r.ranking for r in results] == [r.fused_at(served.fusion).order for r in results]
 
 
 def test_the_cached_instruction_prefix_moves_only_near_ties(served):
@@ -65,7 +67,7 @@ def test_the_cached_instruction_prefix_moves_only_near_ties(served):
     gaps, same = [], 0
     for user in users.ids()[:USERS]:
         result = served.recommend(list(users[user].history))
-        cached = torch.tensor([c.probability for c in result.candidates]).log()
+        cached = torch.tensor([c.llm_probability for c in result.candidates]).log()
         full = read_next_tokens(served.model, served.tokenizer, [result.prompt],
                                 served.letter_ids)[0].probabilities.log()
         gaps.append(float((cached - full).abs().max()))

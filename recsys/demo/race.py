@@ -27,7 +27,7 @@ RACE_INTRO = ("Click **Race against generation** to time both on the same histor
               "is the same; its instruction asks for the titles in order instead of one letter.")
 
 
-class RaceLeft(RuntimeError):
+class RaceAbandoned(RuntimeError):
     """Raised inside the race's generation loop once its stream was closed, to stop generating for nobody."""
 
 
@@ -144,7 +144,7 @@ class RaceHandlers(ResultsHandlers):
 
         def on_token(token_id: int) -> None:  # inside generation's timed loop: a flag check and a queue put
             if left.is_set():
-                raise RaceLeft("the race was left before generation ended")
+                raise RaceAbandoned("the race was left before generation ended")
             token_ids.put(token_id)
 
         generated: list[int] = []

@@ -4,7 +4,7 @@ read; the fusion sliders re-rank them without a model call. Handlers return a `R
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -112,7 +112,8 @@ class ResultsHandlers:
             if value is None or abs(float(value) - served) < WEIGHT_STEP / 2:
                 return served
             return min(max(float(value), 0.0), MAX_WEIGHT)
-        return self.fusion.but(llm=pick(llm_weight, self.fusion.llm), cowatch=pick(cowatch_weight, self.fusion.cowatch))
+        return replace(self.fusion, llm=pick(llm_weight, self.fusion.llm),
+                       cowatch=pick(cowatch_weight, self.fusion.cowatch))
 
     def evidence_text(self, candidate) -> str:
         """The candidate's co-watch evidence in words: "followed The Matrix (1999) 14×" ("" without any)."""
@@ -171,7 +172,7 @@ class ResultsHandlers:
                 f"{others}. The probabilities shown are the letters' share renormalised to 1. {WHY_ONE_PASS}")
         reversed_ = [c.reversed_probability for c in result.candidates]
         if all(p is not None for p in reversed_):
-            shown = torch.tensor([c.probability for c in result.candidates])
+            shown = torch.tensor([c.llm_probability for c in result.candidates])
             films = spearman(shown, torch.tensor(reversed_))
             letters = spearman(shown, torch.tensor(reversed_[::-1]))
             verdict = ("its opinion follows the **films**" if films > letters else
@@ -200,7 +201,7 @@ class ResultsHandlers:
         weights = self.weights_at(llm_weight, cowatch_weight)
         target = shown.session["target"]
         candidates = result.candidates
-        fused = result.at(weights)
+        fused = result.fused_at(weights)
         order = fused.order if result.ranking is not None else None
         final = {index: rank for rank, index in enumerate(order, start=1)} if order else {}
         opinions = fused.terms
@@ -212,7 +213,7 @@ class ResultsHandlers:
         for index in order or range(len(candidates)):  # index: the candidate's place in LRURec's order of the 20
             c = candidates[index]
             row = {"Final rank": final.get(index), "Letter": c.letter, "Title": marked(c.title, c.item_id, target),
-                   "Final": rounded(final_probabilities[index]), "LLM": rounded(c.probability),
+                   "Final": rounded(final_probabilities[index]), "LLM": rounded(c.llm_probability),
                    "Co-watch": round(opinions["cowatch"][index], 4),
                    "Retriever": round(opinions["retriever"][index], 4),
                    "Retriever rank": c.retriever_rank, "Change": change_label(index + 1, final.get(index)),
@@ -226,7 +227,7 @@ class ResultsHandlers:
             table = pd.DataFrame(rows, columns=columns)
             return FusionView("", table, plots.message_figure("No probabilities: the ranker failed (see above)."),
                               self.export(table, shown, weights))
-        bars = {"Final": final_probabilities, "LLM": [c.probability for c in candidates],
+        bars = {"Final": final_probabilities, "LLM": [c.llm_probability for c in candidates],
                 "Co-watch": opinions["cowatch"], "Retriever": opinions["retriever"]}
         if BASE_COLUMN in extra:
             bars["LLM base model (no adapter)"] = [c.base_probability for c in candidates]

@@ -14,7 +14,7 @@ fusion explorer moves the weights without a model call.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -34,11 +34,6 @@ class FusionWeights:
         for name, value in asdict(self).items():
             if not (isinstance(value, (int, float)) and value >= 0.0):  # also refuses NaN
                 raise ValueError(f"fusion weight {name} must be a number >= 0, got {value!r}")
-
-    def but(self, **changes: float) -> FusionWeights:
-        """A copy with some weights changed (e.g. `weights.but(llm=0)` for the prior alone)."""
-        return FusionWeights(**{**asdict(self), **changes})
-
 
 def retriever_opinion(retriever_scores: torch.Tensor) -> torch.Tensor:
     """Log-softmax of the retriever's raw scores over the candidates (last dimension)."""
@@ -72,7 +67,7 @@ def fused_scores(opinions: dict[str, torch.Tensor], weights: FusionWeights) -> t
 def prior_scores(retriever_scores: torch.Tensor, cowatch_scores: torch.Tensor, weights: FusionWeights) -> torch.Tensor:
     """The fixed prior the LLM is trained on top of: the fused score without the LLM, (B, K)."""
     return fused_scores({"retriever": retriever_opinion(retriever_scores), "cowatch": cowatch_scores},
-                        weights.but(llm=0.0))
+                        replace(weights, llm=0.0))
 
 
 def order(scores: torch.Tensor) -> list[int]:

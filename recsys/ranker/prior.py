@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -131,7 +131,8 @@ def choose_prior(examples: HeldOutExamples, dataset: SequenceDataset, windows=WI
             train = heldout_rows(train_rows, dataset, config)
             weights = fit_prior_weights(train.retriever_scores, train.cowatch, train.target_index)
             grid.append({"window": window, "span": span, "weights": asdict(weights),
-                         "val_N@10": round(ndcg10(heldout_rows(val_rows, dataset, config), weights.but(llm=0.0)), 4)})
+                         "val_N@10": round(ndcg10(heldout_rows(val_rows, dataset, config),
+                                                  replace(weights, llm=0.0)), 4)})
             print(f"window {window:>2} span {span:>2}: weights retriever {weights.retriever:.3f} cowatch "
                   f"{weights.cowatch:.3f}; held-out validation NDCG@10 {grid[-1]['val_N@10']:.4f}")
     best = max(grid, key=lambda g: (g["val_N@10"], -g["window"], -g["span"]))
@@ -177,11 +178,11 @@ def choose_on_validation(model: LRURec, dataset: SequenceDataset, windows=WINDOW
             fit, choose = halves(split_rows(dataset, "val", candidates, counts))
             weights = fit_prior_weights(fit.retriever_scores, fit.cowatch, fit.target_index)
             grid.append({"window": window, "span": span, "weights": asdict(weights),
-                         "val_N@10": round(ndcg10(choose, weights.but(llm=0.0)), 4)})
+                         "val_N@10": round(ndcg10(choose, replace(weights, llm=0.0)), 4)})
             print(f"window {window:>2} span {span:>2}: weights retriever {weights.retriever:.3f} cowatch "
                   f"{weights.cowatch:.3f}; validation NDCG@10 (choosing half) {grid[-1]['val_N@10']:.4f}", flush=True)
     best = max(grid, key=lambda g: (g["val_N@10"], -g["window"], -g["span"]))
-    config, weights = CoWatchConfig(best["window"], best["span"]), FusionWeights(**best["weights"]).but(llm=0.0)
+    config, weights = CoWatchConfig(best["window"], best["span"]), replace(FusionWeights(**best["weights"]), llm=0.0)
     counts = training_counts(dataset, config)
     fit, choose = halves(split_rows(dataset, "val", candidates, counts))
     validation = {"examples": len(choose), "users": len(choose_users), "training_examples": len(fit),
@@ -205,7 +206,7 @@ def pooled_ndcg(model: LRURec, dataset: SequenceDataset, counts: CoWatchCounts, 
     20 it keeps from LRURec's top-`pool`, ranked as evaluation ranks them (`split_rows`; a target not kept is a
     miss)."""
     candidates = retrieve_split(model, dataset, split, k=pool)
-    prior = weights.but(llm=0.0)
+    prior = replace(weights, llm=0.0)
     rows = split_rows(dataset, split, candidates, counts, pool=pool, weights=prior)
     ranks = all_user_ranks(rows, prior, candidates.users.tolist())
     return {"N@10": [ndcg_at(r, 10) for r in ranks], "R@10": [float(r <= 10) for r in ranks],
@@ -264,7 +265,7 @@ def main(argv=None) -> PriorChoice:
         (output / PRIOR_FILE).write_text(json.dumps(choice.to_json(), indent=2) + "\n")
         if args.dataset in SOURCES:  # no adapter is trained on top: a ranker folder serving the prior, LLM shown
             (output / RANKER_CONFIG_FILE).write_text(json.dumps(
-                {"fusion": asdict(choice.weights.but(llm=0.0)),
+                {"fusion": asdict(replace(choice.weights, llm=0.0)),
                  "prompt": asdict(PromptConfig(domain=DATASETS[args.dataset].domain)),
                  "training": {"dataset": args.dataset, "zero_shot": True}}, indent=2) + "\n")
         print(f"wrote {output / PRIOR_FILE} and the co-watch counts")

@@ -281,9 +281,9 @@ def choose_llm_weight(rows: RankingRows, prior: FusionWeights,
                       grid=LLM_WEIGHT_GRID) -> tuple[FusionWeights, dict[float, float]]:
     """The LLM's weight on top of `prior` with the best NDCG@10 over the rows (`rows_ndcg10`) over `grid` (ties: the
     smaller), and the NDCG@10 of every weight of LLM_WEIGHT_GRID."""
-    by_weight = {w: rows_ndcg10(rows, prior.but(llm=w)) for w in LLM_WEIGHT_GRID}
+    by_weight = {w: rows_ndcg10(rows, replace(prior, llm=w)) for w in LLM_WEIGHT_GRID}
     best = max(by_weight[w] for w in grid)
-    return prior.but(llm=min(w for w in grid if by_weight[w] == best)), by_weight
+    return replace(prior, llm=min(w for w in grid if by_weight[w] == best)), by_weight
 
 
 def train(config: RankerTrainConfig) -> dict | None:
