@@ -36,12 +36,11 @@ from recsys.demo.history import MAX_TYPED, AddView, HistoryView, new_session
 from recsys.demo.race import COMPARISON_COLUMNS, RACE_INTRO, RaceView
 from recsys.demo.words import words_for
 from recsys.demo.results import MAX_WEIGHT, RESULT_COLUMNS, WEIGHT_STEP, FusionView, ResultsView
-from recsys.demo.pages import BENCH_COMMANDS, api_descriptions, benchmarks_markdown, facts_markdown
+from recsys.demo.pages import BENCH_COMMANDS, api_descriptions, benchmarks_markdown, facts_markdown, intro_markdown
 from recsys.pipeline import MAX_BATCH, SHARED_RESULTS, Pipeline, PipelineConfig
 from recsys.ranker.artefacts import default_adapter
 from recsys.machine import lower_priority, process_threads, usable_cores
 from recsys.ranker.base_model import cache_description, resolve_base_model
-from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.model import QUANTIZATIONS, RankerLoadConfig, parameter_count
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
@@ -101,25 +100,11 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
     # (a shared result) passes a busy model instead of waiting for a slot behind it
     recommend_jobs = ZEROGPU_CONCURRENCY if zerogpu else min(RECOMMEND_CONCURRENCY, 2 * pipeline.verbalizer.max_batch)
     race_jobs = ZEROGPU_CONCURRENCY if zerogpu else RACE_CONCURRENCY
-    if pipeline.adapter or (pipeline.ranker.zero_shot and not pipeline.fusion.llm):
-        adapter_note = ("" if pipeline.adapter else f"\n\nNo LLM ranker is trained for these {words.items} yet: the "
-                        "base model's opinion is shown beside the others, at weight 0.")
-    else:
-        adapter_note = ("\n\n⚠️ **No ranker adapter found: the base model ranks alone**, so its probabilities are "
-                        f"close to guesses. Train one with `{RANKER_TRAIN_COMMAND}`.")
     fusion = handlers.fusion
-    stage_one = (f"LRURec retrieves its top {pipeline.pool}, the co-watch prior keeps the 20 it backs most (LRURec's "
-                 "rank stays beside each), and " if pipeline.pool > 20 else "LRURec retrieves 20 candidates and ")
     # Gradio's copies of the offered CSVs, bounded as our own (`recsys.demo.downloads`)
     cleanup = (int(PRUNE_EVERY_S), int(MAX_AGE_S))
     with gr.Blocks(title="LlamaRec demo", delete_cache=cleanup) as demo:
-        gr.Markdown("# LlamaRec: retrieve with LRURec, rank with an LLM verbalizer\n"
-                    f"Build a {words.history} (oldest first), then **Recommend**: " + stage_one +
-                    "the language model scores them in **one forward pass**, reading the probabilities of the "
-                    "letters A–T. The final ranking weighs three opinions of each candidate: the retriever's, "
-                    f"a **co-watch** prior (which {words.items} followed your latest ones in other people's histories) "
-                    "and "
-                    "the LLM's. **Race** also generates the ranked list as text, the slow way." + adapter_note)
+        gr.Markdown(intro_markdown(pipeline))
         session = gr.State(new_session())
         # the history as MovieLens ids in this browser: a reload (or the next visit) starts from it
         saved = SavedHistory([], storage_key="llamarec-history", secret="llamarec-history",

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+from pathlib import Path
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -411,6 +412,24 @@ def test_about_and_benchmark_tabs(tiny_pipeline, tmp_path, monkeypatch):
 def test_adapter_warning_only_without_an_adapter(tiny_pipeline):
     texts = [str(c.get("props", {}).get("value")) for c in app.build_demo(tiny_pipeline).config["components"]]
     assert any("No ranker adapter found" in t for t in texts)
+
+
+def test_the_intro_says_which_llm_ranks(tiny_pipeline, monkeypatch):
+    from dataclasses import replace
+
+    from recsys.ranker.artefacts import RankerArtefacts
+
+    assert "No ranker adapter found" in pages.intro_markdown(tiny_pipeline)  # the base model alone, unvalidated
+    monkeypatch.setattr(tiny_pipeline, "ranker", replace(RankerArtefacts(), has_weights=False,
+                                                         folder=Path("checkpoints/llamarec-beauty")))
+    monkeypatch.setattr(tiny_pipeline, "fusion", FusionWeights(retriever=0.5, cowatch=1.5, llm=0.0))
+    assert tiny_pipeline.ranker.zero_shot
+    assert "ranks zero-shot, its opinion weighed 0 (the weight validation chose: it is shown, not ranked by)" in (
+        pages.intro_markdown(tiny_pipeline))
+    monkeypatch.setattr(tiny_pipeline, "fusion", FusionWeights(retriever=0.5, cowatch=1.5, llm=0.25))
+    assert "its opinion weighed 0.25 (the weight validation chose)." in pages.intro_markdown(tiny_pipeline)
+    monkeypatch.setattr(tiny_pipeline, "adapter", "some/adapter")
+    assert "zero-shot" not in pages.intro_markdown(tiny_pipeline) and "⚠️" not in pages.intro_markdown(tiny_pipeline)
 
 
 def test_missing_checkpoint_stops_with_the_command(tmp_path, capsys):

@@ -10,6 +10,7 @@ import torch
 
 from recsys import NUM_CANDIDATES
 from recsys.data.test_users import COMMAND as TEST_USERS_COMMAND
+from recsys.demo.words import words_for
 from recsys.machine import dtype_name, usable_cores
 from recsys.pipeline import Pipeline
 from recsys.ranker.artefacts import RankerArtefacts, has_adapter_weights
@@ -26,6 +27,29 @@ BENCH_COMMANDS = {
     "efficiency": "python bench/efficiency.py --json bench/results/efficiency.json",
     "app_latency": "python bench/app_latency.py --json bench/results/app_latency.json",
 }
+
+
+def intro_markdown(pipeline: Pipeline) -> str:
+    """The page's title and what one Recommend does, in the data set's words, and which LLM ranks."""
+    words = words_for(pipeline.catalog.dataset)
+    stage_one = (f"LRURec retrieves its top {pipeline.pool}, the co-watch prior keeps the 20 it backs most (LRURec's "
+                 "rank stays beside each), and " if pipeline.pool > NUM_CANDIDATES else
+                 f"LRURec retrieves {NUM_CANDIDATES} candidates and ")
+    if pipeline.adapter:
+        ranker = ""
+    elif pipeline.ranker.zero_shot:
+        ranker = (f"\n\nNo LLM ranker is trained for these {words.items}: the base model ranks zero-shot, its "
+                  f"opinion weighed {pipeline.fusion.llm:g} (the weight validation chose"
+                  + (": it is shown, not ranked by)." if not pipeline.fusion.llm else ")."))
+    else:
+        ranker = ("\n\n⚠️ **No ranker adapter found: the base model ranks alone**, so its probabilities are close to "
+                  f"guesses. Train one with `{RANKER_TRAIN_COMMAND}`.")
+    return ("# LlamaRec: retrieve with LRURec, rank with an LLM verbalizer\n"
+            f"Build a {words.history} (oldest first), then **Recommend**: {stage_one}the language model scores them "
+            "in **one forward pass**, reading the probabilities of the letters A–T. The final ranking weighs three "
+            f"opinions of each candidate: the retriever's, a **co-watch** prior (which {words.items} followed your "
+            "latest ones in other people's histories) and the LLM's. **Race** also generates the ranked list as text, "
+            f"the slow way.{ranker}")
 
 
 def facts(pipeline: Pipeline) -> dict[str, str]:
