@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import app
-from recsys.demo.gpu import (VISITOR_MAX_S, gpu_event, is_refusal, on_zerogpu, race_seconds)
+from recsys.demo.gpu import (VISITOR_MAX_S, WORKER_FAILURE, gpu_event, is_refusal, on_zerogpu, race_seconds)
 from recsys.ranker import model as ranker_model
 from recsys.ranker.model import RankerLoadConfig, load_base_model, quantization_of
 
@@ -223,6 +223,11 @@ def test_refusals_are_read_from_the_errors_title_and_an_aborted_task_says_so(zer
     assert is_refusal(refused) and "sign in" in refusal_sentence(refused)
     aborted = gr.Error("GPU task aborted", title="ZeroGPU worker error")
     assert is_refusal(aborted) and "withdrawn" in refusal_sentence(aborted)
+    for title in ("ZeroGPU pending credits exceeded", "ZeroGPU queue timeout"):  # the titles alone say it
+        assert is_refusal(gr.Error("Try again later.", title=title))
+    failed = gr.Error("Empty: the queue of a batch was empty; no credits left in the cache", title=WORKER_FAILURE)
+    assert not is_refusal(failed)  # a failure of the event that mentions a queue is that failure, not a refusal
+    assert not is_refusal(RuntimeError("queue.Empty while reading the batch"))
 
 
 def test_a_history_that_cannot_be_used_asks_for_no_gpu(zerogpu):

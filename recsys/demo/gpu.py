@@ -70,12 +70,15 @@ def race_seconds(budget_tokens: int, seconds_per_token: float = GPU_SECONDS_PER_
     return min(cap, math.ceil(RACE_OVERHEAD_S + budget_tokens * seconds_per_token))
 
 
-# What ZeroGPU's refusals say (the `spaces` package, 0.51, and Hub reports), in a gr.Error's title or message:
-# the requested duration against the quota left or the maximum, a Space or visitor limit, no GPU free in time;
-# raised in the Space's own process before the function runs. An aborted task (past its duration, or the worker
-# failed) is the GPU withdrawn mid-call.
-REFUSALS = ("quota", "illegal duration", "larger than the maximum allowed", "no gpu was available", "gpu limit",
-            "runs limit", "credits", "proxy token", "queue")
+# ZeroGPU's refusals, raised in the Space's own process before the function runs: the titles the `spaces` package
+# (0.51, zero/client.py) gives its gr.Error, and what their messages say where a title is lost (Hub reports): the
+# duration against the quota left or the maximum, a Space or visitor limit, no GPU free in time. Whole titles and
+# phrases, so that a failure of the event that merely mentions a queue or credits is not read as one. An aborted task
+# (past its duration, or the worker failed) is the GPU withdrawn mid-call.
+REFUSAL_TITLES = ("zerogpu quota exceeded", "zerogpu illegal duration", "zerogpu pending credits exceeded",
+                  "zerogpu queue timeout", "zerogpu client error")
+REFUSAL_MESSAGES = ("quota exceeded", "gpu quota", "illegal duration", "larger than the maximum allowed",
+                    "no gpu was available", "gpu limit", "runs limit", "proxy token")
 ABORTED = ("gpu task aborted", "zerogpu worker error")
 
 
@@ -85,9 +88,13 @@ def error_text(error: BaseException) -> str:
 
 
 def is_refusal(error: BaseException) -> bool:
-    """Whether `error` is ZeroGPU refusing or withdrawing the GPU, not a failure of the event itself."""
+    """Whether `error` is ZeroGPU refusing or withdrawing the GPU, not a failure of the event itself (a failure inside
+    the worker, titled WORKER_FAILURE, never is, whatever its message says)."""
+    title = (getattr(error, "title", "") or "").lower()
+    if title == WORKER_FAILURE.lower():
+        return False
     text = error_text(error).lower()
-    return any(marker in text for marker in REFUSALS + ABORTED)
+    return title in REFUSAL_TITLES or any(marker in text for marker in REFUSAL_MESSAGES + ABORTED)
 
 
 def refusal_sentence(error: BaseException) -> str:
