@@ -3,12 +3,17 @@
 1. the retriever: LRURec trained with the paper's recipe (`recsys.retriever.train`; resumed where a run stopped),
    into checkpoints/lrurec-DATASET; a finished one (the committed checkpoint) is kept unless `--retrain`;
 2. the prior: co-watch window and span, weights and candidate pool chosen on validation users (`recsys.ranker.prior
-   --write`), into checkpoints/llamarec-DATASET, which the app serves (`python app.py --dataset DATASET`).
+   --write`), into checkpoints/llamarec-DATASET, which the app serves (`python app.py --dataset DATASET`);
+3. the candidates: LRURec's top-`pool` of every validation and test user (`recsys.retriever.candidates`), into
+   runs/candidates-DATASET (too big to commit);
+4. the LLM, zero-shot: its weight on top of the prior chosen on a seeded sample of validation users, the test users
+   scored once (`recsys.ranker.train --zero-shot`), written into the served folder (`metrics.json`, and the weight
+   into `ranker_config.json`: the app serves what validation chose).
 
-Each step prints the minutes it took. MovieLens's own recipe goes further (held-out examples, the residual adapter:
-recsys/ranker/train.py's docstring); on Amazon no LLM ranker is trained yet, and the prior serves with the LLM at
-weight 0. The records: `python bench/retriever_quality.py --dataset DATASET` and `python bench/prior_quality.py
---dataset DATASET`.
+Each step prints the minutes it took (the LLM's: about 25 min for Games, 40 for Beauty, on 2 CPU cores). MovieLens's
+own recipe goes further (held-out examples, the residual adapter: recsys/ranker/train.py's docstring); on Amazon no
+LLM ranker is trained yet. The records: `python bench/retriever_quality.py --dataset DATASET` and `python
+bench/prior_quality.py --dataset DATASET`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from recsys.data.amazon import SOURCES
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+LLM_VALIDATION_USERS = 1000  # enough rows to choose among six weights; the test users are all scored
 
 
 def trained(folder: Path) -> bool:
@@ -40,9 +46,14 @@ def main(argv=None) -> None:
                         "trial; default: the recipe's early stopping)")
     parser.add_argument("--eval-every", type=int, default=None, help="the retriever's steps between validations "
                         "(default: the recipe's)")
+    parser.add_argument("--base-model", default=None, help="the LLM scored zero-shot (default: SmolLM2-135M-Instruct)")
+    parser.add_argument("--llm-val-users", type=int, default=LLM_VALIDATION_USERS,
+                        help=f"validation users whose rows choose the LLM's weight (default {LLM_VALIDATION_USERS})")
     args = parser.parse_args(argv)
     from recsys.ranker import prior
-    from recsys.retriever import train
+    from recsys.ranker import train as ranker_train
+    from recsys.ranker.artefacts import RankerArtefacts
+    from recsys.retriever import candidates, train
 
     retriever, served = CHECKPOINTS / f"lrurec-{args.dataset}", CHECKPOINTS / f"llamarec-{args.dataset}"
     data = ["--data-dir", args.data_dir] if args.data_dir else []
@@ -56,9 +67,21 @@ def main(argv=None) -> None:
         train.train(train.parse_args(["--dataset", args.dataset, "--output", str(retriever), "--state-dir",
                                       str(state), *([] if args.retrain else ["--resume"]), *recipe]))
 
+    pool = CHECKPOINTS.parent / "runs" / f"candidates-{args.dataset}"
+
+    def score_llm() -> None:
+        config, _, _ = ranker_train.parse_args(
+            ["--dataset", args.dataset, "--retriever", str(retriever), "--candidates", str(pool),
+             "--prior", str(served), "--output", str(served), "--val-users", str(args.llm_val_users), *data,
+             *(["--base-model", args.base_model] if args.base_model else [])])
+        ranker_train.finalize(config, zero_shot=True)
+
     steps = [("retriever", train_retriever),
              ("prior", lambda: prior.main(["--dataset", args.dataset, "--retriever", str(retriever), "--write",
-                                          "--output", str(served), *data]))]
+                                          "--output", str(served), *data])),
+             ("candidates", lambda: candidates.main(["--checkpoint", str(retriever), "--output", str(pool), "--k",
+                                                     str(RankerArtefacts.load(served).pool), *data])),
+             ("llm", score_llm)]
     for name, step in steps:
         began = time.monotonic()
         step()

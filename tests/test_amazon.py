@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_llama, make_tokenizer
 
 from recsys.data import amazon, load_dataset, sources
 from recsys.data.errors import DataFileError
@@ -148,12 +149,20 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     data = tmp_path / "data" / "amazon-beauty"
     amazon.prepare_from_raw("beauty", tmp_path / "raw", data)
     monkeypatch.setattr(reproduce, "CHECKPOINTS", tmp_path / "checkpoints")  # nothing written into the repository
-    reproduce.main(["--dataset", "beauty", "--data-dir", str(data), "--max-steps", "60", "--eval-every", "20"])
+    tokenizer = make_tokenizer()  # the LLM step scores a tiny random Llama, saved as a base model folder
+    make_llama(tokenizer).save_pretrained(tmp_path / "tiny-llm")
+    tokenizer.save_pretrained(tmp_path / "tiny-llm")
+    reproduce.main(["--dataset", "beauty", "--data-dir", str(data), "--max-steps", "60", "--eval-every", "20",
+                    "--base-model", str(tmp_path / "tiny-llm"), "--llm-val-users", "30"])
     served = RankerArtefacts.load(tmp_path / "checkpoints" / "llamarec-beauty")
-    assert served.zero_shot and served.counts is not None and served.fusion.llm == 0 and served.fusion.cowatch > 0
+    assert served.zero_shot and served.counts is not None and served.fusion.cowatch > 0
+    assert served.prompt.domain == "product" and served.metrics["zero_shot"]  # the LLM's weight chosen on validation
+    assert set(served.metrics["val_ndcg10_by_llm_weight"]) >= {"0.0", "1.0"} and "test" in served.metrics
+    assert (tmp_path / "runs" / "candidates-beauty" / "candidates.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "lrurec-beauty" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoints" / "lrurec-beauty" / "catalog.json").exists()  # no titles saved
-    reproduce.main(["--dataset", "beauty", "--data-dir", str(data)])  # a second run: the retriever is not retrained
+    reproduce.main(["--dataset", "beauty", "--data-dir", str(data), "--base-model", str(tmp_path / "tiny-llm"),
+                    "--llm-val-users", "30"])  # a second run: the retriever is not retrained
 
 
 def test_files_that_leave_nothing_after_the_5_core_say_so(tmp_path):
