@@ -28,7 +28,7 @@ def pipeline(tiny_catalog, tiny_lrurec, tiny_tokenizer, tmp_path_factory):
                          shared_results=0)  # every click computed: what is measured here is the model's sharing
 
 
-def probabilities(result, field: str = "probability") -> torch.Tensor:
+def probabilities(result, field: str = "llm_probability") -> torch.Tensor:
     return torch.tensor([getattr(c, field) for c in result.candidates])
 
 
