@@ -36,7 +36,7 @@ from floor import against_floor, prompt_floor
 from recsys.kv_cache import last_position
 from recsys.machine import auto_dtype, describe_machine, emulation, machine_record
 from recsys.ranker.attention import ATTENTION
-from recsys.ranker.generation import GENERATION_INSTRUCTION, answer_length, generate_ranking
+from recsys.ranker.generation import GENERATION_INSTRUCTION, answer_length, generate_ranking, generation_prompt
 from recsys.ranker.model import RankerLoadConfig, describe, load_ranker, pick_device
 from recsys.ranker.prompt import PromptConfig, build_prompt
 from recsys.ranker.verbalizer import (PrefixCache, build_prefix_cache, letter_logits, letter_token_ids,
@@ -154,7 +154,7 @@ def sweep_point(model, tokenizer, requests: list[Request], title_length: str, le
             prefix=prefixes[0])
         verbalizer_seconds += time_call(verbalize, model.device, TimingConfig(0, config.repeats)).seconds
         generate = lambda history=history, candidates=candidates: generate_ranking(  # noqa: E731
-            model, tokenizer, history, candidates, prompt_cfg, prefix=prefixes[1])
+            model, tokenizer, generation_prompt(tokenizer, history, candidates, prompt_cfg), prefix=prefixes[1])
         results += time_call(generate, model.device, TimingConfig(0, config.generation_repeats)).outputs
     decoded = sum(max(r.num_generated_tokens - 1, 0) for r in results)  # the prefill yields the first token
     verbalizer_ms = 1000 * median(verbalizer_seconds)
@@ -378,8 +378,8 @@ def run(config: EfficiencyConfig) -> dict:
     prefixes = (build_prefix_cache(model, tokenizer), build_prefix_cache(model, tokenizer, GENERATION_INSTRUCTION))
     warm_prompt = build_prompt(tokenizer, warm.history_titles, warm.candidate_titles)
     read_next_tokens(model, tokenizer, [warm_prompt], letter_ids, prefix=prefixes[0])
-    generate_ranking(model, tokenizer, warm.history_titles, warm.candidate_titles, max_new_tokens=8,
-                     prefix=prefixes[1])
+    generate_ranking(model, tokenizer, generation_prompt(tokenizer, warm.history_titles, warm.candidate_titles),
+                     max_new_tokens=8, prefix=prefixes[1])
 
     print(f"title-length sweep on {config.users} test users:", flush=True)
     points = title_sweep(model, tokenizer, requests[: config.users], letter_ids, config, prefixes)

@@ -43,16 +43,16 @@ KINDS = {  # operator name -> kind; anything else is "other"
 
 def profile_passes(pipeline: Pipeline, prompts: list[str], base: bool, repeats: int) -> dict:
     """Milliseconds a pass by kind of operator (self CPU time), over `repeats` passes of each prompt."""
-    prefix = pipeline.prefix_cache(base=base)
-    with pipeline.without_adapter() if base else nullcontext(), torch.inference_mode():
+    llm = pipeline.llm
+    prefix = llm.prefix_cache(base=base)
+    with llm.without_adapter() if base else nullcontext(), torch.inference_mode():
         for text in prompts[:1]:  # warm-up
-            forward_letter_logits(pipeline.model, tokenize_prompts(pipeline.tokenizer, [text], "cpu", prefix),
-                                  pipeline.letter_ids)
+            forward_letter_logits(llm.model, tokenize_prompts(llm.tokenizer, [text], "cpu", prefix), llm.letter_ids)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
             for _ in range(repeats):
                 for text in prompts:
-                    forward_letter_logits(pipeline.model, tokenize_prompts(pipeline.tokenizer, [text], "cpu", prefix),
-                                          pipeline.letter_ids)
+                    forward_letter_logits(llm.model, tokenize_prompts(llm.tokenizer, [text], "cpu", prefix),
+                                          llm.letter_ids)
     passes = repeats * len(prompts)
     kinds: dict[str, float] = {}
     for event in profiler.key_averages():
@@ -78,12 +78,12 @@ def main(argv=None) -> dict:
     for user in users.ids()[: args.users]:
         result = pipeline.recommend(list(users[user].history))
         prompts.append(result.prompt.text)
-    tokens = int(statistics.median(len(pipeline.tokenizer(p).input_ids) for p in prompts))
-    cached = len(pipeline.prefix_cache().token_ids)
-    floor = prompt_floor(pipeline.model.config, tokens, next(pipeline.model.parameters()).dtype, "cpu",
+    tokens = int(statistics.median(len(pipeline.llm.tokenizer(p).input_ids) for p in prompts))
+    cached = len(pipeline.llm.prefix_cache().token_ids)
+    floor = prompt_floor(pipeline.llm.model.config, tokens, next(pipeline.llm.model.parameters()).dtype, "cpu",
                          cached_tokens=cached)
     served = profile_passes(pipeline, prompts, base=False, repeats=args.repeats)
-    base = profile_passes(pipeline, prompts, base=True, repeats=args.repeats) if pipeline.can_compare_base else {}
+    base = profile_passes(pipeline, prompts, base=True, repeats=args.repeats) if pipeline.llm.can_compare_base else {}
     kinds = list(dict.fromkeys([*served, *base]))
     print(f"verbalizer pass after the cached prefix, ms a pass ({len(prompts)} prompts x {args.repeats}, median "
           f"{tokens} tokens of which {cached} cached)")

@@ -39,7 +39,7 @@ from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_boo
 from recsys.ranker.artefacts import TITLE_CONFIG_FILE, RankerArtefacts
 from recsys.ranker.evaluate import EVAL_KS, score_llm, score_titles, target_ranks
 from recsys.ranker.fusion import FusionWeights
-from recsys.ranker.generation import generate_ranking
+from recsys.ranker.generation import generate_ranking, generation_prompt
 from recsys.ranker.heldout import load_held_out, split_by_user
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_adapter, load_ranker
 from recsys.ranker.prior import pooled_heldout_rows
@@ -227,7 +227,7 @@ def generation_entry(model, tokenizer, dataset, rows: RankingRows, prompt_config
     for i in picked:
         history = item_texts(dataset.catalog, rows.histories[i][-prompt_config.max_history:], prompt_config)
         titles = item_texts(dataset.catalog, rows.candidate_ids[i].tolist(), prompt_config)
-        result = generate_ranking(model, tokenizer, history, titles, prompt_config)
+        result = generate_ranking(model, tokenizer, generation_prompt(tokenizer, history, titles, prompt_config))
         target = int(rows.target_index[i])
         ndcgs.append(ndcg_at(result.ranking.index(target) + 1, 10) if target >= 0 else 0.0)
         seconds.append(result.seconds)

@@ -33,10 +33,10 @@ def measure(way: str, users: int) -> float:
     import torch
 
     from recsys.machine import usable_cores
-    from recsys.pipeline import Pipeline, PipelineConfig
+    from recsys.pipeline import Pipeline, PipelineConfig, ServingConfig
 
     torch.set_num_threads(usable_cores()[0])
-    pipeline = Pipeline.load(PipelineConfig(shared_results=0))
+    pipeline = Pipeline.load(PipelineConfig(serving=ServingConfig(shared_results=0)))
     test_users = pipeline.test_users
     assert test_users is not None
     histories = [list(test_users[u].history) for u in test_users.ids()[:users]]

@@ -67,8 +67,8 @@ def main(argv=None) -> None:
     app_args = app.parse_args(args.app_args)
     torch.set_num_threads(app_args.threads or app.default_threads())
     pipeline = app.load_pipeline(app_args)
-    history = DemoHandlers(pipeline).presets[args.preset]
-    machine = machine_record(next(pipeline.model.parameters()).dtype)
+    history = DemoHandlers.of(pipeline).history.presets[args.preset]
+    machine = machine_record(next(pipeline.llm.model.parameters()).dtype)
     print(f"machine: {describe_machine(machine)}", flush=True)
 
     os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp()

@@ -27,7 +27,7 @@ import torch
 
 from recsys import plots
 from recsys.machine import describe_machine, machine_record
-from recsys.pipeline import Pipeline, PipelineConfig
+from recsys.pipeline import Pipeline, PipelineConfig, ServingConfig
 from recsys.ranker.attention import ATTENTION
 from recsys.ranker.verbalizer import read_next_tokens
 from recsys.results import write_json
@@ -41,13 +41,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    pipeline = Pipeline.load(PipelineConfig(shared_results=0))
-    model = pipeline.model
+    pipeline = Pipeline.load(PipelineConfig(serving=ServingConfig(shared_results=0)))
+    model = pipeline.llm.model
     machine = machine_record(next(model.parameters()).dtype)
     timing = TimingConfig(warmup=1, repeats=args.repeats)
     users = pipeline.test_users
     prompts = [pipeline.recommend(list(users[u].history)).prompt for u in users.ids()[: args.users]]
-    prefix = pipeline.prefix_cache()
+    prefix = pipeline.llm.prefix_cache()
 
     def ms(fn) -> float:
         with torch.inference_mode():
@@ -71,9 +71,9 @@ def main(argv=None) -> dict:
     def one_pass_each(unfolded: bool = False, attention: str = ATTENTION) -> float:
         model.set_attn_implementation(attention)
         try:
-            with pipeline.unfolded() if unfolded else nullcontext():
-                return statistics.median(ms(lambda p=p: read_next_tokens(model, pipeline.tokenizer, [p],
-                                                                         pipeline.letter_ids, prefix=prefix))
+            with pipeline.llm.unfolded() if unfolded else nullcontext():
+                return statistics.median(ms(lambda p=p: read_next_tokens(model, pipeline.llm.tokenizer, [p],
+                                                                         pipeline.llm.letter_ids, prefix=prefix))
                                          for p in prompts)
         finally:
             model.set_attn_implementation(ATTENTION)
@@ -83,7 +83,8 @@ def main(argv=None) -> dict:
                  "alternative_ms": unfolded, "served": "adapter folded", "served_ms": folded})
     rows.append({"what": "verbalizer pass after the cached prefix (median prompt)", "alternative": "torch's SDPA",
                  "alternative_ms": sdpa, "served": "grouped attention", "served_ms": folded})
-    batched = ms(lambda: read_next_tokens(model, pipeline.tokenizer, prompts, pipeline.letter_ids, prefix=prefix))
+    batched = ms(lambda: read_next_tokens(model, pipeline.llm.tokenizer, prompts, pipeline.llm.letter_ids,
+                                          prefix=prefix))
     rows.append({"what": "verbalizer per prompt", "alternative": "one prompt a pass", "alternative_ms": folded,
                  "served": f"{len(prompts)} prompts in one padded pass", "served_ms": round(batched / len(prompts), 1)})
     letters = [chr(65 + i) for i in range(20)]

@@ -85,18 +85,27 @@ def make_lrurec(num_items: int = len(TINY_TITLES), seed: int = 0):
     return LRURec(LRURecConfig(num_items=num_items, hidden_size=16, state_size=8, num_blocks=2, max_len=16)).eval()
 
 
-def make_pipeline(catalog, lrurec, llama, tokenizer, **kwargs):
+def make_pipeline(catalog, lrurec, llama, tokenizer, fusion=None, cowatch=None, pool=None, adapter=None,
+                  prompt_config=None, generation_max_new_tokens=None, shared_results=None, fold_adapter=True):
     """A Pipeline over the tiny models with two test users: user 1's held-out movie is their 5th candidate,
-    user 2's is outside their 20 candidates."""
+    user 2's is outside their 20 candidates. Its stages are built from the keywords: `fusion` (also the pool's
+    prior; default the LLM alone), `cowatch` and `pool` (retrieval), the rest (the LLM's opinions, `ServingConfig`)."""
+    from recsys import NUM_CANDIDATES
     from recsys.data.test_users import TestUser, TestUsers
-    from recsys.pipeline import Pipeline
+    from recsys.opinions import LLMOpinions
+    from recsys.pipeline import LLM_ALONE, Pipeline, ServingConfig
     from recsys.ranker.prompt import PromptConfig
+    from recsys.retrieval import RetrievalStage
 
-    kwargs.setdefault("prompt_config", PromptConfig(max_title_tokens=12))
-    pipeline = Pipeline(catalog, lrurec, llama, tokenizer, **kwargs)
+    fusion = fusion or LLM_ALONE
+    retrieval = RetrievalStage(catalog, lrurec, cowatch=cowatch, pool=pool or NUM_CANDIDATES, prior=fusion)
+    llm = LLMOpinions(llama, tokenizer, catalog, prompt_config or PromptConfig(max_title_tokens=12), adapter=adapter,
+                      max_new_tokens=generation_max_new_tokens, fold_adapter=fold_adapter)
+    serving = ServingConfig() if shared_results is None else ServingConfig(shared_results=shared_results)
+    pipeline = Pipeline(retrieval, llm, fusion, serving)
     first, second = [1, 2, 3, 4, 5, 6], [9, 10, 11, 12, 13]
-    inside = pipeline.retrieve(first)[0][4].item_id
-    top = {c.item_id for c in pipeline.retrieve(second)[0]}
+    inside = pipeline.retrieval.retrieve(first)[0][4].item_id
+    top = {c.item_id for c in pipeline.retrieval.retrieve(second)[0]}
     outside = next(i for i in range(1, len(catalog) + 1) if i not in top and i not in second)
     pipeline.test_users = TestUsers([TestUser(1, tuple(first), inside), TestUser(2, tuple(second), outside)],
                                     "tiny", "license text")

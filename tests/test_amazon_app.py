@@ -11,7 +11,7 @@ import pytest
 
 import app
 from recsys.demo.handlers import DemoHandlers
-from recsys.demo.history import new_session
+from recsys.demo.visit import Visit
 from recsys.ranker.base_model import converted_dir
 from tests.helpers.data import needs_data
 
@@ -23,12 +23,12 @@ needs_model = pytest.mark.skipif(not (converted_dir() / "model.safetensors").is_
 @needs_data("games")
 def test_games_answers_a_recommend_for_a_test_user_in_its_own_words():
     pipeline = app.load_pipeline(app.parse_args(["--dataset", "games"]))
-    handlers = DemoHandlers(pipeline)
-    assert pipeline.catalog.dataset == "games" and len(pipeline.catalog) == 7676 and not handlers.presets
-    label, user = handlers.user_choices()[0]
+    handlers = DemoHandlers.of(pipeline)
+    assert pipeline.catalog.dataset == "games" and len(pipeline.catalog) == 7676 and not handlers.history.presets
+    label, user = handlers.history.user_choices()[0]
     assert label.endswith(" games)")
-    session = handlers.load_test_user(new_session(), user).session
-    view = handlers.recommend(session)
+    session = handlers.history.load_test_user(Visit(), user).visit
+    view = handlers.results.recommend(session)
     summary, table = view.summary, view.table
     assert len(table) == 20 and "verbalizer ranking" in summary and "games" in summary
     assert "purchase history in chronological order, recommend a game from" in view.prompt  # the LLM reads games

@@ -7,6 +7,7 @@ from pathlib import Path
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import gradio as gr
 import pandas as pd
@@ -20,7 +21,8 @@ from recsys.demo import race as demo_race
 from recsys.demo import pages
 from recsys.data.catalog import Catalog, Item
 from recsys.demo.handlers import DemoHandlers
-from recsys.demo.history import PRESETS, new_session
+from recsys.demo.history import PRESETS
+from recsys.demo.visit import Visit
 from recsys.demo.markdown import HELD_OUT
 from recsys.demo.race import RACE_INTRO, RaceView
 from recsys.demo.results import STALE, STALE_CHART, ResultsView
@@ -33,7 +35,7 @@ from recsys.retriever.checkpoint import TRAIN_COMMAND
 @pytest.fixture(scope="module")
 def handlers(tiny_pipeline):
     """The app's handlers over the shared tiny pipeline."""
-    return DemoHandlers(tiny_pipeline)
+    return DemoHandlers.of(tiny_pipeline)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def typed_handlers(tiny_llama, tiny_tokenizer):
     extra = [("300 (2007)", ()), ("Lifeboat (1944)", ()), ("Das Boot (1981)", ("The Boat",))]
     catalog = Catalog([*tiny, *(Item(len(tiny) + n, title, int(title[-5:-1]), ("Drama",), 2000 + n, alternatives)
                                 for n, (title, alternatives) in enumerate(extra, start=1))], "tiny")
-    return DemoHandlers(make_pipeline(catalog, make_lrurec(len(catalog)), tiny_llama, tiny_tokenizer))
+    return DemoHandlers.of(make_pipeline(catalog, make_lrurec(len(catalog)), tiny_llama, tiny_tokenizer))
 
 
 def titles_of(table: pd.DataFrame) -> list[str]:
@@ -69,46 +71,46 @@ def test_analytics_are_off_before_gradio_starts():
 
 def source_id(handlers, item_id: int) -> int | str:
     """The source id (MovieLens id) the page's lists carry for a dense item id."""
-    return handlers.catalog[item_id].source_id
+    return handlers.pipeline.catalog[item_id].source_id
 
 
 def test_add_a_picked_id_or_a_typed_exact_title(handlers):
-    session, table, remove, notice, matches, _, box = handlers.pick(new_session(), source_id(handlers, 6))
+    session, table, remove, notice, matches, _, box = handlers.history.pick(Visit(), source_id(handlers, 6))
     assert box == ""  # added: the search box is emptied
-    session, table, remove, notice, matches, _ = handlers.add(session, "The Godfather: Part II (1974)")
+    session, table, remove, notice, matches, _ = handlers.history.add(session, "The Godfather: Part II (1974)")
     assert notice == "" and not matches["visible"]
-    session, table, remove, notice, matches, _ = handlers.add(session, "heat")
+    session, table, remove, notice, matches, _ = handlers.history.add(session, "heat")
     assert titles_of(table) == ["The Matrix (1999)", "The Godfather: Part II (1974)", "Heat (1995)"]
     assert list(table["#"]) == [1, 2, 3] and notice == "Added 'Heat (1995)'."
-    assert [value for _, value in remove["choices"]] == [source_id(handlers, i) for i in session["history"]]
+    assert [value for _, value in remove["choices"]] == [source_id(handlers, i) for i in session.history]
 
 
 def test_a_partial_title_offers_its_matches_and_adds_only_the_pick(typed_handlers):
-    start = {**new_session(), "history": [1]}
-    session, table, _, notice, matches, _ = typed_handlers.add(start, "Godfather: Part")  # one partial match
-    assert session["history"] == [1] and "nothing was added" in notice and "1 movie matches" in notice
+    start = Visit([1])
+    session, table, _, notice, matches, _ = typed_handlers.history.add(start, "Godfather: Part")  # one partial match
+    assert session.history == [1] and "nothing was added" in notice and "1 movie matches" in notice
     assert matches["visible"] and matches["choices"] == [("The Godfather: Part II (1974)", 1010)]
-    session, table, _, notice, matches, _ = typed_handlers.add(start, "boa")
-    assert session["history"] == [1]
+    session, table, _, notice, matches, _ = typed_handlers.history.add(start, "boa")
+    assert session.history == [1]
     assert matches["choices"] == [("Das Boot (1981), also known as The Boat", 2003), ("Lifeboat (1944)", 2002)]
-    session, table, _, notice, matches, _, _ = typed_handlers.pick(session, 2002)  # the pick: its MovieLens id
+    session, table, _, notice, matches, _, _ = typed_handlers.history.pick(session, 2002)  # the pick: its MovieLens id
     assert titles_of(table) == ["The Terminator (1984)", "Lifeboat (1944)"] and not matches["visible"]
-    session, table, _, notice, _, _ = typed_handlers.add(start, "The Boat")  # an exact alternative title
+    session, table, _, notice, _, _ = typed_handlers.history.add(start, "The Boat")  # an exact alternative title
     assert titles_of(table)[-1] == "Das Boot (1981)" and notice == "Added 'Das Boot (1981), also known as The Boat'."
 
 
 def test_typed_digits_are_a_title_never_an_item_id(typed_handlers):
-    session, table, _, notice, _, _ = typed_handlers.add(new_session(), "300")
+    session, table, _, notice, _, _ = typed_handlers.history.add(Visit(), "300")
     assert titles_of(table) == ["300 (2007)"]
-    session, table, _, notice, matches, _ = typed_handlers.add(new_session(), "3")  # item 3 is Blade Runner
-    assert session["history"] == [] and "Blade Runner (1982)" not in [t for t, _ in matches["choices"]]
+    session, table, _, notice, matches, _ = typed_handlers.history.add(Visit(), "3")  # item 3 is Blade Runner
+    assert session.history == [] and "Blade Runner (1982)" not in [t for t, _ in matches["choices"]]
     assert ("300 (2007)", 2001) in matches["choices"]
-    session, table, *_ = typed_handlers.pick(new_session(), 1003)  # picked from the list: a MovieLens id
+    session, table, *_ = typed_handlers.history.pick(Visit(), 1003)  # picked from the list: a MovieLens id
     assert titles_of(table) == ["Blade Runner (1982)"]
 
 
 def test_matches_follow_the_forgiving_search_as_you_type(typed_handlers):
-    suggest = typed_handlers.suggest
+    suggest = typed_handlers.history.suggest
     assert suggest("matrix, the")["choices"] == [("The Matrix (1999)", 1006)]  # no substring of "The Matrix (1999)"
     assert suggest("the boat")["choices"] == [("Das Boot (1981), also known as The Boat", 2003),  # exact first
                                          ("Lifeboat (1944)", 2002)]
@@ -124,9 +126,9 @@ def test_matches_follow_the_forgiving_search_as_you_type(typed_handlers):
     ("Alie", "2 movies match"), ("Pulp Fictoin", "Did you mean **Pulp Fiction (1994)**?"),
 ])
 def test_bad_movies_get_a_message(handlers, movie, message):
-    start = {**new_session(), "history": [1]}
-    session, table, _, notice, _, _ = handlers.add(start, movie)
-    assert message in notice and session["history"] == [1] and len(table) == 1
+    start = Visit([1])
+    session, table, _, notice, _, _ = handlers.history.add(start, movie)
+    assert message in notice and session.history == [1] and len(table) == 1
 
 
 @pytest.mark.parametrize("item, message", [
@@ -134,102 +136,105 @@ def test_bad_movies_get_a_message(handlers, movie, message):
     (True, "Name a movie"), ("Casablanca (1942)", "Unknown title"), ("Pulp Fictoin", "Did you mean"),
 ])
 def test_a_pick_of_an_unknown_item_gets_a_message_and_changes_nothing(handlers, item, message):
-    start = {**new_session(), "history": [1]}
-    session, table, _, notice, _, _, box = handlers.pick(start, item)
-    assert message in notice and session["history"] == [1] and len(table) == 1 and box == gr.skip()
+    start = Visit([1])
+    session, table, _, notice, _, _, box = handlers.history.pick(start, item)
+    assert message in notice and session.history == [1] and len(table) == 1 and box == gr.skip()
 
 
 def test_pick_and_remove_take_a_title_or_a_movielens_id(handlers):
-    session, *_ = handlers.pick(new_session(), "the matrix")  # a title as the search reads it
-    session, *_ = handlers.pick(session, source_id(handlers, 14))  # Heat, by its MovieLens id
-    assert handlers.catalog.titles(session["history"]) == ["The Matrix (1999)", "Heat (1995)"]
-    session, _, _, notice, *_ = handlers.remove(session, "Matrix, The (1999)")
-    assert session["history"] == [14] and notice == "Removed 'The Matrix (1999)'."
-    session, *_ = handlers.remove(session, source_id(handlers, 14))
-    assert session["history"] == []
-    session, _, _, notice, *_ = handlers.pick(session, str(source_id(handlers, 14)))  # an id sent as text
-    assert handlers.catalog.titles(session["history"]) == ["Heat (1995)"] and notice == "Added 'Heat (1995)'."
+    session, *_ = handlers.history.pick(Visit(), "the matrix")  # a title as the search reads it
+    session, *_ = handlers.history.pick(session, source_id(handlers, 14))  # Heat, by its MovieLens id
+    assert handlers.pipeline.catalog.titles(session.history) == ["The Matrix (1999)", "Heat (1995)"]
+    session, _, _, notice, *_ = handlers.history.remove(session, "Matrix, The (1999)")
+    assert session.history == [14] and notice == "Removed 'The Matrix (1999)'."
+    session, *_ = handlers.history.remove(session, source_id(handlers, 14))
+    assert session.history == []
+    session, _, _, notice, *_ = handlers.history.pick(session, str(source_id(handlers, 14)))  # an id sent as text
+    assert handlers.pipeline.catalog.titles(session.history) == ["Heat (1995)"] and notice == "Added 'Heat (1995)'."
 
 
 def test_a_huge_typed_title_is_quoted_short_in_its_notice(handlers):
-    session, _, _, notice, _, _ = handlers.add({**new_session(), "history": [1]}, "zq" * 10_000)
-    assert "Unknown title 'zqzq" in notice and "…'" in notice and len(notice) < 200 and session["history"] == [1]
+    session, _, _, notice, _, _ = handlers.history.add(Visit([1]), "zq" * 10_000)
+    assert "Unknown title 'zqzq" in notice and "…'" in notice and len(notice) < 200 and session.history == [1]
 
 
 def test_test_users_are_offered_and_loaded_by_the_id_as_text(handlers):
     """The dropdown's values are text, as Gradio's API describes them, and a text id loads the user."""
-    label, value = handlers.user_choices()[0]
+    label, value = handlers.history.user_choices()[0]
     assert isinstance(value, str) and value in label
-    session, *_ = handlers.load_test_user(new_session(), value)
-    assert session["user"] == int(value)
+    session, *_ = handlers.history.load_test_user(Visit(), value)
+    assert session.user == int(value)
 
 
 def test_results_of_another_history_are_cleared_and_never_redrawn(handlers):
-    session, *_ = handlers.load_test_user(new_session(), 1)
-    shown = handlers.recommend(session).last
-    assert handlers.stale_results(session, shown) == tuple(gr.skip() for _ in RaceView._fields)  # still this history
-    assert handlers.stale_results(session, None) == tuple(gr.skip() for _ in RaceView._fields)
-    *results, race_summary, timing, text, comparison, streaming = handlers.stale_results(session, shown, True)
+    session, *_ = handlers.history.load_test_user(Visit(), 1)
+    shown = handlers.results.recommend(session).last
+    # still this history
+    assert handlers.race.stale_results(session, shown) == tuple(gr.skip() for _ in RaceView._fields)
+    assert handlers.race.stale_results(session, None) == tuple(gr.skip() for _ in RaceView._fields)
+    *results, race_summary, timing, text, comparison, streaming = handlers.race.stale_results(session, shown, True)
     assert all(r == gr.skip() for r in results) and race_summary == RACE_INTRO and streaming is False  # a cancelled
     assert timing is None and text == "" and len(comparison) == 0  # race starts over; this history's results stay
-    for changed, *_ in (handlers.clear(session), handlers.load_preset(session, "Sci-fi fan"),
-                        handlers.load_test_user(session, 2), handlers.pick(session, source_id(handlers, 40))):
-        view = handlers.stale_results(changed, shown)
+    for changed, *_ in (handlers.history.clear(session), handlers.history.load_preset(session, "Sci-fi fan"),
+                        handlers.history.load_test_user(session, 2),
+                        handlers.history.pick(session, source_id(handlers, 40))):
+        view = handlers.race.stale_results(changed, shown)
         assert STALE in view.summary and len(view.table) == 0 and view.last is None
         assert view.race_summary == RACE_INTRO  # the race starts over
         assert view.download is None  # no file of another history's results
         assert len(view.comparison) == 0 and view.generated == "" and view.prompt == "" and view.reading == ""
         assert view.timing is None and view.formula == "" and view.chart.layout.annotations[0].text == STALE_CHART
-        fused = handlers.ranking_view(changed, shown, 0.3, 0.3)  # the sliders: no redraw for the new session
+        fused = handlers.results.ranking_view(changed, shown, 0.3, 0.3)  # the sliders: no redraw for the new session
         assert len(fused.table) == 0 and fused.download is None
         assert fused.chart.layout.annotations[0].text == STALE_CHART
 
 
 def test_duplicate_moves_to_the_latest_viewing(handlers):
-    session, *_ = handlers.pick(new_session(), source_id(handlers, 1))
-    session, *_ = handlers.pick(session, source_id(handlers, 2))
-    session, table, _, notice, *_ = handlers.pick(session, source_id(handlers, 1))
-    assert session["history"] == [2, 1] and "already in the watch history" in notice
+    session, *_ = handlers.history.pick(Visit(), source_id(handlers, 1))
+    session, *_ = handlers.history.pick(session, source_id(handlers, 2))
+    session, table, _, notice, *_ = handlers.history.pick(session, source_id(handlers, 1))
+    assert session.history == [2, 1] and "already in the watch history" in notice
 
 
 def test_history_is_capped(handlers, monkeypatch):
     monkeypatch.setattr(demo_history, "MAX_INPUT_ITEMS", 3)
-    session = {**new_session(), "history": [1, 2, 3]}
-    session, _, _, notice, *_ = handlers.pick(session, source_id(handlers, 4))
-    assert session["history"] == [1, 2, 3] and "full" in notice
+    session = Visit([1, 2, 3])
+    session, _, _, notice, *_ = handlers.history.pick(session, source_id(handlers, 4))
+    assert session.history == [1, 2, 3] and "full" in notice
 
 
 def test_long_history_notes_the_window(handlers, tiny_pipeline):
-    session = {**new_session(), "history": list(range(1, tiny_pipeline.window + 2))}
-    _, _, _, notice, *_ = handlers.pick(session, source_id(handlers, tiny_pipeline.window + 5))
-    assert f"only the latest {tiny_pipeline.window}" in notice
+    session = Visit(list(range(1, tiny_pipeline.retrieval.window + 2)))
+    _, _, _, notice, *_ = handlers.history.pick(session, source_id(handlers, tiny_pipeline.retrieval.window + 5))
+    assert f"only the latest {tiny_pipeline.retrieval.window}" in notice
 
 
 def test_remove_and_clear(handlers):
-    session = {**new_session(), "history": [1, 2, 3]}
-    session, table, *_ = handlers.remove(session, source_id(handlers, 2))
-    assert session["history"] == [1, 3]
-    session, _, _, notice, _, _ = handlers.remove(session, source_id(handlers, 2))
-    assert "pick a movie of the watch history to remove" in notice and session["history"] == [1, 3]
-    session, table, *_ = handlers.clear({**session, "target": 5, "user": 1})
-    assert session == new_session() and len(table) == 0
+    session = Visit([1, 2, 3])
+    session, table, *_ = handlers.history.remove(session, source_id(handlers, 2))
+    assert session.history == [1, 3]
+    session, _, _, notice, _, _ = handlers.history.remove(session, source_id(handlers, 2))
+    assert "pick a movie of the watch history to remove" in notice and session.history == [1, 3]
+    session, table, *_ = handlers.history.clear(replace(session, target=5, user=1))
+    assert session == Visit() and len(table) == 0
 
 
 def test_presets_resolve_against_the_catalog(handlers, tiny_pipeline, monkeypatch):
-    assert tiny_pipeline.catalog.titles(handlers.presets["World cinema"]) == ["Amelie (2001)", "Spirited Away (2001)"]
+    assert tiny_pipeline.catalog.titles(handlers.history.presets["World cinema"]) == ["Amelie (2001)",
+                                                                                     "Spirited Away (2001)"]
     monkeypatch.setitem(PRESETS, "Classics", ["Casablanca (1942)"])
-    assert "Classics" not in DemoHandlers(tiny_pipeline).presets  # no title of it in the catalog
-    session, table, _, notice, _, _ = handlers.load_preset(new_session(), "Crime classics")
+    assert "Classics" not in DemoHandlers.of(tiny_pipeline).history.presets  # no title of it in the catalog
+    session, table, _, notice, _, _ = handlers.history.load_preset(Visit(), "Crime classics")
     assert titles_of(table) == PRESETS["Crime classics"] and "Loaded preset" in notice
-    session, _, _, notice, _, _ = handlers.load_preset(session, "Nope")
+    session, _, _, notice, _, _ = handlers.history.load_preset(session, "Nope")
     assert "Unknown preset" in notice
 
 
 def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pipeline, monkeypatch):
-    session, table, _, notice, _, _ = handlers.load_test_user(new_session(), 1)
+    session, table, _, notice, _, _ = handlers.history.load_test_user(Visit(), 1)
     user = tiny_pipeline.test_users[1]
-    assert session == {"history": list(user.history), "target": user.target, "user": 1} and "held-out" in notice
-    summary, _, results, figure, prompt, reading, shown, _ = handlers.recommend(session)
+    assert session == Visit(list(user.history), user.target, 1) and "held-out" in notice
+    summary, _, results, figure, prompt, reading, shown, _ = handlers.results.recommend(session)
     held_out = tiny_pipeline.catalog.title(user.target)
     assert f"{HELD_OUT}: **{held_out}**, retriever rank 5" in summary
     assert [t for t in titles_of(results) if HELD_OUT in t] == [f"{held_out}  {HELD_OUT}"]
@@ -237,29 +242,30 @@ def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pi
     assert [y for y in bar.y if y.endswith("★")] == [f"(E) {held_out} ★"]
     assert [trace.name for trace in figure.data] == ["Final", "LLM", "Co-watch", "Retriever"]
     assert "### Response:" in prompt
-    monkeypatch.setattr("recsys.pipeline.generate_ranking",
-                        lambda model, tokenizer, h, c, config, n, on_token, notes, prefix, run:
-                        GenerationResult(list(range(len(c))), "\n".join(c), 50, 1.0, 0.2, 0.8))
-    *_, race_summary, timing, text, comparison, streaming = last_of(handlers.race(session))
+    monkeypatch.setattr("recsys.opinions.generate_ranking",
+                        lambda model, tokenizer, prompt, n, on_token, prefix, run:
+                        GenerationResult(list(range(len(prompt.candidate_titles))),
+                                         "\n".join(prompt.candidate_titles), 50, 1.0, 0.2, 0.8))
+    *_, race_summary, timing, text, comparison, streaming = last_of(handlers.race.run(session))
     assert streaming is False  # finished
     assert sum(HELD_OUT in v for v in comparison["Verbalizer"]) == 1
     assert comparison["Generation (parsed)"][4].endswith(HELD_OUT)  # generation kept the retriever's order
 
 
 def test_held_out_movie_outside_the_candidates_is_said(handlers, tiny_pipeline):
-    session, *_ = handlers.load_test_user(new_session(), 2)
-    summary, _, results, *_ = handlers.recommend(session)
+    session, *_ = handlers.history.load_test_user(Visit(), 2)
+    summary, _, results, *_ = handlers.results.recommend(session)
     assert "is not among the 20 candidates" in summary and not any(HELD_OUT in t for t in titles_of(results))
 
 
 def test_unknown_test_user(handlers):
-    session, _, _, notice, _, _ = handlers.load_test_user(new_session(), 999)
-    assert "Unknown test user" in notice and session == new_session()
+    session, _, _, notice, _, _ = handlers.history.load_test_user(Visit(), 999)
+    assert "Unknown test user" in notice and session == Visit()
 
 
 def test_recommend_table_and_chart(handlers, tiny_pipeline):
-    session = {**new_session(), "history": [1, 2, 3]}
-    summary, _, table, figure, prompt, reading, shown, _ = handlers.recommend(session)
+    session = Visit([1, 2, 3])
+    summary, _, table, figure, prompt, reading, shown, _ = handlers.results.recommend(session)
     assert list(table.columns) == ["Final rank", "Title", "Final", "LLM", "Co-watch", "Retriever", "Letter",
                                    "Retriever rank", "Change", "Co-watch evidence"]  # the key columns first
     assert list(table["Final rank"]) == list(range(1, 21)) and len(figure.data[0].x) == 20
@@ -269,27 +275,27 @@ def test_recommend_table_and_chart(handlers, tiny_pipeline):
     change = table["Change"][0]
     assert change == ("=" if first.retriever_rank == 1 else f"▲ {first.retriever_rank - 1}")
     assert "verbalizer ranking" in summary and prompt == expected.prompt.text
-    view = handlers.recommend(session)
+    view = handlers.results.recommend(session)
     assert view.formula.startswith("**Final score** = 1 × log p(LLM) (the served weights")  # no adapter config: the
     # LLM alone, as the paper
 
 
 def test_fusion_is_explained(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
     weights = FusionWeights(retriever=2.0, cowatch=0.0, llm=1.0)
-    handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, fusion=weights))
-    view = handlers.recommend({**new_session(), "history": [1, 2, 3]})
+    handlers = DemoHandlers.of(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, fusion=weights))
+    view = handlers.results.recommend(Visit([1, 2, 3]))
     assert view.formula.startswith("**Final score** = 2 × log p(retriever) + 1 × log p(LLM) (the served weights")
-    table = handlers.ranking_view(view.last.session, view.last, 0.0, None).table  # the slider's weights: the
-    assert "= 2 × log p(retriever) (the sliders' weights" in handlers.ranking_view(  # formula says them
-        view.last.session, view.last, 0.0, None).formula and list(table["Retriever rank"]) == list(range(1, 21))
+    table = handlers.results.ranking_view(view.last.visit, view.last, 0.0, None).table  # the slider's weights: the
+    assert "= 2 × log p(retriever) (the sliders' weights" in handlers.results.ranking_view(  # formula says them
+        view.last.visit, view.last, 0.0, None).formula and list(table["Retriever rank"]) == list(range(1, 21))
     table = view.table
     assert list(table["Final rank"]) == list(range(1, 21))
 
 
 def test_empty_history_gets_a_message_not_a_crash(handlers):
-    summary, _, table, figure, prompt, reading, shown, _ = handlers.recommend(new_session())
+    summary, _, table, figure, prompt, reading, shown, _ = handlers.results.recommend(Visit())
     assert "empty" in summary and len(table) == 0 and prompt == ""
-    outputs = last_of(handlers.race(new_session()))
+    outputs = last_of(handlers.race.run(Visit()))
     assert len(outputs) == len(RaceView._fields) and "empty" in outputs.summary and "empty" in outputs.race_summary
     assert outputs.race_streaming is False
 
@@ -297,21 +303,21 @@ def test_empty_history_gets_a_message_not_a_crash(handlers):
 def test_ranker_failure_shows_retrieval_with_the_error(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
     from recsys.ranker.prompt import PromptConfig
 
-    handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer,
+    handlers = DemoHandlers.of(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer,
                                               prompt_config=PromptConfig(max_prompt_tokens=50)))
-    summary, _, table, figure, prompt, reading, shown, _ = handlers.recommend({**new_session(), "history": [1, 2]})
+    summary, _, table, figure, prompt, reading, shown, _ = handlers.results.recommend(Visit([1, 2]))
     assert "The ranker failed" in summary and "over the budget" in summary
     assert list(table["Retriever rank"]) == list(range(1, 21)) and table["Final rank"].isna().all()
     assert "ranker failed" in figure.layout.annotations[0].text
-    *_, race_summary, timing, text, comparison, _ = last_of(handlers.race({**new_session(), "history": [1, 2]}))
+    *_, race_summary, timing, text, comparison, _ = last_of(handlers.race.run(Visit([1, 2])))
     assert "verbalizer did not run" in race_summary
 
 
 def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_tokenizer, monkeypatch):
     monkeypatch.setattr(demo_race, "STREAM_INTERVAL_S", 0.01)
 
-    def slow_generation(model, tokenizer, history_titles, candidate_titles, config, max_new_tokens, on_token, notes,
-                        prefix, run):
+    def slow_generation(model, tokenizer, prompt, max_new_tokens, on_token, prefix, run):
+        candidate_titles = prompt.candidate_titles
         token_ids = tokenizer("\n".join(candidate_titles[::-1]), add_special_tokens=False).input_ids[:30]
         for token_id in token_ids:
             time.sleep(0.01)
@@ -319,8 +325,8 @@ def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_toke
         return GenerationResult(list(range(len(candidate_titles)))[::-1], tokenizer.decode(token_ids), len(token_ids),
                                 0.3, 0.05, 0.25)
 
-    monkeypatch.setattr("recsys.pipeline.generate_ranking", slow_generation)
-    first, *streamed, final = handlers.race({**new_session(), "history": [1, 2, 3]})
+    monkeypatch.setattr("recsys.opinions.generate_ranking", slow_generation)
+    first, *streamed, final = handlers.race.run(Visit([1, 2, 3]))
     summary, _, table, chart, prompt, reading, shown, _, race_summary, timing, text, comparison, streaming = first
     assert streaming is True and final.race_streaming is False
     assert all(step.race_streaming == gr.skip() for step in streamed)
@@ -342,8 +348,7 @@ def test_a_race_left_mid_stream_stops_generating(handlers, monkeypatch):
     monkeypatch.setattr(demo_race, "STREAM_INTERVAL_S", 0.01)
     produced, stopped = [], []
 
-    def endless_generation(model, tokenizer, history_titles, candidate_titles, config, max_new_tokens, on_token, notes,
-                           prefix, run):
+    def endless_generation(model, tokenizer, prompt, max_new_tokens, on_token, prefix, run):
         try:
             for token_id in range(10_000):  # ~100 s unless stopped
                 time.sleep(0.01)
@@ -352,10 +357,10 @@ def test_a_race_left_mid_stream_stops_generating(handlers, monkeypatch):
         except demo_race.RaceAbandoned as error:
             stopped.append(error)
             raise
-        return GenerationResult(list(range(len(candidate_titles))), "", len(produced), 100.0, 0.0, 100.0)
+        return GenerationResult(list(range(len(prompt.candidate_titles))), "", len(produced), 100.0, 0.0, 100.0)
 
-    monkeypatch.setattr("recsys.pipeline.generate_ranking", endless_generation)
-    stream = handlers.race({**new_session(), "history": [1, 2, 3]})
+    monkeypatch.setattr("recsys.opinions.generate_ranking", endless_generation)
+    stream = handlers.race.run(Visit([1, 2, 3]))
     next(stream), next(stream), next(stream)  # the verbalizer's results, then the text streaming
     started = time.perf_counter()
     stream.close()  # what gradio's cancel does
@@ -366,8 +371,8 @@ def test_failed_baseline_gets_a_message(handlers, monkeypatch):
     def failing(*args, **kwargs):
         raise RuntimeError("generation exploded")
 
-    monkeypatch.setattr("recsys.pipeline.generate_ranking", failing)
-    outputs = last_of(handlers.race({**new_session(), "history": [1, 2]}))
+    monkeypatch.setattr("recsys.opinions.generate_ranking", failing)
+    outputs = last_of(handlers.race.run(Visit([1, 2])))
     table, race_summary, timing = outputs.table, outputs.race_summary, outputs.timing
     assert len(table) == 20 and "generation baseline failed" in race_summary and "generation exploded" in race_summary
     assert list(timing.data[0].y) == ["verbalizer ranking", "retrieval"]
@@ -428,7 +433,7 @@ def test_the_intro_says_which_llm_ranks(tiny_pipeline, monkeypatch):
         pages.intro_markdown(tiny_pipeline))
     monkeypatch.setattr(tiny_pipeline, "fusion", FusionWeights(retriever=0.5, cowatch=1.5, llm=0.25))
     assert "its opinion weighed 0.25 (the weight validation chose)." in pages.intro_markdown(tiny_pipeline)
-    monkeypatch.setattr(tiny_pipeline, "adapter", "some/adapter")
+    monkeypatch.setattr(tiny_pipeline.llm, "adapter", "some/adapter")
     assert "zero-shot" not in pages.intro_markdown(tiny_pipeline) and "⚠️" not in pages.intro_markdown(tiny_pipeline)
 
 
@@ -510,9 +515,10 @@ def test_eight_concurrent_sessions_get_their_own_results(served, tiny_pipeline):
 def test_client_race(served, monkeypatch):
     from gradio_client import Client
 
-    monkeypatch.setattr("recsys.pipeline.generate_ranking",
-                        lambda model, tokenizer, h, c, config, n, on_token, notes, prefix, run:
-                        GenerationResult(list(range(len(c)))[::-1], "\n".join(c[::-1]), 40, 0.5, 0.1, 0.4))
+    monkeypatch.setattr("recsys.opinions.generate_ranking",
+                        lambda model, tokenizer, prompt, n, on_token, prefix, run:
+                        GenerationResult(list(range(len(prompt.candidate_titles)))[::-1],
+                                         "\n".join(prompt.candidate_titles[::-1]), 40, 0.5, 0.1, 0.4))
     client = Client(served, verbose=False)
     client.predict("Sci-fi fan", api_name="/load_preset")
     summary, formula, results, plot, prompt, reading, download, race_summary, timing, text, comparison = client.predict(
@@ -533,7 +539,7 @@ def test_the_app_says_when_its_presets_are_ready(tiny_catalog, tiny_lrurec, tiny
     for thread in threading.enumerate():  # none left if it finished while the Blocks were built
         if thread.name == "warm-presets":
             thread.join(timeout=60)
-    presets = DemoHandlers(pipeline).presets
+    presets = DemoHandlers.of(pipeline).history.presets
     assert capsys.readouterr().out.startswith(f"{app.PRESETS_READY}: {len(presets)} presets' results computed in")
     assert all(pipeline.recommend(list(ids)).shared for ids in presets.values())
 
@@ -570,14 +576,14 @@ def test_default_models_recommend_a_preset():
     if not (converted_dir() / "model.safetensors").is_file():
         pytest.skip("default base model not prepared (python -m recsys.ranker.base_model --prepare)")
     pipeline = app.load_pipeline(app.parse_args([]))
-    handlers = DemoHandlers(pipeline)
-    assert set(handlers.presets) == set(PRESETS)  # every preset title is in the real catalog
-    assert (pipeline.adapter is None) == (RANKER_TRAIN_COMMAND in pages.facts(pipeline)["adapter"])
-    session, *_ = handlers.load_preset(new_session(), "Sci-fi fan")
-    summary, _, table, figure, prompt, reading, shown, _ = handlers.recommend(session, None, None, True)
+    handlers = DemoHandlers.of(pipeline)
+    assert set(handlers.history.presets) == set(PRESETS)  # every preset title is in the real catalog
+    assert (pipeline.llm.adapter is None) == (RANKER_TRAIN_COMMAND in pages.facts(pipeline)["adapter"])
+    session, *_ = handlers.history.load_preset(Visit(), "Sci-fi fan")
+    summary, _, table, figure, prompt, reading, shown, _ = handlers.results.recommend(session, None, None, True)
     assert len(table) == 20 and "verbalizer ranking" in summary and prompt.endswith("### Response:\n")
-    if pipeline.adapter is not None:  # the committed adapter is trained: it moves candidates and differs from the base
-        served = handlers.ranking_view(session, shown).table
+    if pipeline.llm.adapter is not None:  # the committed adapter is trained: it moves candidates, differs from the base
+        served = handlers.results.ranking_view(session, shown).table
         assert set(served["Change"]) != {"="}
         assert any(abs(c.llm_probability - c.base_probability) > 1e-3 for c in shown.recommendation.candidates)
 
@@ -587,9 +593,9 @@ def test_a_download_before_any_recommend_says_why_it_gives_nothing(handlers, mon
 
     said = []
     monkeypatch.setattr(gr, "Warning", said.append)
-    handlers.download_hint(None)
+    handlers.results.download_hint(None)
     assert said == [NOTHING_TO_DOWNLOAD]
-    handlers.download_hint(handlers.recommend({**new_session(), "history": [1, 2]}).last)
+    handlers.results.download_hint(handlers.results.recommend(Visit([1, 2])).last)
     assert said == [NOTHING_TO_DOWNLOAD]  # with results on screen the click downloads them, silently
 
 

@@ -93,7 +93,7 @@ def test_a_race_and_base_comparisons_and_plain_recommends_at_once_match_their_so
             if name.startswith("base"):  # the adapter was off for these passes only, and on again for the others
                 for field in ("base_probability", "reversed_probability"):
                     assert torch.allclose(probabilities(result, field), probabilities(solo[name], field), atol=1e-5)
-    assert pipeline.model.active_adapter == "default"
+    assert pipeline.llm.model.active_adapter == "default"
 
 
 def test_served_on_one_thread_the_same_mix_runs_every_pass_there(pipeline):
@@ -102,13 +102,13 @@ def test_served_on_one_thread_the_same_mix_runs_every_pass_there(pipeline):
     import threading as threads
 
     solo = [pipeline.recommend(h, compare_base=True) for h in HISTORIES[:3]]
-    ran_on, original = set(), pipeline.model.forward
+    ran_on, original = set(), pipeline.llm.model.forward
 
     def spy(*args, **kwargs):
         ran_on.add(threads.get_ident())
         return original(*args, **kwargs)
 
-    pipeline.model.forward = spy
+    pipeline.llm.model.forward = spy
     server = threads.Thread(target=pipeline.runner.serve, daemon=True)
     server.start()
     try:
@@ -120,7 +120,7 @@ def test_served_on_one_thread_the_same_mix_runs_every_pass_there(pipeline):
     finally:
         pipeline.runner.stop()
         server.join(timeout=10)
-        del pipeline.model.forward
+        del pipeline.llm.model.forward
     assert ran_on == {server.ident} and race.error is None and race.num_generated_tokens > 0
     for i, result in outcomes.items():
         assert torch.allclose(probabilities(result), probabilities(solo[i]), atol=1e-5)

@@ -10,7 +10,7 @@ from conftest import make_catalog, make_llama, make_pipeline
 
 from recsys.data.catalog import Catalog, Item
 from recsys.demo.handlers import DemoHandlers
-from recsys.demo.history import new_session
+from recsys.demo.visit import Visit
 from recsys.demo.results import BASE_COLUMN, REVERSED_COLUMN
 from recsys.data.titles import search_key
 from recsys.demo.search import TitleSearch
@@ -42,27 +42,28 @@ def adapted_pipeline(tiny_catalog, tiny_lrurec, tiny_tokenizer, tmp_path_factory
 
 
 def test_fusion_explorer_moves_the_llm_and_cowatch_weights_without_a_model_call(adapted_pipeline, monkeypatch):
-    handlers = DemoHandlers(adapted_pipeline)
-    session = {**new_session(), "history": [1, 2, 3, 4]}
-    shown = handlers.recommend(session).last
+    handlers = DemoHandlers.of(adapted_pipeline)
+    session = Visit([1, 2, 3, 4])
+    shown = handlers.results.recommend(session).last
     result = shown.recommendation
 
     def no_model(*args, **kwargs):
         raise AssertionError("the sliders must not run the model")
 
-    monkeypatch.setattr(adapted_pipeline, "model", no_model)
+    monkeypatch.setattr(adapted_pipeline.llm, "model", no_model)
     start = time.perf_counter()
-    retriever_table = handlers.ranking_view(session, shown, 0.0, 0.0).table
+    retriever_table = handlers.results.ranking_view(session, shown, 0.0, 0.0).table
     elapsed = time.perf_counter() - start
     assert list(retriever_table["Retriever rank"]) == list(range(1, 21)) and set(retriever_table["Change"]) == {"="}
-    prior_table = handlers.ranking_view(session, shown, 0.0, None).table  # retriever + co-watch
+    prior_table = handlers.results.ranking_view(session, shown, 0.0, None).table  # retriever + co-watch
     opinions = result.opinions
     prior = fused_scores(opinions, FusionWeights(0.5, 1.5, 0.0))
     assert list(prior_table["Title"]) == [result.candidates[i].title for i in order(prior)]
     assert set(prior_table["Change"]) != {"="}  # the co-watch counts move followers of 1..4 up
-    _, served, chart, _ = handlers.ranking_view(session, shown, None, None)
+    _, served, chart, _ = handlers.results.ranking_view(session, shown, None, None)
     assert list(served["Title"]) == [c.title for c in result.ranked()]
-    at_slider = handlers.ranking_view(session, shown, 1.01, 1.49).table  # the sliders' rounding of the served weights
+    # the sliders' rounding of the served weights
+    at_slider = handlers.results.ranking_view(session, shown, 1.01, 1.49).table
     assert list(at_slider["Title"]) == list(served["Title"])
     final = torch.softmax(fused_scores(opinions, adapted_pipeline.fusion), dim=-1)
     assert list(served["Final"]) == sorted((round(p, 4) for p in final.tolist()), reverse=True)
@@ -71,43 +72,53 @@ def test_fusion_explorer_moves_the_llm_and_cowatch_weights_without_a_model_call(
     assert all(sum(bars.x) == pytest.approx(1.0, abs=1e-5) for bars in chart.data)  # each opinion a distribution
     assert served["Co-watch evidence"].str.startswith("followed").any()
     assert prior.shape == (20,) and elapsed < 0.05
+    # each opinion's column is that opinion alone: the weights move Final and the order, never these
+    moved = handlers.results.ranking_view(session, shown, 3.0, 0.5).table.set_index("Letter")
+    still = served.set_index("Letter").loc[moved.index]
+    assert list(moved["Final"]) != list(still["Final"])
+    for column in ("LLM", "Co-watch", "Retriever"):
+        assert list(moved[column]) == list(still[column])
+    lrurec = torch.softmax(torch.tensor([c.retriever_score for c in result.candidates]), dim=-1)
+    assert list(served.set_index("Letter").loc[[c.letter for c in result.candidates], "Retriever"]) == [
+        round(p, 4) for p in lrurec.tolist()]
+    assert "each opinion alone" in handlers.results.ranking_view(session, shown).formula
 
 
 def test_cowatch_evidence_names_the_film_followed_most(adapted_pipeline):
     result = adapted_pipeline.recommend([1, 2, 3, 4])
     by_id = {c.item_id: c for c in result.candidates}
     for item_id, candidate in by_id.items():
-        evidence = adapted_pipeline.cowatch.evidence([1, 2, 3, 4], item_id)
+        evidence = adapted_pipeline.retrieval.cowatch.evidence([1, 2, 3, 4], item_id)
         assert candidate.cowatch_evidence == evidence
         assert (candidate.cowatch_score > 0) == (evidence is not None)
     with_evidence = [c for c in result.candidates if c.cowatch_evidence is not None]
     assert with_evidence  # followers of 1..4 in the hand-made sequences are among the candidates
     item, count = with_evidence[0].cowatch_evidence
-    text = DemoHandlers(adapted_pipeline).evidence_text(with_evidence[0])
+    text = DemoHandlers.of(adapted_pipeline).results.evidence_text(with_evidence[0])
     assert text == f"followed {adapted_pipeline.catalog.title(item)} {count}×"
-    assert DemoHandlers(adapted_pipeline).evidence_text(
+    assert DemoHandlers.of(adapted_pipeline).results.evidence_text(
         next(c for c in result.candidates if c.cowatch_evidence is None)) == ""
 
 
 def test_reverse_check_scores_the_films_in_reverse_order(adapted_pipeline):
-    handlers = DemoHandlers(adapted_pipeline)
-    session = {**new_session(), "history": [5, 6, 7]}
-    summary, _, table, chart, prompt, reading, shown, _ = handlers.recommend(session, None, None, False, True)
+    handlers = DemoHandlers.of(adapted_pipeline)
+    session = Visit([5, 6, 7])
+    summary, _, table, chart, prompt, reading, shown, _ = handlers.results.recommend(session, None, None, False, True)
     result = shown.recommendation
-    reverse = adapted_pipeline.prompt_for(result.history, result.candidates[::-1])
-    flipped = read_next_tokens(adapted_pipeline.model, adapted_pipeline.tokenizer, [reverse],
-                               adapted_pipeline.letter_ids)[0].probabilities.flip(0)
+    reverse = adapted_pipeline.llm.prompt_for(result.history, result.candidates[::-1])
+    flipped = read_next_tokens(adapted_pipeline.llm.model, adapted_pipeline.llm.tokenizer, [reverse],
+                               adapted_pipeline.llm.letter_ids)[0].probabilities.flip(0)
     assert torch.allclose(torch.tensor([c.reversed_probability for c in result.candidates]), flipped, atol=1e-6)
     assert REVERSED_COLUMN in table.columns and "Films or letters?" in reading
 
 
 def test_base_model_beside_the_adapter_in_one_more_pass(adapted_pipeline, tiny_tokenizer):
-    handlers = DemoHandlers(adapted_pipeline)
-    session = {**new_session(), "history": [5, 6, 7]}
-    summary, _, table, chart, prompt, reading, shown, _ = handlers.recommend(session, None, None, True)
+    handlers = DemoHandlers.of(adapted_pipeline)
+    session = Visit([5, 6, 7])
+    summary, _, table, chart, prompt, reading, shown, _ = handlers.results.recommend(session, None, None, True)
     result = shown.recommendation
     base = read_next_tokens(make_llama(tiny_tokenizer, seed=2), tiny_tokenizer, [result.prompt],
-                            adapted_pipeline.letter_ids)[0].probabilities
+                            adapted_pipeline.llm.letter_ids)[0].probabilities
     got = torch.tensor([c.base_probability for c in result.candidates])
     assert torch.allclose(got, base, atol=1e-5)  # exactly the base model, not an approximation
     with_adapter = torch.tensor([c.llm_probability for c in result.candidates])
@@ -122,7 +133,7 @@ def test_base_model_beside_the_adapter_in_one_more_pass(adapted_pipeline, tiny_t
 
 def test_compare_is_refused_quietly_without_an_adapter(tiny_pipeline):
     result = tiny_pipeline.recommend([1, 2], compare_base=True)
-    assert not tiny_pipeline.can_compare_base and all(c.base_probability is None for c in result.candidates)
+    assert not tiny_pipeline.llm.can_compare_base and all(c.base_probability is None for c in result.candidates)
 
 
 def test_verbalizer_reading_is_the_letters_share_of_the_next_token(tiny_pipeline, tiny_llama, tiny_tokenizer):
@@ -130,16 +141,16 @@ def test_verbalizer_reading_is_the_letters_share_of_the_next_token(tiny_pipeline
     batch = tiny_tokenizer([result.prompt.text], return_tensors="pt")
     with torch.no_grad():
         full = torch.softmax(tiny_llama(**batch).logits[0, -1].float(), dim=-1)
-    assert result.letter_mass == pytest.approx(full[tiny_pipeline.letter_ids].sum().item(), rel=1e-4)
+    assert result.letter_mass == pytest.approx(full[tiny_pipeline.llm.letter_ids].sum().item(), rel=1e-4)
     top_token, top_probability = result.top_other_tokens[0]
     others = full.clone()
-    others[tiny_pipeline.letter_ids] = 0
+    others[tiny_pipeline.llm.letter_ids] = 0
     assert top_probability == pytest.approx(others.max().item(), rel=1e-4)
     assert top_token == tiny_tokenizer.decode([int(others.argmax())])
-    logits = letter_logits(tiny_llama, tiny_tokenizer, [result.prompt.text], tiny_pipeline.letter_ids)[0]
+    logits = letter_logits(tiny_llama, tiny_tokenizer, [result.prompt.text], tiny_pipeline.llm.letter_ids)[0]
     assert torch.allclose(torch.tensor([c.llm_probability for c in result.candidates]), torch.softmax(logits, -1),
                           atol=1e-5)
-    reading = DemoHandlers(tiny_pipeline).reading_markdown(result)
+    reading = DemoHandlers.of(tiny_pipeline).results.reading_markdown(result)
     assert f"{result.letter_mass:.1%}" in reading and "one forward pass" in reading
 
 
@@ -264,22 +275,25 @@ def test_evidence_prompts_carry_each_films_rank_and_count_also_reversed(adapted_
     from dataclasses import replace
 
     from recsys.errors import CheckpointError
+    from recsys.opinions import LLMOpinions
     from recsys.pipeline import Pipeline
+    from recsys.retrieval import RetrievalStage
 
-    config = replace(adapted_pipeline.prompt_config, evidence=True)
-    pipeline = make_pipeline(adapted_pipeline.catalog, adapted_pipeline.retriever, adapted_pipeline.model,
-                             adapted_pipeline.tokenizer, prompt_config=config, fusion=adapted_pipeline.fusion,
-                             cowatch=adapted_pipeline.cowatch)
+    config = replace(adapted_pipeline.llm.prompt_config, evidence=True)
+    pipeline = make_pipeline(adapted_pipeline.catalog, adapted_pipeline.retrieval.retriever, adapted_pipeline.llm.model,
+                             adapted_pipeline.llm.tokenizer, prompt_config=config, fusion=adapted_pipeline.fusion,
+                             cowatch=adapted_pipeline.retrieval.cowatch)
     result = pipeline.recommend([1, 2, 3, 4], reverse_check=True)
     for letter, title, candidate in zip("ABCDEFGHIJKLMNOPQRST", result.prompt.candidate_titles, result.candidates):
         note = f"[rank {candidate.retriever_rank}, co-watch {candidate.cowatch_score:.1f}]"
         assert f"({letter}) {title} {note}\n" in result.prompt.text  # the title as cut to the budget
     assert any(c.cowatch_score >= 0.05 for c in result.candidates)  # some note shows co-watch evidence
-    reverse = pipeline.prompt_for(result.history, result.candidates[::-1])
+    reverse = pipeline.llm.prompt_for(result.history, result.candidates[::-1])
     assert f"(A) {result.prompt.candidate_titles[-1]} [rank {len(result.candidates)}," in reverse.text
     assert pipeline.race(result).error is None  # the race's prompt shows the same notes (else build_prompt refuses)
     with pytest.raises(CheckpointError, match="co-watch evidence"):
-        Pipeline(pipeline.catalog, pipeline.retriever, pipeline.model, pipeline.tokenizer, prompt_config=config)
+        Pipeline(RetrievalStage(pipeline.catalog, pipeline.retrieval.retriever),
+                 LLMOpinions(pipeline.llm.model, pipeline.llm.tokenizer, pipeline.catalog, config))
 
 
 def test_title_likelihood_reads_the_catalog_adapter_and_gives_the_served_one_back(tiny_catalog, tiny_lrurec,
@@ -289,7 +303,7 @@ def test_title_likelihood_reads_the_catalog_adapter_and_gives_the_served_one_bac
     from peft import LoraConfig
 
     from recsys.demo.results import TITLES_COLUMN
-    from recsys.pipeline import CATALOG_ADAPTER_NAME
+    from recsys.opinions import CATALOG_ADAPTER_NAME
     from recsys.ranker.title_likelihood import title_log_likelihoods, title_opinion, title_texts
 
     model = adapted_llama(tiny_tokenizer)
@@ -300,14 +314,14 @@ def test_title_likelihood_reads_the_catalog_adapter_and_gives_the_served_one_bac
             torch.nn.init.normal_(param, std=0.5)
     pipeline = make_pipeline(tiny_catalog, tiny_lrurec, model.eval(), tiny_tokenizer)
     before = pipeline.recommend([5, 6, 7])
-    summary, _, table, chart, prompt, reading, shown, _ = DemoHandlers(pipeline).recommend(
-        {**new_session(), "history": [5, 6, 7]}, None, None, False, False, True)
+    summary, _, table, chart, prompt, reading, shown, _ = DemoHandlers.of(pipeline).results.recommend(
+        Visit([5, 6, 7]), None, None, False, False, True)
     result = shown.recommendation
-    config = pipeline.title_config
+    config = pipeline.llm.title_config
     history = title_texts(tiny_tokenizer, tiny_catalog, [5, 6, 7], config)
     titles = title_texts(tiny_tokenizer, tiny_catalog, [c.item_id for c in result.candidates], config)
     expected = {}
-    with pipeline.folded.unfolded():  # peft's own adapter switch over the base weights
+    with pipeline.llm.folded.unfolded():  # peft's own adapter switch over the base weights
         for adapter in (CATALOG_ADAPTER_NAME, "default"):
             model.set_adapter(adapter)
             expected[adapter] = title_opinion(*title_log_likelihoods(model, tiny_tokenizer, history, titles)).exp()
@@ -325,10 +339,10 @@ def test_titles_and_typed_text_are_shown_literally_never_as_markup(tiny_pipeline
     from recsys.demo.history import MAX_TYPED
     from recsys.demo.markdown import plain
 
-    handlers = DemoHandlers(tiny_pipeline)
-    notice = handlers.add(new_session(), "[free](http://example.com) <b>x</b>").notice
+    handlers = DemoHandlers.of(tiny_pipeline)
+    notice = handlers.history.add(Visit(), "[free](http://example.com) <b>x</b>").notice
     assert r"\[free\](http\://example.com) \<b\>x\</b\>" in notice and "[free](" not in notice
     assert plain("see www.example.org") == r"see www\.example.org"  # no bare link either
     assert plain("M*A*S*H (1970)") == r"M\*A\*S\*H (1970)" and plain("a\n# b") == r"a \# b"
-    *_, notice, matches = handlers.add(new_session(), "The Matrix (1999)" + "x" * 10_000)
+    *_, notice, matches = handlers.history.add(Visit(), "The Matrix (1999)" + "x" * 10_000)
     assert len(notice) < 2 * MAX_TYPED + 200  # the rest of a huge paste is never read

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_llama, make_pipeline
 
-from recsys.pipeline import CATALOG_ADAPTER_NAME
+from recsys.opinions import CATALOG_ADAPTER_NAME
 from recsys.ranker.folded import fold_served_adapter
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -47,8 +47,8 @@ def pipelines(tiny_catalog, tiny_lrurec, tiny_tokenizer):
 
 def test_every_projection_is_folded_and_ranks_as_unfolded(pipelines):
     folded, unfolded = pipelines
-    assert folded.folded is not None and folded.folded.projections == 2 * len(PROJECTIONS)
-    assert unfolded.folded is None
+    assert folded.llm.folded is not None and folded.llm.folded.projections == 2 * len(PROJECTIONS)
+    assert unfolded.llm.folded is None
     history = [1, 2, 3, 4]
     mine = opinions(folded.recommend(history, compare_base=True, titles=True))
     peft = opinions(unfolded.recommend(history, compare_base=True, titles=True))
@@ -59,15 +59,15 @@ def test_every_projection_is_folded_and_ranks_as_unfolded(pipelines):
 
 def test_switching_to_the_base_model_and_the_catalog_adapter_leaves_the_weights_unchanged(pipelines):
     folded, _ = pipelines
-    before = parameters(folded.model)
+    before = parameters(folded.llm.model)
     first = opinions(folded.recommend([5, 6, 7], compare_base=True, titles=True))
     for history in ([8, 9], [10, 11, 12, 13]):
         folded.recommend(history, compare_base=True, titles=True)
     again = opinions(folded.recommend([5, 6, 7], compare_base=True, titles=True))
     assert all(torch.equal(a, b) for a, b in zip(first, again))
-    after = parameters(folded.model)
+    after = parameters(folded.llm.model)
     assert before.keys() == after.keys() and all(torch.equal(before[n], after[n]) for n in before)
-    assert folded.model.active_adapter == "default"
+    assert folded.llm.model.active_adapter == "default"
 
 
 def test_the_base_model_reading_is_the_model_without_any_adapter(pipelines, tiny_tokenizer):
@@ -76,7 +76,7 @@ def test_the_base_model_reading_is_the_model_without_any_adapter(pipelines, tiny
     plain = make_llama(tiny_tokenizer)
     with torch.no_grad():
         ids = tiny_tokenizer(result.prompt.text, return_tensors="pt").input_ids
-        expected = torch.softmax(plain(input_ids=ids).logits[0, -1, folded.letter_ids], dim=-1)
+        expected = torch.softmax(plain(input_ids=ids).logits[0, -1, folded.llm.letter_ids], dim=-1)
     assert torch.allclose(torch.tensor([c.base_probability for c in result.candidates]), expected, atol=1e-5)
 
 
@@ -112,7 +112,7 @@ def test_a_model_is_folded_once_however_many_pipelines_serve_it(tiny_catalog, ti
     model = with_adapters(tiny_tokenizer)
     first = make_pipeline(tiny_catalog, tiny_lrurec, model, tiny_tokenizer, adapter="tiny", shared_results=0)
     second = make_pipeline(tiny_catalog, tiny_lrurec, model, tiny_tokenizer, adapter="tiny", shared_results=0)
-    assert second.folded is first.folded
+    assert second.llm.folded is first.llm.folded
     a, b = first.recommend([1, 2, 3]), second.recommend([1, 2, 3])
     assert torch.equal(torch.tensor([c.llm_probability for c in a.candidates]),
                        torch.tensor([c.llm_probability for c in b.candidates]))

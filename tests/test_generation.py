@@ -2,8 +2,8 @@
 
 import torch
 
-from recsys.ranker.generation import (GENERATION_INSTRUCTION, answer_length, generate_ranking, named_candidates,
-                                      parse_ranking)
+from recsys.ranker.generation import (GENERATION_INSTRUCTION, answer_length, generate_ranking, generation_prompt,
+                                      named_candidates, parse_ranking)
 from recsys.ranker.prompt import PromptConfig, build_prompt
 from conftest import TINY_TITLES, make_llama
 
@@ -50,7 +50,8 @@ def test_parse_title_that_looks_like_a_list_marker():
 
 def test_generation_ranking_is_a_permutation(model, tokenizer):
     candidates = TINY_TITLES[-20:]
-    result = generate_ranking(model, tokenizer, TINY_TITLES[:4], candidates, PromptConfig(max_title_tokens=6))
+    prompt = generation_prompt(tokenizer, TINY_TITLES[:4], candidates, PromptConfig(max_title_tokens=6))
+    result = generate_ranking(model, tokenizer, prompt)
     assert sorted(result.ranking) == list(range(len(candidates)))
     assert 0 < result.num_generated_tokens
     assert result.prefill_seconds > 0 and result.decode_seconds > 0
@@ -62,16 +63,17 @@ def test_generation_stops_at_the_length_of_all_titles(model, tokenizer):
     candidates = TINY_TITLES[-6:]
     prompt = build_prompt(tokenizer, TINY_TITLES[:3], candidates, config, instruction=GENERATION_INSTRUCTION)
     budget = answer_length(tokenizer, prompt.candidate_titles)
-    result = generate_ranking(model, tokenizer, TINY_TITLES[:3], candidates, config)
+    assert generation_prompt(tokenizer, TINY_TITLES[:3], candidates, config) == prompt
+    result = generate_ranking(model, tokenizer, prompt)
     assert result.num_generated_tokens <= budget
-    short = generate_ranking(model, tokenizer, TINY_TITLES[:3], candidates, config, max_new_tokens=3)
+    short = generate_ranking(model, tokenizer, prompt, max_new_tokens=3)
     assert short.num_generated_tokens <= 3
 
 
 def test_greedy_loop_matches_transformers_generate(model, tokenizer):
     config = PromptConfig(max_title_tokens=6)
-    result = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=12)
     prompt = build_prompt(tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, instruction=GENERATION_INSTRUCTION)
+    result = generate_ranking(model, tokenizer, prompt, max_new_tokens=12)
     input_ids = tokenizer(prompt.text, return_tensors="pt").input_ids
     with torch.no_grad():
         reference = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
@@ -86,7 +88,7 @@ def test_generation_stops_at_eos(tokenizer):
     with torch.no_grad():  # make EOS the most likely token everywhere
         model.lm_head.bias = torch.nn.Parameter(torch.zeros(len(tokenizer)))
         model.lm_head.bias[tokenizer.eos_token_id] = 1e4
-    result = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:])
+    result = generate_ranking(model, tokenizer, generation_prompt(tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:]))
     assert result.num_generated_tokens == 0 and result.text == ""
     assert result.ranking == [0, 1, 2, 3, 4]
 
@@ -94,9 +96,9 @@ def test_generation_stops_at_eos(tokenizer):
 def test_on_token_receives_each_generated_token_as_chosen(model, tokenizer):
     config = PromptConfig(max_title_tokens=6)
     received = []
-    streamed = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=12,
-                                on_token=received.append)
-    plain = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=12)
+    prompt = generation_prompt(tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config)
+    streamed = generate_ranking(model, tokenizer, prompt, max_new_tokens=12, on_token=received.append)
+    plain = generate_ranking(model, tokenizer, prompt, max_new_tokens=12)
     assert len(received) == streamed.num_generated_tokens == plain.num_generated_tokens > 0
     assert tokenizer.decode(received, skip_special_tokens=True) == streamed.text == plain.text
 

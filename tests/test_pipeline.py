@@ -13,7 +13,8 @@ from recsys.data.preprocess import SequenceDataset
 from recsys.data.test_users import (COMMAND, LICENSE_FILE, TEST_USERS_FILE, check_catalog, license_notice,
                                     load_test_users, write_test_users)
 from recsys.demo.pages import facts
-from recsys.pipeline import HistoryError, Pipeline, PipelineConfig
+from recsys.pipeline import Pipeline, PipelineConfig
+from recsys.retrieval import HistoryError, RetrievalStage
 from recsys.ranker.artefacts import default_adapter
 from recsys.ranker.base_model import converted_dir
 from recsys.ranker.model import cpu_dtype
@@ -29,7 +30,7 @@ from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, save_
 def test_recommend_ranks_the_retrievers_top_20(tiny_pipeline):
     history = [1, 2, 3, 4, 5, 6]
     result = tiny_pipeline.recommend(history)
-    ids, _ = tiny_pipeline.retriever.retrieve([history], NUM_CANDIDATES)
+    ids, _ = tiny_pipeline.retrieval.retriever.retrieve([history], NUM_CANDIDATES)
     assert [c.item_id for c in result.candidates] == ids[0].tolist()
     assert [c.letter for c in result.candidates] == list(LETTERS)
     assert [c.retriever_rank for c in result.candidates] == list(range(1, 21))
@@ -47,10 +48,10 @@ def test_recommend_ranks_the_retrievers_top_20(tiny_pipeline):
 def test_probabilities_equal_a_full_forward_pass(tiny_pipeline):
     """The pipeline's verbalizer (last position only) against the full-vocabulary logits of a plain forward pass."""
     result = tiny_pipeline.recommend([7, 8, 9])
-    ids = tiny_pipeline.tokenizer(result.prompt.text, return_tensors="pt").input_ids
+    ids = tiny_pipeline.llm.tokenizer(result.prompt.text, return_tensors="pt").input_ids
     with torch.no_grad():
-        logits = tiny_pipeline.model(input_ids=ids).logits[0, -1]
-    expected = torch.softmax(logits[tiny_pipeline.letter_ids], dim=-1)
+        logits = tiny_pipeline.llm.model(input_ids=ids).logits[0, -1]
+    expected = torch.softmax(logits[tiny_pipeline.llm.letter_ids], dim=-1)
     got = torch.tensor([c.llm_probability for c in result.candidates])
     assert torch.allclose(got, expected, atol=1e-5)
 
@@ -74,15 +75,15 @@ def test_bad_histories_raise_a_message(tiny_pipeline, history, message):
 
 
 def test_duplicates_collapse_to_the_latest_viewing(tiny_pipeline):
-    history, notices = tiny_pipeline.check_history([3, 1, 2, 3, 1])
+    history, notices = tiny_pipeline.retrieval.check_history([3, 1, 2, 3, 1])
     assert history == [2, 3, 1]
     assert len(notices) == 1 and "collapsed" in notices[0] and tiny_pipeline.catalog.title(3) in notices[0]
 
 
 def test_history_longer_than_the_window_gets_a_notice(tiny_pipeline):
-    history = list(range(1, tiny_pipeline.window + 6))
+    history = list(range(1, tiny_pipeline.retrieval.window + 6))
     result = tiny_pipeline.recommend(history)
-    assert any(f"only the latest {tiny_pipeline.window}" in n for n in result.notices)
+    assert any(f"only the latest {tiny_pipeline.retrieval.window}" in n for n in result.notices)
     assert not {c.item_id for c in result.candidates} & set(history)  # dropped items are still never recommended
 
 
@@ -102,7 +103,7 @@ def test_ranker_failure_keeps_the_retrieval_results(tiny_catalog, tiny_lrurec, t
         def __call__(self, **kwargs):
             raise RuntimeError("CUDA out of memory")
 
-    pipeline.model = BrokenModel()
+    pipeline.llm.model = BrokenModel()
     result = pipeline.recommend([1, 2, 3])
     assert result.ranking is None and result.ranking_ms is None
     assert result.ranker_error == "RuntimeError: CUDA out of memory"
@@ -122,20 +123,20 @@ def test_prompt_over_budget_is_a_ranker_error(tiny_catalog, tiny_lrurec, tiny_ll
 def test_race_runs_generation_on_the_same_history_and_candidates(tiny_pipeline, monkeypatch):
     seen = {}
 
-    def fake_generate(model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, on_token=None,
-                      notes=None, prefix=None, run=None):
-        seen.update(history=history_titles, candidates=candidate_titles, config=prompt_config, notes=notes,
-                    prefix=prefix, run=run)
-        order = list(range(len(candidate_titles)))[::-1]
-        return GenerationResult(order, "\n".join(candidate_titles[i] for i in order), 77, 2.0, 0.5, 1.5)
+    def fake_generate(model, tokenizer, prompt, max_new_tokens, on_token=None, prefix=None, run=None):
+        seen.update(prompt=prompt, max_new_tokens=max_new_tokens, prefix=prefix, run=run)
+        order = list(range(len(prompt.candidate_titles)))[::-1]
+        return GenerationResult(order, "\n".join(prompt.candidate_titles[i] for i in order), 77, 2.0, 0.5, 1.5)
 
-    monkeypatch.setattr("recsys.pipeline.generate_ranking", fake_generate)
+    monkeypatch.setattr("recsys.opinions.generate_ranking", fake_generate)
     result = tiny_pipeline.recommend([4, 5, 6])
     race = tiny_pipeline.race(result)
-    assert seen["history"] == tiny_pipeline.catalog.titles([4, 5, 6])
-    assert seen["candidates"] == [c.title for c in result.candidates]
-    assert seen["config"] == tiny_pipeline.prompt_config and seen["notes"] is None  # no evidence in this prompt
-    assert seen["prefix"] is tiny_pipeline.prefix_cache(GENERATION_INSTRUCTION)  # its own instruction's, built once
+    # the verbalizer's prompt but for the instruction: one prompt from ids
+    assert seen["prompt"].text == result.prompt.text.replace(tiny_pipeline.llm.prompt_config.instruction,
+                                                             GENERATION_INSTRUCTION)
+    assert seen["prompt"].candidate_titles == result.prompt.candidate_titles
+    assert seen["max_new_tokens"] is None  # the baseline's own budget: the shown titles' tokens
+    assert seen["prefix"] is tiny_pipeline.llm.prefix_cache(GENERATION_INSTRUCTION)  # its own instruction's, built once
     assert seen["run"] is tiny_pipeline.runner  # one token at a time: Recommends run between them
     assert race.generated_ranking == list(range(20))[::-1] and race.num_generated_tokens == 77
     assert race.generation_ms == 2000.0 and race.ratio == pytest.approx(2000.0 / result.ranking_ms)
@@ -146,7 +147,7 @@ def test_failed_baseline_is_reported(tiny_pipeline, monkeypatch):
     def failing(*args, **kwargs):
         raise ValueError("cannot parse")
 
-    monkeypatch.setattr("recsys.pipeline.generate_ranking", failing)
+    monkeypatch.setattr("recsys.opinions.generate_ranking", failing)
     race = tiny_pipeline.race(tiny_pipeline.recommend([1, 2]))
     assert race.error == "ValueError: cannot parse" and race.ratio is None and race.generated_ranking == []
 
@@ -158,11 +159,11 @@ def test_race_with_the_real_baseline_on_the_tiny_model(tiny_catalog, tiny_lrurec
     assert 0 < race.num_generated_tokens <= 12 and race.generation_ms > 0
 
 
-def test_catalog_and_retriever_must_match(tiny_catalog, tiny_llama, tiny_tokenizer):
+def test_catalog_and_retriever_must_match(tiny_catalog):
     from conftest import make_lrurec
 
     with pytest.raises(CheckpointError, match=TRAIN_COMMAND):
-        Pipeline(tiny_catalog, make_lrurec(num_items=10), tiny_llama, tiny_tokenizer)
+        RetrievalStage(tiny_catalog, make_lrurec(num_items=10))
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +183,8 @@ def test_load_from_folders(saved_models):
     retriever, base = saved_models
     pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=None),
                                             cpu_precision="fp32"))
-    assert pipeline.model.dtype == torch.float32 and facts(pipeline)["quantization"].startswith("fp32 base")
-    assert pipeline.adapter is None and "base model ranks alone" in facts(pipeline)["adapter"]
+    assert pipeline.llm.model.dtype == torch.float32 and facts(pipeline)["quantization"].startswith("fp32 base")
+    assert pipeline.llm.adapter is None and "base model ranks alone" in facts(pipeline)["adapter"]
     assert facts(pipeline)["device"] == "CPU" and "2 test users" in facts(pipeline)["test_users"]
     assert pipeline.test_users[2].history == (5, 6, 7, 8) and pipeline.test_users[2].target == 9
     assert len(pipeline.recommend([1, 2]).candidates) == 20
@@ -204,22 +205,23 @@ def test_load_with_an_adapter_reads_its_settings_and_scores_with_it(saved_models
     CoWatchCounts.from_sequences([[1, 2, 3, 4, 5], [3, 4, 6]], 48, CoWatchConfig(window=2, span=3)).save(adapter)
     pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=str(adapter)),
                                             cpu_precision="fp32"))
-    assert pipeline.fusion == FusionWeights(**fusion) and pipeline.prompt_config.max_history == 5
-    assert pipeline.cowatch.config == CoWatchConfig(window=2, span=3)
+    assert pipeline.fusion == FusionWeights(**fusion) and pipeline.llm.prompt_config.max_history == 5
+    assert pipeline.retrieval.cowatch.config == CoWatchConfig(window=2, span=3)
     assert "0.5 × log p(retriever) + 2 × co-watch + 1 × log p(LLM)" in facts(pipeline)["final_ranking"]
-    assert type(pipeline.model).__name__ == "PeftModelForCausalLM" and pipeline.folded.projections == 4  # on CPU
+    assert type(pipeline.llm.model).__name__ == "PeftModelForCausalLM"
+    assert pipeline.llm.folded.projections == 4  # on CPU
     result = pipeline.recommend([1, 2, 3])
     assert any(c.cowatch_score > 0 for c in result.candidates)
     with torch.no_grad():  # the adapter's logits
-        ids = pipeline.tokenizer(result.prompt.text, return_tensors="pt").input_ids
-        expected = torch.softmax(lora(input_ids=ids).logits[0, -1, pipeline.letter_ids], dim=-1)
+        ids = pipeline.llm.tokenizer(result.prompt.text, return_tensors="pt").input_ids
+        expected = torch.softmax(lora(input_ids=ids).logits[0, -1, pipeline.llm.letter_ids], dim=-1)
     assert torch.allclose(torch.tensor([c.llm_probability for c in result.candidates]), expected, atol=1e-4)
 
 
 def test_bf16_on_cpu(saved_models, monkeypatch):
     retriever, base = saved_models
     pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base)), cpu_precision="bf16"))
-    assert pipeline.model.dtype == torch.bfloat16 and facts(pipeline)["quantization"].startswith("bf16")
+    assert pipeline.llm.model.dtype == torch.bfloat16 and facts(pipeline)["quantization"].startswith("bf16")
     result = pipeline.recommend([1, 2, 3])
     assert sum(c.llm_probability for c in result.candidates) == pytest.approx(1.0, abs=1e-4)
     monkeypatch.setattr("recsys.ranker.model.native_cpu_bf16", lambda: False)
@@ -326,8 +328,8 @@ def test_a_zero_shot_ranker_folder_serves_the_base_model_at_its_validated_weight
     (folder / "ranker_config.json").write_text(json.dumps({"fusion": fusion, "prompt": {"max_history": 6}}))
     pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=str(folder)),
                                             cpu_precision="fp32"))
-    assert pipeline.fusion == FusionWeights(**fusion) and pipeline.prompt_config.max_history == 6
-    assert pipeline.adapter is None and not pipeline.can_compare_base
+    assert pipeline.fusion == FusionWeights(**fusion) and pipeline.llm.prompt_config.max_history == 6
+    assert pipeline.llm.adapter is None and not pipeline.llm.can_compare_base
     assert "zero-shot" in facts(pipeline)["adapter"]
     assert facts(pipeline)["title_likelihood"].startswith("the ranker's model")
     assert pipeline.recommend([1, 2, 3]).ranking is not None
@@ -346,6 +348,7 @@ def test_without_its_weights_a_ranker_folder_still_serves_its_prior(tiny_catalog
     pipeline = Pipeline.load(PipelineConfig(ranker=RankerLoadConfig(adapter=DEFAULT_ADAPTER), adapter_weights=False,
                                             catalog_adapter=None), start_on_device=False)
     saved = RankerArtefacts.load(DEFAULT_ADAPTER)
-    assert pipeline.adapter is None and not hasattr(pipeline.model, "peft_config")
-    assert pipeline.fusion == saved.fusion and pipeline.pool == saved.pool and pipeline.cowatch is not None
+    assert pipeline.llm.adapter is None and not hasattr(pipeline.llm.model, "peft_config")
+    assert pipeline.fusion == saved.fusion and pipeline.retrieval.pool == saved.pool
+    assert pipeline.retrieval.cowatch is not None
     assert "beside the prior of" in facts(pipeline)["adapter"]

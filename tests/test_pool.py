@@ -77,7 +77,7 @@ def test_split_rows_keep_the_pools_best_and_add_the_targets_it_brings_in(tiny_ca
 
 def test_evaluation_rows_hold_the_candidates_the_app_serves(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
     """On a tiny data set with co-watch counts that reorder LRURec's top-30, `split_rows` with the pool gives every
-    row exactly the candidates `Pipeline.retrieve` serves for that history, in the same order."""
+    row exactly the candidates `RetrievalStage.retrieve` serves for that history, in the same order."""
     sequences = {u: [(u * 7 + k * 5) % len(tiny_catalog) + 1 for k in range(8)] for u in range(1, 13)}
     dataset = SequenceDataset("tiny", sequences, tiny_catalog)
     counts = CoWatchCounts.from_sequences([dataset.train(u) for u in sorted(sequences)], len(tiny_catalog),
@@ -90,14 +90,14 @@ def test_evaluation_rows_hold_the_candidates_the_app_serves(tiny_catalog, tiny_l
     assert len(every) > 0
     moved = 0
     for history, ids in zip(every.histories, every.candidate_ids.tolist()):
-        served = [c.item_id for c in pipeline.retrieve(pipeline.check_history(history)[0])[0]]
+        served = [c.item_id for c in pipeline.retrieval.retrieve(pipeline.retrieval.check_history(history)[0])[0]]
         assert served == ids
         moved += ids != tiny_lrurec.retrieve([history], NUM_CANDIDATES)[0][0].tolist()
     assert moved > 0  # the pool changed someone's candidates, so the comparison has teeth
 
 
 def test_the_app_keeps_what_evaluation_keeps(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer):
-    """Pipeline.retrieve with a pool keeps the prior's best 20 of LRURec's top-P, in LRURec's order, each with
+    """RetrievalStage.retrieve with a pool keeps the prior's best 20 of LRURec's top-P, in LRURec's order, each with
     LRURec's rank: the same choice `keep_best` makes for evaluation."""
     history = [1, 2, 3]
     plain = make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer)
@@ -105,8 +105,8 @@ def test_the_app_keeps_what_evaluation_keeps(tiny_catalog, tiny_lrurec, tiny_lla
     counts = CoWatchCounts.from_sequences([[3, top[27]]] * 5, len(tiny_catalog), CoWatchConfig(1, 1))  # backs #28
     pooled = make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, cowatch=counts, pool=30,
                            fusion=FusionWeights(0.4, 1.8, 0.0))
-    served, _ = pooled.retrieve(history)
-    assert [c.item_id for c in plain.retrieve(history)[0]] == top[:NUM_CANDIDATES]
+    served, _ = pooled.retrieval.retrieve(history)
+    assert [c.item_id for c in plain.retrieval.retrieve(history)[0]] == top[:NUM_CANDIDATES]
     assert top[27] in [c.item_id for c in served] and len(served) == NUM_CANDIDATES
     assert [c.retriever_rank for c in served] == sorted(c.retriever_rank for c in served)
     assert all(top[c.retriever_rank - 1] == c.item_id for c in served)

@@ -33,7 +33,7 @@ def served():
 def test_app_and_evaluation_rank_40_test_users_alike(served):
     """The app's Recommend and `recsys.ranker.evaluate` (batch 1 and batch 8) give the same final order."""
     saved = RankerArtefacts.load(default_adapter())
-    assert served.fusion == saved.fusion and served.prompt_config == saved.prompt
+    assert served.fusion == saved.fusion and served.llm.prompt_config == saved.prompt
     users = load_test_users(DEFAULT_CHECKPOINT)
     picked = users.ids()[:USERS]
     results = [served.recommend(list(users[u].history)) for u in picked]
@@ -46,7 +46,7 @@ def test_app_and_evaluation_rank_40_test_users_alike(served):
     catalog: Catalog = served.catalog
     llm = torch.stack([torch.log(torch.tensor([c.llm_probability for c in r.candidates])) for r in results])
     for batch_size in (1, 8):
-        scored = score_llm(served.model, served.tokenizer, catalog, rows, served.prompt_config, batch_size,
+        scored = score_llm(served.llm.model, served.llm.tokenizer, catalog, rows, served.llm.prompt_config, batch_size,
                            progress=False)
         # batch 1 is exactly the app's computation; a left-padded batch of 8 runs other matmul shapes in bf16 and
         # moves log-probabilities by a few hundredths (that is why every evaluation scores one prompt a pass)
@@ -68,8 +68,8 @@ def test_the_cached_instruction_prefix_moves_only_near_ties(served):
     for user in users.ids()[:USERS]:
         result = served.recommend(list(users[user].history))
         cached = torch.tensor([c.llm_probability for c in result.candidates]).log()
-        full = read_next_tokens(served.model, served.tokenizer, [result.prompt],
-                                served.letter_ids)[0].probabilities.log()
+        full = read_next_tokens(served.llm.model, served.llm.tokenizer, [result.prompt],
+                                served.llm.letter_ids)[0].probabilities.log()
         gaps.append(float((cached - full).abs().max()))
         same += int(cached.argmax()) == int(full.argmax())
         assert full.max() - full[cached.argmax()] <= 0.05, f"user {user}: a first choice moved beyond a near tie"
@@ -85,10 +85,10 @@ def test_evaluation_keeps_the_candidates_the_app_serves(served):
     from recsys.retriever.candidates import load_candidates
 
     saved = RankerArtefacts.load(default_adapter())
-    assert served.pool == 50
+    assert served.retrieval.pool == 50
     dataset = load_dataset("ml-latest-small")
     rows = served_rows(dataset, "test", load_candidates(DEFAULT_CHECKPOINT)["test"], saved, saved.counts)
     assert (~rows.subset()).sum() > 0  # users whose target only the pool brought in
     for history, ids in list(zip(rows.histories, rows.candidate_ids.tolist()))[:USERS]:
-        candidates, _ = served.retrieve(served.check_history(history)[0])
+        candidates, _ = served.retrieval.retrieve(served.retrieval.check_history(history)[0])
         assert [c.item_id for c in candidates] == ids

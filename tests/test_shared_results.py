@@ -70,12 +70,12 @@ def test_a_failed_ranking_is_computed_again(tiny_catalog, tiny_lrurec, tiny_llam
 def test_presets_warmed_at_start_answer_their_first_click_without_the_model(tiny_catalog, tiny_lrurec, tiny_llama,
                                                                              tiny_tokenizer):
     from recsys.demo.handlers import DemoHandlers
-    from recsys.demo.history import new_session
+    from recsys.demo.visit import Visit
 
-    handlers = DemoHandlers(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer))
-    assert handlers.presets  # the tiny catalog holds the presets' titles
-    handlers.warm_presets()
-    name, ids = next(iter(handlers.presets.items()))
-    session = handlers.load_preset(new_session(), name).session
-    results = handlers.recommend(session)
+    handlers = DemoHandlers.of(make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer))
+    assert handlers.history.presets  # the tiny catalog holds the presets' titles
+    handlers.history.warm_presets()
+    name, ids = next(iter(handlers.history.presets.items()))
+    session = handlers.history.load_preset(Visit(), name).visit
+    results = handlers.results.recommend(session)
     assert results.last.recommendation.shared and "**shared**" in results.summary

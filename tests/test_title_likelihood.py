@@ -63,12 +63,12 @@ def test_titles_enter_the_one_fusion_rule():
 
 def test_evaluation_scores_titles_as_the_pipeline_does(tiny_pipeline, tiny_catalog):
     history = [1, 2, 3, 4, 5, 6]
-    candidates, _ = tiny_pipeline.retrieve(history)
+    candidates, _ = tiny_pipeline.retrieval.retrieve(history)
     app = tiny_pipeline.recommend(history, titles=True)
     rows = RankingRows([history], torch.tensor([[c.item_id for c in candidates]]), torch.zeros(1, len(candidates)),
                        torch.zeros(1, len(candidates)), torch.tensor([0]), 1)
-    sums, lengths = score_titles(tiny_pipeline.model, tiny_pipeline.tokenizer, tiny_catalog, rows,
-                                 tiny_pipeline.title_config, progress=False)
+    sums, lengths = score_titles(tiny_pipeline.llm.model, tiny_pipeline.llm.tokenizer, tiny_catalog, rows,
+                                 tiny_pipeline.llm.title_config, progress=False)
     expected = title_opinion(sums, lengths).exp()[0]
     assert torch.allclose(torch.tensor([c.title_probability for c in app.candidates]), expected, atol=1e-5)
     assert app.titles_ms is not None and "titles" in app.opinions

@@ -11,7 +11,7 @@ import torch
 from conftest import TINY_TITLES
 
 from recsys.ranker.prompt import PromptConfig, build_prompt
-from recsys.ranker.generation import GENERATION_INSTRUCTION, generate_ranking
+from recsys.ranker.generation import GENERATION_INSTRUCTION, generate_ranking, generation_prompt
 from recsys.ranker.verbalizer import (build_prefix_cache, letter_logits, letter_token_ids,
                                       read_next_tokens, shared_prefix_ids, tokenize_prompts)
 
@@ -72,14 +72,15 @@ def test_generation_after_its_cached_prefix_writes_the_same_text(model, tokenize
     """The race's baseline continues from its own instruction's prefix and decodes exactly what the full prompt
     gives."""
     config = PromptConfig(max_title_tokens=6)
-    plain = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=12)
+    plain = generate_ranking(model, tokenizer, generation_prompt(tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config),
+                             max_new_tokens=12)
     prefix = build_prefix_cache(model, tokenizer, GENERATION_INSTRUCTION)
-    cached = generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=12,
-                              prefix=prefix)
+    cached = generate_ranking(model, tokenizer, generation_prompt(tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config),
+                              max_new_tokens=12, prefix=prefix)
     assert cached.text == plain.text and cached.num_generated_tokens == plain.num_generated_tokens == 12
     with pytest.raises(ValueError, match="cached prefix"):  # the verbalizer's prefix is not the generation prompt's
-        generate_ranking(model, tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config, max_new_tokens=2,
-                         prefix=build_prefix_cache(model, tokenizer))
+        generate_ranking(model, tokenizer, generation_prompt(tokenizer, TINY_TITLES[:3], TINY_TITLES[-5:], config),
+                         max_new_tokens=2, prefix=build_prefix_cache(model, tokenizer))
 
 
 def test_shared_prefix_is_a_prefix_of_real_prompts(tokenizer):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -14,9 +15,11 @@ import pandas as pd
 from recsys.data.catalog import Item
 from recsys.demo.markdown import plain
 from recsys.demo.search import TitleSearch
+from recsys.demo.visit import Visit
 from recsys.demo.words import words_for
 from recsys.plots import short_label
-from recsys.pipeline import MAX_INPUT_ITEMS, Pipeline
+from recsys.pipeline import Pipeline
+from recsys.retrieval import MAX_INPUT_ITEMS
 
 MAX_LINKED = 500  # movies a shared link or a saved history may carry (a link stays well under browsers' URL limits)
 MAX_OFFERED = 10  # matches shown to pick from, while typing and after an Add that was not exactly one title
@@ -43,11 +46,6 @@ PRESETS = {  # classroom histories named by taste, oldest viewing first
                      "Crouching Tiger, Hidden Dragon (2000)", "Amelie (2001)", "Spirited Away (2001)",
                      "Pan's Labyrinth (2006)"],
 }
-
-
-def new_session() -> dict:
-    """A user's per-session state: history (item ids, oldest first), held-out item and test user (or None)."""
-    return {"history": [], "target": None, "user": None}
 
 
 def shown_query(text: str) -> str:
@@ -78,7 +76,7 @@ def page_address(request: gr.Request | None) -> str:
 class HistoryView(NamedTuple):
     """The outputs of a history event."""
 
-    session: dict  # the new session state
+    visit: Visit  # the visitor's new state
     history: pd.DataFrame  # the history table
     removable: Any  # the "Movie to remove" dropdown's update
     notice: str  # what happened, in Markdown
@@ -89,7 +87,7 @@ class HistoryView(NamedTuple):
 class AddView(NamedTuple):
     """The outputs of an add event: the history's, and the search box (emptied once the movie was added)."""
 
-    session: dict
+    visit: Visit
     history: pd.DataFrame
     removable: Any
     notice: str
@@ -111,17 +109,17 @@ class HistoryHandlers:
 
     # --- links and the browser's copy ------------------------------------------------------------------------------
 
-    def source_ids(self, session: dict) -> list[int | str]:
-        """The session's history as source ids, MovieLens movieIds or ASINs (what a link and the browser's copy carry:
+    def source_ids(self, visit: Visit) -> list[int | str]:
+        """The visit's history as source ids, MovieLens movieIds or ASINs (what a link and the browser's copy carry:
         stable across catalog rebuilds, unlike the models' dense item ids)."""
-        return [self.catalog[i].source_id for i in session["history"]]
+        return [self.catalog[i].source_id for i in visit.history]
 
-    def share(self, session: dict, request: gr.Request | None = None) -> str:
-        """A link to this page that opens with the session's history (`?history=` MovieLens movieIds, oldest
+    def share(self, visit: Visit, request: gr.Request | None = None) -> str:
+        """A link to this page that opens with the visit's history (`?history=` MovieLens movieIds, oldest
         first; `page_address`); a notice when the history is empty."""
-        if not session["history"]:
+        if not visit.history:
             return f"⚠️ The history is empty: add {words_for(self.catalog.dataset).items} first, then share."
-        return f"{page_address(request)}?history={','.join(str(i) for i in self.source_ids(session)[-MAX_LINKED:])}"
+        return f"{page_address(request)}?history={','.join(str(i) for i in self.source_ids(visit)[-MAX_LINKED:])}"
 
     def restore(self, saved, request: gr.Request | None = None) -> HistoryView:
         """The page's first history: the link's `?history=` when it has one, else the one this browser kept from
@@ -132,8 +130,8 @@ class HistoryHandlers:
         elif saved:
             ids, notice = self.from_source_ids(saved if isinstance(saved, list) else [], "this browser's last visit")
         else:
-            return self.history_view(new_session())
-        return self.history_view({**new_session(), "history": ids}, notice)
+            return self.history_view(Visit())
+        return self.history_view(Visit(ids), notice)
 
     def item_of_source_id(self, value) -> int | None:
         """The dense item id of a source id as a link or a client writes it (an ASIN, a MovieLens id as a number or
@@ -199,29 +197,28 @@ class HistoryHandlers:
         text = (text or "")[:MAX_TYPED]
         return self.matches_update(self.search.search(text).ranked, text)
 
-    def history_view(self, session: dict, notice: str = "", offered: Sequence[Item] = (),
+    def history_view(self, visit: Visit, notice: str = "", offered: Sequence[Item] = (),
                      query: str = "") -> HistoryView:
-        """The outputs after a history event (`HistoryView`: session, table, remove list, notice, matches, the
+        """The outputs after a history event (`HistoryView`: visit, table, remove list, notice, matches, the
         browser's copy).
 
         `offered` are the matches of the typed `query` to pick from (the matches list is hidden when there are none).
         """
-        history = session["history"]
+        history = visit.history
         table = pd.DataFrame({"#": range(1, len(history) + 1), "Title": self.catalog.titles(history),
                               "Genres": [", ".join(self.catalog[i].genres) for i in history]})
         notes = [notice] if notice else []
-        if len(history) > self.pipeline.window:
-            notes.append(f"LRURec reads only the latest {self.pipeline.window} of these {len(history)} "
+        if len(history) > self.pipeline.retrieval.window:
+            notes.append(f"LRURec reads only the latest {self.pipeline.retrieval.window} of these {len(history)} "
                          f"{words_for(self.catalog.dataset).items} "
                          "(the oldest are dropped from its input).")
-        if session["user"] is not None:
-            notes.append(f"Test user {session['user']}: the held-out next {words_for(self.catalog.dataset).item} is "
-                         "hidden until you click "
-                         "Recommend, then marked ★ in every result.")
+        if visit.user is not None:
+            notes.append(f"Test user {visit.user}: the held-out next {words_for(self.catalog.dataset).item} is "
+                         "hidden until you click Recommend, then marked ★ in every result.")
         remove = gr.update(choices=[(f"{n}. {self.catalog[i].title}", self.catalog[i].source_id)
                                     for n, i in enumerate(history, start=1)], value=None)
-        return HistoryView(session, table, remove, "\n\n".join(notes), self.matches_update(list(offered), query),
-                           self.source_ids(session))
+        return HistoryView(visit, table, remove, "\n\n".join(notes), self.matches_update(list(offered), query),
+                           self.source_ids(visit))
 
     def item_named(self, value) -> tuple[Item | None, str]:
         """(the catalog item `value` names, "") or (None, why not): `value` is a source id (a MovieLens id as a number,
@@ -254,92 +251,92 @@ class HistoryHandlers:
         close = self.search.similar(text)
         return f" Did you mean {' or '.join(f'**{plain(m.title)}**' for m in close)}?" if close else ""
 
-    def add(self, session: dict, text):
+    def add(self, visit: Visit, text):
         """Add the item typed `text` names exactly (a title, with or without its year; never an id: "300" is the film
         300). Text that names several items, or only part of a title, adds nothing: its matches are offered to pick
         from instead; a typo gets the closest titles."""
         text = "" if text is None else str(text)[:MAX_TYPED].strip()
         words = words_for(self.catalog.dataset)
         if not text:
-            return self.history_view(session, "⚠️ Type a title in the search box first.")
+            return self.history_view(visit, "⚠️ Type a title in the search box first.")
         found = self.search.search(text)
         if len(found.exact) == 1:
             item = found.exact[0]
-            return self.append(session, item.item_id,
+            return self.append(visit, item.item_id,
                                "" if text == item.title else f"Added '{plain(self.search.label(item, text))}'.")
         offered = found.ranked
         if not offered:
-            return self.history_view(session, f"⚠️ Unknown title '{plain(shown_query(text))}': it is not in the "
+            return self.history_view(visit, f"⚠️ Unknown title '{plain(shown_query(text))}': it is not in the "
                                               f"catalog.{self.did_you_mean(text)} Type part of it and pick a "
                                               f"{words.item} from the matches.", self.search.similar(text), text)
         count = f"1 {words.item} matches" if len(offered) == 1 else f"{len(offered)} {words.items} match"
-        return self.history_view(session, f"'{plain(shown_query(text))}' is not exactly one title; {count}. "
+        return self.history_view(visit, f"'{plain(shown_query(text))}' is not exactly one title; {count}. "
                                           "Click the one you mean under **Matches**: nothing was added.", offered, text)
 
-    def add_and_clear(self, session: dict, text):
+    def add_and_clear(self, visit: Visit, text):
         """`add`, plus the search box's update: emptied once the history took the item (so Enter cannot add it again
         by accident), left as typed when nothing was added."""
-        return self.with_search_box(session, self.add(session, text))
+        return self.with_search_box(visit, self.add(visit, text))
 
-    def pick(self, session: dict, item):
+    def pick(self, visit: Visit, item):
         """Add the item picked from the matches (its source id), or named by an API client (a title or source id);
         the search box is emptied once it was added."""
         found, problem = self.item_named(item)
         if found is None:
-            return AddView._make((*self.history_view(session, problem), gr.skip()))
-        return self.with_search_box(session, self.append(session, found.item_id, f"Added '{plain(found.title)}'."))
+            return AddView._make((*self.history_view(visit, problem), gr.skip()))
+        return self.with_search_box(visit, self.append(visit, found.item_id, f"Added '{plain(found.title)}'."))
 
     @staticmethod
-    def with_search_box(session: dict, outputs: HistoryView) -> AddView:
+    def with_search_box(visit: Visit, outputs: HistoryView) -> AddView:
         """`outputs` and the search box's update: emptied when the history changed, left as typed when not."""
-        return AddView._make((*outputs, "" if outputs.session["history"] != session["history"] else gr.skip()))
+        return AddView._make((*outputs, "" if outputs.visit.history != visit.history else gr.skip()))
 
-    def append(self, session: dict, item_id: int, notice: str = ""):
+    def append(self, visit: Visit, item_id: int, notice: str = ""):
         """History outputs with `item_id` appended; a repeat moves it to the latest viewing."""
-        history = list(session["history"])
+        history = list(visit.history)
         words = words_for(self.catalog.dataset)
         if item_id in history:
             history.remove(item_id)
             notice = (f"'{plain(self.catalog.title(item_id))}' was already in the {words.history}: moved to the "
                       "latest place.")
         if len(history) >= MAX_INPUT_ITEMS:
-            return self.history_view(session, f"⚠️ The {words.history} is full ({len(history)} {words.items}): "
+            return self.history_view(visit, f"⚠️ The {words.history} is full ({len(history)} {words.items}): "
                                               "remove some first.")
         history.append(item_id)
-        return self.history_view({**session, "history": history}, notice)
+        return self.history_view(replace(visit, history=history), notice)
 
-    def remove(self, session: dict, item):
+    def remove(self, visit: Visit, item):
         """Remove one item of the history: the one picked in the list (its source id), or named by an API client (a
         title or source id)."""
         words = words_for(self.catalog.dataset)
         found, problem = self.item_named(item)
         if found is None:
-            return self.history_view(session, problem)
-        if found.item_id not in session["history"]:
-            return self.history_view(session, f"⚠️ '{plain(found.title)}' is not in the {words.history}: pick a "
+            return self.history_view(visit, problem)
+        if found.item_id not in visit.history:
+            return self.history_view(visit, f"⚠️ '{plain(found.title)}' is not in the {words.history}: pick a "
                                               f"{words.item} of the {words.history} to remove.")
-        return self.history_view({**session, "history": [i for i in session["history"] if i != found.item_id]},
+        return self.history_view(replace(visit, history=[i for i in visit.history if i != found.item_id]),
                                  f"Removed '{plain(found.title)}'.")
 
-    def clear(self, session: dict):
+    def clear(self, visit: Visit):
         """Empty the history and forget any test user."""
-        return self.history_view(new_session(), "History cleared.")
+        return self.history_view(Visit(), "History cleared.")
 
-    def load_test_user(self, session: dict, user):
+    def load_test_user(self, visit: Visit, user):
         """Replace the history with a real test user's; their held-out next movie is kept for the results."""
         users = self.pipeline.test_users
         if users is None:
-            return self.history_view(session, "⚠️ No test users in this checkpoint; create them with: "
+            return self.history_view(visit, "⚠️ No test users in this checkpoint; create them with: "
                                               "python -m recsys.data.test_users")
         try:
             test_user = users[int(user)]
         except (KeyError, TypeError, ValueError):
-            return self.history_view(session, f"⚠️ Unknown test user {user!r}: pick one from the list.")
-        return self.history_view({"history": list(test_user.history), "target": test_user.target,
-                                  "user": test_user.user}, f"Loaded test user {test_user.user}.")
+            return self.history_view(visit, f"⚠️ Unknown test user {user!r}: pick one from the list.")
+        return self.history_view(Visit(list(test_user.history), test_user.target, test_user.user),
+                                 f"Loaded test user {test_user.user}.")
 
-    def load_preset(self, session: dict, name):
+    def load_preset(self, visit: Visit, name):
         """Replace the history with a preset named by taste."""
         if name not in self.presets:
-            return self.history_view(session, f"⚠️ Unknown preset {name!r}: pick one from the list.")
-        return self.history_view({**new_session(), "history": list(self.presets[name])}, f"Loaded preset '{name}'.")
+            return self.history_view(visit, f"⚠️ Unknown preset {name!r}: pick one from the list.")
+        return self.history_view(Visit(list(self.presets[name])), f"Loaded preset '{name}'.")

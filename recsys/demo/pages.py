@@ -32,10 +32,10 @@ BENCH_COMMANDS = {
 def intro_markdown(pipeline: Pipeline) -> str:
     """The page's title and what one Recommend does, in the data set's words, and which LLM ranks."""
     words = words_for(pipeline.catalog.dataset)
-    stage_one = (f"LRURec retrieves its top {pipeline.pool}, the co-watch prior keeps the 20 it backs most (LRURec's "
-                 "rank stays beside each), and " if pipeline.pool > NUM_CANDIDATES else
+    stage_one = (f"LRURec retrieves its top {pipeline.retrieval.pool}, the co-watch prior keeps the 20 it backs most "
+                 "(LRURec's rank stays beside each), and " if pipeline.retrieval.pool > NUM_CANDIDATES else
                  f"LRURec retrieves {NUM_CANDIDATES} candidates and ")
-    if pipeline.adapter:
+    if pipeline.llm.adapter:
         ranker = ""
     elif pipeline.ranker.zero_shot:
         ranker = (f"\n\nNo LLM ranker is trained for these {words.items}: the base model ranks zero-shot, its "
@@ -55,13 +55,13 @@ def intro_markdown(pipeline: Pipeline) -> str:
 def facts(pipeline: Pipeline) -> dict[str, str]:
     """What is loaded, in words, for the About tab: device, base model, quantization, adapter, retriever, test users,
     prompt budgets, title likelihood, final ranking."""
-    named = dict(pipeline.model_facts)
-    model = pipeline.model
+    named = dict(pipeline.llm.model_facts)
+    model = pipeline.llm.model
     if next(model.parameters()).device.type == "cpu" and loaded_quantization(model) == "none":
         dtype = next(model.parameters()).dtype
         named["quantization"] = ({torch.float32: "fp32", torch.bfloat16: "bf16"}.get(dtype, dtype_name(dtype))
-                                 + " base weights" + (", LoRA adapter folded into them" if pipeline.folded else
-                                                      ", fp32 LoRA adapter" if pipeline.adapter else "")
+                                 + " base weights" + (", LoRA adapter folded into them" if pipeline.llm.folded else
+                                                      ", fp32 LoRA adapter" if pipeline.llm.adapter else "")
                                  + ", fp32 letter logits")
     ranker = pipeline.ranker
     if ranker.zero_shot and ranker.folder is not None and has_adapter_weights(ranker.folder):
@@ -74,21 +74,21 @@ def facts(pipeline: Pipeline) -> dict[str, str]:
     elif ranker.zero_shot:
         named["adapter"] = (f"none: the base model ranks zero-shot, at the weights chosen on validation "
                             f"({ranker.folder.name if ranker.folder else ''})")
-    elif not pipeline.adapter:
+    elif not pipeline.llm.adapter:
         named["adapter"] = f"none: the base model ranks alone (train an adapter with: {RANKER_TRAIN_COMMAND})"
-    retriever = pipeline.retriever.config
-    folder = pipeline.retriever_folder.name if pipeline.retriever_folder else "in memory"
+    retriever = pipeline.retrieval.retriever.config
+    folder = pipeline.retrieval.folder.name if pipeline.retrieval.folder else "in memory"
     named["retriever"] = (f"LRURec, {folder} ({len(pipeline.catalog)} items, window {retriever.max_len}); "
-                          + (f"the co-watch prior keeps the best 20 of its top {pipeline.pool}"
-                             if pipeline.pool > NUM_CANDIDATES else "its top 20 are the candidates"))
+                          + (f"the co-watch prior keeps the best 20 of its top {pipeline.retrieval.pool}"
+                             if pipeline.retrieval.pool > NUM_CANDIDATES else "its top 20 are the candidates"))
     users = pipeline.test_users
     named["test_users"] = (f"{len(users)} test users of {users.dataset}" if users is not None
                            else f"none (create them with: {TEST_USERS_COMMAND})")
-    prompt = pipeline.prompt_config
+    prompt = pipeline.llm.prompt_config
     named["prompt"] = (f"last {prompt.max_history} history titles, {prompt.max_title_tokens} tokens a title, "
                        f"{prompt.max_prompt_tokens} tokens in all")
-    named["title_likelihood"] = (f"catalog-pretrained adapter {pipeline.catalog_adapter_folder.name}"
-                                 if pipeline.catalog_adapter_folder else "the ranker's model") \
+    named["title_likelihood"] = (f"catalog-pretrained adapter {pipeline.llm.catalog_adapter_folder.name}"
+                                 if pipeline.llm.catalog_adapter_folder else "the ranker's model") \
         + f", fusion weight {pipeline.fusion.titles:g}"
     named["final_ranking"] = describe_fusion(pipeline.fusion)
     return named

@@ -15,9 +15,11 @@ import pandas as pd
 
 from recsys import paper, plots
 from recsys.demo.markdown import marked
+from recsys.demo.visit import Visit
 from recsys.demo.results import (RESULT_COLUMNS, STALE, STALE_CHART, WAIT_SHOWN_MS, ResultsHandlers, ResultsView,
                                  ShownResults)
-from recsys.pipeline import HistoryError, RaceResult, Recommendation
+from recsys.pipeline import RaceResult, Recommendation
+from recsys.retrieval import HistoryError
 
 COMPARISON_COLUMNS = ["Position", "Verbalizer", "Generation (parsed)"]
 
@@ -54,21 +56,25 @@ class RaceView(NamedTuple):
         return cls._make((*results, *race, streaming))
 
 
-class RaceHandlers(ResultsHandlers):
-    """Recommend, the fusion explorer and the race over one shared, read-only pipeline."""
+class RaceHandlers:
+    """The race's event handlers: Recommend's results (drawn by `results`), then generation against them."""
+
+    def __init__(self, results: ResultsHandlers):
+        self.results = results
+        self.pipeline = results.pipeline
 
     def race_error(self, message: str) -> RaceView:
         """Results and race outputs (and the streaming flag, off) that only carry a message."""
-        return RaceView.of(self.error_results(message), (f"⚠️ {message}", plots.message_figure(message), "",
+        return RaceView.of(self.results.error_results(message), (f"⚠️ {message}", plots.message_figure(message), "",
                                                          pd.DataFrame(columns=COMPARISON_COLUMNS)), False)
 
-    def stale_results(self, session: dict, shown: ShownResults | None, race_streaming: bool = False) -> RaceView:
+    def stale_results(self, visit: Visit, shown: ShownResults | None, race_streaming: bool = False) -> RaceView:
         """Results and race outputs (and the race's streaming flag) after an event: when the results on screen were
-        made for another session, the results are cleared with a note and the race section starts over; when a race
+        made for another visit, the results are cleared with a note and the race section starts over; when a race
         was cancelled half-way (`race_streaming` still set), its section starts over; else nothing changes."""
         race_reset = (RACE_INTRO, None, "", pd.DataFrame(columns=COMPARISON_COLUMNS))
         unchanged = ResultsView._make(gr.skip() for _ in ResultsView._fields)
-        if shown is None or shown.session == session:
+        if shown is None or shown.visit == visit:
             return RaceView.of(unchanged, race_reset if race_streaming else (gr.skip(),) * 4,
                                False if race_streaming else gr.skip())
         stale = ResultsView(f"⚠️ {STALE}", "", pd.DataFrame(columns=RESULT_COLUMNS),
@@ -84,7 +90,7 @@ class RaceHandlers(ResultsHandlers):
                 f"verbalizer ranked all {len(result.candidates)} candidates in **{result.ranking_ms:,.0f} ms** "
                 f"(one forward pass){gap}.")
 
-    def race_view(self, session: dict, race: RaceResult):
+    def race_view(self, visit: Visit, race: RaceResult):
         """(race summary, timing chart, generated text, ranking comparison table) of a race, finished or starting."""
         result = race.recommendation
         stages = {"retrieval": result.retrieval_ms}
@@ -109,7 +115,7 @@ class RaceHandlers(ResultsHandlers):
         ratio = f" — generation / verbalizer = {race.ratio:,.1f}×" if race.ratio else ""
         figure = plots.timing_figure(stages, title=f"Time per stage (ms){ratio}")
 
-        names = [marked(f"({c.letter}) {c.title}", c.item_id, session["target"]) for c in result.candidates]
+        names = [marked(f"({c.letter}) {c.title}", c.item_id, visit.target) for c in result.candidates]
         verbalizer = [names[i] for i in result.ranking or []]
         generated = [names[i] for i in race.generated_ranking]
         size = max(len(verbalizer), len(generated))
@@ -117,8 +123,8 @@ class RaceHandlers(ResultsHandlers):
                                  generated + [""] * (size - len(generated))), columns=COMPARISON_COLUMNS)
         return summary, figure, race.generated_text, table
 
-    def race(self, session: dict, llm_weight: float | None = None, cowatch_weight: float | None = None,
-             compare_base: bool = False):
+    def run(self, visit: Visit, llm_weight: float | None = None, cowatch_weight: float | None = None,
+            compare_base: bool = False):
         """Recommend, then race the generation baseline on the same prompt, streaming (a generator of results outputs
         + race outputs + whether the race is still streaming).
 
@@ -130,15 +136,15 @@ class RaceHandlers(ResultsHandlers):
         streaming leaves the measured generation time alone (`bench/race_streaming.py` measures both ways).
         """
         try:
-            result = self.pipeline.recommend(session["history"], compare_base=bool(compare_base))
+            result = self.pipeline.recommend(visit.history, compare_base=bool(compare_base))
         except HistoryError as error:
             yield self.race_error(str(error))
             return
-        results = self.results_view(session, result, llm_weight, cowatch_weight)
+        results = self.results.results_view(visit, result, llm_weight, cowatch_weight)
         if result.ranking is None:
-            yield RaceView.of(results, self.race_view(session, self.pipeline.race(result)), False)
+            yield RaceView.of(results, self.race_view(visit, self.pipeline.race(result)), False)
             return
-        yield RaceView.of(results, self.race_view(session, RaceResult(result)), True)
+        yield RaceView.of(results, self.race_view(visit, RaceResult(result)), True)
         token_ids: queue.SimpleQueue[int] = queue.SimpleQueue()
         left = threading.Event()  # set when nobody watches any more: the stream was closed (history changed, page left)
 
@@ -156,12 +162,13 @@ class RaceHandlers(ResultsHandlers):
                 while not wait([running], timeout=STREAM_INTERVAL_S).done:
                     while not token_ids.empty():
                         generated.append(token_ids.get())
-                    text = (self.pipeline.display_tokenizer.decode(generated, skip_special_tokens=True)
+                    text = (self.pipeline.llm.display_tokenizer.decode(generated, skip_special_tokens=True)
                             if generated else "")
                     clock = self.generating_markdown(result, time.perf_counter() - started, len(generated))
                     yield RaceView.of(unchanged, (clock, gr.skip(), text, gr.skip()), gr.skip())
             finally:  # a closed stream (gradio closes it on cancel) stops generating at the next token, freeing the CPU
                 left.set()
             race = running.result()
-        finished = self.results_view(session, result, llm_weight, cowatch_weight, race)  # its download has the race
-        yield RaceView.of(finished, self.race_view(session, race), False)
+        # its download has the race
+        finished = self.results.results_view(visit, result, llm_weight, cowatch_weight, race)
+        yield RaceView.of(finished, self.race_view(visit, race), False)

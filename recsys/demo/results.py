@@ -15,8 +15,10 @@ from recsys import plots
 from recsys.demo.downloads import Downloads
 from recsys.demo.words import words_for
 from recsys.demo.markdown import HELD_OUT, marked, plain
+from recsys.demo.visit import Visit
 from recsys.metrics import spearman
-from recsys.pipeline import HistoryError, Pipeline, RaceResult, Recommendation
+from recsys.pipeline import Pipeline, RaceResult, Recommendation
+from recsys.retrieval import HistoryError
 from recsys.ranker.fusion import FusionWeights, describe_fusion
 
 # the key columns first (a narrow screen shows them without scrolling), then the details
@@ -40,6 +42,9 @@ STALE_CHART = "The history changed: Recommend again."  # short enough for a narr
 
 NO_RESULTS = "Click Recommend first: there are no results to re-rank yet."
 
+ALONE = ("The LLM, Co-watch and Retriever columns show each opinion alone, as a probability over the 20; only Final "
+         "moves with the weights.")
+
 NOTHING_TO_DOWNLOAD = "Nothing to download yet: click Recommend first, then download its results."
 
 WHY_ONE_PASS = ("The answer is a single token, so one forward pass gives its whole distribution: reading it at the "
@@ -48,9 +53,9 @@ WHY_ONE_PASS = ("The answer is a single token, so one forward pass gives its who
 
 @dataclass(frozen=True)
 class ShownResults:
-    """The recommendation on screen and the session (history, held-out movie) it was made for."""
+    """The recommendation on screen and the visit (history, held-out item) it was made for."""
 
-    session: dict
+    visit: Visit
     recommendation: Recommendation
     race: RaceResult | None = None  # the race run on it, once finished (its timings go into the download)
 
@@ -122,9 +127,9 @@ class ResultsHandlers:
         item, count = candidate.cowatch_evidence
         return f"followed {self.catalog.title(item)} {count}×"
 
-    def summary_markdown(self, session: dict, result: Recommendation) -> str:
+    def summary_markdown(self, visit: Visit, result: Recommendation) -> str:
         """Timings, notices, where the held-out movie landed and how the final rank is made."""
-        target = session["target"]
+        target = visit.target
         held_out = result.index_of(target)
         lines = [f"**Retrieval** {result.retrieval_ms:,.0f} ms"
                  + (f" · **verbalizer ranking** {result.ranking_ms:,.0f} ms" if result.ranking_ms is not None else "")
@@ -158,7 +163,7 @@ class ResultsHandlers:
                "validation users). Move the sliders to weigh the opinions differently (no model call)." if served else
                "the sliders' weights; **Served weights** goes back to the served ones).")
         star = f" ★ marks the held-out {words_for(self.catalog.dataset).item}." if held_out else ""
-        return f"**Final score** = {describe_fusion(weights)} ({why}{star}"
+        return (f"**Final score** = {describe_fusion(weights)} ({why} {ALONE}{star}")
 
     def reading_markdown(self, result: Recommendation) -> str:
         """What the verbalizer read: the letters' share of the next-token probability and the top other tokens."""
@@ -182,29 +187,29 @@ class ResultsHandlers:
                      f"{verdict}.")
         return text
 
-    def ranking_view(self, session: dict, shown: ShownResults | None, llm_weight: float | None = None,
+    def ranking_view(self, visit: Visit, shown: ShownResults | None, llm_weight: float | None = None,
                      cowatch_weight: float | None = None):
         """(results table, opinions chart) of the results on screen at the explorer's LLM and co-watch weights; no
         model call.
 
         None (or the sliders' rounding of it) is the served fusion; LLM weight 0 is the prior alone (retriever +
-        co-watch), both 0 the retriever's order. Results made for another session (the history changed since)
+        co-watch), both 0 the retriever's order. Results made for another visit (the history changed since)
         are not redrawn.
         """
         if shown is None:
             return FusionView(f"⚠️ {NO_RESULTS}", pd.DataFrame(columns=RESULT_COLUMNS),
                               plots.message_figure(NO_RESULTS), None)
-        if shown.session != session:
+        if shown.visit != visit:
             return FusionView(f"⚠️ {STALE}", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(STALE_CHART),
                               None)
         result = shown.recommendation
         weights = self.weights_at(llm_weight, cowatch_weight)
-        target = shown.session["target"]
+        target = shown.visit.target
         candidates = result.candidates
         fused = result.fused_at(weights)
         order = fused.order if result.ranking is not None else None
         final = {index: rank for rank, index in enumerate(order, start=1)} if order else {}
-        opinions = fused.terms
+        alone = result.alone
         final_probabilities = fused.probabilities if order else [None] * len(candidates)
         extra = [name for name, field in ((BASE_COLUMN, "base_probability"), (REVERSED_COLUMN, "reversed_probability"),
                                           (TITLES_COLUMN, "title_probability"))
@@ -214,8 +219,8 @@ class ResultsHandlers:
             c = candidates[index]
             row = {"Final rank": final.get(index), "Letter": c.letter, "Title": marked(c.title, c.item_id, target),
                    "Final": rounded(final_probabilities[index]), "LLM": rounded(c.llm_probability),
-                   "Co-watch": round(opinions["cowatch"][index], 4),
-                   "Retriever": round(opinions["retriever"][index], 4),
+                   "Co-watch": round(alone["cowatch"][index], 4),
+                   "Retriever": round(alone["retriever"][index], 4),
                    "Retriever rank": c.retriever_rank, "Change": change_label(index + 1, final.get(index)),
                    "Co-watch evidence": self.evidence_text(c), BASE_COLUMN: rounded(c.base_probability),
                    REVERSED_COLUMN: rounded(c.reversed_probability), TITLES_COLUMN: rounded(c.title_probability)}
@@ -228,7 +233,7 @@ class ResultsHandlers:
             return FusionView("", table, plots.message_figure("No probabilities: the ranker failed (see above)."),
                               self.export(table, shown, weights))
         bars = {"Final": final_probabilities, "LLM": [c.llm_probability for c in candidates],
-                "Co-watch": opinions["cowatch"], "Retriever": opinions["retriever"]}
+                "Co-watch": alone["cowatch"], "Retriever": alone["retriever"]}
         if BASE_COLUMN in extra:
             bars["LLM base model (no adapter)"] = [c.base_probability for c in candidates]
         if TITLES_COLUMN in extra:
@@ -243,13 +248,13 @@ class ResultsHandlers:
         return ResultsView(f"⚠️ {message}", "", pd.DataFrame(columns=RESULT_COLUMNS), plots.message_figure(message), "",
                            "", None, None)
 
-    def results_view(self, session: dict, result: Recommendation, llm_weight: float | None = None,
+    def results_view(self, visit: Visit, result: Recommendation, llm_weight: float | None = None,
                      cowatch_weight: float | None = None, race: RaceResult | None = None) -> ResultsView:
-        """Recommend's outputs for a recommendation made for `session` (and the race run on it, once finished)."""
-        shown = ShownResults(session, result, race)
-        formula, table, figure, download = self.ranking_view(session, shown, llm_weight, cowatch_weight)
+        """Recommend's outputs for a recommendation made for `visit` (and the race run on it, once finished)."""
+        shown = ShownResults(visit, result, race)
+        formula, table, figure, download = self.ranking_view(visit, shown, llm_weight, cowatch_weight)
         prompt = result.prompt.text if result.prompt else ""
-        return ResultsView(self.summary_markdown(session, result), formula, table, figure, prompt,
+        return ResultsView(self.summary_markdown(visit, result), formula, table, figure, prompt,
                            self.reading_markdown(result), shown, download)
 
     def export(self, table: pd.DataFrame, shown: ShownResults, weights: FusionWeights) -> str:
@@ -281,24 +286,24 @@ class ResultsHandlers:
         if shown is None:
             gr.Warning(NOTHING_TO_DOWNLOAD)
 
-    def history_problem(self, session: dict, *rest) -> str | None:
-        """Why the session's history cannot be recommended for (the message Recommend would show), or None: checked
+    def history_problem(self, visit: Visit, *rest) -> str | None:
+        """Why the visit's history cannot be recommended for (the message Recommend would show), or None: checked
         before a GPU is asked for."""
         try:
-            self.pipeline.check_history(session["history"])
+            self.pipeline.retrieval.check_history(visit.history)
         except HistoryError as error:
             return str(error)
         return None
 
-    def recommend(self, session: dict, llm_weight: float | None = None, cowatch_weight: float | None = None,
+    def recommend(self, visit: Visit, llm_weight: float | None = None, cowatch_weight: float | None = None,
                   compare_base: bool = False, reverse_check: bool = False, titles: bool = False,
                   progress=gr.Progress()):
-        """Retrieve and rank for the session's history (`ResultsView`).
+        """Retrieve and rank for the visit's history (`ResultsView`).
         With `titles` the LLM is also asked by title likelihood (one more pass, shown beside the letters)."""
         progress(0.1, desc="Retrieving with LRURec, then ranking with the verbalizer")
         try:
-            result = self.pipeline.recommend(session["history"], compare_base=bool(compare_base),
+            result = self.pipeline.recommend(visit.history, compare_base=bool(compare_base),
                                              reverse_check=bool(reverse_check), titles=bool(titles))
         except HistoryError as error:
             return self.error_results(str(error))
-        return self.results_view(session, result, llm_weight, cowatch_weight)
+        return self.results_view(visit, result, llm_weight, cowatch_weight)

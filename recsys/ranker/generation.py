@@ -22,7 +22,7 @@ import torch
 
 from recsys.data.titles import search_key, split_year
 from recsys.kv_cache import cache_kwargs, last_position, output_cache
-from recsys.ranker.prompt import HISTORIES, PromptConfig, build_prompt
+from recsys.ranker.prompt import HISTORIES, PromptConfig, RankingPrompt, build_prompt
 from recsys.machine import synchronize
 
 def generation_instruction(domain: str = "movie") -> str:
@@ -36,6 +36,15 @@ def generation_instruction(domain: str = "movie") -> str:
 
 
 GENERATION_INSTRUCTION = generation_instruction("movie")
+
+
+def generation_prompt(tokenizer, history_titles: list[str], candidate_titles: list[str],
+                      config: PromptConfig = PromptConfig(), notes: list[str] | None = None) -> RankingPrompt:
+    """The prompt of titles with the generation baseline's instruction for `config.domain` (`build_prompt`; the app
+    builds its prompt from ids: `recsys.opinions.LLMOpinions.generate`)."""
+    return build_prompt(tokenizer, history_titles, candidate_titles, config,
+                        instruction=generation_instruction(config.domain), notes=notes)
+
 FUZZY_CUTOFF = 0.75  # difflib similarity a line needs to count as a (misspelt or cut) candidate title
 MIN_CONTAINED = 4  # characters a title's key needs to be found inside a longer line (shorter ones only as the line)
 _LIST_MARKER = re.compile(r"^\s*(?:\(\s*[A-Za-z0-9]{1,2}\s*\)|[A-Za-z0-9]{1,2}[.):]|[-*•])\s+")
@@ -153,21 +162,19 @@ def answer_length(tokenizer, candidate_titles: list[str]) -> int:
 
 
 @torch.inference_mode()
-def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titles: list[str],
-                     prompt_config: PromptConfig = PromptConfig(),
-                     max_new_tokens: int | None = None,
-                     on_token: Callable[[int], None] | None = None,
-                     notes: list[str] | None = None, prefix=None,
+def generate_ranking(model, tokenizer, prompt: RankingPrompt, max_new_tokens: int | None = None,
+                     on_token: Callable[[int], None] | None = None, prefix=None,
                      run: Callable[[Callable[[], Any]], Any] | None = None) -> GenerationResult:
-    """Rank the candidates by letting the model write their titles, best first, one per line.
+    """Rank a prompt's candidates by letting the model write their titles, best first, one per line.
 
-    Greedy decoding, one token per forward pass on the KV cache. `max_new_tokens` defaults to
-    `answer_length` of the (cut) candidate titles shown in the prompt. The returned ranking indexes
-    `candidate_titles`. `on_token`, when given, receives each generated token id (EOS excluded) as
-    soon as it is chosen, on this thread and inside the timed loop: keep it as cheap as `queue.put`
-    and decode elsewhere. `notes` are the candidates' evidence notes when `prompt_config.evidence`.
-    `prefix`, a `recsys.ranker.verbalizer.PrefixCache` built with `generation_instruction`, skips the
-    prompt's shared first tokens, as the verbalizer does in the app (ValueError for another instruction's).
+    `prompt`: built with `generation_instruction` (`recsys.ranker.prompt.prompt_from_ids` with
+    `instruction=`, or `build_prompt`). Greedy decoding, one token per forward pass on the KV cache.
+    `max_new_tokens` defaults to `answer_length` of the (cut) candidate titles shown in the prompt.
+    The returned ranking indexes the prompt's candidates. `on_token`, when given, receives each
+    generated token id (EOS excluded) as soon as it is chosen, on this thread and inside the timed
+    loop: keep it as cheap as `queue.put` and decode elsewhere. `prefix`, a
+    `recsys.ranker.verbalizer.PrefixCache` built with `generation_instruction`, skips the prompt's
+    shared first tokens, as the verbalizer does in the app (ValueError for another instruction's).
     With `run` (the app's `recsys.model_runner.ModelRunner`) the model and the tokenizer are used only through it, one
     token at a time, so other users' passes can run between two tokens; the time spent waiting for it is not counted.
     """
@@ -188,8 +195,8 @@ def generate_ranking(model, tokenizer, history_titles: list[str], candidate_titl
         return result
 
     start = time.perf_counter()
-    prompt, budget, outputs, next_token, eos_ids, prefill_seconds = step(lambda: _prefill(
-        model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, notes, prefix))
+    budget, outputs, next_token, eos_ids, prefill_seconds = step(lambda: _prefill(
+        model, tokenizer, prompt, max_new_tokens, prefix))
     decode_start, decode_waits = time.perf_counter(), waits[0]
     generated: list[int] = []
     while len(generated) < budget:
@@ -217,10 +224,8 @@ def _next(model, outputs, next_token):
     return outputs, outputs.logits[:, -1].argmax(dim=-1, keepdim=True)
 
 
-def _prefill(model, tokenizer, history_titles, candidate_titles, prompt_config, max_new_tokens, notes, prefix):
-    """The prompt, the token budget, the prefill's outputs and first token, the EOS ids and the prefill's time."""
-    prompt = build_prompt(tokenizer, history_titles, candidate_titles, prompt_config,
-                          instruction=generation_instruction(prompt_config.domain), notes=notes)
+def _prefill(model, tokenizer, prompt: RankingPrompt, max_new_tokens, prefix):
+    """The token budget, the prefill's outputs and first token, the EOS ids and the prefill's time."""
     budget = answer_length(tokenizer, prompt.candidate_titles) if max_new_tokens is None else max_new_tokens
     token_ids = tokenizer(prompt.text).input_ids
     cache = {}
@@ -232,4 +237,4 @@ def _prefill(model, tokenizer, history_titles, candidate_titles, prompt_config, 
     outputs = model(input_ids=input_ids, use_cache=True, **last_position(model.device), **cache)
     next_token = outputs.logits[:, -1].argmax(dim=-1, keepdim=True)
     synchronize(model.device)
-    return prompt, budget, outputs, next_token, eos_ids, time.perf_counter() - prefill_start
+    return budget, outputs, next_token, eos_ids, time.perf_counter() - prefill_start

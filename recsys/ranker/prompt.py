@@ -125,8 +125,8 @@ def prompt_from_ids(tokenizer, catalog, history_ids, candidate_ids, config: Prom
                     notes: list[str] | None = None, instruction: str | None = None) -> RankingPrompt:
     """The ranking prompt of catalog item ids: the last `config.max_history` of `history_ids` (oldest first) and
     `candidate_ids` in letter order, as `item_texts` shows them (`build_prompt` for the rest). The one path from ids
-    to a prompt: serving (`recsys.pipeline`), evaluation (`recsys.ranker.evaluate.score_llm`) and training
-    (`recsys.ranker.train.ExampleDataset`) all build theirs here."""
+    to a prompt: serving (`recsys.opinions.LLMOpinions.prompt_for`, the race's too), evaluation
+    (`recsys.ranker.evaluate.score_llm`) and training (`recsys.ranker.train.ExampleDataset`) all build theirs here."""
     history = list(history_ids)[-config.max_history:] if config.max_history else []
     return build_prompt(tokenizer, item_texts(catalog, history, config), item_texts(catalog, candidate_ids, config),
                         config, instruction, notes)
