@@ -27,7 +27,7 @@ from recsys import NUM_CANDIDATES
 from recsys.data.catalog import Catalog
 from recsys.ranker.folded import fold_served_adapter
 from recsys.ranker.generation import GenerationResult, generate_ranking, generation_instruction
-from recsys.ranker.prompt import PromptConfig, RankingPrompt, evidence_note, prompt_from_ids
+from recsys.ranker.prompt import PromptConfig, RankingPrompt, evidence_notes, prompt_from_ids
 from recsys.ranker.title_likelihood import TitleConfig, title_log_likelihoods, title_opinion, title_texts
 from recsys.ranker.verbalizer import PrefixCache, VerbalizerReading, build_prefix_cache, letter_token_ids, \
     read_next_tokens
@@ -116,8 +116,9 @@ class LLMOpinions:
         the 20 in LRURec's order and its co-watch score, as evaluation and training write them."""
         if not self.prompt_config.evidence:
             return None
-        place = {rank: n for n, rank in enumerate(sorted(c.retriever_rank for c in candidates), start=1)}
-        return [evidence_note(place[c.retriever_rank], c.cowatch_score) for c in candidates]
+        ranked = sorted(candidates, key=lambda c: c.retriever_rank)  # the 20 in LRURec's order
+        place = {c.item_id: n for n, c in enumerate(ranked)}
+        return evidence_notes([c.cowatch_score for c in ranked], [place[c.item_id] for c in candidates])
 
     def prompt_for(self, history: list[int], candidates: list[Candidate], instruction: str | None = None
                    ) -> RankingPrompt:

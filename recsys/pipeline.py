@@ -33,7 +33,7 @@ from recsys.errors import CheckpointError
 from recsys.model_runner import ModelRunner
 from recsys.opinions import CATALOG_ADAPTER_NAME, LLMOpinions
 from recsys.ranker.artefacts import CatalogArtefacts, RankerArtefacts, default_adapter
-from recsys.ranker.fusion import FusionWeights, fused_scores, order, retriever_opinion
+from recsys.ranker.fusion import LLM_ALONE, FusionWeights, fused_scores, order, retriever_opinion
 from recsys.ranker.model import RankerLoadConfig, describe, load_adapter, load_ranker, pick_device
 from recsys.ranker.prompt import PromptConfig, RankingPrompt
 from recsys.ranker.title_likelihood import TitleConfig
@@ -53,9 +53,6 @@ class ServingConfig:
 
     max_batch: int = MAX_BATCH  # Recommends scored in one pass at most (1: each alone; `recsys.batcher`)
     shared_results: int = SHARED_RESULTS  # results kept for repeated requests (0: compute every click)
-
-
-LLM_ALONE = FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0)
 
 
 @dataclass
@@ -184,8 +181,8 @@ class Pipeline:
     def __init__(self, retrieval: RetrievalStage, llm: LLMOpinions, fusion: FusionWeights = LLM_ALONE,
                  serving: ServingConfig = ServingConfig(), ranker: RankerArtefacts | None = None,
                  test_users: TestUsers | None = None):
-        """`fusion`: the served weights (the retrieval stage's pool is chosen by its `prior`, the same weights when
-        loaded); `ranker`: what the ranker folder said (its training record, for the pages); `test_users`: the
+        """`fusion`: the served weights (the retrieval stage's 20 are chosen by its `pool_weights`, the same weights
+        when loaded); `ranker`: what the ranker folder said (its training record, for the pages); `test_users`: the
         data set's held-out users the demo offers. CheckpointError when the prompt shows co-watch evidence the
         retrieval stage has no counts for."""
         if llm.prompt_config.evidence and retrieval.cowatch is None:
@@ -254,7 +251,7 @@ class Pipeline:
             title_config, catalog_adapter = titles.title, titles.folder
             fusion = replace(fusion, titles=titles.weight) if config.fusion is None else fusion
             model = load_adapter(model, titles.folder, name=CATALOG_ADAPTER_NAME)
-        retrieval = RetrievalStage(catalog, retriever, cowatch=ranker.counts, pool=ranker.pool, prior=fusion,
+        retrieval = RetrievalStage(catalog, retriever, cowatch=ranker.counts, pool=ranker.pool, pool_weights=fusion,
                                    folder=folder)
         llm = LLMOpinions(model, tokenizer, catalog, prompt_config, title_config, adapter=ranker.adapter,
                           catalog_adapter=catalog_adapter, max_new_tokens=config.generation_max_new_tokens,

@@ -56,11 +56,12 @@ class RetrievalStage:
     """Catalog + LRURec + co-watch counts + pool: checks a history and retrieves its candidates. Read-only."""
 
     def __init__(self, catalog: Catalog, retriever: LRURec, cowatch: CoWatchCounts | None = None,
-                 pool: int = NUM_CANDIDATES, prior: FusionWeights = FusionWeights(),
+                 pool: int = NUM_CANDIDATES, pool_weights: FusionWeights = FusionWeights(),
                  folder: Path | None = None):
         """`cowatch` None: no co-watch opinion (scores 0); `pool`: LRURec's top items the prior re-ranks to keep 20;
-        `prior`: the retriever's and co-watch's fusion weights, which choose those 20; `folder`: where the retriever
-        was read from (for the pages). CheckpointError when the retriever and catalog come from different runs."""
+        `pool_weights`: the retriever's and co-watch's fusion weights, which choose those 20; `folder`: where the
+        retriever was read from (for the pages). CheckpointError when the retriever and catalog come from different
+        runs."""
         if retriever.config.num_items != len(catalog):
             raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog has "
                                   f"{len(catalog)}: they come from different runs. "
@@ -69,7 +70,7 @@ class RetrievalStage:
         self.retriever = retriever.eval()
         self.cowatch = cowatch
         self.pool = pool
-        self.prior = prior
+        self.pool_weights = pool_weights
         self.folder = folder
 
     @property
@@ -121,7 +122,8 @@ class RetrievalStage:
         cowatch = [0.0] * len(pairs)
         if self.cowatch is not None:  # scored once over the pool: it chooses the 20 and is their opinion
             cowatch = self.cowatch.scores([history], torch.tensor([[i for i, _ in pairs]]))[0].tolist()
-        kept = keep_best(torch.tensor([[s for _, s in pairs]]), torch.tensor([cowatch]), self.prior)[0].tolist()
+        scores = torch.tensor([[s for _, s in pairs]])
+        kept = keep_best(scores, torch.tensor([cowatch]), self.pool_weights)[0].tolist()
         elapsed_ms = (time.perf_counter() - start) * 1000
         candidates = [Candidate(pairs[rank][0], self.catalog.title(pairs[rank][0]), LETTERS[letter], rank + 1,
                                 pairs[rank][1], cowatch[rank],

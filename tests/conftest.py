@@ -93,12 +93,13 @@ def make_pipeline(catalog, lrurec, llama, tokenizer, fusion=None, cowatch=None, 
     from recsys import NUM_CANDIDATES
     from recsys.data.test_users import TestUser, TestUsers
     from recsys.opinions import LLMOpinions
-    from recsys.pipeline import LLM_ALONE, Pipeline, ServingConfig
+    from recsys.pipeline import Pipeline, ServingConfig
+    from recsys.ranker.fusion import LLM_ALONE
     from recsys.ranker.prompt import PromptConfig
     from recsys.retrieval import RetrievalStage
 
     fusion = fusion or LLM_ALONE
-    retrieval = RetrievalStage(catalog, lrurec, cowatch=cowatch, pool=pool or NUM_CANDIDATES, prior=fusion)
+    retrieval = RetrievalStage(catalog, lrurec, cowatch=cowatch, pool=pool or NUM_CANDIDATES, pool_weights=fusion)
     llm = LLMOpinions(llama, tokenizer, catalog, prompt_config or PromptConfig(max_title_tokens=12), adapter=adapter,
                       max_new_tokens=generation_max_new_tokens, fold_adapter=fold_adapter)
     serving = ServingConfig() if shared_results is None else ServingConfig(shared_results=shared_results)

@@ -1,1 +1,1 @@
-"""The Gradio demo's handlers, views, text pages and title search (app.py wires them to components)."""
+"""The Gradio demo: the page's panels (`panels`), their handlers and views, text pages and title search."""

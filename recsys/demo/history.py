@@ -1,5 +1,6 @@
-"""The watch history: search, add, remove, presets and test users. The history handlers return a `HistoryView` (Add
-and clear an `AddView`), whose fields name the components app.py wires them to; search returns the matches list."""
+"""The watch history: search, add, remove, presets and test users. The history handlers return a `HistoryView` (Add,
+Enter and a picked match an `AddView`: the search box too), whose fields name the components `history_panel`
+(`recsys.demo.panels`) wires them to; search returns the matches list."""
 
 from __future__ import annotations
 
@@ -54,7 +55,6 @@ def shown_query(text: str) -> str:
     return short_label(" ".join(text.split()), MAX_QUERY_SHOWN)
 
 
-
 SPACE_ID_ENV = "SPACE_ID"  # "owner/name", set by Hugging Face on a Space
 
 
@@ -72,6 +72,7 @@ def page_address(request: gr.Request | None) -> str:
     host = request.headers.get("x-forwarded-host") or request.headers.get("host")
     scheme = request.headers.get("x-forwarded-proto") or "http"
     return f"{scheme}://{host}/" if host else ""
+
 
 class HistoryView(NamedTuple):
     """The outputs of a history event."""

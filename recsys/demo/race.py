@@ -1,6 +1,6 @@
 """The race: the verbalizer's one pass against generating the ranked list, streamed as it is written. Handlers return
 a `RaceView` (Recommend's outputs, the race's, and whether a race is streaming) whose fields name the components
-app.py wires them to."""
+`race_panel` (`recsys.demo.panels`) wires them to."""
 
 from __future__ import annotations
 

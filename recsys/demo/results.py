@@ -1,6 +1,6 @@
 """Recommend's results: the summary, the ranked table and the opinions chart, the prompt and what the verbalizer
 read; the fusion sliders re-rank them without a model call. Handlers return a `ResultsView` (or, for the sliders, a
-`FusionView`) whose fields name the components app.py wires them to."""
+`FusionView`) whose fields name the components `results_panel` (`recsys.demo.panels`) wires them to."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import torch
 
 from recsys import plots
 from recsys.demo.downloads import Downloads
-from recsys.demo.words import words_for
 from recsys.demo.markdown import HELD_OUT, marked, plain
 from recsys.demo.visit import Visit
+from recsys.demo.words import words_for
 from recsys.metrics import spearman
 from recsys.pipeline import Pipeline, RaceResult, Recommendation
 from recsys.retrieval import HistoryError
@@ -189,8 +189,8 @@ class ResultsHandlers:
 
     def ranking_view(self, visit: Visit, shown: ShownResults | None, llm_weight: float | None = None,
                      cowatch_weight: float | None = None):
-        """(results table, opinions chart) of the results on screen at the explorer's LLM and co-watch weights; no
-        model call.
+        """The results on screen re-ranked at the explorer's LLM and co-watch weights (`FusionView`: formula, table,
+        chart, download); no model call.
 
         None (or the sliders' rounding of it) is the served fusion; LLM weight 0 is the prior alone (retriever +
         co-watch), both 0 the retriever's order. Results made for another visit (the history changed since)

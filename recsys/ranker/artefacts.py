@@ -24,7 +24,7 @@ from typing import Any
 from recsys import NUM_CANDIDATES
 from recsys.errors import CheckpointError, read_json_object
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
-from recsys.ranker.fusion import FusionWeights
+from recsys.ranker.fusion import LLM_ALONE, FusionWeights
 from recsys.ranker.pool import MAX_POOL
 from recsys.ranker.model import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, DEFAULT_ADAPTER, TRAIN_COMMAND
 from recsys.ranker.prompt import HISTORIES, PromptConfig
@@ -65,7 +65,7 @@ class RankerArtefacts:
     stage one."""
 
     folder: Path | None = None
-    fusion: FusionWeights = FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0)  # the served fusion weights
+    fusion: FusionWeights = LLM_ALONE  # the served fusion weights
     prompt: PromptConfig = PromptConfig()  # the budgets the adapter was trained with
     counts: CoWatchCounts | None = None  # None: no co-watch opinion
     prior: Prior | None = None  # prior.json; None without one
@@ -132,7 +132,7 @@ class RankerArtefacts:
 def _fusion(saved: Any, path: Path) -> FusionWeights:
     """ranker_config.json's "fusion" (the LLM alone when absent)."""
     if saved is None:
-        return FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0)
+        return LLM_ALONE
     try:
         if not isinstance(saved, dict):
             raise TypeError("not a JSON object")

@@ -35,6 +35,9 @@ class FusionWeights:
             if not (isinstance(value, (int, float)) and value >= 0.0):  # also refuses NaN
                 raise ValueError(f"fusion weight {name} must be a number >= 0, got {value!r}")
 
+LLM_ALONE = FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0)  # the verbalizer's ranking, as the paper ranks
+
+
 def retriever_opinion(retriever_scores: torch.Tensor) -> torch.Tensor:
     """Log-softmax of the retriever's raw scores over the candidates (last dimension)."""
     return torch.log_softmax(retriever_scores.float(), dim=-1)
