@@ -1,7 +1,8 @@
 """Three ways an LLM ranks, side by side: generation, the verbalizer, title likelihood.
 
 `python bench/llm_rankers.py --catalog-adapter checkpoints/catalog-lm-smollm2-135m-ml-latest-small --json out.json`
-(`--write-choice FOLDER` writes the validated choice, `title_config.json`, into the adapter folder)
+(`--write-choice FOLDER` writes how titles are scored, `title_config.json`, into the catalog adapter's FOLDER, and
+title likelihood's chosen weight into the served config of `--adapter`: `recsys.ranker.served`)
 
 Same model family, users, candidates and machine, one run. The adapters are scored unfolded (peft's LoRA, switched
 with peft's own `set_adapter`/`disable_adapter` on one model), as trained; the app folds the verbalizer's adapter on CPU
@@ -19,7 +20,7 @@ way of asking and each model:
 Generation writes a list, not scores: it is run on `--generation-users` test users for its time and
 NDCG@10 only. Then the choice: the title-likelihood weight (and sum or per-token score) with the best
 held-out validation NDCG@10, kept only if it is not negative on the paper's validation users; test is
-scored once with the chosen fusion and written to `--write-choice` (the adapter folder) when given.
+scored once with the chosen fusion and written (`--write-choice`) when given.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-users", type=int, default=None, help="a seeded sample of each user split (a quick run)")
     parser.add_argument("--order-users", type=int, default=30, help="test users listed both ways (order invariance)")
     parser.add_argument("--generation-users", type=int, default=20, help="test users ranked by generation (slow)")
-    parser.add_argument("--write-choice", default=None, help="folder to write the chosen title config into")
+    parser.add_argument("--write-choice", default=None, help="the catalog adapter's folder: its title config goes "
+                        "there, the chosen weight into --adapter's served_config.json")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
     dataset = load_dataset("ml-latest-small")
@@ -183,8 +185,9 @@ def main(argv=None) -> dict:
         if args.write_choice:
             chosen = results["choice"]
             path = Path(args.write_choice) / TITLE_CONFIG_FILE
-            path.write_text(json.dumps({"title": asdict(chosen["config"]), "weight": chosen["weight"],
-                                        "validation": chosen["validation"]}, indent=2) + "\n")
+            path.write_text(json.dumps({"title": asdict(chosen["config"]), "validation": {
+                "chosen_weight": chosen["weight"], **chosen["validation"]}}, indent=2) + "\n")
+            replace(ranker.served, fusion=replace(served, titles=chosen["weight"])).save_pretrained(args.adapter)
         results["choice"]["config"] = asdict(results["choice"]["config"])
     results.update(served=asdict(served), machine=machine)
     print_table(results)

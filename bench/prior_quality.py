@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--dataset", default="beauty", choices=sorted(paper.TABLE_1))
     parser.add_argument("--retriever", default=None, help="LRURec folder (default: checkpoints/lrurec-DATASET)")
     parser.add_argument("--prior", default=None, help="ranker folder with prior.json, cowatch.safetensors and "
-                        "ranker_config.json (default: checkpoints/llamarec-DATASET; MovieLens: the committed one)")
+                        "served_config.json (default: checkpoints/llamarec-DATASET; MovieLens: the committed one)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)

@@ -249,8 +249,9 @@ class Pipeline:
         if catalog_folder and ranker.adapter:
             titles = CatalogArtefacts.load(catalog_folder)
             title_config, catalog_adapter = titles.title, titles.folder
-            fusion = replace(fusion, titles=titles.weight) if config.fusion is None else fusion
             model = load_adapter(model, titles.folder, name=CATALOG_ADAPTER_NAME)
+        elif config.fusion is None:  # title likelihood's weight was chosen with the catalog adapter, not without it
+            fusion = replace(fusion, titles=0.0)
         retrieval = RetrievalStage(catalog, retriever, cowatch=ranker.counts, pool=ranker.pool, pool_weights=fusion,
                                    folder=folder)
         llm = LLMOpinions(model, tokenizer, catalog, prompt_config, title_config, adapter=ranker.adapter,

@@ -8,7 +8,7 @@
    runs/candidates-DATASET (too big to commit);
 4. the LLM, zero-shot: its weight on top of the prior chosen on a seeded sample of validation users, the test users
    scored once (`recsys.ranker.train --zero-shot`), written into the served folder (`metrics.json`, and the weight
-   into `ranker_config.json`: the app serves what validation chose).
+   into `served_config.json`: the app serves what validation chose).
 
 Each step prints the minutes it took (the LLM's: about 25 min for Games, 40 for Beauty, on 2 CPU cores). MovieLens's
 own recipe goes further (held-out examples, the residual adapter: recsys/ranker/train.py's docstring); on Amazon no

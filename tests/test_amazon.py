@@ -143,7 +143,12 @@ def _chain_raw_files(folder: Path, users: int = 160, items: int = 120) -> None:
 
 def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_path, monkeypatch):
     from recsys import reproduce
+    from recsys.pipeline import Pipeline, PipelineConfig
     from recsys.ranker.artefacts import RankerArtefacts
+    from recsys.ranker.cowatch import CoWatchConfig
+    from recsys.ranker.fusion import FusionWeights
+    from recsys.ranker.model import RankerLoadConfig
+    from recsys.ranker.train import RankerTrainConfig, prompt_config_of
 
     _chain_raw_files(tmp_path / "raw")
     data = tmp_path / "data" / "amazon-beauty"
@@ -161,6 +166,18 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     assert (tmp_path / "runs" / "candidates-beauty" / "candidates.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "lrurec-beauty" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoints" / "lrurec-beauty" / "catalog.json").exists()  # no titles saved
+    # what the choosing steps wrote is what the app serves: the scored fusion, pool, prompt and counts
+    pipeline = Pipeline.load(PipelineConfig(tmp_path / "checkpoints" / "lrurec-beauty",
+                                            RankerLoadConfig(base_model=str(tmp_path / "tiny-llm"),
+                                                             adapter=str(tmp_path / "checkpoints" / "llamarec-beauty")),
+                                            dataset="beauty", data_dir=str(data), catalog_adapter=None,
+                                            cpu_precision="fp32"))
+    prior = json.loads((tmp_path / "checkpoints" / "llamarec-beauty" / "prior.json").read_text())
+    assert pipeline.fusion == FusionWeights(**served.metrics["fusion"])
+    assert pipeline.retrieval.pool == served.metrics["pool"] == prior["pool"]
+    assert pipeline.llm.prompt_config == prompt_config_of(RankerTrainConfig(**served.training))
+    assert pipeline.retrieval.cowatch.config == CoWatchConfig(**prior["cowatch"])
+    assert pipeline.recommend(pipeline.test_users[pipeline.test_users.ids()[0]].history).ranking is not None
     reproduce.main(["--dataset", "beauty", "--data-dir", str(data), "--base-model", str(tmp_path / "tiny-llm"),
                     "--llm-val-users", "30"])  # a second run: the retriever is not retrained
 

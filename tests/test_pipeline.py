@@ -23,7 +23,8 @@ from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.generation import GENERATION_INSTRUCTION, GenerationResult
 from recsys.ranker.model import RankerLoadConfig
-from recsys.ranker.prompt import LETTERS
+from recsys.ranker.prompt import LETTERS, PromptConfig
+from recsys.ranker.served import ServedConfig
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND, save_checkpoint
 
 
@@ -199,13 +200,13 @@ def test_load_with_an_adapter_reads_its_settings_and_scores_with_it(saved_models
     lora = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
         r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"))
     lora.save_pretrained(adapter)
-    prompt = {"max_history": 5, "max_title_tokens": 10, "max_prompt_tokens": 900}
-    fusion = {"retriever": 0.5, "cowatch": 2.0, "llm": 1.0}
-    (adapter / "ranker_config.json").write_text(json.dumps({"fusion": fusion, "prompt": prompt}))
+    fusion = FusionWeights(retriever=0.5, cowatch=2.0, llm=1.0, titles=0.0)
+    ServedConfig(NUM_CANDIDATES, CoWatchConfig(window=2, span=3), fusion,
+                 PromptConfig(max_history=5, max_title_tokens=10, max_prompt_tokens=900)).save_pretrained(adapter)
     CoWatchCounts.from_sequences([[1, 2, 3, 4, 5], [3, 4, 6]], 48, CoWatchConfig(window=2, span=3)).save(adapter)
     pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=str(adapter)),
                                             cpu_precision="fp32"))
-    assert pipeline.fusion == FusionWeights(**fusion) and pipeline.llm.prompt_config.max_history == 5
+    assert pipeline.fusion == fusion and pipeline.llm.prompt_config.max_history == 5
     assert pipeline.retrieval.cowatch.config == CoWatchConfig(window=2, span=3)
     assert "0.5 × log p(retriever) + 2 × co-watch + 1 × log p(LLM)" in facts(pipeline)["final_ranking"]
     assert type(pipeline.llm.model).__name__ == "PeftModelForCausalLM"
@@ -324,11 +325,11 @@ def test_a_zero_shot_ranker_folder_serves_the_base_model_at_its_validated_weight
     retriever, base = saved_models
     folder = tmp_path / "zero-shot"
     folder.mkdir()
-    fusion = {"retriever": 0.4, "cowatch": 0.0, "llm": 0.25}
-    (folder / "ranker_config.json").write_text(json.dumps({"fusion": fusion, "prompt": {"max_history": 6}}))
+    fusion = FusionWeights(retriever=0.4, cowatch=0.0, llm=0.25)
+    ServedConfig(NUM_CANDIDATES, CoWatchConfig(), fusion, PromptConfig(max_history=6)).save_pretrained(folder)
     pipeline = Pipeline.load(PipelineConfig(retriever, RankerLoadConfig(base_model=str(base), adapter=str(folder)),
                                             cpu_precision="fp32"))
-    assert pipeline.fusion == FusionWeights(**fusion) and pipeline.llm.prompt_config.max_history == 6
+    assert pipeline.fusion == fusion and pipeline.llm.prompt_config.max_history == 6
     assert pipeline.llm.adapter is None and not pipeline.llm.can_compare_base
     assert "zero-shot" in facts(pipeline)["adapter"]
     assert facts(pipeline)["title_likelihood"].startswith("the ranker's model")

@@ -319,11 +319,13 @@ def test_training_rows_hold_the_candidates_the_served_pool_keeps():
 
 
 def test_training_reads_the_pool_of_its_prior(tmp_path):
-    """`training_data` on held-out examples trains and validates on the 20 the prior's pool (prior.json) keeps;
+    """`training_data` on held-out examples trains and validates on the 20 the served pool keeps;
     `--pool 20` gives the retriever's top-20."""
     from safetensors.torch import save_file
 
     from recsys.ranker.heldout import EXAMPLES_FILE
+    from recsys.ranker.prompt import PromptConfig
+    from recsys.ranker.served import ServedConfig
     from recsys.ranker.train import RankerTrainConfig, training_data
 
     dataset = _toy_dataset(num_users=12)
@@ -334,6 +336,7 @@ def test_training_reads_the_pool_of_its_prior(tmp_path):
     (tmp_path / "prior.json").write_text(json.dumps({"cowatch": {"window": 3, "span": 3},
                                                      "weights": {"retriever": 0.3, "cowatch": 2.0, "llm": 1.0},
                                                      "pool": 30}))
+    ServedConfig(30, config, FusionWeights(0.3, 2.0, 0.0), PromptConfig()).save_pretrained(tmp_path)  # as --write
     train_part, val_part = split_by_user(examples)
     seen = {}
     for pool in (None, 20):
@@ -378,3 +381,21 @@ def test_the_prior_on_validation_finds_the_cowatch_signal_and_never_reads_the_te
                                       for u, s in dataset.sequences.items()}, dataset.catalog)
     again = choose_on_validation(model, changed, windows=(1, 2), spans=(1, 3), pools=(20, 30))
     assert again.to_json() == choice.to_json()  # every test item changed: nothing moved
+
+
+def test_writing_a_prior_keeps_what_the_folder_serves_beside_it(tmp_path):
+    """`recsys.ranker.prior --write` into a new folder serves the prior alone (the LLM shown at weight 0, the paper's
+    prompt in the data set's words); into a trained ranker's folder it changes only the prior's part."""
+    from recsys.ranker.prior import PriorChoice, serve_prior
+    from recsys.ranker.prompt import PromptConfig
+    from recsys.ranker.served import ServedConfig
+
+    choice = PriorChoice(CoWatchConfig(2, 4), FusionWeights(0.7, 1.1, 1.0), {}, [], pool=30)
+    assert serve_prior(tmp_path, choice, "game") == ServedConfig(30, CoWatchConfig(2, 4),
+                                                                 FusionWeights(0.7, 1.1, 0.0, 0.0),
+                                                                 PromptConfig(domain="game"))
+    trained = ServedConfig(50, CoWatchConfig(3, 3), FusionWeights(0.4, 1.8, 0.25, 0.5),
+                           PromptConfig(max_history=10, years=False))
+    trained.save_pretrained(tmp_path)
+    assert serve_prior(tmp_path, choice, "movie") == ServedConfig(30, CoWatchConfig(2, 4),
+                                                                  FusionWeights(0.7, 1.1, 0.25, 0.5), trained.prompt)

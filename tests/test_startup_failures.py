@@ -21,6 +21,7 @@ from recsys.ranker.artefacts import PRIOR_FILE, RankerArtefacts
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, add_lora, load_adapter
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_COMMAND
+from recsys.ranker.served import SERVED_COMMAND, SERVED_CONFIG_FILE
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_catalog, load_model
 from recsys.retriever.checkpoint import TRAIN_COMMAND as RETRIEVER_COMMAND
 from tests.conftest import make_llama
@@ -121,10 +122,9 @@ def test_start_up_stops_with_a_checkpoint_error(tmp_path, name):
 
 @pytest.fixture(scope="module")
 def tiny_adapter(tmp_path_factory, tiny_tokenizer):
-    """A LoRA adapter of the tiny Llama saved as the trainer saves one, beside the committed ranker_config.json."""
+    """A LoRA adapter of the tiny Llama saved as the trainer saves one (before its final step: no choice beside it)."""
     folder = tmp_path_factory.mktemp("tiny") / "adapter"
     add_lora(make_llama(tiny_tokenizer)).save_pretrained(folder)
-    shutil.copyfile(DEFAULT_ADAPTER / "ranker_config.json", folder / "ranker_config.json")
     return folder
 
 
@@ -191,48 +191,32 @@ def read_prompt_config(folder: Path):
     return RankerArtefacts.load(folder).prompt
 
 
-def copy_ranker_config(tmp_path: Path) -> Path:
-    """The committed ranker_config.json alone: a zero-shot ranker folder (no weights, no prior)."""
+def copy_served_config(tmp_path: Path) -> Path:
+    """The committed served_config.json alone, without co-watch (it needs no counts then): a zero-shot ranker folder
+    (no weights, no prior)."""
     folder = tmp_path / DEFAULT_ADAPTER.name
     folder.mkdir()
-    saved = json.loads((DEFAULT_ADAPTER / "ranker_config.json").read_text())
-    saved["fusion"]["cowatch"] = 0.0  # no counts in this folder: a fusion without co-watch needs none
-    (folder / "ranker_config.json").write_text(json.dumps(saved))
+    saved = json.loads((DEFAULT_ADAPTER / SERVED_CONFIG_FILE).read_text())
+    saved["fusion"]["cowatch"], saved["pool"] = 0.0, 20
+    (folder / SERVED_CONFIG_FILE).write_text(json.dumps(saved))
     return folder
 
 
-def test_the_committed_ranker_config_reads(tmp_path):
-    folder = copy_ranker_config(tmp_path)
-    saved = json.loads((folder / "ranker_config.json").read_text())
+def test_the_committed_served_config_reads(tmp_path):
+    folder = copy_served_config(tmp_path)
+    saved = json.loads((folder / SERVED_CONFIG_FILE).read_text())
     assert read_fusion_weights(folder) == FusionWeights(**saved["fusion"])
     assert read_prompt_config(folder).max_history == saved["prompt"]["max_history"]
 
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 @pytest.mark.parametrize("read", [read_fusion_weights, read_prompt_config])
-def test_corrupt_ranker_config_names_itself_and_the_fix(tmp_path, read, corrupt):
-    folder = copy_ranker_config(tmp_path)
-    corrupt(folder / "ranker_config.json")
+def test_a_corrupt_served_config_names_itself_and_the_fix(tmp_path, read, corrupt):
+    folder = copy_served_config(tmp_path)
+    corrupt(folder / SERVED_CONFIG_FILE)
     with pytest.raises(CheckpointError) as raised:
         read(folder)
-    assert_names_the_fix(raised.value, folder / "ranker_config.json", RANKER_COMMAND)
-
-
-@pytest.mark.parametrize("read, change", [
-    (read_fusion_weights, {"fusion": {"retriever": "high", "cowatch": 1.0, "llm": 1.0}}),
-    (read_fusion_weights, {"fusion": {"retriever": 1.0, "cowatch": -1.0, "llm": 1.0}}),
-    (read_fusion_weights, {"fusion": {"retriever": 1.0, "prior": 1.0}}),
-    (read_prompt_config, {"prompt": {"max_histroy": 5}}),
-    (read_prompt_config, {"prompt": [10, 12, 512]}),
-    (read_prompt_config, {"prompt": {"max_history": "ten"}}),
-], ids=["text-weight", "negative-weight", "unknown-weight", "unknown-key", "list", "text-budget"])
-def test_ranker_config_with_bad_values_names_itself(tmp_path, read, change):
-    folder = copy_ranker_config(tmp_path)
-    path = folder / "ranker_config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
-    with pytest.raises(CheckpointError) as raised:
-        read(folder)
-    assert_names_the_fix(raised.value, path, RANKER_COMMAND)
+    assert_names_the_fix(raised.value, folder / SERVED_CONFIG_FILE, SERVED_COMMAND)
 
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
@@ -247,7 +231,8 @@ def test_corrupt_cowatch_counts_name_themselves_and_the_fix(tmp_path, corrupt):
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_a_corrupt_prior_json_names_itself_and_the_fix(tmp_path, corrupt):
-    """prior.json (the candidate pool) is read at start-up: a damaged one stops it with one line and the command."""
+    """prior.json (the prior training reads) is read with its folder: a damaged one stops start-up with one line and
+    the command."""
     folder = Path(shutil.copytree(DEFAULT_ADAPTER, tmp_path / "adapter"))
     corrupt(folder / PRIOR_FILE)
     with pytest.raises(CheckpointError) as raised:

@@ -131,13 +131,13 @@ def ablation_rows(ablation: dict, part: str) -> dict[str, dict]:
 
 
 def training_markdown(ranker: RankerArtefacts) -> str:
-    """How the loaded adapter was trained and what each opinion measurably adds (its ranker_config.json and
+    """How the loaded adapter was trained and what each opinion measurably adds (its training_config.json and
     metrics.json)."""
     if ranker.adapter is None:
         return "### The ranker\nNo adapter is loaded: the base model ranks alone."
     config, metrics = ranker.training, ranker.metrics
     if not config or not metrics:
-        return "### The ranker\n_This adapter has no training record (ranker_config.json, metrics.json)._"
+        return "### The ranker\n_This adapter has no training record (training_config.json, metrics.json)._"
     pool = config.get("pool") or metrics.get("pool", 20)  # training's pool (null in the config: the served one)
     kept = f"the 20 the prior keeps of LRURec's top-{pool}" if pool > 20 else "LRURec's own top-20"
     source = (f"{kept} with its scores, from truncated LRURecs that never saw those positions "

@@ -2,17 +2,20 @@
 
 A ranker folder (`python -m recsys.ranker.prior --write`, then `python -m recsys.ranker.train`) holds
 
+    served_config.json    what it serves: candidate pool, co-watch window/span, every fusion weight, the prompt
+                          (`recsys.ranker.served.ServedConfig`: the one config serving reads)
     adapter_config.json, adapter_model.safetensors   the LoRA weights (absent in a zero-shot folder: `--zero-shot`)
-    ranker_config.json    fusion weights chosen on validation, prompt budgets, the training config
-    metrics.json          validation and test figures of the run
-    prior.json            the prior's co-watch window and span, its fitted weights, the candidate pool
     cowatch.safetensors   the co-watch counts
+    prior.json            the prior's choice and its record (the weights it was fitted with, the LLM's at 1 as the
+                          residual loss trains; the grids), read by training
+    training_config.json  the training run's config (a record, shown on the About tab)
+    metrics.json          validation and test figures of the run
 
 and a catalog-pretrained folder (`python -m recsys.ranker.catalog_lm`) an adapter and title_config.json (how titles
-are scored and their fusion weight, `bench/llm_rankers.py --write-choice`). `RankerArtefacts.load` and
-`CatalogArtefacts.load` read them once for every caller (app, evaluation, training, benchmarks); a file that cannot
-be used raises `recsys.errors.CheckpointError` naming it and the command that re-creates it. The peft weights
-themselves are read by `recsys.ranker.model.load_adapter`.
+are scored, `bench/llm_rankers.py --write-choice`). `RankerArtefacts.load` and `CatalogArtefacts.load` read them once
+for every caller (app, evaluation, training, benchmarks); a file that cannot be used raises
+`recsys.errors.CheckpointError` naming it and the command that re-creates it. The peft weights themselves are read by
+`recsys.ranker.model.load_adapter`.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ from recsys import NUM_CANDIDATES
 from recsys.errors import CheckpointError, read_json_object
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
 from recsys.ranker.fusion import LLM_ALONE, FusionWeights
-from recsys.ranker.pool import MAX_POOL
 from recsys.ranker.model import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, DEFAULT_ADAPTER, TRAIN_COMMAND
-from recsys.ranker.prompt import HISTORIES, PromptConfig
+from recsys.ranker.prompt import PromptConfig
+from recsys.ranker.served import SERVED_CONFIG_FILE, ServedConfig
 from recsys.ranker.title_likelihood import TitleConfig
 
-RANKER_CONFIG_FILE = "ranker_config.json"
+TRAINING_CONFIG_FILE = "training_config.json"
 METRICS_FILE = "metrics.json"
 PRIOR_FILE = "prior.json"
 TITLE_CONFIG_FILE = "title_config.json"
@@ -51,18 +54,17 @@ def default_adapter(folder: Path = DEFAULT_ADAPTER) -> Path | None:
 
 @dataclass(frozen=True)
 class Prior:
-    """The fixed prior `recsys.ranker.prior` chose: co-watch window/span, weights fitted on held-out examples (the
-    LLM's weight 1, as the residual loss trains), and how many of LRURec's top films it re-ranks to keep 20."""
+    """The fixed prior `recsys.ranker.prior` fitted: co-watch window/span and its weights on held-out examples (the
+    LLM's weight 1, as the residual loss trains). Training reads it; serving reads `served_config.json`."""
 
     cowatch: CoWatchConfig
     weights: FusionWeights
-    pool: int = NUM_CANDIDATES
 
 
 @dataclass(frozen=True)
 class RankerArtefacts:
-    """Everything a ranker folder says, read once (`load`). Without a folder: the LLM alone, the paper's prompt and
-    stage one."""
+    """Everything a ranker folder says, read once (`load`). Without a folder, or a folder with adapter weights only:
+    the LLM alone, the paper's prompt and stage one."""
 
     folder: Path | None = None
     fusion: FusionWeights = LLM_ALONE  # the served fusion weights
@@ -72,6 +74,7 @@ class RankerArtefacts:
     training: dict[str, Any] = field(default_factory=dict)  # the training run's config, as saved
     metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json ({} without one)
     has_weights: bool = False  # adapter weights present (False: a zero-shot folder, or none)
+    pool: int = NUM_CANDIDATES  # LRURec's top films the prior re-ranks to keep 20 (20: the paper's stage one)
 
     @property
     def adapter(self) -> Path | None:
@@ -83,12 +86,6 @@ class RankerArtefacts:
         """A ranker folder without adapter weights: the base model ranks at the weights validation chose for it."""
         return self.folder is not None and not self.has_weights
 
-    @property
-    def pool(self) -> int:
-        """How many of LRURec's top films the prior re-ranks to keep 20 (20 without co-watch counts: the paper's
-        stage one)."""
-        return self.prior.pool if self.prior is not None and self.counts is not None else NUM_CANDIDATES
-
     def require_prior(self) -> Prior:
         """The prior; CheckpointError naming prior.json when the folder has none (training on held-out examples
         needs it)."""
@@ -96,87 +93,59 @@ class RankerArtefacts:
             raise CheckpointError.missing(Path(self.folder or ".") / PRIOR_FILE, PRIOR_COMMAND)
         return self.prior
 
+    @property
+    def served(self) -> ServedConfig:
+        """What the folder serves, as `served_config.json` holds it."""
+        counted = self.counts.config if self.counts is not None else CoWatchConfig()
+        return ServedConfig(self.pool, counted, self.fusion, self.prompt)
+
     @classmethod
     def load(cls, folder: str | Path | None) -> RankerArtefacts:
-        """Read a ranker folder (None: no folder). A folder with no adapter weights, ranker_config.json or prior.json
-        is no ranker folder. Co-watch counts are required when the fusion weighs co-watch, the prompt shows their
-        evidence or a prior is saved (then counted as the prior chose). CheckpointError names the file at fault and
-        the command that re-creates it."""
+        """Read a ranker folder (None: no folder). A folder with neither adapter weights nor served_config.json is no
+        ranker folder; one with adapter weights only serves the LLM alone. Co-watch counts are required when the
+        fusion weighs co-watch, the prompt shows their evidence or the pool is above 20, and must be counted as
+        the served config says. CheckpointError names the file at fault and the command that re-creates it."""
         if not folder:
             return cls()
         folder = Path(folder)
-        config_path = folder / RANKER_CONFIG_FILE
         has_weights = has_adapter_weights(folder)
-        if not has_weights and not config_path.is_file() and not (folder / PRIOR_FILE).is_file():
+        if not has_weights and not (folder / SERVED_CONFIG_FILE).is_file():
             raise CheckpointError(f"{folder} is not a ranker folder: it holds neither an adapter ({ADAPTER_CONFIG_FILE}"
-                                  f", {ADAPTER_WEIGHTS_FILE}), a zero-shot ranker ({RANKER_CONFIG_FILE}) nor a prior "
-                                  f"({PRIOR_FILE}). Create one with: {TRAIN_COMMAND}")
-        saved = read_json_object(config_path, TRAIN_COMMAND) if config_path.is_file() else {}
-        fusion = _fusion(saved.get("fusion"), config_path)
-        prompt = _prompt(saved.get("prompt", {}), config_path)
+                                  f", {ADAPTER_WEIGHTS_FILE}) nor a served config ({SERVED_CONFIG_FILE}). Create one "
+                                  f"with: {TRAIN_COMMAND}")
+        served = (ServedConfig.from_pretrained(folder) if (folder / SERVED_CONFIG_FILE).is_file() else
+                  ServedConfig(NUM_CANDIDATES, CoWatchConfig(), LLM_ALONE, PromptConfig()))
         prior = _prior(folder / PRIOR_FILE) if (folder / PRIOR_FILE).is_file() else None
         counts_path = folder / COUNTS_FILE
         counts = CoWatchCounts.load(folder) if counts_path.is_file() else None
-        if counts is None and (fusion.cowatch or prompt.evidence or prior is not None):
+        if counts is None and (served.fusion.cowatch or served.prompt.evidence or served.pool > NUM_CANDIDATES):
             raise CheckpointError.missing(counts_path, PRIOR_COMMAND)
-        if prior is not None and counts is not None and counts.config != prior.cowatch:
-            raise CheckpointError.corrupt(counts_path, f"counted with {counts.config}, but {PRIOR_FILE} chose "
-                                                       f"{prior.cowatch}", PRIOR_COMMAND)
+        if counts is not None and counts.config != served.cowatch:
+            raise CheckpointError.corrupt(counts_path, f"counted with {counts.config}, but {SERVED_CONFIG_FILE} says "
+                                                       f"{served.cowatch}", PRIOR_COMMAND)
         metrics_path = folder / METRICS_FILE
         metrics = read_json_object(metrics_path, TRAIN_COMMAND) if metrics_path.is_file() else {}
-        training = saved.get("training", {})
-        return cls(folder, fusion, prompt, counts, prior, training if isinstance(training, dict) else {}, metrics,
-                   has_weights)
-
-
-def _fusion(saved: Any, path: Path) -> FusionWeights:
-    """ranker_config.json's "fusion" (the LLM alone when absent)."""
-    if saved is None:
-        return LLM_ALONE
-    try:
-        if not isinstance(saved, dict):
-            raise TypeError("not a JSON object")
-        return FusionWeights(**saved)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError.corrupt(path, f"fusion: {error}", TRAIN_COMMAND) from error
-
-
-def _prompt(saved: Any, path: Path) -> PromptConfig:
-    """ranker_config.json's "prompt" budgets, each of its default's type and never negative."""
-    try:
-        config = PromptConfig(**saved)
-    except TypeError as error:  # not a JSON object, or unknown keys
-        raise CheckpointError.corrupt(path, f"prompt: {error}", TRAIN_COMMAND) from error
-    for name, value in saved.items():
-        default = getattr(PromptConfig, name)
-        if type(value) is not type(default) or (isinstance(default, int) and value < 0):
-            raise CheckpointError.corrupt(path, f"prompt {name} {value!r}", TRAIN_COMMAND)
-    if config.domain not in HISTORIES:
-        raise CheckpointError.corrupt(path, f"prompt domain {config.domain!r} (one of {sorted(HISTORIES)})",
-                                      TRAIN_COMMAND)
-    return config
+        training_path = folder / TRAINING_CONFIG_FILE
+        training = read_json_object(training_path, TRAIN_COMMAND) if training_path.is_file() else {}
+        return cls(folder, served.fusion, served.prompt, counts, prior, training, metrics, has_weights, served.pool)
 
 
 def _prior(path: Path) -> Prior:
-    """prior.json: co-watch config, weights, pool (20 when absent: the paper's stage one)."""
+    """prior.json: the co-watch config and weights the prior was fitted with."""
     saved = read_json_object(path, PRIOR_COMMAND)
-    pool = saved.get("pool", NUM_CANDIDATES)
-    if not isinstance(pool, int) or isinstance(pool, bool) or not NUM_CANDIDATES <= pool <= MAX_POOL:
-        raise CheckpointError.corrupt(path, f"pool must be a whole number in {NUM_CANDIDATES}..{MAX_POOL}, got "
-                                            f"{pool!r}", PRIOR_COMMAND)
     try:
-        return Prior(CoWatchConfig(**saved["cowatch"]), FusionWeights(**saved["weights"]), pool)
+        return Prior(CoWatchConfig(**saved["cowatch"]), FusionWeights(**saved["weights"]))
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError.corrupt(path, error, PRIOR_COMMAND) from error
 
 
 @dataclass(frozen=True)
 class CatalogArtefacts:
-    """A catalog-pretrained folder: its adapter and the title-likelihood choice saved beside it."""
+    """A catalog-pretrained folder: its adapter and how it scores titles (its fusion weight is served with the ranker
+    folder's, in `served_config.json`)."""
 
     folder: Path
     title: TitleConfig = TitleConfig()
-    weight: float = 0.0  # title likelihood's fusion weight, chosen on validation (0 without a choice)
 
     @classmethod
     def load(cls, folder: str | Path) -> CatalogArtefacts:
@@ -192,9 +161,6 @@ class CatalogArtefacts:
         command = f"python bench/llm_rankers.py --catalog-adapter {folder} --write-choice {folder}"
         saved = read_json_object(path, command)
         try:
-            title, weight = TitleConfig(**saved["title"]), float(saved["weight"])
-            if not weight >= 0:
-                raise ValueError(f"weight {weight}")
-        except (ValueError, TypeError, KeyError) as error:
+            return cls(folder, TitleConfig(**saved["title"]))
+        except (TypeError, KeyError) as error:
             raise CheckpointError.corrupt(path, error, command) from error
-        return cls(folder, title, weight)

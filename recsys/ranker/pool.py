@@ -5,7 +5,7 @@ recommended, however strongly the co-watch prior backs it; with P > 20 the prior
 (LRURec) + w_c * co-watch, `recsys.ranker.fusion.prior_scores`) re-ranks the P and the best 20 go on, in
 LRURec's order (so the letters follow the retriever's order, as with P = 20). P is chosen on the 610 validation users
 by NDCG@10 of the prior's order (`recsys.ranker.prior.choose_pool`; `python -m recsys.ranker.prior --write`
-saves it in prior.json, `bench/candidate_pool.py` prints the evidence). Serving (`RetrievalStage.retrieve`) and
+saves it in served_config.json, `bench/candidate_pool.py` prints the evidence). Serving (`RetrievalStage.retrieve`) and
 evaluation (`recsys.ranker.rows.split_rows`) both call `keep_best`, and so does training: the LLM learns on
 the held-out candidates the same pool keeps (`recsys.ranker.prior.pooled_heldout_rows`).
 """

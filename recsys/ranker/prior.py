@@ -27,9 +27,10 @@ from recsys import NUM_CANDIDATES
 from recsys.data import SequenceDataset, load_dataset
 from recsys.data.amazon import SOURCES
 from recsys.data.sources import DATASETS
+from recsys.errors import CheckpointError
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.metrics import ndcg_at, paired_bootstrap
-from recsys.ranker.artefacts import PRIOR_FILE, RANKER_CONFIG_FILE
+from recsys.ranker.artefacts import PRIOR_FILE
 from recsys.ranker.evaluate import RETRIEVER, all_user_ranks, ndcg10
 from recsys.ranker.fusion import FusionWeights, retriever_opinion
 from recsys.ranker.heldout import HeldOutExamples, load_held_out, split_by_user, truncated_sequences
@@ -37,6 +38,7 @@ from recsys.ranker.model import DEFAULT_ADAPTER
 from recsys.ranker.pool import MAX_POOL, keep_best
 from recsys.ranker.prompt import PromptConfig
 from recsys.ranker.rows import RankingRows, split_rows
+from recsys.ranker.served import SERVED_CONFIG_FILE, ServedConfig
 from recsys.results import write_json
 from recsys.retriever.candidates import retrieve_split
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
@@ -230,6 +232,20 @@ def choose_pool(model: LRURec, dataset: SequenceDataset, counts: CoWatchCounts, 
     return min(row["pool"] for row in rows if row["N@10"] >= best - 0.001), rows
 
 
+def serve_prior(folder: Path, choice: PriorChoice, domain: str) -> ServedConfig:
+    """The served config with `choice` as its prior: its pool, co-watch window/span and the prior's two weights. A
+    folder that serves a ranker keeps its LLM's and title likelihood's weights and its prompt (`--write` over a
+    trained adapter's folder); a new one serves the prior alone (the LLM's weight 0: shown, not ranked by) with the
+    paper's prompt in `domain`'s words."""
+    try:
+        before = ServedConfig.from_pretrained(folder)
+        fusion, prompt = before.fusion, before.prompt
+    except CheckpointError:  # none yet (or unreadable: re-created from the choice)
+        fusion, prompt = replace(choice.weights, llm=0.0, titles=0.0), PromptConfig(domain=domain)
+    return ServedConfig(choice.pool, choice.cowatch,
+                        replace(fusion, retriever=choice.weights.retriever, cowatch=choice.weights.cowatch), prompt)
+
+
 def main(argv=None) -> PriorChoice:
     """Choose the prior on held-out examples and the pool on validation users, print both; with --write save
     the counts and prior.json."""
@@ -263,12 +279,8 @@ def main(argv=None) -> PriorChoice:
     if args.write:
         counts.save(output)
         (output / PRIOR_FILE).write_text(json.dumps(choice.to_json(), indent=2) + "\n")
-        if args.dataset in SOURCES:  # no adapter is trained on top: a ranker folder serving the prior, LLM shown
-            (output / RANKER_CONFIG_FILE).write_text(json.dumps(
-                {"fusion": asdict(replace(choice.weights, llm=0.0)),
-                 "prompt": asdict(PromptConfig(domain=DATASETS[args.dataset].domain)),
-                 "training": {"dataset": args.dataset, "zero_shot": True}}, indent=2) + "\n")
-        print(f"wrote {output / PRIOR_FILE} and the co-watch counts")
+        serve_prior(output, choice, DATASETS[args.dataset].domain).save_pretrained(output)
+        print(f"wrote {output / PRIOR_FILE}, the co-watch counts and {output / SERVED_CONFIG_FILE}")
     write_json(args.json, choice.to_json())
     return choice
 

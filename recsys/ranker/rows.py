@@ -139,7 +139,7 @@ def pool_trade(rows: RankingRows) -> dict[str, int]:
 
 def served_rows(dataset: SequenceDataset, split: str, candidates: SplitCandidates, ranker: RankerArtefacts,
                 counts: CoWatchCounts | None, max_users: int | None = None) -> RankingRows:
-    """`split_rows` as the app serves `ranker`: its prior's candidate pool and fusion weights, with `counts` (the
+    """`split_rows` as the app serves `ranker`: its served candidate pool and fusion weights, with `counts` (the
     ranker's own, or a data set's); LRURec's top-20 without counts."""
-    pool = (ranker.prior.pool if ranker.prior else NUM_CANDIDATES) if counts is not None else NUM_CANDIDATES
+    pool = ranker.pool if counts is not None else NUM_CANDIDATES
     return split_rows(dataset, split, candidates, counts, max_users, pool=pool, weights=ranker.fusion)

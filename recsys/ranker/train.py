@@ -40,7 +40,7 @@ from recsys.data.sources import DATASETS
 from recsys.distributed import is_main_process, process_share
 from recsys.machine import machine_record
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
-from recsys.ranker.artefacts import PRIOR_FILE, RANKER_CONFIG_FILE, RankerArtefacts
+from recsys.ranker.artefacts import PRIOR_FILE, TRAINING_CONFIG_FILE, RankerArtefacts
 from recsys.ranker.evaluate import ablation, print_ablation, rows_ndcg10, score_llm
 from recsys.ranker.examples import RankingExample, make_examples
 from recsys.ranker.fusion import FusionWeights, llm_opinion, prior_scores
@@ -48,6 +48,7 @@ from recsys.ranker.heldout import load_held_out, split_by_user
 from recsys.ranker.model import (DEFAULT_ADAPTER, LoraSettings, RankerLoadConfig, add_lora, load_adapter,
                                  load_base_model, load_tokenizer, pick_device, use_4bit)
 from recsys.ranker.prior import pooled_heldout_rows
+from recsys.ranker.served import ServedConfig
 from recsys.ranker.rows import RankingRows, pool_trade, split_rows
 from recsys.ranker.prompt import LETTERS, PromptConfig, evidence_notes, prompt_from_ids
 from recsys.ranker.verbalizer import encode_example, forward_letter_logits, letter_token_ids
@@ -71,8 +72,9 @@ class RankerTrainConfig:
     output: str = str(DEFAULT_ADAPTER)
     examples: str = "random"  # "random": training prefixes, random negatives (paper); "heldout": held-out candidates
     heldout_dir: str = "runs/heldout"  # written by `python -m recsys.ranker.heldout`
-    prior: str = str(DEFAULT_ADAPTER)  # folder with prior.json and cowatch.safetensors (`recsys.ranker.prior --write`)
-    pool: int | None = None  # "heldout": the 20 the prior keeps of each row's top-`pool` (None: prior.json's pool)
+    # folder with prior.json, served_config.json and cowatch.safetensors (`recsys.ranker.prior --write`)
+    prior: str = str(DEFAULT_ADAPTER)
+    pool: int | None = None  # "heldout": the 20 the prior keeps of each row's top-`pool` (None: the served pool)
     shuffle: bool = False  # candidates in a random order in each prompt (the prior carries the retriever's order)
     val_examples: int = 400  # "heldout": validation rows scored at every validation (seeded sample)
     max_examples: int | None = None  # None = every example
@@ -376,8 +378,9 @@ def train(config: RankerTrainConfig) -> dict | None:
 
 def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
     """Evaluate the best saved adapter: choose the LLM's fusion weight on all validation rows, confirm on the
-    paper's validation users, score the test users once; writes metrics.json and ranker_config.json (and the
-    prior's files) next to the adapter.
+    paper's validation users, score the test users once; writes metrics.json, training_config.json,
+    served_config.json (`recsys.ranker.served`: what the app serves; title likelihood's weight 0 until
+    `bench/llm_rankers.py --write-choice` chooses it for this adapter) and the prior's files next to the adapter.
 
     Also callable on its own (`--finalize-only`) after an interrupted training run. With `zero_shot` (`--zero-shot`)
     the base model ranks with no adapter, and `config.output` becomes a ranker folder without adapter weights: the
@@ -424,8 +427,10 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
                "pool": served_pool, "pool_trade": {split: pool_trade(rows) for split, rows in scored.items()}})
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (output / RANKER_CONFIG_FILE).write_text(json.dumps(
-        {"fusion": asdict(weights), "prompt": asdict(prompt_config), "training": asdict(config)}, indent=2) + "\n")
+    (output / TRAINING_CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
+    # what the app serves is what was just scored: this pool, these counts, the chosen weights, this prompt
+    ServedConfig(served_pool, counts.config if counts is not None else CoWatchConfig(), weights,
+                 prompt_config).save_pretrained(output)
     if (config.examples == "heldout" or served_prior) and Path(config.prior).resolve() != output.resolve():  # the
         # prior it fuses with
         for name in (COUNTS_FILE, PRIOR_FILE):
