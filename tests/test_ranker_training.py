@@ -192,8 +192,8 @@ def test_letter_loss_training_learns_a_toy_rule(tmp_path):
 
 def test_the_gpu_recipes_are_valid_training_commands():
     """Every `python -m recsys.ranker.train` line of bench/train_ranker_gpu.sh parses into a config (no stale flag):
-    the residual recipe trains on the served pool (served_config.json's), the heldout recipe on LRURec's top-20 (--pool 20),
-    and the candidates it writes hold enough films for any pool the prior may choose."""
+    the residual recipe trains on the served pool (served_config.json's), the heldout recipe on LRURec's top-20
+    (--pool 20), and the candidates it writes hold enough films for any pool the prior may choose."""
     import re
     import shlex
     from pathlib import Path
