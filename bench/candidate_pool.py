@@ -7,12 +7,12 @@ The ranker sees 20 candidates. Taken as LRURec's top-20 (K = 20, the paper's sta
 (`recsys.ranker.pool`) lets LRURec retrieve its top-K and keeps the 20 the prior scores best. This script
 measures each K of `recsys.ranker.prior.POOL_GRID` (20, 30, 50, 100) on the 610 validation users (the paper's
 validation split: input = training part, target = the validation item): LRURec retrieves its top-K, the served
-prior (`prior.json`: w_r * log-softmax(LRURec) + w_c * co-watch, counts over every training part) scores all K,
+prior (`served_config.json`: w_r * log-softmax(LRURec) + w_c * co-watch, counts over every training part) scores all K,
 and the best 20 by the prior are kept, in the prior's order. Reported over all 610 users: coverage@20 (target
 among the kept 20), NDCG@10 and Recall@10 of the prior's order, each pool against K = 20 with a paired-bootstrap
 95% interval, and the K chosen (best NDCG@10, within 0.001 the smaller). No test user is read: this is the
 evidence the served K is chosen on (`python -m recsys.ranker.prior --write` makes the same choice and saves it
-as prior.json's "pool").
+as served_config.json's "pool").
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ the one error it raises for each kind of unusable file."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -63,6 +64,18 @@ def test_a_folder_with_weights_only_serves_the_llm_alone(tmp_path):
     ranker = RankerArtefacts.load(copy_adapter(tmp_path, "adapter_config.json", "adapter_model.safetensors"))
     assert ranker.fusion == FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0) and ranker.pool == NUM_CANDIDATES
     assert ranker.adapter is not None and ranker.counts is None
+
+
+@pytest.mark.parametrize("kept", [(PRIOR_FILE, COUNTS_FILE), ("ranker_config.json",)])
+def test_a_prior_or_an_earlier_layout_without_a_served_config_asks_for_one(tmp_path, kept):
+    """Serving such a folder as the LLM alone would drop what was chosen for it."""
+    folder = copy_adapter(tmp_path, "adapter_config.json", "adapter_model.safetensors", PRIOR_FILE, COUNTS_FILE)
+    for name in {PRIOR_FILE, COUNTS_FILE} - set(kept):
+        (folder / name).unlink()
+    for name in set(kept) - {PRIOR_FILE, COUNTS_FILE}:
+        (folder / name).write_text("{}")
+    with pytest.raises(CheckpointError, match=f"served_config.json not found.*{re.escape(SERVED_COMMAND)}"):
+        RankerArtefacts.load(folder)
 
 
 def test_a_folder_of_something_else_says_what_a_ranker_folder_holds(tmp_path):
@@ -155,7 +168,7 @@ def test_how_titles_are_scored_is_read_beside_the_catalog_adapter(tmp_path):
 
 
 @pytest.mark.parametrize("broken", ["{", json.dumps([1]), json.dumps({"title": {"colour": 1}}),
-                                    json.dumps({"validation": {}})])
+                                    json.dumps({"validation": {}}), json.dumps({"title": {}, "weight": 0.5})])
 def test_a_damaged_title_choice_names_the_file_and_the_fix(tmp_path, broken):
     folder = catalog_folder(tmp_path)
     (folder / TITLE_CONFIG_FILE).write_text(broken)

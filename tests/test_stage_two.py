@@ -399,3 +399,6 @@ def test_writing_a_prior_keeps_what_the_folder_serves_beside_it(tmp_path):
     trained.save_pretrained(tmp_path)
     assert serve_prior(tmp_path, choice, "movie") == ServedConfig(30, CoWatchConfig(2, 4),
                                                                   FusionWeights(0.7, 1.1, 0.25, 0.5), trained.prompt)
+    (tmp_path / "served_config.json").write_text("{")  # damaged: refused, never reset under a trained adapter
+    with pytest.raises(CheckpointError, match="served_config.json is corrupt"):
+        serve_prior(tmp_path, choice, "movie")

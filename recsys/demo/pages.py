@@ -14,7 +14,7 @@ from recsys.demo.words import words_for
 from recsys.machine import dtype_name, usable_cores
 from recsys.pipeline import Pipeline
 from recsys.ranker.artefacts import RankerArtefacts, has_adapter_weights
-from recsys.ranker.fusion import describe_fusion
+from recsys.ranker.fusion import FusionWeights, describe_fusion
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
 from recsys.ranker.model import loaded_quantization
 from recsys.paper import GENERATION_S as PAPER_GENERATION_S
@@ -103,7 +103,7 @@ def facts_markdown(pipeline: Pipeline) -> str:
     why = usable_cores()[1]
     return (f"| Part | Setting |\n|---|---|\n{rows}\n| CPU threads | {torch.get_num_threads()} (usable cores: {why}) |"
             f"\n| Recommends per pass | up to {pipeline.verbalizer.max_batch}, the clicks that arrive together |\n\n"
-            + training_markdown(pipeline.ranker) + "\n\n"
+            + training_markdown(pipeline.ranker, pipeline.fusion) + "\n\n"
             # a catalog of another name is a MovieLens one (as the page's words: `recsys.demo.words`)
             + DATA_CREDITS.get(pipeline.catalog.dataset, DATA_CREDITS["ml-latest-small"]))
 
@@ -130,9 +130,8 @@ def ablation_rows(ablation: dict, part: str) -> dict[str, dict]:
     return {label: ablation[name][part] for name, label in ABLATION_LABELS.items() if name in ablation}
 
 
-def training_markdown(ranker: RankerArtefacts) -> str:
-    """How the loaded adapter was trained and what each opinion measurably adds (its training_config.json and
-    metrics.json)."""
+def training_markdown(ranker: RankerArtefacts, fusion: FusionWeights) -> str:
+    """How the loaded adapter was trained (its training_config.json and metrics.json) and the `fusion` it serves."""
     if ranker.adapter is None:
         return "### The ranker\nNo adapter is loaded: the base model ranks alone."
     config, metrics = ranker.training, ranker.metrics
@@ -155,7 +154,7 @@ def training_markdown(ranker: RankerArtefacts) -> str:
         f"last {config.get('max_history')} history titles" + (", no years" if config.get("years") is False else "")
         + (f", LoRA on the top {config['lora_top_layers']} layers" if config.get("lora_top_layers") else "") + ".",
         f"- Kept: step {metrics.get('best_step')} (best held-out validation NDCG@10); fusion "
-        f"{_inline(asdict(ranker.fusion))}.",
+        f"{_inline(asdict(fusion))}.",
     ]
     lines.append("\nWhat the served ranking measures on test users, with intervals: the **Benchmarks** tab "
                  "(`bench/results/ranker_quality.json`, the one record of it).")

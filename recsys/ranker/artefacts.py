@@ -30,10 +30,11 @@ from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
 from recsys.ranker.fusion import LLM_ALONE, FusionWeights
 from recsys.ranker.model import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, DEFAULT_ADAPTER, TRAIN_COMMAND
 from recsys.ranker.prompt import PromptConfig
-from recsys.ranker.served import SERVED_CONFIG_FILE, ServedConfig
+from recsys.ranker.served import SERVED_COMMAND, SERVED_CONFIG_FILE, ServedConfig
 from recsys.ranker.title_likelihood import TitleConfig
 
 TRAINING_CONFIG_FILE = "training_config.json"
+OLD_CONFIG_FILE = "ranker_config.json"  # where an earlier layout kept the served weights
 METRICS_FILE = "metrics.json"
 PRIOR_FILE = "prior.json"
 TITLE_CONFIG_FILE = "title_config.json"
@@ -113,8 +114,13 @@ class RankerArtefacts:
             raise CheckpointError(f"{folder} is not a ranker folder: it holds neither an adapter ({ADAPTER_CONFIG_FILE}"
                                   f", {ADAPTER_WEIGHTS_FILE}) nor a served config ({SERVED_CONFIG_FILE}). Create one "
                                   f"with: {TRAIN_COMMAND}")
-        served = (ServedConfig.from_pretrained(folder) if (folder / SERVED_CONFIG_FILE).is_file() else
-                  ServedConfig(NUM_CANDIDATES, CoWatchConfig(), LLM_ALONE, PromptConfig()))
+        if (folder / SERVED_CONFIG_FILE).is_file():
+            served = ServedConfig.from_pretrained(folder)
+        elif any((folder / name).is_file() for name in (PRIOR_FILE, COUNTS_FILE, OLD_CONFIG_FILE)):
+            # a prior, or a folder of an earlier layout: serving it as the LLM alone would drop what was chosen
+            raise CheckpointError.missing(folder / SERVED_CONFIG_FILE, SERVED_COMMAND)
+        else:  # a trainer's output before its final step: the adapter alone
+            served = ServedConfig(NUM_CANDIDATES, CoWatchConfig(), LLM_ALONE, PromptConfig())
         prior = _prior(folder / PRIOR_FILE) if (folder / PRIOR_FILE).is_file() else None
         counts_path = folder / COUNTS_FILE
         counts = CoWatchCounts.load(folder) if counts_path.is_file() else None
@@ -160,6 +166,9 @@ class CatalogArtefacts:
             return cls(folder)
         command = f"python bench/llm_rankers.py --catalog-adapter {folder} --write-choice {folder}"
         saved = read_json_object(path, command)
+        if unknown := sorted(set(saved) - {"title", "validation"}):  # e.g. an earlier layout's "weight"
+            raise CheckpointError.corrupt(path, f"unknown {', '.join(unknown)} (a title weight is served from the "
+                                                f"ranker folder's {SERVED_CONFIG_FILE})", command)
         try:
             return cls(folder, TitleConfig(**saved["title"]))
         except (TypeError, KeyError) as error:

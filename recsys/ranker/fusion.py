@@ -70,7 +70,7 @@ def fused_scores(opinions: dict[str, torch.Tensor], weights: FusionWeights) -> t
 def prior_scores(retriever_scores: torch.Tensor, cowatch_scores: torch.Tensor, weights: FusionWeights) -> torch.Tensor:
     """The fixed prior the LLM is trained on top of: the fused score without the LLM, (B, K)."""
     return fused_scores({"retriever": retriever_opinion(retriever_scores), "cowatch": cowatch_scores},
-                        replace(weights, llm=0.0))
+                        replace(weights, llm=0.0, titles=0.0))
 
 
 def order(scores: torch.Tensor) -> list[int]:

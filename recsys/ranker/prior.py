@@ -10,8 +10,9 @@ user into training rows and validation rows (~15% of users), and for every (wind
   3. scores NDCG@10 of the fused order on the validation rows.
 The best (window, span) by validation NDCG@10 is kept. Then the candidate pool (`recsys.ranker.pool`):
 how many of LRURec's top films the prior re-ranks to keep 20, chosen on the paper's 610 validation users.
-`--write` saves the counts over every user's training part (`cowatch.safetensors`) and `prior.json`
-into the adapter folder; the ranker is then trained on top of this prior and served with it.
+`--write` saves the counts over every user's training part (`cowatch.safetensors`), `prior.json` (the choice and
+its grids) and the prior's part of `served_config.json` (`serve_prior`) into the adapter folder; the ranker is then
+trained on top of this prior and served with it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from recsys import NUM_CANDIDATES
 from recsys.data import SequenceDataset, load_dataset
 from recsys.data.amazon import SOURCES
 from recsys.data.sources import DATASETS
-from recsys.errors import CheckpointError
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.metrics import ndcg_at, paired_bootstrap
 from recsys.ranker.artefacts import PRIOR_FILE
@@ -237,10 +237,10 @@ def serve_prior(folder: Path, choice: PriorChoice, domain: str) -> ServedConfig:
     folder that serves a ranker keeps its LLM's and title likelihood's weights and its prompt (`--write` over a
     trained adapter's folder); a new one serves the prior alone (the LLM's weight 0: shown, not ranked by) with the
     paper's prompt in `domain`'s words."""
-    try:
+    if (folder / SERVED_CONFIG_FILE).is_file():  # a damaged one raises: never silently reset under an adapter
         before = ServedConfig.from_pretrained(folder)
         fusion, prompt = before.fusion, before.prompt
-    except CheckpointError:  # none yet (or unreadable: re-created from the choice)
+    else:
         fusion, prompt = replace(choice.weights, llm=0.0, titles=0.0), PromptConfig(domain=domain)
     return ServedConfig(choice.pool, choice.cowatch,
                         replace(fusion, retriever=choice.weights.retriever, cowatch=choice.weights.cowatch), prompt)
@@ -248,7 +248,7 @@ def serve_prior(folder: Path, choice: PriorChoice, domain: str) -> ServedConfig:
 
 def main(argv=None) -> PriorChoice:
     """Choose the prior on held-out examples and the pool on validation users, print both; with --write save
-    the counts and prior.json."""
+    the counts, prior.json and the served config (`serve_prior`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-latest-small", choices=sorted(DATASETS))
     parser.add_argument("--heldout", default="runs/heldout", help="folder written by recsys.ranker.heldout")

@@ -429,6 +429,8 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (output / TRAINING_CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
     # what the app serves is what was just scored: this pool, these counts, the chosen weights, this prompt
+    if counts is None and (output / COUNTS_FILE).is_file():  # counts beside it, unused by this run: described
+        counts = CoWatchCounts.load(output)
     ServedConfig(served_pool, counts.config if counts is not None else CoWatchConfig(), weights,
                  prompt_config).save_pretrained(output)
     if (config.examples == "heldout" or served_prior) and Path(config.prior).resolve() != output.resolve():  # the

@@ -96,7 +96,7 @@ def main(argv=None) -> None:
                         help="where to write them (default: the checkpoint folder; an Amazon data set's are too big "
                              "to commit: e.g. runs/candidates-beauty)")
     parser.add_argument("--k", type=int, default=NUM_CANDIDATES,
-                        help="candidates per user: 20, or the prior's pool (prior.json 'pool', e.g. 50)")
+                        help="candidates per user: 20, or the prior's pool (served_config.json 'pool', e.g. 50)")
     args = parser.parse_args(argv)
     model = load_model(args.checkpoint)
     dataset = load_dataset(load_config(args.checkpoint).get("dataset", "ml-latest-small"), args.data_dir)
