@@ -248,8 +248,9 @@ def test_about_tab_gives_the_adapters_recipe_and_measured_effect(tmp_path):
     from recsys.demo.pages import training_markdown
     from recsys.ranker.artefacts import RankerArtefacts
 
-    assert "base model ranks alone" in training_markdown(RankerArtefacts())
-    assert "no training record" in training_markdown(RankerArtefacts(tmp_path, has_weights=True))
+    served = FusionWeights(0.5, 1.5, 0.0)
+    assert "base model ranks alone" in training_markdown(RankerArtefacts(), served)
+    assert "no training record" in training_markdown(RankerArtefacts(tmp_path, has_weights=True), served)
     training = {"examples": "heldout", "heldout_dir": "runs/heldout", "loss": "residual", "lr": 5e-4, "batch_size": 8,
                 "max_history": 10, "years": False, "lora_top_layers": 10}
     row = {"subset": {"N@10": 0.36, "R@10": 0.6}, "ci95_vs_retriever_N@10": [-0.01, 0.05]}
@@ -258,13 +259,13 @@ def test_about_tab_gives_the_adapters_recipe_and_measured_effect(tmp_path):
                         "llm_contribution": {"N@10": 0.004, "ci95_N@10": [-0.01, 0.02]}}}
     ranker = RankerArtefacts(tmp_path, FusionWeights(0.5, 1.5, 1.0), training=training, metrics=metrics,
                              has_weights=True)
-    text = training_markdown(ranker)
+    text = training_markdown(ranker, ranker.fusion)  # the weights the pipeline serves
     assert "7000 ranking tasks (the kept adapter had seen 2400)" in text and "never saw those positions" in text
     assert "LRURec's own top-20 with its scores" in text  # no pool recorded: the paper's stage one
     # trained on the served pool (None in the training config), which metrics.json records
     pooled = RankerArtefacts(tmp_path, ranker.fusion, training={**training, "pool": None},
                              metrics={**metrics, "pool": 50}, has_weights=True)
-    assert "the 20 the prior keeps of LRURec's top-50 with its scores" in training_markdown(pooled)
+    assert "the 20 the prior keeps of LRURec's top-50 with its scores" in training_markdown(pooled, served)
     assert "plus the fixed prior" in text
     assert "no years" in text and "top 10 layers" in text and "retriever 0.5; cowatch 1.5; llm 1.0" in text
     # the test figures are the Benchmarks tab's one record, not a second copy here that could disagree with it
