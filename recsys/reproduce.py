@@ -46,6 +46,8 @@ def main(argv=None) -> None:
                         "trial; default: the recipe's early stopping)")
     parser.add_argument("--eval-every", type=int, default=None, help="the retriever's steps between validations "
                         "(default: the recipe's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="the retriever's batch (default: the paper's "
+                        "recipe, 16; the authors' code trains Amazon at 64)")
     parser.add_argument("--base-model", default=None, help="the LLM scored zero-shot (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--llm-val-users", type=int, default=LLM_VALIDATION_USERS,
                         help=f"validation users whose rows choose the LLM's weight (default {LLM_VALIDATION_USERS})")
@@ -58,7 +60,8 @@ def main(argv=None) -> None:
     retriever, served = CHECKPOINTS / f"lrurec-{args.dataset}", CHECKPOINTS / f"llamarec-{args.dataset}"
     data = ["--data-dir", args.data_dir] if args.data_dir else []
     recipe = [*data, *(["--max-steps", str(args.max_steps)] if args.max_steps else []),
-              *(["--eval-every", str(args.eval_every)] if args.eval_every else [])]
+              *(["--eval-every", str(args.eval_every)] if args.eval_every else []),
+              *(["--batch-size", str(args.batch_size)] if args.batch_size else [])]
     state = retriever.parent.parent / "runs" / f"lrurec-{args.dataset}"  # the training's resumable state
     def train_retriever() -> None:
         if trained(retriever) and not args.retrain:

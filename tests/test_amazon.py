@@ -158,7 +158,7 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     make_llama(tokenizer).save_pretrained(tmp_path / "tiny-llm")
     tokenizer.save_pretrained(tmp_path / "tiny-llm")
     reproduce.main(["--dataset", "beauty", "--data-dir", str(data), "--max-steps", "60", "--eval-every", "20",
-                    "--base-model", str(tmp_path / "tiny-llm"), "--llm-val-users", "30"])
+                    "--batch-size", "32", "--base-model", str(tmp_path / "tiny-llm"), "--llm-val-users", "30"])
     served = RankerArtefacts.load(tmp_path / "checkpoints" / "llamarec-beauty")
     assert served.zero_shot and served.counts is not None and served.fusion.cowatch > 0
     assert served.prompt.domain == "product" and served.metrics["zero_shot"]  # the LLM's weight chosen on validation
@@ -166,6 +166,8 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     assert (tmp_path / "runs" / "candidates-beauty" / "candidates.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "lrurec-beauty" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoints" / "lrurec-beauty" / "catalog.json").exists()  # no titles saved
+    recipe = json.loads((tmp_path / "checkpoints" / "lrurec-beauty" / "config.json").read_text())["training"]
+    assert recipe["batch_size"] == 32  # --batch-size reached the retriever's training
     # what the choosing steps wrote is what the app serves: the scored fusion, pool, prompt and counts
     pipeline = Pipeline.load(PipelineConfig(tmp_path / "checkpoints" / "lrurec-beauty",
                                             RankerLoadConfig(base_model=str(tmp_path / "tiny-llm"),
