@@ -128,7 +128,8 @@ def main(argv=None) -> dict:
         model = load_adapter(model, args.catalog_adapter, name="catalog")
     machine = machine_record(next(model.parameters()).dtype)
     prompt_config = ranker.prompt
-    titles_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years)
+    titles_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years,
+                                 domain=prompt_config.domain)
     models = {"base": ("none", None), "verbalizer adapter": ("default", "llm")}
     if args.catalog_adapter:
         models["catalog-trained"] = ("catalog", "titles")

@@ -29,11 +29,10 @@ from recsys import NUM_CANDIDATES, paper
 from recsys.data import load_dataset
 from recsys.metrics import format_table, ndcg_at, paired_bootstrap
 from recsys.ranker.cowatch import CoWatchCounts
-from recsys.ranker.evaluate import RETRIEVER, ablation, all_user_ranks, score_llm, subset_ndcgs
+from recsys.ranker.evaluate import RETRIEVER, ablation, all_user_ranks, choose_weight, score_llm, subset_ndcgs
 from recsys.ranker.model import DEFAULT_ADAPTER
 from recsys.ranker.prior import training_counts
 from recsys.ranker.rows import pool_trade, served_rows, split_rows
-from recsys.ranker.train import choose_llm_weight
 from recsys.results import write_json
 from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
@@ -49,7 +48,7 @@ def cross_fitted(val_rows, test_rows, prior) -> dict:
     """Choose the LLM's weight on one split, score the other; pool both: final minus retriever NDCG@10 with interval."""
     ours, baseline, chosen = [], [], {}
     for choose_on, score_on, name in ((val_rows, test_rows, "test"), (test_rows, val_rows, "val")):
-        weights, _ = choose_llm_weight(choose_on, prior)
+        weights, _ = choose_weight(choose_on, prior, "llm")
         chosen[name] = weights.llm
         ours += subset_ndcgs(score_on, weights)
         baseline += subset_ndcgs(score_on, RETRIEVER)

@@ -154,7 +154,7 @@ class LLMOpinions:
         history_titles = title_texts(self.tokenizer, self.catalog, history[-config.max_history:], config)
         titles = title_texts(self.tokenizer, self.catalog, [c.item_id for c in candidates], config)
         with self.catalog_adapter():
-            sums, lengths = title_log_likelihoods(self.model, self.tokenizer, history_titles, titles)
+            sums, lengths = title_log_likelihoods(self.model, self.tokenizer, history_titles, titles, config.domain)
         return title_opinion(sums, lengths, config.per_token).exp()
 
     def race_token_budget(self) -> int:

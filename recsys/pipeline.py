@@ -241,7 +241,8 @@ class Pipeline:
         # precision (`recsys.ranker.folded`), fp32 letter logits, one prompt at a time.
         ranker_config = replace(config.ranker, adapter=ranker.adapter, cpu_precision=config.cpu_precision)
         model, tokenizer = load_ranker(ranker_config)
-        title_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years)
+        title_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years,
+                                   domain=prompt_config.domain)
         catalog_folder = config.catalog_adapter
         if catalog_folder == "auto":
             catalog_folder = default_adapter(DEFAULT_CATALOG_ADAPTER) if config.ranker.base_model is None else None
@@ -250,7 +251,8 @@ class Pipeline:
             titles = CatalogArtefacts.load(catalog_folder)
             title_config, catalog_adapter = titles.title, titles.folder
             model = load_adapter(model, titles.folder, name=CATALOG_ADAPTER_NAME)
-        elif config.fusion is None:  # title likelihood's weight was chosen with the catalog adapter, not without it
+        elif config.fusion is None and ranker.adapter:  # a trained folder's title weight was chosen with the catalog
+            # adapter, not without it; a zero-shot folder's with the base model (`recsys.ranker.title_weight`), as here
             fusion = replace(fusion, titles=0.0)
         retrieval = RetrievalStage(catalog, retriever, cowatch=ranker.counts, pool=ranker.pool, pool_weights=fusion,
                                    folder=folder)

@@ -8,9 +8,13 @@
    runs/candidates-DATASET (too big to commit);
 4. the LLM, zero-shot: its weight on top of the prior chosen on a seeded sample of validation users, the test users
    scored once (`recsys.ranker.train --zero-shot`), written into the served folder (`metrics.json`, and the weight
-   into `served_config.json`: the app serves what validation chose).
+   into `served_config.json`: the app serves what validation chose);
+5. title likelihood, zero-shot: the LLM asked a second way (each candidate's title as the next line after the
+   history's), its weight chosen on the same validation rows, the test users scored once
+   (`recsys.ranker.title_weight`), written into the same two files.
 
-Each step prints the minutes it took (the LLM's: about 25 min for Games, 40 for Beauty, on 2 CPU cores). MovieLens's
+Each step prints the minutes it took (the LLM's: about 25 min for Games, 40 for Beauty, on 2 CPU cores; title
+likelihood's about as long). MovieLens's
 own recipe goes further (held-out examples, the residual adapter: recsys/ranker/train.py's docstring); on Amazon no
 LLM ranker is trained yet. The records: `python bench/retriever_quality.py --dataset DATASET` and `python
 bench/prior_quality.py --dataset DATASET`.
@@ -52,7 +56,7 @@ def main(argv=None) -> None:
     parser.add_argument("--llm-val-users", type=int, default=LLM_VALIDATION_USERS,
                         help=f"validation users whose rows choose the LLM's weight (default {LLM_VALIDATION_USERS})")
     args = parser.parse_args(argv)
-    from recsys.ranker import prior
+    from recsys.ranker import prior, title_weight
     from recsys.ranker import train as ranker_train
     from recsys.ranker.artefacts import RankerArtefacts
     from recsys.retriever import candidates, train
@@ -84,7 +88,10 @@ def main(argv=None) -> None:
                                           "--output", str(served), *data])),
              ("candidates", lambda: candidates.main(["--checkpoint", str(retriever), "--output", str(pool), "--k",
                                                      str(RankerArtefacts.load(served).pool), *data])),
-             ("llm", score_llm)]
+             ("llm", score_llm),
+             ("titles", lambda: title_weight.main(["--dataset", args.dataset, "--served", str(served), "--candidates",
+                                                   str(pool), "--val-users", str(args.llm_val_users), *data,
+                                                   *(["--base-model", args.base_model] if args.base_model else [])]))]
     for name, step in steps:
         began = time.monotonic()
         step()

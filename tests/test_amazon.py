@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from dataclasses import replace
 
 import pytest
 from conftest import make_llama, make_tokenizer
@@ -163,23 +164,32 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     assert served.zero_shot and served.counts is not None and served.fusion.cowatch > 0
     assert served.prompt.domain == "product" and served.metrics["zero_shot"]  # the LLM's weight chosen on validation
     assert set(served.metrics["val_ndcg10_by_llm_weight"]) >= {"0.0", "1.0"} and "test" in served.metrics
+    titles = served.metrics["titles"]  # title likelihood's weight chosen on the same validation rows
+    assert titles["validation_rows"] == served.metrics["validation_rows"] and titles["title"]["domain"] == "product"
+    assert served.fusion.titles == titles["weight"] and "at_weight_1" in titles["test"]
     assert (tmp_path / "runs" / "candidates-beauty" / "candidates.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "lrurec-beauty" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoints" / "lrurec-beauty" / "catalog.json").exists()  # no titles saved
     recipe = json.loads((tmp_path / "checkpoints" / "lrurec-beauty" / "config.json").read_text())["training"]
     assert recipe["batch_size"] == 32  # --batch-size reached the retriever's training
     # what the choosing steps wrote is what the app serves: the scored fusion, pool, prompt and counts
-    pipeline = Pipeline.load(PipelineConfig(tmp_path / "checkpoints" / "lrurec-beauty",
-                                            RankerLoadConfig(base_model=str(tmp_path / "tiny-llm"),
-                                                             adapter=str(tmp_path / "checkpoints" / "llamarec-beauty")),
-                                            dataset="beauty", data_dir=str(data), catalog_adapter=None,
-                                            cpu_precision="fp32"))
+    pipeline_config = PipelineConfig(tmp_path / "checkpoints" / "lrurec-beauty",
+                                     RankerLoadConfig(base_model=str(tmp_path / "tiny-llm"),
+                                                      adapter=str(tmp_path / "checkpoints" / "llamarec-beauty")),
+                                     dataset="beauty", data_dir=str(data), catalog_adapter=None, cpu_precision="fp32")
+    pipeline = Pipeline.load(pipeline_config)
     prior = json.loads((tmp_path / "checkpoints" / "llamarec-beauty" / "prior.json").read_text())
-    assert pipeline.fusion == FusionWeights(**served.metrics["fusion"])
+    assert pipeline.fusion == FusionWeights(**{**served.metrics["fusion"], "titles": titles["weight"]})
     assert pipeline.retrieval.pool == served.metrics["pool"] == prior["pool"]
     assert pipeline.llm.prompt_config == prompt_config_of(RankerTrainConfig(**served.training))
     assert pipeline.retrieval.cowatch.config == CoWatchConfig(**prior["cowatch"])
     assert pipeline.recommend(pipeline.test_users[pipeline.test_users.ids()[0]].history).ranking is not None
+    # a title weight in a zero-shot folder is the base model's, as chosen: served, and its opinion computed
+    folder = tmp_path / "checkpoints" / "llamarec-beauty"
+    replace(served.served, fusion=replace(served.fusion, titles=0.5)).save_pretrained(folder)
+    pipeline = Pipeline.load(replace(pipeline_config, ranker=replace(pipeline_config.ranker, adapter=str(folder))))
+    assert pipeline.fusion.titles == 0.5 and pipeline.llm.title_config.domain == "product"
+    assert pipeline.recommend(pipeline.test_users[pipeline.test_users.ids()[0]].history).titles_ms is not None
     reproduce.main(["--dataset", "beauty", "--data-dir", str(data), "--base-model", str(tmp_path / "tiny-llm"),
                     "--llm-val-users", "30"])  # a second run: the retriever is not retrained
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from conftest import TINY_TITLES, make_catalog, make_llama, make_lrurec
 from recsys.errors import CheckpointError
 from recsys.data.preprocess import SequenceDataset
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
-from recsys.ranker.evaluate import ablation, ranking_metrics, target_ranks
+from recsys.ranker.evaluate import ablation, choose_weight, ranking_metrics, target_ranks
 from recsys.ranker.rows import RankingRows
 from recsys.ranker.examples import RankingExample
 from recsys.ranker.fusion import FusionWeights, fused_scores, order, prior_scores
@@ -155,6 +156,18 @@ def test_target_ranks_and_the_ablation_follow_the_fusion():
     assert set(result) == {"retriever", "llm_alone", "retriever+llm", "retriever+cowatch", "retriever+cowatch+llm",
                            "final", "llm_contribution"}
     assert result["retriever"]["subset"]["N@10"] == pytest.approx((1 / math.log2(4) + 1 / math.log2(3)) / 2, abs=1e-4)
+
+
+def test_an_opinions_weight_is_the_smallest_with_the_best_ndcg():
+    base = FusionWeights(1.0, 0.0, 0.0)
+    # title likelihood points at each row's target: weight 1 lifts both to the top, 0.5 only the second
+    rows = replace(_rows(), titles=torch.log(torch.tensor([[0.1, 0.1, 0.8], [0.1, 0.8, 0.1]])))
+    chosen, by_weight = choose_weight(rows, base, "titles")
+    assert chosen == replace(base, titles=1.0)  # 2 and 4 tie with 1: the smaller
+    assert by_weight[0.0] < by_weight[0.5] < by_weight[1.0] == by_weight[4.0] == 1.0
+    # an opinion with nothing to say (the same score for every candidate) ties every weight: 0
+    assert choose_weight(replace(_rows(), titles=torch.zeros(2, 3)), base, "titles")[0].titles == 0.0
+    assert choose_weight(rows, base, "titles", grid=(0.0, 0.5))[0].titles == 0.5
 
 
 def _examples(count: int) -> list[RankingExample]:

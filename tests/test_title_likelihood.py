@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import pytest
 import torch
 from conftest import make_llama
 
@@ -13,7 +14,7 @@ from recsys.ranker.evaluate import score_titles
 from recsys.ranker.rows import RankingRows
 from recsys.ranker.fusion import FusionWeights, fused_scores, order
 from recsys.ranker.heldout import HeldOutConfig, held_out_counts
-from recsys.ranker.title_likelihood import (history_ids, title_ids, title_log_likelihoods, title_opinion)
+from recsys.ranker.title_likelihood import TitleConfig, history_ids, title_ids, title_log_likelihoods, title_opinion
 
 HISTORY = ["The Matrix", "Heat", "Alien"]
 CANDIDATES = ["Toy Story", "Se7en", "The Godfather: Part II", "Fargo", "Jumanji"]
@@ -36,10 +37,26 @@ def test_batched_titles_over_the_shared_history_equal_one_sequence_each(tiny_lla
     assert lengths.tolist() == [len(title_ids(tiny_tokenizer, t)) for t in CANDIDATES]
 
 
-def test_title_ids_concatenate_like_the_joined_text(tiny_tokenizer):
+@pytest.mark.parametrize("domain, header", [("movie", "Movies a user watched, in order:\n"),
+                                            ("product", "Products a user bought, in order:\n"),
+                                            ("game", "Games a user bought, in order:\n")])
+def test_title_ids_concatenate_like_the_joined_text_under_the_domains_header(tiny_tokenizer, domain, header):
     """Lines tokenized one by one give the same ids as the whole text: training and scoring see the same tokens."""
-    assert history_ids(tiny_tokenizer, HISTORY) == tiny_tokenizer(
-        "Movies a user watched, in order:\n" + "".join(t + "\n" for t in HISTORY)).input_ids
+    assert history_ids(tiny_tokenizer, HISTORY, domain) == tiny_tokenizer(
+        header + "".join(t + "\n" for t in HISTORY)).input_ids
+
+
+@torch.inference_mode()
+def test_the_header_the_titles_are_scored_under_is_the_domains(tiny_llama, tiny_tokenizer):
+    sums, _ = title_log_likelihoods(tiny_llama, tiny_tokenizer, HISTORY, CANDIDATES, "product")
+    context = history_ids(tiny_tokenizer, HISTORY, "product")
+    line = title_ids(tiny_tokenizer, CANDIDATES[0])
+    logp = torch.log_softmax(tiny_llama(input_ids=torch.tensor([context + line])).logits[0].float(), dim=-1)
+    expected = float(sum(logp[len(context) - 1 + j, token] for j, token in enumerate(line)))
+    assert sums[0].item() == pytest.approx(expected, abs=1e-4)
+    assert not torch.allclose(sums, title_log_likelihoods(tiny_llama, tiny_tokenizer, HISTORY, CANDIDATES)[0])
+    with pytest.raises(ValueError, match="unknown title domain 'book'"):
+        TitleConfig(domain="book")
 
 
 def test_the_score_does_not_depend_on_where_a_candidate_is_listed(tiny_llama, tiny_tokenizer):

@@ -91,7 +91,7 @@ def score_titles(model, tokenizer, catalog: Catalog, rows: RankingRows, config: 
         for i in tqdm(mine, desc="title likelihood", disable=not progress, leave=False):
             history = title_texts(tokenizer, catalog, rows.histories[i][-config.max_history:], config)
             titles = title_texts(tokenizer, catalog, rows.candidate_ids[i].tolist(), config)
-            pairs.append(torch.stack(title_log_likelihoods(model, tokenizer, history, titles)))
+            pairs.append(torch.stack(title_log_likelihoods(model, tokenizer, history, titles, config.domain)))
         return pairs
 
     scored = torch.stack(sharded(len(rows), score))  # (N, 2, K): sums and token counts
@@ -150,6 +150,19 @@ def rows_ndcg10(rows: RankingRows, weights: FusionWeights) -> float:
     """Mean NDCG@10 of the fused order over every row (a target the pool dropped: 0), what training validation
     chooses by. Rows without a pool (each target among its retriever's top-20) are all subset rows: `ndcg10`."""
     return sum(ndcg_at(r, 10) for r in target_ranks(rows, weights).tolist()) / len(rows)
+
+
+WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # an LLM opinion's weight on top of the prior, chosen on validation
+
+
+def choose_weight(rows: RankingRows, base: FusionWeights, opinion: str = "llm",
+                  grid=WEIGHT_GRID) -> tuple[FusionWeights, dict[float, float]]:
+    """`opinion`'s weight ("llm" or "titles") on top of `base` with the best NDCG@10 over the rows (`rows_ndcg10`)
+    among `grid` (ties: the smaller), and the NDCG@10 at every weight of WEIGHT_GRID. The rows must hold the
+    opinion's scores."""
+    by_weight = {w: rows_ndcg10(rows, replace(base, **{opinion: w})) for w in WEIGHT_GRID}
+    best = max(by_weight[w] for w in grid)
+    return replace(base, **{opinion: min(w for w in grid if by_weight[w] == best)}), by_weight
 
 
 def ablation_weights(final: FusionWeights) -> dict[str, FusionWeights]:

@@ -3,7 +3,7 @@
 The model reads the history as a plain list of titles, one a line, and each candidate's score is the
 log-probability of its own title (and the line's end) as the next line:
 
-    Movies a user watched, in order:
+    Movies a user watched, in order:        <- the header names the data set's items (`HEADERS`)
     Heat
     The Matrix
     <candidate title>\\n        <- log p(candidate tokens | history), summed (or per token)
@@ -28,7 +28,9 @@ from recsys.kv_cache import cache_kwargs, last_position, output_cache
 from recsys.ranker.prompt import PromptConfig, cut_title, item_texts
 from recsys.ranker.verbalizer import PrefixCache
 
-HEADER = "Movies a user watched, in order:\n"
+# the line above the history, per domain (`recsys.data.sources.DATASETS`' domains, as `prompt.HISTORIES`)
+HEADERS = {"movie": "Movies a user watched, in order:\n", "product": "Products a user bought, in order:\n",
+           "game": "Games a user bought, in order:\n"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class TitleConfig:
     max_title_tokens: int = 32
     years: bool = False  # titles without "(1999)": shorter, and the year is not what tells two films apart here
     per_token: bool = False  # score = mean log-probability per token instead of the sum (chosen on validation)
+    domain: str = "movie"  # what the items are: the header's words (`HEADERS`)
+
+    def __post_init__(self):
+        if self.domain not in HEADERS:
+            raise ValueError(f"unknown title domain {self.domain!r}: one of {sorted(HEADERS)}")
 
     def prompt_config(self) -> PromptConfig:
         """The prompt budgets of `recsys.ranker.prompt` that show titles the same way."""
@@ -56,25 +63,27 @@ def title_ids(tokenizer, title: str) -> list[int]:
     return tokenizer(title + "\n", add_special_tokens=False).input_ids
 
 
-def history_ids(tokenizer, titles: list[str]) -> list[int]:
-    """The tokens of the header and the history lines (oldest first), with the tokenizer's special start."""
-    ids = tokenizer(HEADER).input_ids
+def history_ids(tokenizer, titles: list[str], domain: str = "movie") -> list[int]:
+    """The tokens of the `domain`'s header and the history lines (oldest first), with the tokenizer's special
+    start."""
+    ids = tokenizer(HEADERS[domain]).input_ids
     for title in titles:
         ids += title_ids(tokenizer, title)
     return ids
 
 
 @torch.inference_mode()
-def title_log_likelihoods(model, tokenizer, history_titles: list[str],
-                          candidate_titles: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of log-probabilities (K,), token counts (K,)) of each candidate's title line after the history, fp32.
+def title_log_likelihoods(model, tokenizer, history_titles: list[str], candidate_titles: list[str],
+                          domain: str = "movie") -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of log-probabilities (K,), token counts (K,)) of each candidate's title line after the history (under
+    the `domain`'s header), fp32.
 
     One pass over the history (keys and values kept), then one batched pass of the K title lines,
     right-padded, attending to the shared history: the first token of each title is read off the
     history's last logits, the rest off the batched pass.
     """
     device = model.device
-    context = history_ids(tokenizer, history_titles)
+    context = history_ids(tokenizer, history_titles, domain)
     lines = [title_ids(tokenizer, t) for t in candidate_titles]
     first = model(input_ids=torch.tensor([context], device=device), use_cache=True, **last_position(device))
     first_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)

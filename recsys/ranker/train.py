@@ -41,7 +41,7 @@ from recsys.distributed import is_main_process, process_share
 from recsys.machine import machine_record
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
 from recsys.ranker.artefacts import PRIOR_FILE, TRAINING_CONFIG_FILE, RankerArtefacts
-from recsys.ranker.evaluate import ablation, print_ablation, rows_ndcg10, score_llm
+from recsys.ranker.evaluate import WEIGHT_GRID, ablation, choose_weight, print_ablation, rows_ndcg10, score_llm
 from recsys.ranker.examples import RankingExample, make_examples
 from recsys.ranker.fusion import FusionWeights, llm_opinion, prior_scores
 from recsys.ranker.heldout import load_held_out, split_by_user
@@ -57,7 +57,6 @@ from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 TRAINING_LOG_FILE = "training_log.json"
 LOSSES = ("vocab", "letters", "residual")
-LLM_WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # the LLM's weight on top of the prior, chosen on validation
 
 
 @dataclass
@@ -279,15 +278,6 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
     return TrainingData(rows.ranking_examples(), priors, rows.cowatch, validation, prior_weights, counts)
 
 
-def choose_llm_weight(rows: RankingRows, prior: FusionWeights,
-                      grid=LLM_WEIGHT_GRID) -> tuple[FusionWeights, dict[float, float]]:
-    """The LLM's weight on top of `prior` with the best NDCG@10 over the rows (`rows_ndcg10`) over `grid` (ties: the
-    smaller), and the NDCG@10 of every weight of LLM_WEIGHT_GRID."""
-    by_weight = {w: rows_ndcg10(rows, replace(prior, llm=w)) for w in LLM_WEIGHT_GRID}
-    best = max(by_weight[w] for w in grid)
-    return replace(prior, llm=min(w for w in grid if by_weight[w] == best)), by_weight
-
-
 def train(config: RankerTrainConfig) -> dict | None:
     """Train, validate, keep the best adapter, choose the LLM's fusion weight, evaluate on test; returns the metrics.
 
@@ -332,7 +322,7 @@ def train(config: RankerTrainConfig) -> dict | None:
         started = time.time()
         rows = score_llm(model, tokenizer, dataset.catalog, data.validation, prompt_config, progress=False)
         # the checkpoint is chosen with the LLM in the sum (weight > 0): at weight 0 every checkpoint ties
-        weights, by_weight = choose_llm_weight(rows, data.prior_weights, [w for w in LLM_WEIGHT_GRID if w > 0])
+        weights, by_weight = choose_weight(rows, data.prior_weights, "llm", [w for w in WEIGHT_GRID if w > 0])
         ndcg = by_weight[weights.llm]
         best = max([h["val_N@10"] for h in history], default=-1.0)
         seen = step * config.batch_size * process_share(0)[2]  # each process adds its own batch (data-parallel)
@@ -409,7 +399,7 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
     model = load_base_model(load_config) if zero_shot else load_adapter(load_base_model(load_config), output)
     model.eval()
     validation = score_llm(model, tokenizer, dataset.catalog, validation_rows, prompt_config)
-    weights, by_weight = choose_llm_weight(validation, prior_weights)
+    weights, by_weight = choose_weight(validation, prior_weights, "llm")
     scored = {split: validation if served_prior and split == "val" else
               score_llm(model, tokenizer, dataset.catalog,
                         split_rows(dataset, split, candidates[split], counts, pool=served_pool, weights=weights),

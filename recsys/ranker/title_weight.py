@@ -1,0 +1,142 @@
+"""`python -m recsys.ranker.title_weight --dataset beauty`: title likelihood's weight in a zero-shot served folder,
+chosen on validation users, the test users read once.
+
+Title likelihood (`recsys.ranker.title_likelihood`) scores each of the 20 served candidates by the base model's
+log-probability of its title as the next line after the history's titles, under a header that names the data set's
+items ("Products a user bought, in order:"): no letters, no training. This step
+
+1. scores it on the served candidates of a seeded sample of the validation users' rows (the sample the zero-shot
+   LLM's weight was chosen on by `recsys.ranker.train --zero-shot`: the same seed and count),
+2. chooses its weight on top of the folder's served fusion over `evaluate.WEIGHT_GRID` by NDCG@10 (ties: the
+   smaller, so a weight that buys nothing stays 0),
+3. scores every test user once with it,
+
+and writes the weight into the folder's served_config.json (the app then computes the opinion on every Recommend
+when it is above 0) and the figures under "titles" in its metrics.json. The folder must serve the base model (no
+adapter): a trained folder's title weight is chosen with its catalog-pretrained adapter (`bench/llm_rankers.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from recsys.data import load_dataset
+from recsys.data.sources import DATASETS
+from recsys.machine import machine_record
+from recsys.ranker.artefacts import METRICS_FILE, RankerArtefacts
+from recsys.ranker.evaluate import choose_weight, ndcg10, ndcg_interval, ranking_metrics, score_llm, score_titles
+from recsys.ranker.fusion import FusionWeights
+from recsys.ranker.model import RankerLoadConfig, load_base_model, load_tokenizer
+from recsys.ranker.rows import RankingRows, split_rows
+from recsys.ranker.title_likelihood import TitleConfig, title_opinion
+from recsys.retriever.candidates import load_candidates
+
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+RUNS = CHECKPOINTS.parent / "runs"
+VALIDATION_USERS = 1000  # as the zero-shot LLM's choice (`recsys.reproduce`)
+
+
+@dataclass(frozen=True)
+class TitleWeightConfig:
+    """Which folder gets a title weight, and the rows that choose it."""
+
+    dataset: str
+    served: str | None = None  # the zero-shot ranker folder (None: checkpoints/llamarec-DATASET)
+    candidates: str | None = None  # LRURec's top-`pool` of each user (None: runs/candidates-DATASET)
+    data_dir: str | None = None
+    base_model: str | None = None  # None: SmolLM2-135M-Instruct
+    val_users: int = VALIDATION_USERS
+    seed: int = 42  # the zero-shot LLM's (`RankerTrainConfig.seed`), so both opinions are chosen on the same rows
+
+
+def served_title_config(ranker: RankerArtefacts) -> TitleConfig:
+    """How a served folder's titles are read for title likelihood: its prompt's history budget, title form and
+    domain (the app's, `Pipeline.load`)."""
+    return TitleConfig(max_history=ranker.prompt.max_history, max_title_tokens=ranker.prompt.max_title_tokens,
+                       years=ranker.prompt.years, domain=ranker.prompt.domain)
+
+
+def contribution(rows: RankingRows, without: FusionWeights, weight: float) -> dict:
+    """Subset NDCG@10 of `without` plus title likelihood at `weight`, minus `without`'s, with its paired-bootstrap
+    95% interval (over the rows' users)."""
+    ours = replace(without, titles=weight)
+    return {"weight": weight, "N@10": round(ndcg10(rows, ours), 4),
+            "diff": round(ndcg10(rows, ours) - ndcg10(rows, without), 4),
+            "ci95_diff": [round(x, 4) for x in ndcg_interval(rows, ours, without)]}
+
+
+def choose_title_weight(config: TitleWeightConfig) -> dict:
+    """Score, choose, score test once, write (module docstring); returns what it wrote under "titles".
+
+    ValueError when the folder holds adapter weights (its title weight belongs to a catalog adapter)."""
+    folder = Path(config.served or CHECKPOINTS / f"llamarec-{config.dataset}")
+    ranker = RankerArtefacts.load(folder)
+    if ranker.adapter is not None:
+        raise ValueError(f"{folder} holds a trained adapter: its title weight is chosen with its catalog-pretrained "
+                         "adapter, by bench/llm_rankers.py --write-choice")
+    if ranker.prompt.domain != DATASETS[config.dataset].domain:
+        raise ValueError(f"{folder} serves {ranker.prompt.domain}s, {config.dataset} holds "
+                         f"{DATASETS[config.dataset].domain}s")
+    dataset = load_dataset(config.dataset, config.data_dir)
+    candidates = load_candidates(config.candidates or RUNS / f"candidates-{config.dataset}")
+    tokenizer = load_tokenizer(config.base_model)
+    model = load_base_model(RankerLoadConfig(base_model=config.base_model))
+    model.eval()
+    titles = served_title_config(ranker)
+    served = ranker.fusion
+
+    def scored(split: str, max_users: int | None) -> RankingRows:
+        rows = split_rows(dataset, split, candidates[split], ranker.counts, max_users, config.seed, pool=ranker.pool,
+                          weights=served)
+        rows = replace(rows, titles=title_opinion(*score_titles(model, tokenizer, dataset.catalog, rows, titles)))
+        # the served LLM's opinion takes part in the choice when it has a weight
+        return score_llm(model, tokenizer, dataset.catalog, rows, ranker.prompt) if served.llm else rows
+
+    without = replace(served, titles=0.0)
+    validation = scored("val", config.val_users)
+    chosen, by_weight = choose_weight(validation, without, "titles")
+    test = scored("test", None)
+    on_test: dict[str, Any] = {"titles_alone_N@10": round(ndcg10(test, FusionWeights(0.0, 0.0, 0.0, titles=1.0)), 4),
+                               "at_weight_1": contribution(test, without, 1.0),
+                               "served": {part: {k: round(v, 4) for k, v in values.items()}
+                                          for part, values in ranking_metrics(test, chosen).items()}}
+    if chosen.titles:
+        on_test["at_chosen_weight"] = contribution(test, without, chosen.titles)
+    result = {"validation_rows": len(validation), "val_ndcg10_by_titles_weight": by_weight, "weight": chosen.titles,
+              "title": asdict(titles), "machine": machine_record(next(model.parameters()).dtype),
+              "test_users_in_subset": int(test.subset().sum()), "test_users": test.total_users, "test": on_test}
+    metrics_path = folder / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics["titles"] = result
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    replace(ranker.served, fusion=chosen).save_pretrained(folder)
+    print(f"validation NDCG@10 by title weight ({len(validation)} rows): "
+          + ", ".join(f"{w:g}: {v:.4f}" for w, v in by_weight.items()))
+    print(f"chosen: {chosen.titles:g}; test ({result['test_users_in_subset']} users in the subset): title likelihood "
+          f"alone {on_test['titles_alone_N@10']:.4f}, its contribution at weight 1 "
+          f"{on_test['at_weight_1']['diff']:+.4f} {on_test['at_weight_1']['ci95_diff']}")
+    return result
+
+
+def main(argv=None) -> dict:
+    """Parse the flags and run `choose_title_weight`."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--served", default=None, help="the zero-shot ranker folder (default: "
+                        "checkpoints/llamarec-DATASET)")
+    parser.add_argument("--candidates", default=None, help="python -m recsys.retriever.candidates's output (default: "
+                        "runs/candidates-DATASET)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--base-model", default=None, help="default: SmolLM2-135M-Instruct")
+    parser.add_argument("--val-users", type=int, default=VALIDATION_USERS)
+    args = parser.parse_args(argv)
+    return choose_title_weight(TitleWeightConfig(args.dataset, args.served, args.candidates, args.data_dir,
+                                                 args.base_model, args.val_users))
+
+
+if __name__ == "__main__":
+    main()
