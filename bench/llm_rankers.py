@@ -46,7 +46,7 @@ from recsys.ranker.model import DEFAULT_ADAPTER, RankerLoadConfig, load_adapter,
 from recsys.ranker.prior import pooled_heldout_rows
 from recsys.ranker.prompt import item_texts
 from recsys.ranker.rows import RankingRows, served_rows
-from recsys.ranker.title_likelihood import TitleConfig, title_opinion
+from recsys.ranker.title_likelihood import TitleConfig, served_title_config, title_opinion
 from recsys.results import write_json
 from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
@@ -111,7 +111,7 @@ def main(argv=None) -> dict:
     ranker = RankerArtefacts.load(args.adapter)
     saved_prior = ranker.require_prior()
     served = ranker.fusion
-    prior = replace(served, llm=0.0, titles=0.0)
+    prior = served.prior
     counts = ranker.counts
     candidates = load_candidates(args.retriever)
     _, val_part = split_by_user(load_held_out(args.heldout_dir))
@@ -128,8 +128,7 @@ def main(argv=None) -> dict:
         model = load_adapter(model, args.catalog_adapter, name="catalog")
     machine = machine_record(next(model.parameters()).dtype)
     prompt_config = ranker.prompt
-    titles_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years,
-                                 domain=prompt_config.domain)
+    titles_config = served_title_config(prompt_config)
     models = {"base": ("none", None), "verbalizer adapter": ("default", "llm")}
     if args.catalog_adapter:
         models["catalog-trained"] = ("catalog", "titles")

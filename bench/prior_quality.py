@@ -12,7 +12,6 @@ top-20 (Table 3: NDCG@10 and Recall@10; a pool may also rank targets LRURec put 
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import argparse
 from pathlib import Path
@@ -63,7 +62,7 @@ def main(argv=None) -> dict:
     if ranker.counts is None:
         raise SystemExit(f"{ranker.folder} holds no co-watch prior: python -m recsys.ranker.prior --dataset "
                          f"{args.dataset} --write")
-    weights = replace(ranker.fusion, llm=0.0)
+    weights = ranker.fusion.prior
     candidates = retrieve_split(model, dataset, "test", k=ranker.pool)
     rows = served_rows(dataset, "test", candidates, ranker, ranker.counts)
     users = candidates.users.tolist()

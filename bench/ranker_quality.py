@@ -18,7 +18,6 @@ weights as chosen on ml-latest-small); the adapter is the ml-latest-small one.
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import argparse
 from pathlib import Path
@@ -101,7 +100,7 @@ def main(argv=None) -> dict:
                                ranker.prompt)
               for split in ("val", "test")}
     result = {"test": ablation(scored["test"], weights), "val": ablation(scored["val"], weights),
-              "cross_fitted_val_test": cross_fitted(scored["val"], scored["test"], replace(weights, llm=0.0)),
+              "cross_fitted_val_test": cross_fitted(scored["val"], scored["test"], weights.prior),
               "users": int(scored["test"].subset().sum()), "rows": len(scored["test"]),
               "total_users": scored["test"].total_users, "fusion": weights.__dict__,
               "pool": {split: pool_trade(rows) for split, rows in scored.items()},

@@ -33,10 +33,10 @@ from recsys.errors import CheckpointError
 from recsys.model_runner import ModelRunner
 from recsys.opinions import CATALOG_ADAPTER_NAME, LLMOpinions
 from recsys.ranker.artefacts import CatalogArtefacts, RankerArtefacts, default_adapter
-from recsys.ranker.fusion import LLM_ALONE, FusionWeights, fused_scores, order, retriever_opinion
+from recsys.ranker.fusion import LLM_ALONE, PROBABILITY_FLOOR, FusionWeights, fused_scores, order, retriever_opinion
 from recsys.ranker.model import RankerLoadConfig, describe, load_adapter, load_ranker, pick_device
 from recsys.ranker.prompt import PromptConfig, RankingPrompt
-from recsys.ranker.title_likelihood import TitleConfig
+from recsys.ranker.title_likelihood import served_title_config
 from recsys.retrieval import Candidate, RetrievalStage
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_catalog, load_model
 from recsys.shared_results import SharedResults
@@ -143,7 +143,7 @@ def candidate_opinions(candidates: list[Candidate]) -> dict[str, torch.Tensor]:
     for name, field_name in (("llm", "llm_probability"), ("titles", "title_probability")):
         values = [getattr(c, field_name) for c in candidates]
         if all(v is not None for v in values):
-            named[name] = torch.log(torch.tensor(values).clamp_min(1e-30))
+            named[name] = torch.log(torch.tensor(values).clamp_min(PROBABILITY_FLOOR))
     return named
 
 
@@ -233,6 +233,7 @@ class Pipeline:
         # Every file of the ranker folder, read before the slow model load. A folder without adapter weights is a
         # zero-shot one (`recsys.ranker.train --zero-shot`): the base model ranks, at the weights validation chose.
         ranker = RankerArtefacts.load(config.ranker.adapter)
+        base_titles = ranker.zero_shot  # its title weight (if any) was chosen with the base model's title likelihood
         if not config.adapter_weights:
             ranker = replace(ranker, has_weights=False)
         fusion = ranker.fusion if config.fusion is None else config.fusion
@@ -241,8 +242,7 @@ class Pipeline:
         # precision (`recsys.ranker.folded`), fp32 letter logits, one prompt at a time.
         ranker_config = replace(config.ranker, adapter=ranker.adapter, cpu_precision=config.cpu_precision)
         model, tokenizer = load_ranker(ranker_config)
-        title_config = TitleConfig(max_history=prompt_config.max_history, years=prompt_config.years,
-                                   domain=prompt_config.domain)
+        title_config = served_title_config(prompt_config)
         catalog_folder = config.catalog_adapter
         if catalog_folder == "auto":
             catalog_folder = default_adapter(DEFAULT_CATALOG_ADAPTER) if config.ranker.base_model is None else None
@@ -251,8 +251,8 @@ class Pipeline:
             titles = CatalogArtefacts.load(catalog_folder)
             title_config, catalog_adapter = titles.title, titles.folder
             model = load_adapter(model, titles.folder, name=CATALOG_ADAPTER_NAME)
-        elif config.fusion is None and ranker.adapter:  # a trained folder's title weight was chosen with the catalog
-            # adapter, not without it; a zero-shot folder's with the base model (`recsys.ranker.title_weight`), as here
+        elif config.fusion is None and not base_titles:  # a trained folder's title weight was chosen with the
+            # catalog adapter, not without it; a zero-shot folder's with the base model (`recsys.ranker.title_weight`)
             fusion = replace(fusion, titles=0.0)
         retrieval = RetrievalStage(catalog, retriever, cowatch=ranker.counts, pool=ranker.pool, pool_weights=fusion,
                                    folder=folder)

@@ -90,7 +90,7 @@ def main(argv=None) -> None:
                                                      str(RankerArtefacts.load(served).pool), *data])),
              ("llm", score_llm),
              ("titles", lambda: title_weight.main(["--dataset", args.dataset, "--served", str(served), "--candidates",
-                                                   str(pool), "--val-users", str(args.llm_val_users), *data,
+                                                   str(pool), *data,
                                                    *(["--base-model", args.base_model] if args.base_model else [])]))]
     for name, step in steps:
         began = time.monotonic()

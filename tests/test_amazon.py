@@ -166,6 +166,7 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     assert set(served.metrics["val_ndcg10_by_llm_weight"]) >= {"0.0", "1.0"} and "test" in served.metrics
     titles = served.metrics["titles"]  # title likelihood's weight chosen on the same validation rows
     assert titles["validation_rows"] == served.metrics["validation_rows"] and titles["title"]["domain"] == "product"
+    assert titles["validation_sample"] == {"users": 30, "seed": 42}  # the LLM's, read from its training config
     assert served.fusion.titles == titles["weight"] and "at_weight_1" in titles["test"]
     assert (tmp_path / "runs" / "candidates-beauty" / "candidates.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "lrurec-beauty" / "model.safetensors").is_file()

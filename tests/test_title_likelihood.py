@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 
+import math
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import make_llama
@@ -12,7 +15,7 @@ from recsys.ranker.catalog_lm import (CatalogLMConfig, encode_window, epochs_of,
                                       train, windows)
 from recsys.ranker.evaluate import score_titles
 from recsys.ranker.rows import RankingRows
-from recsys.ranker.fusion import FusionWeights, fused_scores, order
+from recsys.ranker.fusion import PROBABILITY_FLOOR, FusionWeights, fused_scores, order
 from recsys.ranker.heldout import HeldOutConfig, held_out_counts
 from recsys.ranker.title_likelihood import TitleConfig, history_ids, title_ids, title_log_likelihoods, title_opinion
 
@@ -70,6 +73,9 @@ def test_title_opinion_is_a_log_softmax_of_sums_or_per_token_means():
     assert torch.allclose(title_opinion(sums, lengths).exp().sum(), torch.tensor(1.0))
     assert title_opinion(sums, lengths).argmax() == 0
     assert title_opinion(sums, lengths, per_token=True).argmax() == 1  # -1 a token beats -2 and -3
+    # a title far less likely than the best one gets the floor the app's probabilities carry, not its own value
+    far = title_opinion(torch.tensor([-10.0, -150.0, -400.0]), torch.ones(3))
+    assert far[1].item() == far[2].item() == pytest.approx(math.log(PROBABILITY_FLOOR))
 
 
 def test_titles_enter_the_one_fusion_rule():
@@ -78,8 +84,9 @@ def test_titles_enter_the_one_fusion_rule():
     assert order(fused_scores(opinions, FusionWeights(1.0, 0.0, 0.0, titles=1.0))) == [1, 0]
 
 
-def test_evaluation_scores_titles_as_the_pipeline_does(tiny_pipeline, tiny_catalog):
-    history = [1, 2, 3, 4, 5, 6]
+@pytest.mark.parametrize("domain, history", [("movie", [1, 2, 3, 4, 5, 6]), ("product", [2, 3, 4, 5, 6, 7])])
+def test_evaluation_scores_titles_as_the_pipeline_does(tiny_pipeline, tiny_catalog, monkeypatch, domain, history):
+    monkeypatch.setattr(tiny_pipeline.llm, "title_config", replace(tiny_pipeline.llm.title_config, domain=domain))
     candidates, _ = tiny_pipeline.retrieval.retrieve(history)
     app = tiny_pipeline.recommend(history, titles=True)
     rows = RankingRows([history], torch.tensor([[c.item_id for c in candidates]]), torch.zeros(1, len(candidates)),

@@ -169,9 +169,9 @@ def ablation_weights(final: FusionWeights) -> dict[str, FusionWeights]:
     """The ablation rows of a served fusion: the retriever's order, each opinion added, the LLM on top of the
     prior at the weight it was trained with (1), and the served fusion (whose LLM weight validation chose)."""
     return {"retriever": RETRIEVER, "llm_alone": FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0),
-            "retriever+llm": replace(final, cowatch=0.0, llm=final.llm or 1.0),
-            "retriever+cowatch": replace(final, llm=0.0),
-            "retriever+cowatch+llm": replace(final, llm=1.0), "final": final}
+            "retriever+llm": replace(final.prior, cowatch=0.0, llm=final.llm or 1.0),
+            "retriever+cowatch": final.prior,
+            "retriever+cowatch+llm": replace(final.prior, llm=1.0), "final": final}
 
 
 def ndcg_interval(rows: RankingRows, ours: FusionWeights, baseline: FusionWeights = RETRIEVER,
@@ -195,7 +195,7 @@ def ablation(rows: RankingRows, final: FusionWeights) -> dict:
             entry["ci95_vs_retriever_N@10"] = [round(x, 4) for x in ndcg_interval(rows, weights)]
         result[name] = entry
     if rows.llm is not None:
-        prior, with_llm = replace(final, llm=0.0), replace(final, llm=1.0)
+        prior, with_llm = final.prior, replace(final.prior, llm=1.0)
         gain = ndcg10(rows, with_llm) - ndcg10(rows, prior)
         result["llm_contribution"] = {"N@10": round(gain, 4), "llm_weight": 1.0,
                                       "ci95_N@10": [round(x, 4) for x in ndcg_interval(rows, with_llm, prior)]}

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 OPINIONS = ("retriever", "cowatch", "llm", "titles")
+# the smallest probability an LLM opinion carries to the page (and back into the fusion: `pipeline.candidate_opinions`)
+PROBABILITY_FLOOR = 1e-30
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,11 @@ class FusionWeights:
         for name, value in asdict(self).items():
             if not (isinstance(value, (int, float)) and value >= 0.0):  # also refuses NaN
                 raise ValueError(f"fusion weight {name} must be a number >= 0, got {value!r}")
+
+    @property
+    def prior(self) -> FusionWeights:
+        """These weights without the LLM's two opinions (verbalizer and title likelihood): the co-watch prior."""
+        return replace(self, llm=0.0, titles=0.0)
 
 LLM_ALONE = FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0)  # the verbalizer's ranking, as the paper ranks
 
@@ -70,7 +77,7 @@ def fused_scores(opinions: dict[str, torch.Tensor], weights: FusionWeights) -> t
 def prior_scores(retriever_scores: torch.Tensor, cowatch_scores: torch.Tensor, weights: FusionWeights) -> torch.Tensor:
     """The fixed prior the LLM is trained on top of: the fused score without the LLM, (B, K)."""
     return fused_scores({"retriever": retriever_opinion(retriever_scores), "cowatch": cowatch_scores},
-                        replace(weights, llm=0.0, titles=0.0))
+                        weights.prior)
 
 
 def order(scores: torch.Tensor) -> list[int]:

@@ -134,7 +134,7 @@ def choose_prior(examples: HeldOutExamples, dataset: SequenceDataset, windows=WI
             weights = fit_prior_weights(train.retriever_scores, train.cowatch, train.target_index)
             grid.append({"window": window, "span": span, "weights": asdict(weights),
                          "val_N@10": round(ndcg10(heldout_rows(val_rows, dataset, config),
-                                                  replace(weights, llm=0.0)), 4)})
+                                                  weights.prior), 4)})
             print(f"window {window:>2} span {span:>2}: weights retriever {weights.retriever:.3f} cowatch "
                   f"{weights.cowatch:.3f}; held-out validation NDCG@10 {grid[-1]['val_N@10']:.4f}")
     best = max(grid, key=lambda g: (g["val_N@10"], -g["window"], -g["span"]))
@@ -180,11 +180,11 @@ def choose_on_validation(model: LRURec, dataset: SequenceDataset, windows=WINDOW
             fit, choose = halves(split_rows(dataset, "val", candidates, counts))
             weights = fit_prior_weights(fit.retriever_scores, fit.cowatch, fit.target_index)
             grid.append({"window": window, "span": span, "weights": asdict(weights),
-                         "val_N@10": round(ndcg10(choose, replace(weights, llm=0.0)), 4)})
+                         "val_N@10": round(ndcg10(choose, weights.prior), 4)})
             print(f"window {window:>2} span {span:>2}: weights retriever {weights.retriever:.3f} cowatch "
                   f"{weights.cowatch:.3f}; validation NDCG@10 (choosing half) {grid[-1]['val_N@10']:.4f}", flush=True)
     best = max(grid, key=lambda g: (g["val_N@10"], -g["window"], -g["span"]))
-    config, weights = CoWatchConfig(best["window"], best["span"]), replace(FusionWeights(**best["weights"]), llm=0.0)
+    config, weights = CoWatchConfig(best["window"], best["span"]), FusionWeights(**best["weights"]).prior
     counts = training_counts(dataset, config)
     fit, choose = halves(split_rows(dataset, "val", candidates, counts))
     validation = {"examples": len(choose), "users": len(choose_users), "training_examples": len(fit),
@@ -208,7 +208,7 @@ def pooled_ndcg(model: LRURec, dataset: SequenceDataset, counts: CoWatchCounts, 
     20 it keeps from LRURec's top-`pool`, ranked as evaluation ranks them (`split_rows`; a target not kept is a
     miss)."""
     candidates = retrieve_split(model, dataset, split, k=pool)
-    prior = replace(weights, llm=0.0)
+    prior = weights.prior
     rows = split_rows(dataset, split, candidates, counts, pool=pool, weights=prior)
     ranks = all_user_ranks(rows, prior, candidates.users.tolist())
     return {"N@10": [ndcg_at(r, 10) for r in ranks], "R@10": [float(r <= 10) for r in ranks],
@@ -241,7 +241,7 @@ def serve_prior(folder: Path, choice: PriorChoice, domain: str) -> ServedConfig:
         before = ServedConfig.from_pretrained(folder)
         fusion, prompt = before.fusion, before.prompt
     else:
-        fusion, prompt = replace(choice.weights, llm=0.0, titles=0.0), PromptConfig(domain=domain)
+        fusion, prompt = choice.weights.prior, PromptConfig(domain=domain)
     return ServedConfig(choice.pool, choice.cowatch,
                         replace(fusion, retriever=choice.weights.retriever, cowatch=choice.weights.cowatch), prompt)
 

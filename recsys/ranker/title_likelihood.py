@@ -20,11 +20,13 @@ the concatenation equal the concatenated ids and a title's tokens never depend o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from recsys.kv_cache import cache_kwargs, last_position, output_cache
+from recsys.ranker.fusion import PROBABILITY_FLOOR
 from recsys.ranker.prompt import PromptConfig, cut_title, item_texts
 from recsys.ranker.verbalizer import PrefixCache
 
@@ -111,6 +113,15 @@ def title_log_likelihoods(model, tokenizer, history_titles: list[str], candidate
 
 def title_opinion(totals: torch.Tensor, lengths: torch.Tensor, per_token: bool = False) -> torch.Tensor:
     """The named opinion "titles" of `recsys.ranker.fusion`: log-softmax over the candidates of each title's
-    log-likelihood (summed, or per token with `per_token`), same shape as `totals` ((K,) or (N, K))."""
+    log-likelihood (summed, or per token with `per_token`), same shape as `totals` ((K,) or (N, K)), floored at
+    log(PROBABILITY_FLOOR): summed likelihoods of long titles lie more than 69 nats apart, and the app carries each
+    opinion as a probability, so evaluation must see the same floor."""
     scores = totals / lengths if per_token else totals
-    return torch.log_softmax(scores.float(), dim=-1)
+    return torch.log_softmax(scores.float(), dim=-1).clamp_min(math.log(PROBABILITY_FLOOR))
+
+
+def served_title_config(prompt: PromptConfig) -> TitleConfig:
+    """How title likelihood reads titles beside a served prompt when no catalog adapter says otherwise: the prompt's
+    history budget, title form and domain (the app's, `Pipeline.load`, and its evaluation's)."""
+    return TitleConfig(max_history=prompt.max_history, max_title_tokens=prompt.max_title_tokens, years=prompt.years,
+                       domain=prompt.domain)

@@ -6,7 +6,8 @@ log-probability of its title as the next line after the history's titles, under 
 items ("Products a user bought, in order:"): no letters, no training. This step
 
 1. scores it on the served candidates of a seeded sample of the validation users' rows (the sample the zero-shot
-   LLM's weight was chosen on by `recsys.ranker.train --zero-shot`: the same seed and count),
+   LLM's weight was chosen on by `recsys.ranker.train --zero-shot`: the seed and count its training_config.json
+   records), with the base weights in the precision the app serves them in,
 2. chooses its weight on top of the folder's served fusion over `evaluate.WEIGHT_GRID` by NDCG@10 (ties: the
    smaller, so a weight that buys nothing stays 0),
 3. scores every test user once with it,
@@ -32,7 +33,7 @@ from recsys.ranker.evaluate import choose_weight, ndcg10, ndcg_interval, ranking
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.model import RankerLoadConfig, load_base_model, load_tokenizer
 from recsys.ranker.rows import RankingRows, split_rows
-from recsys.ranker.title_likelihood import TitleConfig, title_opinion
+from recsys.ranker.title_likelihood import served_title_config, title_opinion
 from recsys.retriever.candidates import load_candidates
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
@@ -49,15 +50,11 @@ class TitleWeightConfig:
     candidates: str | None = None  # LRURec's top-`pool` of each user (None: runs/candidates-DATASET)
     data_dir: str | None = None
     base_model: str | None = None  # None: SmolLM2-135M-Instruct
-    val_users: int = VALIDATION_USERS
-    seed: int = 42  # the zero-shot LLM's (`RankerTrainConfig.seed`), so both opinions are chosen on the same rows
-
-
-def served_title_config(ranker: RankerArtefacts) -> TitleConfig:
-    """How a served folder's titles are read for title likelihood: its prompt's history budget, title form and
-    domain (the app's, `Pipeline.load`)."""
-    return TitleConfig(max_history=ranker.prompt.max_history, max_title_tokens=ranker.prompt.max_title_tokens,
-                       years=ranker.prompt.years, domain=ranker.prompt.domain)
+    precision: str = "auto"  # the base weights on CPU, as the app serves them (bf16 where the CPU has it natively)
+    # the validation sample: None = the zero-shot LLM's (its training_config.json), so both opinions are chosen on
+    # the same rows; without one, VALIDATION_USERS users at seed 42
+    val_users: int | None = None
+    seed: int | None = None
 
 
 def contribution(rows: RankingRows, without: FusionWeights, weight: float) -> dict:
@@ -83,21 +80,26 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
                          f"{DATASETS[config.dataset].domain}s")
     dataset = load_dataset(config.dataset, config.data_dir)
     candidates = load_candidates(config.candidates or RUNS / f"candidates-{config.dataset}")
+    if config.val_users is not None:
+        val_users: int | None = config.val_users
+    else:  # the LLM's sample (None there: every row), or the default without a record
+        val_users = ranker.training["val_users"] if "val_users" in ranker.training else VALIDATION_USERS
+    seed = config.seed if config.seed is not None else ranker.training.get("seed", 42)
     tokenizer = load_tokenizer(config.base_model)
-    model = load_base_model(RankerLoadConfig(base_model=config.base_model))
+    model = load_base_model(RankerLoadConfig(base_model=config.base_model, cpu_precision=config.precision))
     model.eval()
-    titles = served_title_config(ranker)
+    titles = served_title_config(ranker.prompt)
     served = ranker.fusion
 
     def scored(split: str, max_users: int | None) -> RankingRows:
-        rows = split_rows(dataset, split, candidates[split], ranker.counts, max_users, config.seed, pool=ranker.pool,
+        rows = split_rows(dataset, split, candidates[split], ranker.counts, max_users, seed, pool=ranker.pool,
                           weights=served)
         rows = replace(rows, titles=title_opinion(*score_titles(model, tokenizer, dataset.catalog, rows, titles)))
         # the served LLM's opinion takes part in the choice when it has a weight
         return score_llm(model, tokenizer, dataset.catalog, rows, ranker.prompt) if served.llm else rows
 
     without = replace(served, titles=0.0)
-    validation = scored("val", config.val_users)
+    validation = scored("val", val_users)
     chosen, by_weight = choose_weight(validation, without, "titles")
     test = scored("test", None)
     on_test: dict[str, Any] = {"titles_alone_N@10": round(ndcg10(test, FusionWeights(0.0, 0.0, 0.0, titles=1.0)), 4),
@@ -106,7 +108,8 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
                                           for part, values in ranking_metrics(test, chosen).items()}}
     if chosen.titles:
         on_test["at_chosen_weight"] = contribution(test, without, chosen.titles)
-    result = {"validation_rows": len(validation), "val_ndcg10_by_titles_weight": by_weight, "weight": chosen.titles,
+    result = {"validation_rows": len(validation), "validation_sample": {"users": val_users, "seed": seed},
+              "val_ndcg10_by_titles_weight": by_weight, "weight": chosen.titles,
               "title": asdict(titles), "machine": machine_record(next(model.parameters()).dtype),
               "test_users_in_subset": int(test.subset().sum()), "test_users": test.total_users, "test": on_test}
     metrics_path = folder / METRICS_FILE
@@ -132,10 +135,15 @@ def main(argv=None) -> dict:
                         "runs/candidates-DATASET)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--base-model", default=None, help="default: SmolLM2-135M-Instruct")
-    parser.add_argument("--val-users", type=int, default=VALIDATION_USERS)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="the base weights on CPU (auto: bf16 where the CPU has it natively, as the app)")
+    parser.add_argument("--val-users", type=int, default=None, help="validation users that choose the weight "
+                        "(default: the zero-shot LLM's sample, from the folder's training config; else "
+                        f"{VALIDATION_USERS})")
+    parser.add_argument("--seed", type=int, default=None, help="the sample's seed (default: as --val-users)")
     args = parser.parse_args(argv)
     return choose_title_weight(TitleWeightConfig(args.dataset, args.served, args.candidates, args.data_dir,
-                                                 args.base_model, args.val_users))
+                                                 args.base_model, args.precision, args.val_users, args.seed))
 
 
 if __name__ == "__main__":
