@@ -8,9 +8,10 @@ and read by everything that serves or scores as served (the app, evaluation's `s
 
 Who writes which part: `python -m recsys.ranker.prior --write` the pool, co-watch and the prior's two weights (with the
 LLM's at 0: the prior alone serves until a ranker is chosen); `python -m recsys.ranker.train` (its final step, also
-`--zero-shot`) the LLM's weight and the prompt it was scored with; `bench/llm_rankers.py --write-choice` title
-likelihood's weight. Saved and read in the manner of `save_pretrained` / `from_pretrained`; every key must be there
-and no other: a file written by another version is refused with the key at fault, never half-read.
+`--zero-shot`) the LLM's weight and the prompt it was scored with; title likelihood's weight `bench/llm_rankers.py
+--write-choice` (a trained folder, with its catalog adapter) or `python -m recsys.ranker.title_weight` (a zero-shot
+folder, with the base model). Saved and read in the manner of `save_pretrained` / `from_pretrained`; every key must
+be there and no other: a file written by another version is refused with the key at fault, never half-read.
 """
 
 from __future__ import annotations

@@ -101,6 +101,8 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
     without = replace(served, titles=0.0)
     validation = scored("val", val_users)
     chosen, by_weight = choose_weight(validation, without, "titles")
+    print(f"validation NDCG@10 by title weight ({len(validation)} rows): "
+          + ", ".join(f"{w:g}: {v:.4f}" for w, v in by_weight.items()) + f"; chosen {chosen.titles:g}", flush=True)
     test = scored("test", None)
     on_test: dict[str, Any] = {"titles_alone_N@10": round(ndcg10(test, FusionWeights(0.0, 0.0, 0.0, titles=1.0)), 4),
                                "at_weight_1": contribution(test, without, 1.0),
@@ -117,10 +119,8 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
     metrics["titles"] = result
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     replace(ranker.served, fusion=chosen).save_pretrained(folder)
-    print(f"validation NDCG@10 by title weight ({len(validation)} rows): "
-          + ", ".join(f"{w:g}: {v:.4f}" for w, v in by_weight.items()))
-    print(f"chosen: {chosen.titles:g}; test ({result['test_users_in_subset']} users in the subset): title likelihood "
-          f"alone {on_test['titles_alone_N@10']:.4f}, its contribution at weight 1 "
+    print(f"test ({result['test_users_in_subset']} users in the subset), title weight {chosen.titles:g}: title "
+          f"likelihood alone {on_test['titles_alone_N@10']:.4f}, its contribution at weight 1 "
           f"{on_test['at_weight_1']['diff']:+.4f} {on_test['at_weight_1']['ci95_diff']}")
     return result
 

@@ -370,7 +370,8 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
     """Evaluate the best saved adapter: choose the LLM's fusion weight on all validation rows, confirm on the
     paper's validation users, score the test users once; writes metrics.json, training_config.json,
     served_config.json (`recsys.ranker.served`: what the app serves; title likelihood's weight 0 until
-    `bench/llm_rankers.py --write-choice` chooses it for this adapter) and the prior's files next to the adapter.
+    `bench/llm_rankers.py --write-choice` chooses it for this adapter, or `recsys.ranker.title_weight` for a
+    zero-shot folder) and the prior's files next to the adapter.
 
     Also callable on its own (`--finalize-only`) after an interrupted training run. With `zero_shot` (`--zero-shot`)
     the base model ranks with no adapter, and `config.output` becomes a ranker folder without adapter weights: the
