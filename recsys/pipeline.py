@@ -242,7 +242,7 @@ class Pipeline:
         # precision (`recsys.ranker.folded`), fp32 letter logits, one prompt at a time.
         ranker_config = replace(config.ranker, adapter=ranker.adapter, cpu_precision=config.cpu_precision)
         model, tokenizer = load_ranker(ranker_config)
-        title_config = served_title_config(prompt_config)
+        title_config = ranker.title if base_titles and ranker.title else served_title_config(prompt_config)
         catalog_folder = config.catalog_adapter
         if catalog_folder == "auto":
             catalog_folder = default_adapter(DEFAULT_CATALOG_ADAPTER) if config.ranker.base_model is None else None

@@ -149,6 +149,7 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     from recsys.ranker.cowatch import CoWatchConfig
     from recsys.ranker.fusion import FusionWeights
     from recsys.ranker.model import RankerLoadConfig
+    from recsys.ranker.title_likelihood import TitleConfig
     from recsys.ranker.train import RankerTrainConfig, prompt_config_of
 
     _chain_raw_files(tmp_path / "raw")
@@ -168,6 +169,8 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     assert titles["validation_rows"] == served.metrics["validation_rows"] and titles["title"]["domain"] == "product"
     assert titles["validation_sample"] == {"users": 30, "seed": 42}  # the LLM's, read from its training config
     assert served.fusion.titles == titles["weight"] and "at_weight_1" in titles["test"]
+    assert set(titles["val_ndcg10_by_titles_weight"]) == {"sum", "per_token"}  # both score forms were weighed
+    assert served.title == TitleConfig(**titles["title"])  # the chosen form, beside the weight
     assert (tmp_path / "runs" / "candidates-beauty" / "candidates.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "lrurec-beauty" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoints" / "lrurec-beauty" / "catalog.json").exists()  # no titles saved
@@ -189,7 +192,8 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     folder = tmp_path / "checkpoints" / "llamarec-beauty"
     replace(served.served, fusion=replace(served.fusion, titles=0.5)).save_pretrained(folder)
     pipeline = Pipeline.load(replace(pipeline_config, ranker=replace(pipeline_config.ranker, adapter=str(folder))))
-    assert pipeline.fusion.titles == 0.5 and pipeline.llm.title_config.domain == "product"
+    assert pipeline.fusion.titles == 0.5 and pipeline.llm.title_config == TitleConfig(**titles["title"])
+    assert pipeline.llm.title_config.domain == "product"  # and its score form is the one validation chose
     assert pipeline.recommend(pipeline.test_users[pipeline.test_users.ids()[0]].history).titles_ms is not None
     reproduce.main(["--dataset", "beauty", "--data-dir", str(data), "--base-model", str(tmp_path / "tiny-llm"),
                     "--llm-val-users", "30"])  # a second run: the retriever is not retrained

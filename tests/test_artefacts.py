@@ -56,7 +56,17 @@ def test_the_committed_folder_reads_as_saved():
 def test_a_folder_without_weights_is_zero_shot(tmp_path):
     folder = copy_adapter(tmp_path, SERVED_CONFIG_FILE, PRIOR_FILE, COUNTS_FILE)
     ranker = RankerArtefacts.load(folder)
-    assert ranker.zero_shot and ranker.adapter is None and ranker.pool == 50
+    assert ranker.zero_shot and ranker.adapter is None and ranker.pool == 50 and ranker.title is None
+
+
+def test_a_zero_shot_folder_says_how_its_title_weight_was_scored(tmp_path):
+    folder = copy_adapter(tmp_path, SERVED_CONFIG_FILE, PRIOR_FILE, COUNTS_FILE)
+    title = {"max_history": 20, "max_title_tokens": 32, "years": True, "per_token": True, "domain": "product"}
+    (folder / TITLE_CONFIG_FILE).write_text(json.dumps({"title": title, "validation": {"chosen_weight": 0.25}}))
+    assert RankerArtefacts.load(folder).title == TitleConfig(**title)
+    (folder / TITLE_CONFIG_FILE).write_text(json.dumps({"title": {**title, "domain": "book"}}))
+    with pytest.raises(CheckpointError, match="title_config.json is corrupt.*recsys.ranker.title_weight"):
+        RankerArtefacts.load(folder)
 
 
 def test_a_folder_with_weights_only_serves_the_llm_alone(tmp_path):

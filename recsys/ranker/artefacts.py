@@ -76,6 +76,9 @@ class RankerArtefacts:
     metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json ({} without one)
     has_weights: bool = False  # adapter weights present (False: a zero-shot folder, or none)
     pool: int = NUM_CANDIDATES  # LRURec's top films the prior re-ranks to keep 20 (20: the paper's stage one)
+    # a zero-shot folder's title_config.json: how the base model's title likelihood was scored when its weight was
+    # chosen (`recsys.ranker.title_weight`); None without one
+    title: TitleConfig | None = None
 
     @property
     def adapter(self) -> Path | None:
@@ -133,7 +136,11 @@ class RankerArtefacts:
         metrics = read_json_object(metrics_path, TRAIN_COMMAND) if metrics_path.is_file() else {}
         training_path = folder / TRAINING_CONFIG_FILE
         training = read_json_object(training_path, TRAIN_COMMAND) if training_path.is_file() else {}
-        return cls(folder, served.fusion, served.prompt, counts, prior, training, metrics, has_weights, served.pool)
+        title_path = folder / TITLE_CONFIG_FILE
+        title = (read_title_config(title_path, f"python -m recsys.ranker.title_weight --served {folder} --dataset "
+                                               "DATASET") if title_path.is_file() and not has_weights else None)
+        return cls(folder, served.fusion, served.prompt, counts, prior, training, metrics, has_weights, served.pool,
+                   title)
 
 
 def _prior(path: Path) -> Prior:
@@ -164,12 +171,18 @@ class CatalogArtefacts:
         path = folder / TITLE_CONFIG_FILE
         if not path.is_file():
             return cls(folder)
-        command = f"python bench/llm_rankers.py --catalog-adapter {folder} --write-choice {folder}"
-        saved = read_json_object(path, command)
-        if unknown := sorted(set(saved) - {"title", "validation"}):  # e.g. an earlier layout's "weight"
-            raise CheckpointError.corrupt(path, f"unknown {', '.join(unknown)} (a title weight is served from the "
-                                                f"ranker folder's {SERVED_CONFIG_FILE})", command)
-        try:
-            return cls(folder, TitleConfig(**saved["title"]))
-        except (TypeError, KeyError) as error:
-            raise CheckpointError.corrupt(path, error, command) from error
+        return cls(folder, read_title_config(path, f"python bench/llm_rankers.py --catalog-adapter {folder} "
+                                                   f"--write-choice {folder}"))
+
+
+def read_title_config(path: Path, command: str) -> TitleConfig:
+    """A title_config.json: how the titles were scored when title likelihood's weight was chosen ({"title": the
+    TitleConfig's fields, "validation": the choice's record}); CheckpointError naming `command` when damaged."""
+    saved = read_json_object(path, command)
+    if unknown := sorted(set(saved) - {"title", "validation"}):  # e.g. an earlier layout's "weight"
+        raise CheckpointError.corrupt(path, f"unknown {', '.join(unknown)} (a title weight is served from the "
+                                            f"ranker folder's {SERVED_CONFIG_FILE})", command)
+    try:
+        return TitleConfig(**saved["title"])
+    except (TypeError, KeyError, ValueError) as error:
+        raise CheckpointError.corrupt(path, error, command) from error

@@ -9,11 +9,13 @@ items ("Products a user bought, in order:"): no letters, no training. This step
    LLM's weight was chosen on by `recsys.ranker.train --zero-shot`: the seed and count its training_config.json
    records), with the base weights in the precision the app serves them in,
 2. chooses its weight on top of the folder's served fusion over `evaluate.WEIGHT_GRID` by NDCG@10 (ties: the
-   smaller, so a weight that buys nothing stays 0),
+   smaller, so a weight that buys nothing stays 0), for each score form (the title's summed log-probability, or its
+   mean per token: long titles' sums lie tens of nats apart), and the form whose best weight scores higher,
 3. scores every test user once with it,
 
 and writes the weight into the folder's served_config.json (the app then computes the opinion on every Recommend
-when it is above 0) and the figures under "titles" in its metrics.json. The folder must serve the base model (no
+when it is above 0), the score form into its title_config.json (read by `RankerArtefacts.load`, served by
+`Pipeline.load`) and the figures under "titles" in its metrics.json. The folder must serve the base model (no
 adapter): a trained folder's title weight is chosen with its catalog-pretrained adapter (`bench/llm_rankers.py`).
 """
 
@@ -25,10 +27,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from recsys.data import load_dataset
 from recsys.data.sources import DATASETS
 from recsys.machine import machine_record
-from recsys.ranker.artefacts import METRICS_FILE, RankerArtefacts
+from recsys.ranker.artefacts import METRICS_FILE, TITLE_CONFIG_FILE, RankerArtefacts
 from recsys.ranker.evaluate import choose_weight, ndcg10, ndcg_interval, ranking_metrics, score_llm, score_titles
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.model import RankerLoadConfig, load_base_model, load_tokenizer
@@ -91,19 +95,29 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
     titles = served_title_config(ranker.prompt)
     served = ranker.fusion
 
-    def scored(split: str, max_users: int | None) -> RankingRows:
+    def scored(split: str, max_users: int | None) -> tuple[RankingRows, tuple[torch.Tensor, torch.Tensor]]:
+        """The split's rows (the served LLM's opinion in them when it has a weight) and their titles' (sums,
+        token counts)."""
         rows = split_rows(dataset, split, candidates[split], ranker.counts, max_users, seed, pool=ranker.pool,
                           weights=served)
-        rows = replace(rows, titles=title_opinion(*score_titles(model, tokenizer, dataset.catalog, rows, titles)))
-        # the served LLM's opinion takes part in the choice when it has a weight
-        return score_llm(model, tokenizer, dataset.catalog, rows, ranker.prompt) if served.llm else rows
+        likelihoods = score_titles(model, tokenizer, dataset.catalog, rows, titles)
+        return (score_llm(model, tokenizer, dataset.catalog, rows, ranker.prompt) if served.llm else rows), likelihoods
+
+    def form(rows: RankingRows, likelihoods: tuple[torch.Tensor, torch.Tensor], per_token: bool) -> RankingRows:
+        return replace(rows, titles=title_opinion(*likelihoods, per_token=per_token))
 
     without = replace(served, titles=0.0)
-    validation = scored("val", val_users)
-    chosen, by_weight = choose_weight(validation, without, "titles")
-    print(f"validation NDCG@10 by title weight ({len(validation)} rows): "
-          + ", ".join(f"{w:g}: {v:.4f}" for w, v in by_weight.items()) + f"; chosen {chosen.titles:g}", flush=True)
-    test = scored("test", None)
+    validation, likelihoods = scored("val", val_users)
+    # each score form's best weight; the form whose best is higher (ties: the smaller weight, then the sum)
+    choices = {per_token: choose_weight(form(validation, likelihoods, per_token), without, "titles")
+               for per_token in (False, True)}
+    per_token = max(choices, key=lambda p: (choices[p][1][choices[p][0].titles], -choices[p][0].titles, not p))
+    chosen, titles = choices[per_token][0], replace(titles, per_token=per_token)
+    for p, (_, by_weight) in choices.items():
+        print(f"validation NDCG@10 by title weight, {'per token' if p else 'summed'} ({len(validation)} rows): "
+              + ", ".join(f"{w:g}: {v:.4f}" for w, v in by_weight.items()), flush=True)
+    print(f"chosen: weight {chosen.titles:g}, {'per token' if per_token else 'summed'}", flush=True)
+    test = form(*scored("test", None), per_token)
     on_test: dict[str, Any] = {"titles_alone_N@10": round(ndcg10(test, FusionWeights(0.0, 0.0, 0.0, titles=1.0)), 4),
                                "at_weight_1": contribution(test, without, 1.0),
                                "served": {part: {k: round(v, 4) for k, v in values.items()}
@@ -111,7 +125,8 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
     if chosen.titles:
         on_test["at_chosen_weight"] = contribution(test, without, chosen.titles)
     result = {"validation_rows": len(validation), "validation_sample": {"users": val_users, "seed": seed},
-              "val_ndcg10_by_titles_weight": by_weight, "weight": chosen.titles,
+              "val_ndcg10_by_titles_weight": {"sum": choices[False][1], "per_token": choices[True][1]},
+              "weight": chosen.titles,
               "title": asdict(titles), "machine": machine_record(next(model.parameters()).dtype),
               "test_users_in_subset": int(test.subset().sum()), "test_users": test.total_users, "test": on_test}
     metrics_path = folder / METRICS_FILE
@@ -119,6 +134,8 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
     metrics["titles"] = result
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     replace(ranker.served, fusion=chosen).save_pretrained(folder)
+    (folder / TITLE_CONFIG_FILE).write_text(json.dumps({"title": asdict(titles), "validation": {
+        "rows": len(validation), "chosen_weight": chosen.titles}}, indent=2) + "\n")
     print(f"test ({result['test_users_in_subset']} users in the subset), title weight {chosen.titles:g}: title "
           f"likelihood alone {on_test['titles_alone_N@10']:.4f}, its contribution at weight 1 "
           f"{on_test['at_weight_1']['diff']:+.4f} {on_test['at_weight_1']['ci95_diff']}")
