@@ -145,3 +145,42 @@ def test_pretraining_lowers_held_out_perplexity_and_resumes(tiny_catalog, tiny_t
     assert log["finished"] and log["step"] == log["total_steps"] and log["evaluations"][0]["step"] == 1
     assert log["perplexity_best"] < log["perplexity_before"]
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
+
+
+def test_interrupted_title_scoring_continues_and_equals_one_pass(tiny_llama, tiny_tokenizer, tiny_catalog, tmp_path,
+                                                                  monkeypatch):
+    from recsys.ranker import title_weight
+
+    n = 5
+    rows = RankingRows([[1 + u, 2 + u, 3 + u] for u in range(n)], torch.arange(1, 1 + 4 * n).view(n, 4),
+                       torch.zeros(n, 4), torch.zeros(n, 4), torch.zeros(n, dtype=torch.long), n,
+                       users=torch.arange(1, n + 1))
+    config = TitleConfig(domain="product")
+    one_pass = score_titles(tiny_llama, tiny_tokenizer, tiny_catalog, rows, config, progress=False)
+    path = tmp_path / "val.safetensors"
+    scored: list[int] = []  # rows per call of score_titles
+    interrupt_at = {"call": 2}
+
+    def counted(model, tokenizer, catalog, part, title_config):
+        scored.append(len(part))
+        if len(scored) == interrupt_at["call"]:
+            raise KeyboardInterrupt
+        return score_titles(model, tokenizer, catalog, part, title_config, progress=False)
+
+    def run(title_config: TitleConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        scored.clear()
+        return title_weight.resumable_title_scores(tiny_llama, tiny_tokenizer, tiny_catalog, rows, title_config, path,
+                                                   "tiny", save_every=2)
+
+    monkeypatch.setattr(title_weight, "score_titles", counted)
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    interrupt_at["call"] = 0
+    resumed = run(config)
+    assert scored == [2, 1]  # the first two rows were saved, not scored again
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(resumed, one_pass))
+    run(replace(config, domain="movie"))  # other title settings: every row scored again
+    assert scored == [2, 2, 1]
+    path.write_bytes(b"damaged")
+    again = run(config)
+    assert scored == [2, 2, 1] and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(again, one_pass))
