@@ -1,5 +1,6 @@
-"""Stage two without the LLM: the served prior's ranking (LRURec + co-watch, its candidate pool) on the test users,
-beside the paper's LRURec and LlamaRec, with paired-bootstrap intervals against our LRURec.
+"""Stage two on the test users: the served prior's ranking (LRURec + co-watch, its candidate pool) and, where the folder
+serves it, the served system (the prior plus the LLM's title likelihood), beside the paper's LRURec and LlamaRec,
+with paired-bootstrap intervals against our LRURec.
 
 `python bench/prior_quality.py --dataset beauty --json bench/results/prior_quality_beauty.json` (and games;
 `--dataset ml-latest-small` reads the committed MovieLens folder, whose LLM weight validation set to 0 as well)
@@ -8,6 +9,8 @@ The prior's window, span, weights and pool were chosen on validation (`python -m
 NAME --write`); this reads the test users once. Rows: all test users (Table 1's six metrics; the intervals pair each
 user's NDCG@10 and Recall@10 under both orders) and the valid-retrieval subset, users whose target is in LRURec's
 top-20 (Table 3: NDCG@10 and Recall@10; a pool may also rank targets LRURec put at 21..pool, counted overall only).
+Title likelihood's scores are the ones `python -m recsys.ranker.title_weight` saved for the same rows (scored here,
+about 1 s a row on 2 cores, where they are missing).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from recsys.machine import machine_record
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
 from recsys.ranker.artefacts import RankerArtefacts
 from recsys.ranker.evaluate import all_user_ranks
-from recsys.ranker.model import DEFAULT_ADAPTER
+from recsys.ranker.model import DEFAULT_ADAPTER, cpu_dtype
 from recsys.ranker.rows import served_rows
+from recsys.ranker.title_weight import with_title_scores
 from recsys.results import write_json
 from recsys.retriever.candidates import retrieve_split
 from recsys.retriever.checkpoint import load_model
@@ -44,14 +48,22 @@ def interval(ours: list[float], baseline: list[float]) -> list[float]:
     return [round(x, 4) for x in paired_bootstrap(ours, baseline)]
 
 
+def rounded(metrics: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
+    """`keys` of `metrics`, to 4 decimals."""
+    return {k: round(metrics[k], 4) for k in keys}
+
+
 def main(argv=None) -> dict:
-    """Rank the test users with the served prior and with LRURec; print both beside the paper; write JSON."""
+    """Rank the test users with LRURec, the served prior and (where served) title likelihood; print them beside the
+    paper; write JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="beauty", choices=sorted(paper.TABLE_1))
     parser.add_argument("--retriever", default=None, help="LRURec folder (default: checkpoints/lrurec-DATASET)")
     parser.add_argument("--prior", default=None, help="ranker folder with prior.json, cowatch.safetensors and "
                         "served_config.json (default: checkpoints/llamarec-DATASET; MovieLens: the committed one)")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--base-model", default=None, help="the LLM whose title likelihood the folder serves "
+                        "(default: SmolLM2-135M-Instruct)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     machine = machine_record("float32")
@@ -68,39 +80,46 @@ def main(argv=None) -> dict:
     users = candidates.users.tolist()
     _, histories, targets = split_inputs(dataset, "test")
     full = target_ranks(model, histories, targets)  # LRURec's rank of every target among all items
-    served = all_user_ranks(rows, weights, users)
+    ranks = {"retriever": full, "prior": all_user_ranks(rows, weights, users)}
+    labels = {"retriever": "ours: LRURec", "prior": "ours: LRURec + co-watch prior"}
+    if ranker.fusion.titles:  # the served system: the prior plus title likelihood at the weight validation chose
+        titled = with_title_scores(rows, ranker, dataset.catalog, "test", args.base_model)
+        ranks["served"] = all_user_ranks(titled, ranker.fusion, users)
+        labels["served"] = f"ours: + title likelihood ({ranker.fusion.titles:g})"
+        machine = machine_record(f"LRURec float32, the LLM {cpu_dtype('auto')}")
     subset = [r <= NUM_CANDIDATES for r in full]
-    ours = {"retriever": metrics_from_ranks(full, (5, 10)), "prior": metrics_from_ranks(served, (5, 10))}
-    ours_subset = {name: metrics_from_ranks([r for r, s in zip(ranks, subset) if s], (10,))
-                   for name, ranks in (("retriever", full), ("prior", served))}
-    by_user = {"retriever": per_user(full), "prior": per_user(served)}
+    by_user = {name: per_user(r) for name, r in ranks.items()}
     in_subset = {name: {k: [v for v, s in zip(values, subset) if s] for k, values in by_user[name].items()}
                  for name in by_user}
     result = {
         "dataset": args.dataset, "users": len(users), "subset_users": sum(subset),
-        "fusion": weights.__dict__, "cowatch": ranker.counts.config.__dict__, "pool": ranker.pool,
-        "overall": {name: {k: round(m[k], 4) for k in KEYS} for name, m in ours.items()},
-        "subset": {name: {k: round(m[k], 4) for k in ("N@10", "R@10")} for name, m in ours_subset.items()},
-        "ci95_prior_minus_retriever": {
-            "overall": {k: interval(by_user["prior"][k], by_user["retriever"][k]) for k in ("N@10", "R@10")},
-            "subset": {k: interval(in_subset["prior"][k], in_subset["retriever"][k]) for k in ("N@10", "R@10")}},
+        "fusion": ranker.fusion.__dict__, "cowatch": ranker.counts.config.__dict__, "pool": ranker.pool,
+        "overall": {name: rounded(metrics_from_ranks(r, (5, 10)), KEYS) for name, r in ranks.items()},
+        "subset": {name: rounded(metrics_from_ranks([rank for rank, s in zip(r, subset) if s], (10,)), ("N@10", "R@10"))
+                   for name, r in ranks.items()},
+        **{f"ci95_{name}_minus_{baseline}": {
+            "overall": {k: interval(by_user[name][k], by_user[baseline][k]) for k in ("N@10", "R@10")},
+            "subset": {k: interval(in_subset[name][k], in_subset[baseline][k]) for k in ("N@10", "R@10")}}
+           for name, baseline in (("prior", "retriever"), ("served", "retriever"), ("served", "prior"))
+           if name in ranks},
         "paper": {"table_1": paper.TABLE_1[args.dataset], "table_3": paper.TABLE_3[args.dataset]},
     }
+    best = list(ranks)[-1]  # what the app serves
     print(f"{args.dataset}, all {len(users)} test users (paper Table 1)")
     print(format_table({"paper LRURec": paper.TABLE_1[args.dataset]["retriever"],
                         "paper LlamaRec (Llama-2-7B)": paper.TABLE_1[args.dataset]["final"],
-                        "ours: LRURec": result["overall"]["retriever"],
-                        "ours: LRURec + co-watch prior": result["overall"]["prior"]}, KEYS))
-    verdict = ["at/above" if result["overall"]["prior"][k] >= paper.TABLE_1[args.dataset]["final"][k] else "BELOW"
+                        **{labels[name]: result["overall"][name] for name in ranks}}, KEYS))
+    verdict = ["at/above" if result["overall"][best][k] >= paper.TABLE_1[args.dataset]["final"][k] else "BELOW"
                for k in KEYS]
-    print(f"{'prior vs paper LlamaRec':<32}" + "".join(f"{v:>9}" for v in verdict))
+    print(f"{best + ' vs paper LlamaRec':<32}" + "".join(f"{v:>9}" for v in verdict))
     print(f"\nvalid-retrieval subset, {sum(subset)} users (paper Table 3)")
     print(format_table({"paper LRURec": paper.TABLE_3[args.dataset]["retriever"],
                         "paper LlamaRec (Llama-2-7B)": paper.TABLE_3[args.dataset]["final"],
-                        "ours: LRURec": result["subset"]["retriever"],
-                        "ours: LRURec + co-watch prior": result["subset"]["prior"]}, ("N@10", "R@10")))
-    print(f"\nprior minus LRURec, paired-bootstrap 95% intervals: {result['ci95_prior_minus_retriever']}")
-    print(f"fusion {weights}, co-watch {ranker.counts.config}, pool {ranker.pool}\n{machine_summary(machine)}")
+                        **{labels[name]: result["subset"][name] for name in ranks}}, ("N@10", "R@10")))
+    for key, value in result.items():
+        if key.startswith("ci95_"):
+            print(f"\n{key[5:].replace('_', ' ')}, paired-bootstrap 95% intervals: {value}")
+    print(f"fusion {ranker.fusion}, co-watch {ranker.counts.config}, pool {ranker.pool}\n{machine_summary(machine)}")
     write_json(args.json, result, machine)
     return result
 

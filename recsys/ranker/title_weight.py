@@ -77,7 +77,8 @@ def resumable_title_scores(model, tokenizer, catalog: Catalog, rows: RankingRows
     """`evaluate.score_titles` of `rows` ((sums (N, K), token counts (N, K))), saved to `path` (safetensors) every
     `save_every` rows and continued from it: rows already in a file written for the same users, candidates, title
     settings, `model_name` and weight dtype are not scored again; a file for anything else is started over."""
-    key = {"title": json.dumps(asdict(config), sort_keys=True), "model": model_name,
+    # the score form is applied later (`title_opinion`): the saved sums and counts serve both forms
+    key = {"title": json.dumps(asdict(replace(config, per_token=False)), sort_keys=True), "model": model_name,
            "dtype": str(next(model.parameters()).dtype)}
     if rows.users is None:
         raise ValueError("title scores are saved for split rows, which carry their users")
@@ -108,6 +109,29 @@ def resumable_title_scores(model, tokenizer, catalog: Catalog, rows: RankingRows
                        "sums": sums.contiguous(), "counts": counts.contiguous()}, str(partial), metadata=key)
             partial.replace(path)  # a run killed mid-write leaves the previous file whole
     return sums, counts
+
+
+def title_scores_path(folder: Path, split: str) -> Path:
+    """Where the title scores of `folder`'s served rows of `split` ("val", "test") are saved."""
+    return RUNS / "title-scores" / f"{folder.name}-{split}.safetensors"
+
+
+def with_title_scores(rows: RankingRows, ranker: RankerArtefacts, catalog: Catalog, split: str,
+                      base_model: str | None = None, precision: str = "auto") -> RankingRows:
+    """`rows` (a zero-shot folder's served rows of `split`) with the title opinion in the form the folder serves,
+    from the scores this step saved (scored now where they are missing or for other rows).
+
+    ValueError for a folder with adapter weights (its title opinion needs its catalog adapter)."""
+    if ranker.folder is None or ranker.adapter is not None:
+        raise ValueError(f"{ranker.folder} is not a zero-shot ranker folder: a trained folder's title opinion is "
+                         "scored with its catalog-pretrained adapter (bench/llm_rankers.py)")
+    titles = ranker.title or served_title_config(ranker.prompt)
+    model = load_base_model(RankerLoadConfig(base_model=base_model, cpu_precision=precision))
+    model.eval()
+    sums, counts = resumable_title_scores(model, load_tokenizer(base_model), catalog, rows, titles,
+                                          title_scores_path(ranker.folder, split),
+                                          str(resolve_base_model(base_model)))
+    return replace(rows, titles=title_opinion(sums, counts, per_token=titles.per_token))
 
 
 def contribution(rows: RankingRows, without: FusionWeights, weight: float) -> dict:
@@ -150,7 +174,7 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
         rows = split_rows(dataset, split, candidates[split], ranker.counts, max_users, seed, pool=ranker.pool,
                           weights=served)
         likelihoods = resumable_title_scores(model, tokenizer, dataset.catalog, rows, titles,
-                                             RUNS / "title-scores" / f"{folder.name}-{split}.safetensors",
+                                             title_scores_path(folder, split),
                                              str(resolve_base_model(config.base_model)))
         return (score_llm(model, tokenizer, dataset.catalog, rows, ranker.prompt) if served.llm else rows), likelihoods
 
