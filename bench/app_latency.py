@@ -36,15 +36,13 @@ import torch
 
 from common import PageSession, serving
 
-from recsys.demo.history import PRESETS as PRESET_TITLES
 from floor import against_floor, prompt_floor
 from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
 
 
 GOALS = {"cold_start_s": 10.0, "p50_ms": 500.0, "p50_over_floor": 2.0}
-STAGE_TIMES = re.compile(r"\*\*(?:retrieval|verbalizer ranking)\*\* ([\d,.]+) ms", re.I)  # from the summary
-PRESETS = list(PRESET_TITLES)  # the app's presets, by name
+STAGE_TIMES = re.compile(r"\*\*(retrieval|verbalizer ranking|title likelihood)\*\* ([\d,.]+) ms", re.I)  # summary
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -103,16 +101,19 @@ def served_floor(setting: ServedSetting, tokens: tuple[int, int]) -> dict:
     return prompt_floor(config, tokens[0], setting.dtype, setting.device, cached_tokens=tokens[1])
 
 
-def _clicks(client, users: list, weights: tuple[float, float], indices: range, compare: bool) -> dict:
-    """One user's Recommend clicks: for each index load a history (not timed), then time /recommend as the client
-    sees it, and (with `compare`) the same click with the base-model comparison ticked.
+def _clicks(client, users: list, presets: list[str], weights: tuple[float, float], indices: range,
+            compare: bool) -> dict:
+    """One user's Recommend clicks: for each index load a history (not timed; presets and test users in turn, test
+    users only where the data set has no presets), then time /recommend as the client sees it, and (with `compare`)
+    the same click with the base-model comparison ticked.
 
-    Returns {"latencies", "stages" (server retrieval and verbalizer ms), "compared", "prompts"}.
+    Returns {"latencies", "stages" (server ms by stage: retrieval, verbalizer ranking and, where computed, title
+    likelihood), "compared", "prompts"}.
     """
     latencies, stages, compared, prompts = [], [], [], []
     for index in indices:
-        if index % 2 == 0 or not users:
-            client.predict(PRESETS[(index // 2) % len(PRESETS)], api_name="/load_preset")
+        if (index % 2 == 0 and presets) or not users:
+            client.predict(presets[(index // 2) % len(presets)], api_name="/load_preset")
         else:
             client.predict(users[(index * 37) % len(users)], api_name="/load_test_user")
         began = time.perf_counter()
@@ -122,7 +123,7 @@ def _clicks(client, users: list, weights: tuple[float, float], indices: range, c
             prompts.append(prompt)
         if len(table["data"]) == 0:
             raise SystemExit(f"Recommend returned no results: {summary}")
-        stages.append([float(v.replace(",", "")) for v in STAGE_TIMES.findall(summary)])
+        stages.append({stage.lower(): float(v.replace(",", "")) for stage, v in STAGE_TIMES.findall(summary)})
         if compare:
             began = time.perf_counter()
             client.predict(*weights, True, False, False, api_name="/recommend")
@@ -147,11 +148,12 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float, concurre
     with serving(app_args, start_timeout_s) as url:
         cold_start_s = time.perf_counter() - start
         clients = [PageSession(url) for _ in range(concurrent)]
-        users = [value for _, value in _user_choices(clients[0])]
+        users = [value for _, value in _dropdown_choices(clients[0], "Test user (")]
+        presets = [value for value, _ in _dropdown_choices(clients[0], "Preset history")]
         weights = served_weights(clients[0])
         began = time.perf_counter()
         with ThreadPoolExecutor(concurrent) as pool:
-            parts = list(pool.map(lambda n: _clicks(clients[n], users, weights, range(n, requests, concurrent),
+            parts = list(pool.map(lambda n: _clicks(clients[n], users, presets, weights, range(n, requests, concurrent),
                                                     compare=concurrent == 1), range(concurrent)))
         wall_s = time.perf_counter() - began
     latencies = [v for part in parts for v in part["latencies"]]
@@ -161,12 +163,15 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float, concurre
     if not prompts:
         raise SystemExit("no Recommend click returned a prompt: the ranker failed on every request (see the summaries)")
     floor = served_floor(setting, prompt_tokens(setting.base_model, prompts))  # with the app stopped: no contention
-    p50_ms, verbalizer_ms = percentile(latencies, 50), statistics.median(s[1] for s in stages)
+    p50_ms, verbalizer_ms = percentile(latencies, 50), statistics.median(s["verbalizer ranking"] for s in stages)
+    titles_ms = [s["title likelihood"] for s in stages if "title likelihood" in s]
     floor.update(against_floor(floor, recommend_p50=p50_ms, server_verbalizer_p50=verbalizer_ms))
     return {"cold_start_s": round(cold_start_s, 2), "p50_ms": round(p50_ms, 1),
             "p95_ms": round(percentile(latencies, 95), 1), "mean_ms": round(statistics.mean(latencies), 1),
-            "server_retrieval_p50_ms": round(statistics.median(s[0] for s in stages), 1),
-            "server_verbalizer_p50_ms": round(verbalizer_ms, 1), "floor": floor,
+            "server_retrieval_p50_ms": round(statistics.median(s["retrieval"] for s in stages), 1),
+            "server_verbalizer_p50_ms": round(verbalizer_ms, 1),
+            "server_title_likelihood_p50_ms": round(statistics.median(titles_ms), 1) if titles_ms else None,
+            "floor": floor,
             "compare_base_p50_ms": round(percentile(compared, 50), 1) if compared else None,
             "concurrent_users": concurrent, "clicks_per_s": round(requests / wall_s, 3),
             "requests": requests, "latencies_ms": [round(v, 1) for v in latencies],
@@ -175,11 +180,11 @@ def measure(requests: int, app_args: list[str], start_timeout_s: float, concurre
             "platform": platform.platform(), "app_args": app_args, "goals": GOALS, "machine": machine}
 
 
-def _user_choices(client) -> list[tuple[str, int]]:
-    """The test-user dropdown's (label, user id) choices, read from the app's config."""
+def _dropdown_choices(client, label: str) -> list[tuple]:
+    """The (label, value) choices of the dropdown whose label starts with `label`, read from the app's config."""
     for component in client.config["components"]:
         props = component.get("props", {})
-        if props.get("label") == "Test user (ml-latest-small)":
+        if str(props.get("label", "")).startswith(label):
             return [tuple(choice) for choice in props.get("choices", [])]
     return []
 
@@ -221,8 +226,11 @@ def main(argv=None) -> dict:
             f"{result['clicks_per_s']:.2f} | |\n"
           f"| of which retrieval / verbalizer, p50 (ms) | {result['server_retrieval_p50_ms']:,.0f} / "
           f"{result['server_verbalizer_p50_ms']:,.0f} | |\n"
-          f"| floor: the prompt's matmuls alone (ms; {floor['prompt_tokens']} tokens, {floor['cached_tokens']} of them "
-          f"cached, {floor['forward_gflops']} "
+          + (f"| title likelihood, p50 (ms; the fusion weighs it, so every Recommend computes it) | "
+             f"{result['server_title_likelihood_p50_ms']:,.0f} | |\n"
+             if result["server_title_likelihood_p50_ms"] is not None else "")
+          + f"| floor: the prompt's matmuls alone (ms; {floor['prompt_tokens']} tokens, {floor['cached_tokens']} of "
+          f"them cached, {floor['forward_gflops']} "
           f"GFLOP, {floor['dtype']}, {floor['threads']} thread(s)) | {floor['floor_ms']:,.0f} | |\n"
           f"| Recommend p50 / floor | {floor['recommend_p50_over_floor']:.2f}x | <= {GOALS['p50_over_floor']:.0f}x |\n"
           f"| server verbalizer p50 / floor | {floor['server_verbalizer_p50_over_floor']:.2f}x | |\n"
