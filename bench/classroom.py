@@ -37,8 +37,8 @@ from recsys.machine import describe_machine, machine_record
 from recsys.results import write_json
 
 GOALS = {"errors": 0, "search_p95_during_races_ms": 300.0, "recommend_p95_ms": 10_000.0, "throughput_ratio": 2.0}
-# app.py flags, and the line its log must hold before the class starts (a Space is started before the lesson)
 PRESETS = list(PRESET_TITLES)  # the app's presets, by name
+# app.py flags, and the line its log must hold before the class starts (a Space is started before the lesson)
 RUNS = {"one_at_a_time": (["--max-batch", "1", "--shared-results", "0"], None), "served": ([], PRESETS_READY)}
 
 

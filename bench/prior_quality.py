@@ -28,7 +28,7 @@ from recsys.ranker.artefacts import RankerArtefacts
 from recsys.ranker.evaluate import all_user_ranks
 from recsys.ranker.model import DEFAULT_ADAPTER, cpu_dtype
 from recsys.ranker.rows import served_rows
-from recsys.ranker.title_weight import with_title_scores
+from recsys.ranker.title_scores import with_title_scores
 from recsys.results import write_json
 from recsys.retriever.candidates import retrieve_split
 from recsys.retriever.checkpoint import load_model
@@ -66,14 +66,17 @@ def main(argv=None) -> dict:
                         "(default: SmolLM2-135M-Instruct)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    machine = machine_record("float32")
-    dataset = load_dataset(args.dataset, args.data_dir)
-    model = load_model(args.retriever or CHECKPOINTS / f"lrurec-{args.dataset}")
     ranker = RankerArtefacts.load(args.prior or (DEFAULT_ADAPTER if args.dataset == "ml-latest-small"
                                                  else CHECKPOINTS / f"llamarec-{args.dataset}"))
     if ranker.counts is None:
         raise SystemExit(f"{ranker.folder} holds no co-watch prior: python -m recsys.ranker.prior --dataset "
                          f"{args.dataset} --write")
+    if ranker.fusion.llm or (ranker.fusion.titles and not ranker.zero_shot):
+        raise SystemExit(f"{ranker.folder} serves the verbalizer, or title likelihood with a trained adapter: "
+                         "bench/ranker_quality.py scores those")
+    machine = machine_record(f"LRURec float32, the LLM {cpu_dtype('auto')}" if ranker.fusion.titles else "float32")
+    dataset = load_dataset(args.dataset, args.data_dir)
+    model = load_model(args.retriever or CHECKPOINTS / f"lrurec-{args.dataset}")
     weights = ranker.fusion.prior
     candidates = retrieve_split(model, dataset, "test", k=ranker.pool)
     rows = served_rows(dataset, "test", candidates, ranker, ranker.counts)
@@ -86,7 +89,6 @@ def main(argv=None) -> dict:
         titled = with_title_scores(rows, ranker, dataset.catalog, "test", args.base_model)
         ranks["served"] = all_user_ranks(titled, ranker.fusion, users)
         labels["served"] = f"ours: + title likelihood ({ranker.fusion.titles:g})"
-        machine = machine_record(f"LRURec float32, the LLM {cpu_dtype('auto')}")
     subset = [r <= NUM_CANDIDATES for r in full]
     by_user = {name: per_user(r) for name, r in ranks.items()}
     in_subset = {name: {k: [v for v, s in zip(values, subset) if s] for k, values in by_user[name].items()}

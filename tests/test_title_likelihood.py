@@ -18,6 +18,7 @@ from recsys.ranker.rows import RankingRows
 from recsys.ranker.fusion import PROBABILITY_FLOOR, FusionWeights, fused_scores, order
 from recsys.ranker.heldout import HeldOutConfig, held_out_counts
 from recsys.ranker.title_likelihood import TitleConfig, history_ids, title_ids, title_log_likelihoods, title_opinion
+from recsys.ranker.title_scores import resumable_title_scores, title_scores_key
 
 HISTORY = ["The Matrix", "Heat", "Alien"]
 CANDIDATES = ["Toy Story", "Se7en", "The Godfather: Part II", "Fargo", "Jumanji"]
@@ -147,10 +148,7 @@ def test_pretraining_lowers_held_out_perplexity_and_resumes(tiny_catalog, tiny_t
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
 
 
-def test_interrupted_title_scoring_continues_and_equals_one_pass(tiny_llama, tiny_tokenizer, tiny_catalog, tmp_path,
-                                                                  monkeypatch):
-    from recsys.ranker import title_weight
-
+def test_interrupted_title_scoring_continues_and_equals_one_pass(tiny_llama, tiny_tokenizer, tiny_catalog, tmp_path):
     n = 5
     rows = RankingRows([[1 + u, 2 + u, 3 + u] for u in range(n)], torch.arange(1, 1 + 4 * n).view(n, 4),
                        torch.zeros(n, 4), torch.zeros(n, 4), torch.zeros(n, dtype=torch.long), n,
@@ -158,29 +156,35 @@ def test_interrupted_title_scoring_continues_and_equals_one_pass(tiny_llama, tin
     config = TitleConfig(domain="product")
     one_pass = score_titles(tiny_llama, tiny_tokenizer, tiny_catalog, rows, config, progress=False)
     path = tmp_path / "val.safetensors"
-    scored: list[int] = []  # rows per call of score_titles
+    scored: list[list[int]] = []  # the users of each call of the scorer
     interrupt_at = {"call": 2}
 
-    def counted(model, tokenizer, catalog, part, title_config):
-        scored.append(len(part))
-        if len(scored) == interrupt_at["call"]:
-            raise KeyboardInterrupt
-        return score_titles(model, tokenizer, catalog, part, title_config, progress=False)
-
-    def run(title_config: TitleConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(rows: RankingRows, title_config: TitleConfig) -> tuple[torch.Tensor, torch.Tensor]:
         scored.clear()
-        return title_weight.resumable_title_scores(tiny_llama, tiny_tokenizer, tiny_catalog, rows, title_config, path,
-                                                   "tiny", save_every=2)
 
-    monkeypatch.setattr(title_weight, "score_titles", counted)
+        def score(part: RankingRows) -> tuple[torch.Tensor, torch.Tensor]:
+            scored.append(part.users.tolist())
+            if len(scored) == interrupt_at["call"]:
+                raise KeyboardInterrupt
+            return score_titles(tiny_llama, tiny_tokenizer, tiny_catalog, part, title_config, progress=False)
+
+        key = title_scores_key(title_config, "tiny", torch.float32)
+        return resumable_title_scores(score, rows, path, key, save_every=2)
+
+    def same(a, b) -> bool:
+        return all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, b))
+
     with pytest.raises(KeyboardInterrupt):
-        run(config)
+        run(rows, config)
     interrupt_at["call"] = 0
-    resumed = run(config)
-    assert scored == [2, 1]  # the first two rows were saved, not scored again
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(resumed, one_pass))
-    run(replace(config, domain="movie"))  # other title settings: every row scored again
-    assert scored == [2, 2, 1]
+    assert same(run(rows, config), one_pass) and scored == [[3, 4], [5]]  # users 1 and 2 were saved
+    assert same(run(rows, replace(config, per_token=True)), one_pass) and scored == []  # the form is applied later
+    other = replace(rows, candidate_ids=rows.candidate_ids.clone())
+    other.candidate_ids[3] = torch.tensor([9, 8, 7, 6])
+    run(other, config)
+    assert scored == [[4]]  # only the row whose candidates changed
+    assert same(run(rows.select([4, 0]), config), (one_pass[0][[4, 0]], one_pass[1][[4, 0]])) and scored == []
+    run(rows, replace(config, domain="movie"))  # other title settings: every row scored again
+    assert scored == [[1, 2], [3, 4], [5]]
     path.write_bytes(b"damaged")
-    again = run(config)
-    assert scored == [2, 2, 1] and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(again, one_pass))
+    assert same(run(rows, config), one_pass) and scored == [[1, 2], [3, 4], [5]]

@@ -18,9 +18,8 @@ when it is above 0), the score form into its title_config.json (read by `RankerA
 `Pipeline.load`) and the figures under "titles" in its metrics.json. The folder must serve the base model (no
 adapter): a trained folder's title weight is chosen with its catalog-pretrained adapter (`bench/llm_rankers.py`).
 
-Scoring takes about an hour on 2 CPU cores (product titles are long), so each split's scores are saved every
-`SAVE_EVERY` rows under runs/title-scores/: a rerun after an interruption continues where it stopped. A saved file
-is reused only for the same rows (users, candidates), title settings, base model and precision.
+Scoring takes about an hour on 2 CPU cores (product titles are long), so each split's scores are saved as they are
+computed (`recsys.ranker.title_scores`): a rerun after an interruption continues where it stopped.
 """
 
 from __future__ import annotations
@@ -33,27 +32,21 @@ from typing import Any
 
 import torch
 
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-
 from recsys.data import load_dataset
-from recsys.data.catalog import Catalog
 from recsys.data.sources import DATASETS
 from recsys.machine import machine_record
-from recsys.ranker.base_model import resolve_base_model
 from recsys.ranker.artefacts import METRICS_FILE, TITLE_CONFIG_FILE, RankerArtefacts
-from recsys.distributed import is_main_process
+from recsys.ranker.base_model import resolve_base_model
 from recsys.ranker.evaluate import choose_weight, ndcg10, ndcg_interval, ranking_metrics, score_llm, score_titles
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.model import RankerLoadConfig, load_base_model, load_tokenizer
 from recsys.ranker.rows import RankingRows, split_rows
-from recsys.ranker.title_likelihood import TitleConfig, served_title_config, title_opinion
+from recsys.ranker.title_likelihood import served_title_config, title_opinion
+from recsys.ranker.title_scores import RUNS, resumable_title_scores, title_scores_key, title_scores_path
 from recsys.retriever.candidates import load_candidates
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
-RUNS = CHECKPOINTS.parent / "runs"
+CHECKPOINTS = RUNS.parent / "checkpoints"
 VALIDATION_USERS = 1000  # as the zero-shot LLM's choice (`recsys.reproduce`)
-SAVE_EVERY = 100  # rows scored between saves of a split's title scores (~2 min on 2 cores)
 
 
 @dataclass(frozen=True)
@@ -70,68 +63,6 @@ class TitleWeightConfig:
     # the same rows; without one, VALIDATION_USERS users at seed 42
     val_users: int | None = None
     seed: int | None = None
-
-
-def resumable_title_scores(model, tokenizer, catalog: Catalog, rows: RankingRows, config: TitleConfig, path: Path,
-                           model_name: str, save_every: int = SAVE_EVERY) -> tuple[torch.Tensor, torch.Tensor]:
-    """`evaluate.score_titles` of `rows` ((sums (N, K), token counts (N, K))), saved to `path` (safetensors) every
-    `save_every` rows and continued from it: rows already in a file written for the same users, candidates, title
-    settings, `model_name` and weight dtype are not scored again; a file for anything else is started over."""
-    # the score form is applied later (`title_opinion`): the saved sums and counts serve both forms
-    key = {"title": json.dumps(asdict(replace(config, per_token=False)), sort_keys=True), "model": model_name,
-           "dtype": str(next(model.parameters()).dtype)}
-    if rows.users is None:
-        raise ValueError("title scores are saved for split rows, which carry their users")
-    users, candidates = rows.users.long(), rows.candidate_ids.long()
-    sums, counts = torch.empty(0, candidates.shape[1]), torch.empty(0, candidates.shape[1])
-    if path.is_file():
-        try:
-            with safe_open(str(path), "pt") as f:
-                saved_key = f.metadata()
-            saved = load_file(str(path))
-        except (SafetensorError, OSError) as error:  # a damaged file is scored again, not trusted
-            print(f"{path}: unreadable ({error}); scoring again", flush=True)
-            saved_key, saved = {}, {}
-        done = len(saved["sums"]) if saved_key == key else 0
-        if done and (torch.equal(saved["users"], users[:done]) and torch.equal(saved["candidate_ids"],
-                                                                               candidates[:done])):
-            sums, counts = saved["sums"], saved["counts"]
-            print(f"{path}: {done} of {len(rows)} rows already scored", flush=True)
-    while len(sums) < len(rows):
-        start = len(sums)
-        part = rows.select(list(range(start, min(start + save_every, len(rows)))))
-        part_sums, part_counts = score_titles(model, tokenizer, catalog, part, config)
-        sums, counts = torch.cat([sums, part_sums.float()]), torch.cat([counts, part_counts.float()])
-        if is_main_process():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".partial")
-            save_file({"users": users[:len(sums)].contiguous(), "candidate_ids": candidates[:len(sums)].contiguous(),
-                       "sums": sums.contiguous(), "counts": counts.contiguous()}, str(partial), metadata=key)
-            partial.replace(path)  # a run killed mid-write leaves the previous file whole
-    return sums, counts
-
-
-def title_scores_path(folder: Path, split: str) -> Path:
-    """Where the title scores of `folder`'s served rows of `split` ("val", "test") are saved."""
-    return RUNS / "title-scores" / f"{folder.name}-{split}.safetensors"
-
-
-def with_title_scores(rows: RankingRows, ranker: RankerArtefacts, catalog: Catalog, split: str,
-                      base_model: str | None = None, precision: str = "auto") -> RankingRows:
-    """`rows` (a zero-shot folder's served rows of `split`) with the title opinion in the form the folder serves,
-    from the scores this step saved (scored now where they are missing or for other rows).
-
-    ValueError for a folder with adapter weights (its title opinion needs its catalog adapter)."""
-    if ranker.folder is None or ranker.adapter is not None:
-        raise ValueError(f"{ranker.folder} is not a zero-shot ranker folder: a trained folder's title opinion is "
-                         "scored with its catalog-pretrained adapter (bench/llm_rankers.py)")
-    titles = ranker.title or served_title_config(ranker.prompt)
-    model = load_base_model(RankerLoadConfig(base_model=base_model, cpu_precision=precision))
-    model.eval()
-    sums, counts = resumable_title_scores(model, load_tokenizer(base_model), catalog, rows, titles,
-                                          title_scores_path(ranker.folder, split),
-                                          str(resolve_base_model(base_model)))
-    return replace(rows, titles=title_opinion(sums, counts, per_token=titles.per_token))
 
 
 def contribution(rows: RankingRows, without: FusionWeights, weight: float) -> dict:
@@ -173,9 +104,9 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
         token counts)."""
         rows = split_rows(dataset, split, candidates[split], ranker.counts, max_users, seed, pool=ranker.pool,
                           weights=served)
-        likelihoods = resumable_title_scores(model, tokenizer, dataset.catalog, rows, titles,
-                                             title_scores_path(folder, split),
-                                             str(resolve_base_model(config.base_model)))
+        key = title_scores_key(titles, str(resolve_base_model(config.base_model)), next(model.parameters()).dtype)
+        likelihoods = resumable_title_scores(lambda part: score_titles(model, tokenizer, dataset.catalog, part, titles),
+                                             rows, title_scores_path(folder, split), key)
         return (score_llm(model, tokenizer, dataset.catalog, rows, ranker.prompt) if served.llm else rows), likelihoods
 
     def form(rows: RankingRows, likelihoods: tuple[torch.Tensor, torch.Tensor], per_token: bool) -> RankingRows:
