@@ -156,6 +156,13 @@ def test_target_ranks_and_the_ablation_follow_the_fusion():
     assert set(result) == {"retriever", "llm_alone", "retriever+llm", "retriever+cowatch", "retriever+cowatch+llm",
                            "final", "llm_contribution"}
     assert result["retriever"]["subset"]["N@10"] == pytest.approx((1 / math.log2(4) + 1 / math.log2(3)) / 2, abs=1e-4)
+    # title likelihood pointing at each target lifts both to the top: its contribution is the final minus the final
+    # without it, and only a final that weighs it reports one
+    titled = replace(rows, titles=torch.log(torch.tensor([[0.01, 0.01, 0.98], [0.01, 0.98, 0.01]])))
+    final = FusionWeights(1.0, 0.0, 0.0, titles=4.0)
+    gain = ablation(titled, final)["titles_contribution"]
+    assert gain["N@10"] == pytest.approx(1 - (1 / math.log2(4) + 1 / math.log2(3)) / 2, abs=1e-4)
+    assert "titles_contribution" not in ablation(titled, FusionWeights(1.0, 2.0, 1.0))
 
 
 def test_an_opinions_weight_is_the_smallest_with_the_best_ndcg():

@@ -183,7 +183,8 @@ def ndcg_interval(rows: RankingRows, ours: FusionWeights, baseline: FusionWeight
 def ablation(rows: RankingRows, final: FusionWeights) -> dict:
     """Every ablation row's subset and overall metrics, with its paired interval against the retriever's order,
     and the LLM's own contribution with its interval: retriever + co-watch + LLM (at its trained weight 1)
-    minus retriever + co-watch."""
+    minus retriever + co-watch; where the final weighs title likelihood (and the rows hold it), its contribution
+    too: the final minus the final without it."""
     result = {}
     for name, weights in ablation_weights(final).items():
         if weights.llm and rows.llm is None:
@@ -194,6 +195,11 @@ def ablation(rows: RankingRows, final: FusionWeights) -> dict:
         if name != "retriever":
             entry["ci95_vs_retriever_N@10"] = [round(x, 4) for x in ndcg_interval(rows, weights)]
         result[name] = entry
+    if rows.titles is not None and final.titles:
+        without = replace(final, titles=0.0)
+        result["titles_contribution"] = {"N@10": round(ndcg10(rows, final) - ndcg10(rows, without), 4),
+                                         "titles_weight": final.titles,
+                                         "ci95_N@10": [round(x, 4) for x in ndcg_interval(rows, final, without)]}
     if rows.llm is not None:
         prior, with_llm = final.prior, replace(final.prior, llm=1.0)
         gain = ndcg10(rows, with_llm) - ndcg10(rows, prior)
