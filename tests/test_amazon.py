@@ -148,6 +148,7 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     from recsys.ranker.artefacts import RankerArtefacts
     from recsys.ranker.cowatch import CoWatchConfig
     from recsys.ranker.fusion import FusionWeights
+    from recsys.ranker import title_scores
     from recsys.ranker.model import RankerLoadConfig
     from recsys.ranker.title_likelihood import TitleConfig
     from recsys.ranker.train import RankerTrainConfig, prompt_config_of
@@ -156,6 +157,7 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     data = tmp_path / "data" / "amazon-beauty"
     amazon.prepare_from_raw("beauty", tmp_path / "raw", data)
     monkeypatch.setattr(reproduce, "CHECKPOINTS", tmp_path / "checkpoints")  # nothing written into the repository
+    monkeypatch.setattr(title_scores, "RUNS", tmp_path / "runs")  # nor over its saved title scores
     tokenizer = make_tokenizer()  # the LLM step scores a tiny random Llama, saved as a base model folder
     make_llama(tokenizer).save_pretrained(tmp_path / "tiny-llm")
     tokenizer.save_pretrained(tmp_path / "tiny-llm")
@@ -171,6 +173,10 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     assert served.fusion.titles == titles["weight"] and "at_weight_1" in titles["test"]
     assert set(titles["val_ndcg10_by_titles_weight"]) == {"sum", "per_token"}  # both score forms were weighed
     assert served.title == TitleConfig(**titles["title"])  # the chosen form, beside the weight
+    on_validation = titles["val_at_chosen_weight"]  # how far the choice stands from weight 0, with its interval
+    assert on_validation["weight"] == titles["weight"]
+    assert on_validation["ci95_diff"][0] <= on_validation["diff"] <= on_validation["ci95_diff"][1]
+    assert (tmp_path / "runs" / "title-scores" / "llamarec-beauty-test.safetensors").is_file()
     assert (tmp_path / "runs" / "candidates-beauty" / "candidates.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "lrurec-beauty" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoints" / "lrurec-beauty" / "catalog.json").exists()  # no titles saved

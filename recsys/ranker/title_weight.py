@@ -10,7 +10,8 @@ items ("Products a user bought, in order:"): no letters, no training. This step
    records), with the base weights in the precision the app serves them in,
 2. chooses its weight on top of the folder's served fusion over `evaluate.WEIGHT_GRID` by NDCG@10 (ties: the
    smaller, so a weight that buys nothing stays 0), for each score form (the title's summed log-probability, or its
-   mean per token: long titles' sums lie tens of nats apart), and the form whose best weight scores higher,
+   mean per token: long titles' sums lie tens of nats apart), and the form whose best weight scores higher; the
+   chosen weight's validation gain over weight 0 is reported with its paired-bootstrap interval,
 3. scores every test user once with it,
 
 and writes the weight into the folder's served_config.json (the app then computes the opinion on every Recommend
@@ -122,7 +123,10 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
     for p, (_, by_weight) in choices.items():
         print(f"validation NDCG@10 by title weight, {'per token' if p else 'summed'} ({len(validation)} rows): "
               + ", ".join(f"{w:g}: {v:.4f}" for w, v in by_weight.items()), flush=True)
-    print(f"chosen: weight {chosen.titles:g}, {'per token' if per_token else 'summed'}", flush=True)
+    # how far validation's choice stands from no title weight: a gain whose interval holds 0 is a choice by noise
+    on_validation = contribution(form(validation, likelihoods, per_token), without, chosen.titles)
+    print(f"chosen: weight {chosen.titles:g}, {'per token' if per_token else 'summed'}; validation gain "
+          f"{on_validation['diff']:+.4f} {on_validation['ci95_diff']}", flush=True)
     test = form(*scored("test", None), per_token)
     on_test: dict[str, Any] = {"titles_alone_N@10": round(ndcg10(test, FusionWeights(0.0, 0.0, 0.0, titles=1.0)), 4),
                                "at_weight_1": contribution(test, without, 1.0),
@@ -132,7 +136,7 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
         on_test["at_chosen_weight"] = contribution(test, without, chosen.titles)
     result = {"validation_rows": len(validation), "validation_sample": {"users": val_users, "seed": seed},
               "val_ndcg10_by_titles_weight": {"sum": choices[False][1], "per_token": choices[True][1]},
-              "weight": chosen.titles,
+              "weight": chosen.titles, "val_at_chosen_weight": on_validation,
               "title": asdict(titles), "machine": machine_record(next(model.parameters()).dtype),
               "test_users_in_subset": int(test.subset().sum()), "test_users": test.total_users, "test": on_test}
     metrics_path = folder / METRICS_FILE
