@@ -175,6 +175,8 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     assert served.title == TitleConfig(**titles["title"])  # the chosen form, beside the weight
     on_validation = titles["val_at_chosen_weight"]  # how far the choice stands from weight 0, with its interval
     assert on_validation["weight"] == titles["weight"]
+    by_weight = titles["val_ndcg10_by_titles_weight"]["per_token" if titles["title"]["per_token"] else "sum"]
+    assert on_validation["diff"] == pytest.approx(by_weight[str(titles["weight"])] - by_weight["0.0"], abs=2e-4)
     assert on_validation["ci95_diff"][0] <= on_validation["diff"] <= on_validation["ci95_diff"][1]
     assert (tmp_path / "runs" / "title-scores" / "llamarec-beauty-test.safetensors").is_file()
     assert (tmp_path / "runs" / "candidates-beauty" / "candidates.safetensors").is_file()

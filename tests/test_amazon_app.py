@@ -11,6 +11,7 @@ import pytest
 
 import app
 from recsys.demo.handlers import DemoHandlers
+from recsys.demo.results import TITLES_COLUMN
 from recsys.demo.visit import Visit
 from recsys.ranker.base_model import converted_dir
 from tests.helpers.data import needs_data
@@ -34,6 +35,9 @@ def test_games_answers_a_recommend_for_a_test_user_in_its_own_words():
     assert "purchase history in chronological order, recommend a game from" in view.prompt  # the LLM reads games
     assert pipeline.fusion.cowatch > 0 and pipeline.fusion.llm == 0  # the prior validation chose; the LLM shown
     assert table["LLM"].notna().all()
+    # validation gave title likelihood a weight here: every Recommend computes it, in the served score form
+    assert pipeline.fusion.titles > 0 and pipeline.llm.title_config.per_token and table[TITLES_COLUMN].notna().all()
+    assert handlers.history.item_named("")[1] == "⚠️ Name a game: a title or an ASIN."
 
 
 def test_missing_amazon_files_give_one_sentence_with_where_and_how(tmp_path):

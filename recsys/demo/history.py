@@ -227,7 +227,7 @@ class HistoryHandlers:
         sent as text are a title first ("300"), else a MovieLens id."""
         words = words_for(self.catalog.dataset)
         if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
-            return None, f"⚠️ Name a {words.item}: a title or a {words.source_id}."
+            return None, f"⚠️ Name a {words.item}: a title or {words.a_source_id}."
         if isinstance(value, (int, float)):  # a number is an id: typed text is always a title ("300")
             if (item_id := self.item_of_source_id(value)) is None:
                 return None, f"⚠️ Unknown {words.source_id} {plain(str(value))}: it is not in the catalog."

@@ -95,7 +95,7 @@ def history_panel(handlers: DemoHandlers, page: Page) -> Edits:
                                         f"exactly one {words.item}.", scale=4)
                 add = gr.Button("Add", variant="secondary", scale=1, min_width=100)
             matches = FreeRadio([], value=None, label=f"Matches: click the {words.item} you mean", visible=False,
-                                api_types=("string", "integer"), api_description=f"a title or a {words.source_id}")
+                                api_types=("string", "integer"), api_description=f"a title or {words.a_source_id}")
             with gr.Row():
                 presets = history_handlers.presets
                 preset = FreeDropdown(list(presets), value=None, label="Preset history", scale=3,
@@ -111,7 +111,7 @@ def history_panel(handlers: DemoHandlers, page: Page) -> Edits:
             with gr.Row():
                 removable = FreeDropdown([], value=None, label=f"{words.item.capitalize()} to remove", scale=3,
                                          api_types=("string", "integer"),
-                                         api_description=f"a title or a {words.source_id}")
+                                         api_description=f"a title or {words.a_source_id}")
                 remove = gr.Button("Remove", scale=1, min_width=100)
                 clear = gr.Button("Clear", variant="stop", scale=1, min_width=100)
         with gr.Column(scale=3, min_width=300):

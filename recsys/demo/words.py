@@ -18,6 +18,11 @@ class Words:
     search_example: str  # the search box's placeholder
     source_id: str  # what the raw id of an item is called (in links and the CSV)
 
+    @property
+    def a_source_id(self) -> str:
+        """The raw id's name with its article: "a MovieLens id", "an ASIN"."""
+        return f"{'an' if self.source_id[0] in 'AEIOU' else 'a'} {self.source_id}"
+
 
 WORDS = {
     "movie": Words("movie", "movies", "watch history", "viewing order", "e.g. Amélie, Matrix, The, The Boat, 300",

@@ -146,10 +146,15 @@ def ndcg10(rows: RankingRows, weights: FusionWeights) -> float:
     return sum(values) / len(values)
 
 
+def rows_ndcgs(rows: RankingRows, weights: FusionWeights) -> list[float]:
+    """NDCG@10 of every row's target in the fused order (a target the pool dropped: 0)."""
+    return [ndcg_at(r, 10) for r in target_ranks(rows, weights).tolist()]
+
+
 def rows_ndcg10(rows: RankingRows, weights: FusionWeights) -> float:
-    """Mean NDCG@10 of the fused order over every row (a target the pool dropped: 0), what training validation
-    chooses by. Rows without a pool (each target among its retriever's top-20) are all subset rows: `ndcg10`."""
-    return sum(ndcg_at(r, 10) for r in target_ranks(rows, weights).tolist()) / len(rows)
+    """Mean NDCG@10 of the fused order over every row (`rows_ndcgs`), what validation chooses weights by. Rows
+    without a pool (each target among its retriever's top-20) are all subset rows: `ndcg10`."""
+    return sum(rows_ndcgs(rows, weights)) / len(rows)
 
 
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # an LLM opinion's weight on top of the prior, chosen on validation

@@ -11,7 +11,8 @@ items ("Products a user bought, in order:"): no letters, no training. This step
 2. chooses its weight on top of the folder's served fusion over `evaluate.WEIGHT_GRID` by NDCG@10 (ties: the
    smaller, so a weight that buys nothing stays 0), for each score form (the title's summed log-probability, or its
    mean per token: long titles' sums lie tens of nats apart), and the form whose best weight scores higher; the
-   chosen weight's validation gain over weight 0 is reported with its paired-bootstrap interval,
+   chosen weight's validation gain over weight 0 (by the same NDCG@10 over every row) is reported with its
+   paired-bootstrap interval,
 3. scores every test user once with it,
 
 and writes the weight into the folder's served_config.json (the app then computes the opinion on every Recommend
@@ -38,7 +39,9 @@ from recsys.data.sources import DATASETS
 from recsys.machine import machine_record
 from recsys.ranker.artefacts import METRICS_FILE, TITLE_CONFIG_FILE, RankerArtefacts
 from recsys.ranker.base_model import resolve_base_model
-from recsys.ranker.evaluate import choose_weight, ndcg10, ndcg_interval, ranking_metrics, score_llm, score_titles
+from recsys.metrics import paired_bootstrap
+from recsys.ranker.evaluate import (choose_weight, ndcg10, ndcg_interval, ranking_metrics, rows_ndcgs, score_llm,
+                                    score_titles)
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.model import RankerLoadConfig, load_base_model, load_tokenizer
 from recsys.ranker.rows import RankingRows, split_rows
@@ -64,6 +67,15 @@ class TitleWeightConfig:
     # the same rows; without one, VALIDATION_USERS users at seed 42
     val_users: int | None = None
     seed: int | None = None
+
+
+def validation_gain(rows: RankingRows, without: FusionWeights, weight: float) -> dict:
+    """NDCG@10 over every row (`rows_ndcg10`, what the weight is chosen by) of `without` plus title likelihood at
+    `weight`, minus `without`'s, with its paired-bootstrap 95% interval over the rows."""
+    ours, base = rows_ndcgs(rows, replace(without, titles=weight)), rows_ndcgs(rows, without)
+    return {"weight": weight, "rows_N@10": round(sum(ours) / len(ours), 4),
+            "diff": round((sum(ours) - sum(base)) / len(ours), 4),
+            "ci95_diff": [round(x, 4) for x in paired_bootstrap(ours, base)]}
 
 
 def contribution(rows: RankingRows, without: FusionWeights, weight: float) -> dict:
@@ -124,7 +136,7 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
         print(f"validation NDCG@10 by title weight, {'per token' if p else 'summed'} ({len(validation)} rows): "
               + ", ".join(f"{w:g}: {v:.4f}" for w, v in by_weight.items()), flush=True)
     # how far validation's choice stands from no title weight: a gain whose interval holds 0 is a choice by noise
-    on_validation = contribution(form(validation, likelihoods, per_token), without, chosen.titles)
+    on_validation = validation_gain(form(validation, likelihoods, per_token), without, chosen.titles)
     print(f"chosen: weight {chosen.titles:g}, {'per token' if per_token else 'summed'}; validation gain "
           f"{on_validation['diff']:+.4f} {on_validation['ci95_diff']}", flush=True)
     test = form(*scored("test", None), per_token)
