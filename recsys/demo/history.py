@@ -105,6 +105,8 @@ class HistoryHandlers:
         self.catalog = pipeline.catalog
         self.search = TitleSearch(self.catalog)
         self.by_source_id = {m.source_id: m.item_id for m in self.catalog.items}  # MovieLens movieId or ASIN -> item id
+        # the history table's columns: Amazon's catalogs have no genres, so no empty column
+        self.columns = ["#", "Title", *(["Genres"] if any(m.genres for m in self.catalog.items) else [])]
         self.presets = {name: ids for name, titles in PRESETS.items()
                         if (ids := [m[0].item_id for t in titles if len(m := self.search.find(t)) == 1])}
 
@@ -207,7 +209,7 @@ class HistoryHandlers:
         """
         history = visit.history
         table = pd.DataFrame({"#": range(1, len(history) + 1), "Title": self.catalog.titles(history),
-                              "Genres": [", ".join(self.catalog[i].genres) for i in history]})
+                              "Genres": [", ".join(self.catalog[i].genres) for i in history]})[self.columns]
         notes = [notice] if notice else []
         if len(history) > self.pipeline.retrieval.window:
             notes.append(f"LRURec reads only the latest {self.pipeline.retrieval.window} of these {len(history)} "

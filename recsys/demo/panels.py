@@ -115,7 +115,7 @@ def history_panel(handlers: DemoHandlers, page: Page) -> Edits:
                 remove = gr.Button("Remove", scale=1, min_width=100)
                 clear = gr.Button("Clear", variant="stop", scale=1, min_width=100)
         with gr.Column(scale=3, min_width=300):
-            history = gr.Dataframe(pd.DataFrame(columns=["#", "Title", "Genres"]),
+            history = gr.Dataframe(pd.DataFrame(columns=history_handlers.columns),
                                    label=f"{words.history.capitalize()} ({words.order}, oldest first)",
                                    interactive=False, max_height=330, wrap=True)
             notice = gr.Markdown(label="Notice")
