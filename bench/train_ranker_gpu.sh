@@ -9,14 +9,36 @@
 #   RECIPE=zero-shot: no training: the base model (a big instruct model) ranks as it is; its LLM weight is chosen
 #                     on the held-out validation rows over the committed prior, and OUTPUT becomes a ranker
 #                     folder without adapter weights.
-# Then serve it: python app.py --base-model BASE_MODEL --adapter OUTPUT
+#   DATASET=beauty or games (default ml-latest-small): the paper's recipe on an Amazon data set (its files in
+#                     data/, ../shared/data or $RECSYS_DATA_DIR) and its committed retriever, validated and its
+#                     weight chosen over the data set's served prior (--over-prior); the held-out recipes are
+#                     MovieLens's (Amazon's short sequences leave no room for held-out examples).
+# Then serve it: python app.py --base-model BASE_MODEL --adapter OUTPUT [--dataset DATASET]
 # Several GPUs: replace `python -m` with `accelerate launch -m`.
 set -euo pipefail
 base=${1:-smollm2-135m-instruct}
 recipe=${RECIPE:-paper}
-output=${2:-runs/ranker-$recipe-$(basename "$base")}
-python -m recsys.retriever.candidates --k 100  # enough for any candidate pool the prior may choose
+dataset=${DATASET:-ml-latest-small}
+suffix=$([ "$dataset" = ml-latest-small ] || echo "-$dataset")  # MovieLens keeps its runs/ranker-RECIPE-MODEL
+output=${2:-runs/ranker-$recipe$suffix-$(basename "$base")}
 budgets=(--max-history 20 --max-title-tokens 32 --max-prompt-tokens 1536)
+if [ "$dataset" != ml-latest-small ]; then
+  if [ "$recipe" != paper ]; then
+    echo "RECIPE=$recipe needs MovieLens's held-out examples; on $dataset use RECIPE=paper" >&2
+    exit 2
+  fi
+  python -m recsys.retriever.candidates --checkpoint "checkpoints/lrurec-$dataset" --output "runs/candidates-$dataset" \
+    --k 100
+  python -m recsys.ranker.train --dataset "$dataset" --base-model "$base" --output "$output" --over-prior \
+    --retriever "checkpoints/lrurec-$dataset" --candidates "runs/candidates-$dataset" \
+    --prior "checkpoints/llamarec-$dataset" --val-users 1000 --lr 1e-4 --batch-size 16 --per-device-batch-size 4 \
+    --epochs 1 --warmup-steps 100 --eval-every 100 "${budgets[@]}"
+  python bench/ranker_quality.py --dataset "$dataset" --base-model "$base" --adapter "$output" \
+    --retriever "runs/candidates-$dataset" --json "$output/ranker_quality.json"
+  echo "serve it: python app.py --dataset $dataset --base-model $base --adapter $output"
+  exit 0
+fi
+python -m recsys.retriever.candidates --k 100  # enough for any candidate pool the prior may choose
 if [ "$recipe" = residual ]; then
   python -m recsys.ranker.heldout --resume
   python -m recsys.ranker.prior --write --output "$output"

@@ -149,6 +149,7 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     from recsys.ranker.cowatch import CoWatchConfig
     from recsys.ranker.fusion import FusionWeights
     from recsys.ranker import title_scores
+    from recsys.ranker import train as ranker_train
     from recsys.ranker.model import RankerLoadConfig
     from recsys.ranker.title_likelihood import TitleConfig
     from recsys.ranker.train import RankerTrainConfig, prompt_config_of
@@ -205,6 +206,20 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     assert pipeline.recommend(pipeline.test_users[pipeline.test_users.ids()[0]].history).titles_ms is not None
     reproduce.main(["--dataset", "beauty", "--data-dir", str(data), "--base-model", str(tmp_path / "tiny-llm"),
                     "--llm-val-users", "30"])  # a second run: the retriever is not retrained
+    # the paper's recipe trained on Amazon over the served prior: validated, its weight chosen and served on top of
+    # the same stage one as the zero-shot LLM (the same validation rows: the prior alone scores the same)
+    config, _, _ = ranker_train.parse_args(
+        ["--dataset", "beauty", "--data-dir", str(data), "--base-model", str(tmp_path / "tiny-llm"), "--retriever",
+         str(tmp_path / "checkpoints" / "lrurec-beauty"), "--candidates", str(tmp_path / "runs" / "candidates-beauty"),
+         "--prior", str(folder), "--over-prior", "--val-users", "30", "--output", str(tmp_path / "trained"),
+         "--max-examples", "8", "--batch-size", "2", "--eval-every", "2", "--warmup-steps", "0", "--max-prompt-tokens",
+         "512"])
+    metrics = ranker_train.train(config)
+    trained = RankerArtefacts.load(tmp_path / "trained")
+    assert trained.adapter is not None and trained.pool == served.pool and trained.counts is not None
+    assert trained.fusion.prior == served.fusion.prior  # the co-watch prior it was chosen over, served with it
+    assert metrics["validation_rows"] == titles["validation_rows"]
+    assert metrics["val_ndcg10_by_llm_weight"][0.0] == pytest.approx(served.metrics["val_ndcg10_by_llm_weight"]["0.0"])
 
 
 def test_files_that_leave_nothing_after_the_5_core_say_so(tmp_path):

@@ -206,10 +206,15 @@ def test_the_gpu_recipes_are_valid_training_commands():
     commands = [line.split("python -m recsys.ranker.train", 1)[1] for line in script.splitlines()
                 if "python -m recsys.ranker.train" in line]
     configs = [parse_args(shlex.split(c.replace('"${budgets[@]}"', budgets).replace('"$base"', "some/model")
-                                      .replace('"$output"', "runs/out")))[0] for c in commands]
-    assert [(c.examples, c.loss, c.pool) for c in configs] == [("heldout", "residual", None),
+                                      .replace('"$output"', "runs/out").replace("$dataset", "beauty")))[0]
+               for c in commands]
+    assert [(c.examples, c.loss, c.pool) for c in configs] == [("random", "vocab", None), ("heldout", "residual", None),
                                                                ("heldout", "vocab", None),
                                                                ("heldout", "letters", 20), ("random", "vocab", None)]
+    # Amazon's: the paper's recipe on the data set's own retriever, over its served prior (MovieLens's: the paper's)
+    amazon = configs[0]
+    assert amazon.dataset == "beauty" and amazon.over_prior and amazon.prior == "checkpoints/llamarec-beauty"
+    assert amazon.retriever == "checkpoints/lrurec-beauty" and not configs[-1].over_prior
     assert [parse_args(["--zero-shot"])[2], parse_args([])[2]] == [True, False]
     assert all(c.base_model == "some/model" and c.max_history == 20 for c in configs)
     assert f"python -m recsys.retriever.candidates --k {MAX_POOL}" in script

@@ -93,6 +93,9 @@ class RankerTrainConfig:
     warmup_steps: int = 100
     eval_every: int = 100  # optimizer steps between validations
     val_users: int | None = None  # validate on a seeded sample of the valid-retrieval subset
+    # "random" examples validated, and the LLM's weight chosen, on top of --prior's served prior and pool (an Amazon
+    # data set's folder: what its app serves); without it the paper's way, on top of the retriever's top-20 alone
+    over_prior: bool = False
     quantization: str = "auto"
     cpu_precision: str = "auto"  # base weights on CPU: bf16 where the CPU has it natively; LoRA weights stay fp32
     stop_at_step: int | None = None  # end this run at this optimizer step (schedule unchanged); continue with --resume
@@ -242,7 +245,8 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
 
     "heldout": held-out examples of ~85% of users train, a seeded sample of `val_examples` rows of the
     other users validates, both with the 20 candidates the served pool keeps (`pooled_heldout_rows`).
-    "random": the paper's examples, validated on the paper's validation users.
+    "random": the paper's examples, validated on the paper's validation users (with `over_prior`, the LLM added to
+    the prior and pool `config.prior` serves).
     Held-out runs read the prior chosen by `recsys.ranker.prior` from `config.prior` (the residual loss trains
     on it; every loss is validated with the LLM added to it).
     """
@@ -252,7 +256,7 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
         raise ValueError("prompt evidence needs held-out examples (--examples heldout): random negatives have no "
                          "retriever ranks")
     rng = random.Random(config.seed)
-    if config.examples == "heldout":  # the LLM is trained on (residual) or validated with the fitted prior
+    if config.examples == "heldout" or config.over_prior:  # trained on (residual) or validated with the fitted prior
         saved = RankerArtefacts.load(config.prior)
         prior = saved.require_prior()
         cowatch_config, prior_weights, counts = prior.cowatch, prior.weights, saved.counts
@@ -264,7 +268,8 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
                              "no retriever scores")
         examples = make_examples(dataset, config.max_examples, config.seed)
         validation = split_rows(dataset, "val", load_candidates(config.candidates or config.retriever)["val"], counts,
-                                config.val_users, config.seed)
+                                config.val_users, config.seed, pool=saved.pool if config.over_prior else NUM_CANDIDATES,
+                                weights=prior_weights if config.over_prior else None)
         return TrainingData(examples, None, None, validation, prior_weights, counts)
     train_part, val_part = split_by_user(load_held_out(config.heldout_dir))
     pool = config.pool if config.pool is not None else saved.pool
@@ -383,9 +388,9 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
                                    cpu_precision=config.cpu_precision)
     dataset = load_dataset(config.dataset, config.data_dir)
     saved = RankerArtefacts.load(config.prior)
-    # zero-shot beside a saved prior (an Amazon data set's): the served stage one, the LLM's weight chosen on a
-    # seeded sample of `val_users` of the validation users' rows, which are then the "val" rows reported
-    served_prior = zero_shot and config.examples == "random" and saved.prior is not None
+    # zero-shot beside a saved prior, or `over_prior` (an Amazon data set's): the served stage one, the LLM's weight
+    # chosen on a seeded sample of `val_users` of the validation users' rows, which are then the "val" rows reported
+    served_prior = (zero_shot or config.over_prior) and config.examples == "random" and saved.prior is not None
     served_pool = saved.pool if config.examples == "heldout" or served_prior else NUM_CANDIDATES
     candidates = load_candidates(config.candidates or config.retriever)
     if served_prior:
