@@ -22,6 +22,10 @@ dataset=${DATASET:-ml-latest-small}
 suffix=$([ "$dataset" = ml-latest-small ] || echo "-$dataset")  # MovieLens keeps its runs/ranker-RECIPE-MODEL
 output=${2:-runs/ranker-$recipe$suffix-$(basename "$base")}
 budgets=(--max-history 20 --max-title-tokens 32 --max-prompt-tokens 1536)
+case "$dataset" in
+  ml-latest-small|beauty|games) ;;
+  *) echo "DATASET must be ml-latest-small, beauty or games (got $dataset)" >&2; exit 2 ;;
+esac
 if [ "$dataset" != ml-latest-small ]; then
   if [ "$recipe" != paper ]; then
     echo "RECIPE=$recipe needs MovieLens's held-out examples; on $dataset use RECIPE=paper" >&2

@@ -152,7 +152,6 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     from recsys.ranker import train as ranker_train
     from recsys.ranker.model import RankerLoadConfig
     from recsys.ranker.title_likelihood import TitleConfig
-    from recsys.ranker.train import RankerTrainConfig, prompt_config_of
 
     _chain_raw_files(tmp_path / "raw")
     data = tmp_path / "data" / "amazon-beauty"
@@ -194,7 +193,8 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     prior = json.loads((tmp_path / "checkpoints" / "llamarec-beauty" / "prior.json").read_text())
     assert pipeline.fusion == FusionWeights(**{**served.metrics["fusion"], "titles": titles["weight"]})
     assert pipeline.retrieval.pool == served.metrics["pool"] == prior["pool"]
-    assert pipeline.llm.prompt_config == prompt_config_of(RankerTrainConfig(**served.training))
+    trained_with = ranker_train.RankerTrainConfig(**served.training)
+    assert pipeline.llm.prompt_config == ranker_train.prompt_config_of(trained_with)
     assert pipeline.retrieval.cowatch.config == CoWatchConfig(**prior["cowatch"])
     assert pipeline.recommend(pipeline.test_users[pipeline.test_users.ids()[0]].history).ranking is not None
     # a title weight in a zero-shot folder is the base model's, as chosen: served, and its opinion computed

@@ -422,3 +422,11 @@ def test_writing_a_prior_keeps_what_the_folder_serves_beside_it(tmp_path):
     (tmp_path / "served_config.json").write_text("{")  # damaged: refused, never reset under a trained adapter
     with pytest.raises(CheckpointError, match="served_config.json is corrupt"):
         serve_prior(tmp_path, choice, "movie")
+
+
+@pytest.mark.parametrize("flags", [{"examples": "heldout"}, {"pool": 30}])
+def test_over_prior_is_refused_where_it_would_be_ignored(flags):
+    from recsys.ranker.train import RankerTrainConfig, training_data
+
+    with pytest.raises(ValueError, match="--over-prior is for the paper's examples"):
+        training_data(RankerTrainConfig(over_prior=True, **flags), dataset=None)

@@ -252,6 +252,9 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
     """
     if config.examples not in ("random", "heldout"):
         raise ValueError(f"examples must be 'random' or 'heldout', got {config.examples!r}")
+    if config.over_prior and (config.examples != "random" or config.pool is not None):
+        raise ValueError("--over-prior is for the paper's examples (--examples random), with the pool --prior serves "
+                         "(held-out examples are always validated over the prior; --pool is theirs)")
     if config.evidence and config.examples != "heldout":
         raise ValueError("prompt evidence needs held-out examples (--examples heldout): random negatives have no "
                          "retriever ranks")
@@ -372,8 +375,9 @@ def train(config: RankerTrainConfig) -> dict | None:
 
 
 def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
-    """Evaluate the best saved adapter: choose the LLM's fusion weight on all validation rows, confirm on the
-    paper's validation users, score the test users once; writes metrics.json, training_config.json,
+    """Evaluate the best saved adapter: choose the LLM's fusion weight on all validation rows (over a saved prior,
+    zero-shot or `over_prior`: a seeded `val_users` sample of the served stage one's rows, reported as "val"),
+    confirm on the paper's validation users, score the test users once; writes metrics.json, training_config.json,
     served_config.json (`recsys.ranker.served`: what the app serves; title likelihood's weight 0 until
     `bench/llm_rankers.py --write-choice` chooses it for this adapter, or `recsys.ranker.title_weight` for a
     zero-shot folder) and the prior's files next to the adapter.
