@@ -208,8 +208,10 @@ class HistoryHandlers:
         `offered` are the matches of the typed `query` to pick from (the matches list is hidden when there are none).
         """
         history = visit.history
-        table = pd.DataFrame({"#": range(1, len(history) + 1), "Title": self.catalog.titles(history),
-                              "Genres": [", ".join(self.catalog[i].genres) for i in history]})[self.columns]
+        columns = {"#": range(1, len(history) + 1), "Title": self.catalog.titles(history)}
+        if "Genres" in self.columns:
+            columns["Genres"] = [", ".join(self.catalog[i].genres) for i in history]
+        table = pd.DataFrame(columns)
         notes = [notice] if notice else []
         if len(history) > self.pipeline.retrieval.window:
             notes.append(f"LRURec reads only the latest {self.pipeline.retrieval.window} of these {len(history)} "

@@ -259,13 +259,14 @@ class ResultsHandlers:
 
     def export(self, table: pd.DataFrame, shown: ShownResults, weights: FusionWeights) -> str:
         """A CSV file of the ranked table as shown (one row a candidate, every opinion), each row also carrying the
-        film's MovieLens id and the run: the history's MovieLens ids, the fusion, the timings, the prompt and, after a
-        race, generation's timings and text. Returns its path (`Downloads`: the same table is the same file)."""
+        item's source id (MovieLens id, ASIN) and the run: the history's source ids, the fusion, the timings, the
+        prompt and, after a race, generation's timings and text. Returns its path (`Downloads`: the same table is the
+        same file)."""
         result = shown.recommendation
         frame = table.copy()
-        movie_id = {c.letter: self.catalog[c.item_id].source_id for c in result.candidates}
+        source_id = {c.letter: self.catalog[c.item_id].source_id for c in result.candidates}
         id_name = words_for(self.catalog.dataset).source_id
-        frame.insert(3, id_name, [movie_id[letter] for letter in frame["Letter"]])
+        frame.insert(3, id_name, [source_id[letter] for letter in frame["Letter"]])
         history = " ".join(str(self.catalog[i].source_id) for i in result.history)
         run = {f"History ({id_name}s, oldest first)": history,
                "Fusion": describe_fusion(weights), "Retrieval ms": round(result.retrieval_ms, 1),
