@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
     if ranker.counts is None:
         raise SystemExit(f"{ranker.folder} holds no co-watch prior: python -m recsys.ranker.prior --dataset "
                          f"{args.dataset} --write")
-    if ranker.fusion.llm or (ranker.fusion.titles and not ranker.zero_shot):
+    if ranker.fusion.llm or (ranker.fusion.titles and not ranker.base_titles):
         raise SystemExit(f"{ranker.folder} serves the verbalizer, or title likelihood with a trained adapter: "
                          "bench/ranker_quality.py scores those")
     machine = machine_record(f"LRURec float32, the LLM {cpu_dtype('auto')}" if ranker.fusion.titles else "float32")

@@ -115,7 +115,7 @@ def main(argv=None) -> dict:
                                served_rows(dataset, split, candidates[split], ranker, counts, args.max_users),
                                ranker.prompt)
               for split in ("val", "test")}
-    if weights.titles:  # a zero-shot folder's title likelihood, from the scores `recsys.ranker.title_weight` saved
+    if weights.titles:  # the base model's title likelihood, from the scores `recsys.ranker.title_weight` saved
         scored = {split: with_title_scores(rows, ranker, dataset.catalog, split, args.base_model, args.precision)
                   for split, rows in scored.items()}
     result = {"test": ablation(scored["test"], weights), "val": ablation(scored["val"], weights),

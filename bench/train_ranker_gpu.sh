@@ -37,8 +37,13 @@ if [ "$dataset" != ml-latest-small ]; then
     --retriever "checkpoints/lrurec-$dataset" --candidates "runs/candidates-$dataset" \
     --prior "checkpoints/llamarec-$dataset" --val-users 1000 --lr 1e-4 --batch-size 16 --per-device-batch-size 4 \
     --epochs 1 --warmup-steps 100 --eval-every 100 "${budgets[@]}"
+  # title likelihood beside the trained LLM: the base model's (the adapter off), its weight chosen on the same rows
+  python -m recsys.ranker.title_weight --dataset "$dataset" --served "$output" --candidates "runs/candidates-$dataset" \
+    --base-model "$base"
   python bench/ranker_quality.py --dataset "$dataset" --base-model "$base" --adapter "$output" \
     --retriever "runs/candidates-$dataset" --json "$output/ranker_quality.json"
+  echo "it replaces checkpoints/llamarec-$dataset when validation favours it beyond its interval" \
+    "(metrics.json: titles.val_against_replaced; RESULTS.md, How choices are made)"
   echo "serve it: python app.py --dataset $dataset --base-model $base --adapter $output"
   exit 0
 fi

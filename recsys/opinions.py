@@ -6,7 +6,8 @@
 - The base model's reading of the same prompt (`base_reading`: the adapter switched off) and the reading with the
   candidates listed in reverse (`reversed_reading`), to show what the adapter and the letters contribute.
 - Title likelihood (`title_probabilities`): each candidate title's log-probability after the history, with the
-  catalog-pretrained adapter when one is loaded.
+  catalog-pretrained adapter when one is loaded, or the base model's (the served adapter off) where the folder's
+  title weight was chosen so (`RankerArtefacts.base_titles`).
 - The generation baseline (`generate`): the model writes the ranked titles, for the race.
 
 One model in memory: the adapters are peft's switches on it. Not thread-safe: the pipeline runs every method here on
@@ -41,11 +42,13 @@ class LLMOpinions:
 
     def __init__(self, model, tokenizer, catalog: Catalog, prompt_config: PromptConfig = PromptConfig(),
                  title_config: TitleConfig = TitleConfig(), adapter: str | Path | None = None,
-                 catalog_adapter: Path | None = None, max_new_tokens: int | None = None,
+                 catalog_adapter: Path | None = None, base_titles: bool = False, max_new_tokens: int | None = None,
                  model_facts: dict[str, str] | None = None, fold_adapter: bool = True):
         """`adapter`: the ranker's adapter folder, None when the base model ranks alone; `catalog_adapter`: the
         folder of the adapter loaded as CATALOG_ADAPTER_NAME to score title likelihood (None: the served model
-        scores it); `max_new_tokens`: the generation baseline's budget (None: its own rule, `answer_length`);
+        scores it, or with `base_titles` the base model, the served adapter off, as its weight was chosen: set
+        only with a served adapter);
+        `max_new_tokens`: the generation baseline's budget (None: its own rule, `answer_length`);
         `model_facts`: device, base model, quantization (`recsys.ranker.model.describe`), for the pages. With
         `fold_adapter` (CPU) the served adapter computes folded into the base weights (`recsys.ranker.folded`), as
         evaluation scores it; without, peft's unfolded LoRA (CUDA, quantized weights, ZeroGPU, no adapter)."""
@@ -57,6 +60,7 @@ class LLMOpinions:
         self.title_config = title_config
         self.adapter = adapter
         self.catalog_adapter_folder = catalog_adapter
+        self.base_titles = base_titles
         self.model_facts = dict(model_facts or {})
         self.max_new_tokens = max_new_tokens
         self.letter_ids = letter_token_ids(tokenizer)
@@ -153,7 +157,7 @@ class LLMOpinions:
         config = self.title_config
         history_titles = title_texts(self.tokenizer, self.catalog, history[-config.max_history:], config)
         titles = title_texts(self.tokenizer, self.catalog, [c.item_id for c in candidates], config)
-        with self.catalog_adapter():
+        with self.without_adapter() if self.base_titles else self.catalog_adapter():
             sums, lengths = title_log_likelihoods(self.model, self.tokenizer, history_titles, titles, config.domain)
         return title_opinion(sums, lengths, config.per_token).exp()
 

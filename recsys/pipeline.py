@@ -66,7 +66,8 @@ class PipelineConfig:
     generation_max_new_tokens: int | None = None  # None: the generation baseline's own default
     cpu_precision: str = "auto"  # unquantized ranker on CPU: "fp32", "bf16" or "auto" (bf16 where the CPU has it)
     # the catalog-pretrained adapter that scores title likelihood; "auto": the committed one for the default base
-    # model it was trained on; None: the ranker's model scores it
+    # model it was trained on, unless the ranker folder's title weight is the base model's (its title_config.json);
+    # None: the ranker's model scores it
     catalog_adapter: str | Path | None = "auto"
     # False: the ranker folder's prior, pool and fusion without its adapter weights (another base model than the one
     # they were trained on ranks zero-shot beside them)
@@ -233,7 +234,7 @@ class Pipeline:
         # Every file of the ranker folder, read before the slow model load. A folder without adapter weights is a
         # zero-shot one (`recsys.ranker.train --zero-shot`): the base model ranks, at the weights validation chose.
         ranker = RankerArtefacts.load(config.ranker.adapter)
-        base_titles = ranker.zero_shot  # its title weight (if any) was chosen with the base model's title likelihood
+        base_titles = ranker.base_titles  # its title weight (if any) was chosen with the base model's title likelihood
         if not config.adapter_weights:
             ranker = replace(ranker, has_weights=False)
         fusion = ranker.fusion if config.fusion is None else config.fusion
@@ -247,17 +248,23 @@ class Pipeline:
         if catalog_folder == "auto":
             catalog_folder = default_adapter(DEFAULT_CATALOG_ADAPTER) if config.ranker.base_model is None else None
         catalog_adapter = None
-        if catalog_folder and ranker.adapter:
+        if config.catalog_adapter not in (None, "auto") and ranker.adapter and base_titles:
+            raise ValueError(f"{ranker.folder}'s title weight was chosen with the base model's title likelihood "
+                             "(its title_config.json), not a catalog-pretrained adapter's: leave the catalog adapter "
+                             "out, or choose the weight with it (bench/llm_rankers.py --write-choice)")
+        if catalog_folder and ranker.adapter and not base_titles:
             titles = CatalogArtefacts.load(catalog_folder)
             title_config, catalog_adapter = titles.title, titles.folder
             model = load_adapter(model, titles.folder, name=CATALOG_ADAPTER_NAME)
         elif config.fusion is None and not base_titles:  # a trained folder's title weight was chosen with the
-            # catalog adapter, not without it; a zero-shot folder's with the base model (`recsys.ranker.title_weight`)
+            # catalog adapter, not without it; a zero-shot folder's, or one with title_config.json, with the base
+            # model (`recsys.ranker.title_weight`)
             fusion = replace(fusion, titles=0.0)
         retrieval = RetrievalStage(catalog, retriever, cowatch=ranker.counts, pool=ranker.pool, pool_weights=fusion,
                                    folder=folder)
         llm = LLMOpinions(model, tokenizer, catalog, prompt_config, title_config, adapter=ranker.adapter,
-                          catalog_adapter=catalog_adapter, max_new_tokens=config.generation_max_new_tokens,
+                          catalog_adapter=catalog_adapter, base_titles=base_titles and ranker.adapter is not None,
+                          max_new_tokens=config.generation_max_new_tokens,
                           model_facts=describe(ranker_config, model, query_device=start_on_device),
                           # not on ZeroGPU (not started on the device): its weights move to a lent GPU later, the
                           # folded copies would not

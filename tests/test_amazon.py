@@ -12,6 +12,7 @@ from pathlib import Path
 from dataclasses import replace
 
 import pytest
+import torch
 from conftest import make_llama, make_tokenizer
 
 from recsys.data import amazon, load_dataset, sources
@@ -148,10 +149,11 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     from recsys.ranker.artefacts import RankerArtefacts
     from recsys.ranker.cowatch import CoWatchConfig
     from recsys.ranker.fusion import FusionWeights
-    from recsys.ranker import title_scores
+    from recsys.ranker import title_scores, title_weight
     from recsys.ranker import train as ranker_train
     from recsys.ranker.model import RankerLoadConfig
     from recsys.ranker.title_likelihood import TitleConfig
+    from safetensors.torch import load_file, save_file
 
     _chain_raw_files(tmp_path / "raw")
     data = tmp_path / "data" / "amazon-beauty"
@@ -215,11 +217,51 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
          "--max-examples", "8", "--batch-size", "2", "--eval-every", "2", "--warmup-steps", "0", "--max-prompt-tokens",
          "512"])
     metrics = ranker_train.train(config)
+    served_again = RankerArtefacts.load(folder)  # as the second reproduce run chose it, the trained LLM over it
     trained = RankerArtefacts.load(tmp_path / "trained")
     assert trained.adapter is not None and trained.pool == served.pool and trained.counts is not None
     assert trained.fusion.prior == served.fusion.prior  # the co-watch prior it was chosen over, served with it
     assert metrics["validation_rows"] == titles["validation_rows"]
     assert metrics["val_ndcg10_by_llm_weight"][0.0] == pytest.approx(served.metrics["val_ndcg10_by_llm_weight"]["0.0"])
+    gain, by_weight = metrics["val_at_best_positive_weight"], metrics["val_ndcg10_by_llm_weight"]
+    top = max(v for w, v in by_weight.items() if w > 0)  # the best weight above 0 against none, with its interval
+    assert gain["weight"] == min(w for w, v in by_weight.items() if w > 0 and v == top)
+    assert gain["diff"] == pytest.approx(top - by_weight[0.0], abs=2e-4)
+    assert gain["ci95_diff"][0] <= gain["diff"] <= gain["ci95_diff"][1]
+    # title likelihood over the trained adapter is the base model's, the adapter off: the same scores as the
+    # zero-shot folder's on the same validation rows, and the app computes it so for this folder. A few steps barely
+    # move the adapter: its weights are set far from 0, so that leaving it on would show
+    weights = load_file(tmp_path / "trained" / "adapter_model.safetensors")
+    generator = torch.Generator().manual_seed(0)
+    save_file({k: torch.randn(v.shape, generator=generator) if "lora_B" in k else v for k, v in weights.items()},
+              tmp_path / "trained" / "adapter_model.safetensors")
+    title_weight.main(["--dataset", "beauty", "--data-dir", str(data), "--served", str(tmp_path / "trained"),
+                       "--candidates", str(tmp_path / "runs" / "candidates-beauty"), "--base-model",
+                       str(tmp_path / "tiny-llm")])
+    scores = {name: load_file(tmp_path / "runs" / "title-scores" / f"{name}-val.safetensors")
+              for name in ("trained", "llamarec-beauty")}
+    assert scores["trained"].keys() == scores["llamarec-beauty"].keys()
+    for key, value in scores["trained"].items():
+        assert torch.equal(value, scores["llamarec-beauty"][key]), key
+    trained = RankerArtefacts.load(tmp_path / "trained")
+    assert trained.base_titles and trained.adapter is not None and trained.metrics["titles"]["validation_rows"] == 30
+    replaced = trained.metrics["titles"]["val_against_replaced"]  # the zero-shot folder it was trained over, scored
+    assert replaced["folder"] == str(folder)  # on the same rows as that folder's own choice scored it
+    assert replaced["replaced_rows_N@10"] == pytest.approx(
+        served_again.metrics["titles"]["val_at_chosen_weight"]["rows_N@10"], abs=1e-4)
+    replace(trained.served, fusion=replace(trained.fusion, titles=0.5)).save_pretrained(tmp_path / "trained")
+    both = {name: Pipeline.load(replace(pipeline_config, ranker=replace(pipeline_config.ranker, adapter=str(path))))
+            for name, path in (("trained", tmp_path / "trained"), ("zero-shot", folder))}
+    assert both["trained"].fusion.titles == 0.5 and both["trained"].llm.base_titles
+    history = both["trained"].test_users[both["trained"].test_users.ids()[0]].history
+    asked = {name: {c.item_id: c.title_probability for c in pipeline.recommend(history, titles=True).candidates}
+             for name, pipeline in both.items()}
+    assert asked["trained"] == pytest.approx(asked["zero-shot"], abs=1e-6)
+    recommendation = both["trained"].recommend(history)
+    both["trained"].llm.base_titles = False  # the served adapter left on reads the titles otherwise
+    adapter_on = both["trained"].llm.title_probabilities(recommendation.history, recommendation.candidates)
+    assert not torch.allclose(adapter_on, torch.tensor([c.title_probability for c in recommendation.candidates]),
+                              atol=1e-3)
 
 
 def test_files_that_leave_nothing_after_the_5_core_say_so(tmp_path):

@@ -69,6 +69,16 @@ def test_a_zero_shot_folder_says_how_its_title_weight_was_scored(tmp_path):
         RankerArtefacts.load(folder)
 
 
+def test_a_trained_folder_scores_titles_with_the_base_model_only_when_its_title_config_says_so(tmp_path):
+    folder = copy_adapter(tmp_path, SERVED_CONFIG_FILE, PRIOR_FILE, COUNTS_FILE, "adapter_config.json",
+                          "adapter_model.safetensors")
+    assert not RankerArtefacts.load(folder).base_titles  # MovieLens's: its title weight is a catalog adapter's
+    title = {"max_history": 20, "max_title_tokens": 32, "years": True, "per_token": True, "domain": "product"}
+    (folder / TITLE_CONFIG_FILE).write_text(json.dumps({"title": title, "validation": {"chosen_weight": 0.25}}))
+    ranker = RankerArtefacts.load(folder)  # `recsys.ranker.title_weight` chose it with the base model's
+    assert ranker.base_titles and ranker.adapter is not None and ranker.title == TitleConfig(**title)
+
+
 def test_a_folder_with_weights_only_serves_the_llm_alone(tmp_path):
     """A trainer's output before its final step: the adapter's weights, no choice yet."""
     ranker = RankerArtefacts.load(copy_adapter(tmp_path, "adapter_config.json", "adapter_model.safetensors"))

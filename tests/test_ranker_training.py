@@ -215,6 +215,7 @@ def test_the_gpu_recipes_are_valid_training_commands():
     amazon = configs[0]
     assert amazon.dataset == "beauty" and amazon.over_prior and amazon.prior == "checkpoints/llamarec-beauty"
     assert amazon.retriever == "checkpoints/lrurec-beauty" and not configs[-1].over_prior
+    assert 'python -m recsys.ranker.title_weight --dataset "$dataset" --served "$output"' in script  # its titles
     assert [parse_args(["--zero-shot"])[2], parse_args([])[2]] == [True, False]
     assert all(c.base_model == "some/model" and c.max_history == 20 for c in configs)
     assert f"python -m recsys.retriever.candidates --k {MAX_POOL}" in script

@@ -87,9 +87,14 @@ def facts(pipeline: Pipeline) -> dict[str, str]:
     prompt = pipeline.llm.prompt_config
     named["prompt"] = (f"last {prompt.max_history} history titles, {prompt.max_title_tokens} tokens a title, "
                        f"{prompt.max_prompt_tokens} tokens in all")
-    named["title_likelihood"] = (f"catalog-pretrained adapter {pipeline.llm.catalog_adapter_folder.name}"
-                                 if pipeline.llm.catalog_adapter_folder else "the ranker's model") \
-        + f", fusion weight {pipeline.fusion.titles:g}"
+    llm = pipeline.llm
+    if llm.catalog_adapter_folder:
+        title_model = f"catalog-pretrained adapter {llm.catalog_adapter_folder.name}"
+    elif llm.base_titles:
+        title_model = "the base model (the ranker's adapter off)"
+    else:
+        title_model = "the ranker's model"
+    named["title_likelihood"] = f"{title_model}, fusion weight {pipeline.fusion.titles:g}"
     named["final_ranking"] = describe_fusion(pipeline.fusion)
     return named
 

@@ -10,6 +10,8 @@ A ranker folder (`python -m recsys.ranker.prior --write`, then `python -m recsys
                           residual loss trains; the grids), read by training
     training_config.json  the training run's config (a record, shown on the About tab)
     metrics.json          validation and test figures of the run
+    title_config.json     how the base model's title likelihood is scored beside it, its weight chosen by
+                          `python -m recsys.ranker.title_weight` (absent: no such choice)
 
 and a catalog-pretrained folder (`python -m recsys.ranker.catalog_lm`) an adapter and title_config.json (how titles
 are scored, `bench/llm_rankers.py --write-choice`). `RankerArtefacts.load` and `CatalogArtefacts.load` read them once
@@ -76,8 +78,8 @@ class RankerArtefacts:
     metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json ({} without one)
     has_weights: bool = False  # adapter weights present (False: a zero-shot folder, or none)
     pool: int = NUM_CANDIDATES  # LRURec's top films the prior re-ranks to keep 20 (20: the paper's stage one)
-    # a zero-shot folder's title_config.json: how the base model's title likelihood was scored when its weight was
-    # chosen (`recsys.ranker.title_weight`); None without one
+    # title_config.json: how the base model's title likelihood (the adapter off, in a trained folder) was scored when
+    # its weight was chosen (`recsys.ranker.title_weight`); None without one
     title: TitleConfig | None = None
 
     @property
@@ -89,6 +91,13 @@ class RankerArtefacts:
     def zero_shot(self) -> bool:
         """A ranker folder without adapter weights: the base model ranks at the weights validation chose for it."""
         return self.folder is not None and not self.has_weights
+
+    @property
+    def base_titles(self) -> bool:
+        """Whether the folder's title weight (if any) was chosen with the base model's title likelihood: a zero-shot
+        folder, or a trained one `recsys.ranker.title_weight` chose it for (its title_config.json). Otherwise a
+        trained folder's title weight belongs to a catalog-pretrained adapter (`bench/llm_rankers.py`)."""
+        return self.zero_shot or self.title is not None
 
     def require_prior(self) -> Prior:
         """The prior; CheckpointError naming prior.json when the folder has none (training on held-out examples
@@ -138,7 +147,7 @@ class RankerArtefacts:
         training = read_json_object(training_path, TRAIN_COMMAND) if training_path.is_file() else {}
         title_path = folder / TITLE_CONFIG_FILE
         title = (read_title_config(title_path, f"python -m recsys.ranker.title_weight --served {folder} --dataset "
-                                               "DATASET") if title_path.is_file() and not has_weights else None)
+                                               "DATASET") if title_path.is_file() else None)
         return cls(folder, served.fusion, served.prompt, counts, prior, training, metrics, has_weights, served.pool,
                    title)
 

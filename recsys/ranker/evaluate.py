@@ -164,10 +164,25 @@ def choose_weight(rows: RankingRows, base: FusionWeights, opinion: str = "llm",
                   grid=WEIGHT_GRID) -> tuple[FusionWeights, dict[float, float]]:
     """`opinion`'s weight ("llm" or "titles") on top of `base` with the best NDCG@10 over the rows (`rows_ndcg10`)
     among `grid` (ties: the smaller), and the NDCG@10 at every weight of WEIGHT_GRID. The rows must hold the
-    opinion's scores."""
+    opinion's scores.
+
+    The point estimate, not a gain beyond its interval: weight 0 is on the grid and wins ties, and a small weight
+    chosen on noise costs little (RESULTS.md, "How choices are made"; replacing a committed artefact is held to the
+    interval instead)."""
     by_weight = {w: rows_ndcg10(rows, replace(base, **{opinion: w})) for w in WEIGHT_GRID}
     best = max(by_weight[w] for w in grid)
     return replace(base, **{opinion: min(w for w in grid if by_weight[w] == best)}), by_weight
+
+
+def weight_gain(rows: RankingRows, base: FusionWeights, opinion: str, weight: float) -> dict:
+    """NDCG@10 over every row (`rows_ndcg10`, what `choose_weight` chooses by) of `base` with `opinion` ("llm" or
+    "titles") at `weight`, minus `base` with it at 0, with its paired-bootstrap 95% interval over the rows: how far
+    validation's choice stands from leaving the opinion out."""
+    without = replace(base, **{opinion: 0.0})
+    ours, others = rows_ndcgs(rows, replace(base, **{opinion: weight})), rows_ndcgs(rows, without)
+    return {"weight": weight, "rows_N@10": round(sum(ours) / len(ours), 4),
+            "diff": round((sum(ours) - sum(others)) / len(ours), 4),
+            "ci95_diff": [round(x, 4) for x in paired_bootstrap(ours, others)]}
 
 
 def ablation_weights(final: FusionWeights) -> dict[str, FusionWeights]:

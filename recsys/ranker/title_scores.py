@@ -107,13 +107,14 @@ def resumable_title_scores(score: Scorer, rows: RankingRows, path: Path, key: di
 
 def with_title_scores(rows: RankingRows, ranker: RankerArtefacts, catalog: Catalog, split: str,
                       base_model: str | None = None, precision: str = "auto") -> RankingRows:
-    """`rows` (a zero-shot folder's served rows of `split`) with the title opinion in the form the folder serves,
-    the base model on CPU in `precision`: from the saved scores, the model loaded only for rows they lack.
+    """`rows` (the served rows of `split` of a folder whose title opinion is the base model's: zero-shot, or trained
+    with title_config.json) with the title opinion in the form the folder serves, the base model on CPU in
+    `precision`: from the saved scores, the model loaded only for rows they lack.
 
-    ValueError for a folder with adapter weights (its title opinion needs its catalog adapter) or none."""
-    if ranker.folder is None or ranker.adapter is not None:
-        raise ValueError(f"{ranker.folder} is not a zero-shot ranker folder: a trained folder's title opinion is "
-                         "scored with its catalog-pretrained adapter (bench/llm_rankers.py)")
+    ValueError for a trained folder whose title opinion needs its catalog adapter, or no folder."""
+    if ranker.folder is None or not ranker.base_titles:
+        raise ValueError(f"{ranker.folder}'s title opinion is not the base model's: a trained folder without "
+                         "title_config.json scores titles with its catalog-pretrained adapter (bench/llm_rankers.py)")
     titles = ranker.title or served_title_config(ranker.prompt)
 
     @functools.cache

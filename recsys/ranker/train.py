@@ -40,8 +40,9 @@ from recsys.data.sources import DATASETS
 from recsys.distributed import is_main_process, process_share
 from recsys.machine import machine_record
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
-from recsys.ranker.artefacts import PRIOR_FILE, TRAINING_CONFIG_FILE, RankerArtefacts
-from recsys.ranker.evaluate import WEIGHT_GRID, ablation, choose_weight, print_ablation, rows_ndcg10, score_llm
+from recsys.ranker.artefacts import PRIOR_FILE, TITLE_CONFIG_FILE, TRAINING_CONFIG_FILE, RankerArtefacts
+from recsys.ranker.evaluate import (WEIGHT_GRID, ablation, choose_weight, print_ablation, rows_ndcg10, score_llm,
+                                    weight_gain)
 from recsys.ranker.examples import RankingExample, make_examples
 from recsys.ranker.fusion import FusionWeights, llm_opinion, prior_scores
 from recsys.ranker.heldout import load_held_out, split_by_user
@@ -379,8 +380,9 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
     zero-shot or `over_prior`: a seeded `val_users` sample of the served stage one's rows, reported as "val"),
     confirm on the paper's validation users, score the test users once; writes metrics.json, training_config.json,
     served_config.json (`recsys.ranker.served`: what the app serves; title likelihood's weight 0 until
-    `bench/llm_rankers.py --write-choice` chooses it for this adapter, or `recsys.ranker.title_weight` for a
-    zero-shot folder) and the prior's files next to the adapter.
+    `bench/llm_rankers.py --write-choice` chooses it with a catalog-pretrained adapter, or
+    `recsys.ranker.title_weight` with the base model's title likelihood) and the prior's files next to the adapter.
+    metrics.json also holds the best weight above 0's validation gain over none, with its interval.
 
     Also callable on its own (`--finalize-only`) after an interrupted training run. With `zero_shot` (`--zero-shot`)
     the base model ranks with no adapter, and `config.output` becomes a ranker folder without adapter weights: the
@@ -410,6 +412,11 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
     model.eval()
     validation = score_llm(model, tokenizer, dataset.catalog, validation_rows, prompt_config)
     weights, by_weight = choose_weight(validation, prior_weights, "llm")
+    # the best weight above 0 (the chosen one, unless that is 0) against none: its gain with its interval
+    best_positive = min((w for w in WEIGHT_GRID if w > 0), key=lambda w: (-by_weight[w], w))
+    on_validation = weight_gain(validation, prior_weights, "llm", best_positive)
+    print(f"validation NDCG@10 gain of the LLM at weight {best_positive:g} over none: {on_validation['diff']:+.4f} "
+          f"{on_validation['ci95_diff']} (chosen: {weights.llm:g})", flush=True)
     scored = {split: validation if served_prior and split == "val" else
               score_llm(model, tokenizer, dataset.catalog,
                         split_rows(dataset, split, candidates[split], counts, pool=served_pool, weights=weights),
@@ -421,7 +428,8 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
                                     f"in the subset), fusion {weights}")
     metrics: dict = {"zero_shot": True} if zero_shot else training_summary(output)
     metrics.update({"machine": machine_record(next(model.parameters()).dtype), "validation_rows": len(validation),
-               "val_ndcg10_by_llm_weight": by_weight, "fusion": asdict(weights),
+               "val_ndcg10_by_llm_weight": by_weight, "val_at_best_positive_weight": on_validation,
+               "fusion": asdict(weights),
                "heldout_validation": ablation(validation, weights), "val": results["val"], "test": results["test"],
                "test_users_in_subset": int(scored["test"].subset().sum()), "test_users": scored["test"].total_users,
                "pool": served_pool, "pool_trade": {split: pool_trade(rows) for split, rows in scored.items()}})
@@ -433,6 +441,8 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
         counts = CoWatchCounts.load(output)
     ServedConfig(served_pool, counts.config if counts is not None else CoWatchConfig(), weights,
                  prompt_config).save_pretrained(output)
+    # title likelihood is at 0 again until chosen for these weights: an earlier choice's form would say otherwise
+    (output / TITLE_CONFIG_FILE).unlink(missing_ok=True)
     if (config.examples == "heldout" or served_prior) and Path(config.prior).resolve() != output.resolve():  # the
         # prior it fuses with
         for name in (COUNTS_FILE, PRIOR_FILE):
