@@ -41,9 +41,12 @@ def title_scores_path(folder: Path, split: str) -> Path:
     return RUNS / "title-scores" / f"{Path(folder).name}-{split}.safetensors"
 
 
-def title_scores_key(config: TitleConfig, model_name: str, dtype: torch.dtype) -> dict[str, str]:
-    """A file's metadata: the title settings, base model (name or path) and weight dtype that scored it."""
-    return {"title": json.dumps(asdict(config), sort_keys=True), "model": model_name, "dtype": str(dtype)}
+def title_scores_key(config: TitleConfig, model_name: str, dtype: torch.dtype,
+                     quantization: str = "none") -> dict[str, str]:
+    """A file's metadata: the title settings, base model (name or path), weight dtype and quantization
+    (`recsys.ranker.model.loaded_quantization`: a GPU's 4-bit scores are not the CPU's) that scored it."""
+    return {"title": json.dumps(asdict(config), sort_keys=True), "model": model_name, "dtype": str(dtype),
+            "quantization": quantization}
 
 
 def _compared(key: dict[str, str]) -> dict:
@@ -119,7 +122,7 @@ def with_title_scores(rows: RankingRows, ranker: RankerArtefacts, catalog: Catal
 
     @functools.cache
     def loaded():
-        model = load_base_model(RankerLoadConfig(base_model=base_model, cpu_precision=precision))
+        model = load_base_model(RankerLoadConfig(base_model=base_model, cpu_precision=precision, device="cpu"))
         return model.eval(), load_tokenizer(base_model)
 
     def score(part: RankingRows) -> tuple[torch.Tensor, torch.Tensor]:

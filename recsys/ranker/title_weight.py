@@ -47,7 +47,7 @@ from recsys.metrics import paired_bootstrap
 from recsys.ranker.evaluate import (choose_weight, ndcg10, ndcg_interval, ranking_metrics, rows_ndcgs, score_llm,
                                     score_titles, weight_gain)
 from recsys.ranker.fusion import FusionWeights
-from recsys.ranker.model import RankerLoadConfig, load_adapter, load_base_model, load_tokenizer
+from recsys.ranker.model import RankerLoadConfig, load_adapter, load_base_model, load_tokenizer, loaded_quantization
 from recsys.ranker.rows import RankingRows, split_rows
 from recsys.ranker.title_likelihood import TitleConfig, served_title_config, title_opinion
 from recsys.ranker.title_scores import RUNS, resumable_title_scores, title_scores_key, title_scores_path
@@ -143,7 +143,8 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
         token counts)."""
         rows = split_rows(dataset, split, candidates[split], ranker.counts, max_users, seed, pool=ranker.pool,
                           weights=served)
-        key = title_scores_key(titles, str(resolve_base_model(config.base_model)), next(model.parameters()).dtype)
+        key = title_scores_key(titles, str(resolve_base_model(config.base_model)), next(model.parameters()).dtype,
+                               loaded_quantization(model))
 
         def score_base_titles(part: RankingRows) -> tuple[torch.Tensor, torch.Tensor]:
             with model.disable_adapter() if ranker.adapter is not None else nullcontext():
