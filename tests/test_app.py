@@ -3,8 +3,8 @@
 import json
 import os
 import re
-from pathlib import Path
 import threading
+from pathlib import Path
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -343,14 +343,20 @@ def test_race_streams_the_verbalizer_then_the_generated_text(handlers, tiny_toke
     assert list(final.comparison["Generation (parsed)"])[0].startswith("(T) ")
 
 
-def test_a_race_left_mid_stream_stops_generating(handlers, monkeypatch):
-    """Gradio closes the race's stream when a new history cancels it: generation stops at its next token."""
+def test_a_race_left_mid_stream_returns_at_once_and_stops_generating(handlers, monkeypatch):
+    """Gradio closes the race's stream on its event loop when a new history cancels it. The close returns at once,
+    even while generation is inside a long step (a prefill, another visitor's pass), so no other event waits for it;
+    generation stops at its next token."""
     monkeypatch.setattr(demo_race, "STREAM_INTERVAL_S", 0.01)
     produced, stopped = [], []
+    in_long_step, step_done = threading.Event(), threading.Event()
 
     def endless_generation(model, tokenizer, prompt, max_new_tokens, on_token, prefix, run):
         try:
             for token_id in range(10_000):  # ~100 s unless stopped
+                if token_id == 3:
+                    in_long_step.set()
+                    step_done.wait(timeout=30)
                 time.sleep(0.01)
                 on_token(token_id)
                 produced.append(token_id)
@@ -361,10 +367,18 @@ def test_a_race_left_mid_stream_stops_generating(handlers, monkeypatch):
 
     monkeypatch.setattr("recsys.opinions.generate_ranking", endless_generation)
     stream = handlers.race.run(Visit([1, 2, 3]))
-    next(stream), next(stream), next(stream)  # the verbalizer's results, then the text streaming
-    started = time.perf_counter()
-    stream.close()  # what gradio's cancel does
-    assert time.perf_counter() - started < 5 and len(stopped) == 1 and len(produced) < 1_000
+    next(stream), next(stream)  # the verbalizer's results, then the text streaming
+    assert in_long_step.wait(timeout=10)
+    closing = threading.Thread(target=stream.close)  # what gradio's cancel does
+    closing.start()
+    closing.join(timeout=5)
+    returned_during_the_step = not closing.is_alive()
+    step_done.set()
+    closing.join()
+    deadline = time.monotonic() + 10
+    while not stopped and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert returned_during_the_step and len(stopped) == 1 and produced == [0, 1, 2]
 
 
 def test_failed_baseline_gets_a_message(handlers, monkeypatch):

@@ -155,20 +155,24 @@ class RaceHandlers:
 
         generated: list[int] = []
         unchanged = ResultsView._make(gr.skip() for _ in ResultsView._fields)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            started = time.perf_counter()
-            running = pool.submit(self.pipeline.race, result, on_token)
-            try:
-                while not wait([running], timeout=STREAM_INTERVAL_S).done:
-                    while not token_ids.empty():
-                        generated.append(token_ids.get())
-                    text = (self.pipeline.llm.display_tokenizer.decode(generated, skip_special_tokens=True)
-                            if generated else "")
-                    clock = self.generating_markdown(result, time.perf_counter() - started, len(generated))
-                    yield RaceView.of(unchanged, (clock, gr.skip(), text, gr.skip()), gr.skip())
-            finally:  # a closed stream (gradio closes it on cancel) stops generating at the next token, freeing the CPU
-                left.set()
-            race = running.result()
+        pool = ThreadPoolExecutor(max_workers=1)
+        started = time.perf_counter()
+        running = pool.submit(self.pipeline.race, result, on_token)
+        try:
+            while not wait([running], timeout=STREAM_INTERVAL_S).done:
+                while not token_ids.empty():
+                    generated.append(token_ids.get())
+                text = (self.pipeline.llm.display_tokenizer.decode(generated, skip_special_tokens=True)
+                        if generated else "")
+                clock = self.generating_markdown(result, time.perf_counter() - started, len(generated))
+                yield RaceView.of(unchanged, (clock, gr.skip(), text, gr.skip()), gr.skip())
+        finally:
+            # A closed stream (gradio closes it on cancel, on the server's event loop) stops generating at the next
+            # token, freeing the CPU; it returns at once rather than waiting for that token, which can be a whole
+            # prefill away, with every other visitor's events held up behind it.
+            left.set()
+            pool.shutdown(wait=False)
+        race = running.result()
         # its download has the race
         finished = self.results.results_view(visit, result, llm_weight, cowatch_weight, race)
         yield RaceView.of(finished, self.race_view(visit, race), False)
