@@ -216,6 +216,19 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
          "--prior", str(folder), "--over-prior", "--val-users", "30", "--output", str(tmp_path / "trained"),
          "--max-examples", "8", "--batch-size", "2", "--eval-every", "2", "--warmup-steps", "0", "--max-prompt-tokens",
          "512"])
+    # served examples: what the app retrieves and keeps at the validation position of every user outside the
+    # validation sample whose target it keeps, the validation users' rows never among them
+    dataset = load_dataset("beauty", str(data))
+    served_data = ranker_train.training_data(replace(config, examples="served", max_examples=None), dataset)
+    validating = set(served_data.validation.users.tolist())
+    expected = []
+    for user in sorted(set(dataset.sequences) - validating):
+        history, target = dataset.val_input(user)
+        kept = [c.item_id for c in pipeline.retrieval.retrieve(history)[0]]
+        if target in kept:
+            expected.append((tuple(history), tuple(kept), kept.index(target)))
+    assert [(e.history, e.candidates, e.answer_index) for e in served_data.examples] == expected and expected
+    assert len(validating) == 30 and served_data.cowatch.shape == (len(expected), 20)
     metrics = ranker_train.train(config)
     served_again = RankerArtefacts.load(folder)  # as the second reproduce run chose it, the trained LLM over it
     trained = RankerArtefacts.load(tmp_path / "trained")

@@ -430,3 +430,34 @@ def test_over_prior_is_refused_where_it_would_be_ignored(flags):
 
     with pytest.raises(ValueError, match="--over-prior is for the paper's examples"):
         training_data(RankerTrainConfig(over_prior=True, **flags), dataset=None)
+
+
+@pytest.mark.parametrize("flags", [{"over_prior": False, "val_users": 100}, {"over_prior": True, "val_users": None}])
+def test_served_examples_are_refused_without_their_stage_one_or_validation_sample(flags):
+    from recsys.ranker.train import RankerTrainConfig, training_data
+
+    with pytest.raises(ValueError, match="served examples need --over-prior"):
+        training_data(RankerTrainConfig(examples="served", **flags), dataset=None)
+
+
+def test_served_examples_keep_the_validation_users_out_and_need_their_target():
+    import random
+
+    from recsys.ranker.rows import RankingRows
+    from recsys.ranker.train import served_examples
+
+    def rows(users: list[int], targets: list[int]) -> RankingRows:
+        ids = torch.arange(len(users) * 20).view(len(users), 20) + 1
+        return RankingRows([[u] for u in users], ids, torch.zeros(ids.shape), torch.zeros(ids.shape),
+                           torch.tensor(targets), 10, users=torch.tensor(users))
+
+    every = rows([1, 2, 3, 4, 5, 6], [0, 3, -1, 19, 7, 2])
+    validation = rows([2, 6], [3, 2])
+    kept = served_examples(every, validation, None, random.Random(0))
+    assert kept.users.tolist() == [1, 4, 5]  # 3's target was dropped by the pool; 2 and 6 choose the weight
+    assert [e.answer_index for e in kept.ranking_examples()] == [0, 19, 7]
+    assert kept.ranking_examples()[1].candidates == tuple(every.candidate_ids[3].tolist())
+    sample = served_examples(every, validation, 2, random.Random(0))
+    assert len(sample) == 2 and set(sample.users.tolist()) < {1, 4, 5}
+    assert sample.users.tolist() == sorted(sample.users.tolist())
+    assert sample.users.tolist() == served_examples(every, validation, 2, random.Random(0)).users.tolist()

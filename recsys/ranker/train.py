@@ -11,6 +11,10 @@ films, the candidates shuffled in the prompt so that a letter's position earns n
     python -m recsys.ranker.prior --write             # co-watch window/span and prior weights
     python -m recsys.ranker.train --examples heldout --loss residual --shuffle ...
 
+On an Amazon data set (leave-one-out, sequences of ~9 items, no truncated retrievers) `--examples served
+--over-prior --val-users N` trains on what the app serves at the one position its retriever never trained on: the
+served 20 at the validation item of every validation user outside the N that validate (`served_examples`).
+
 Uses the HF Trainer, so `accelerate launch -m recsys.ranker.train ...` trains on several GPUs. On a
 CPU with native bf16 the base weights are bf16 and the LoRA weights fp32. Validation NDCG@10 on the
 retriever's candidates of validation users keeps the best adapter; afterwards the fusion weight is
@@ -58,6 +62,7 @@ from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 TRAINING_LOG_FILE = "training_log.json"
 LOSSES = ("vocab", "letters", "residual")
+EXAMPLES = ("random", "heldout", "served")
 
 
 @dataclass
@@ -71,6 +76,7 @@ class RankerTrainConfig:
     data_dir: str | None = None
     output: str = str(DEFAULT_ADAPTER)
     examples: str = "random"  # "random": training prefixes, random negatives (paper); "heldout": held-out candidates
+    # (MovieLens); "served": the served 20 at the validation position of validation users outside --val-users' sample
     heldout_dir: str = "runs/heldout"  # written by `python -m recsys.ranker.heldout`
     # folder with prior.json, served_config.json and cowatch.safetensors (`recsys.ranker.prior --write`)
     prior: str = str(DEFAULT_ADAPTER)
@@ -241,24 +247,47 @@ class TrainingData:
     cowatch_counts: CoWatchCounts | None  # counts over every training part: validation and test users
 
 
+def served_examples(rows: RankingRows, validation: RankingRows, max_examples: int | None,
+                    rng: random.Random) -> RankingRows:
+    """The training rows of served examples: `rows` (a split's rows as served) whose target the served 20 hold, of the
+    users `validation` does not hold (a seeded sample of `max_examples` of them when given), in their order.
+
+    On a leave-one-out data set the validation item is the one position of a user the retriever never trained on
+    (it only chose the retriever's checkpoint), so these are the candidates the ranker meets when serving, hard
+    negatives included, with every user that chooses the LLM's weight and checkpoint kept out.
+    """
+    if rows.users is None or validation.users is None:
+        raise ValueError("served examples are split rows, one per user")
+    validating = set(validation.users.tolist())
+    index = [i for i, (user, target) in enumerate(zip(rows.users.tolist(), rows.target_index.tolist()))
+             if target >= 0 and user not in validating]
+    if max_examples is not None and max_examples < len(index):
+        index = sorted(rng.sample(index, max_examples))
+    return rows.select(index)
+
+
 def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
     """Examples, priors and validation rows as `config` asks.
 
     "heldout": held-out examples of ~85% of users train, a seeded sample of `val_examples` rows of the
     other users validates, both with the 20 candidates the served pool keeps (`pooled_heldout_rows`).
     "random": the paper's examples, validated on the paper's validation users (with `over_prior`, the LLM added to
-    the prior and pool `config.prior` serves).
+    the prior and pool `config.prior` serves). "served": `served_examples`, validated as "random" with `over_prior`
+    on a seeded sample of `val_users` validation users, whose own rows never train.
     Held-out runs read the prior chosen by `recsys.ranker.prior` from `config.prior` (the residual loss trains
     on it; every loss is validated with the LLM added to it).
     """
-    if config.examples not in ("random", "heldout"):
-        raise ValueError(f"examples must be 'random' or 'heldout', got {config.examples!r}")
-    if config.over_prior and (config.examples != "random" or config.pool is not None):
-        raise ValueError("--over-prior is for the paper's examples (--examples random), with the pool --prior serves "
+    if config.examples not in EXAMPLES:
+        raise ValueError(f"examples must be one of {', '.join(EXAMPLES)}, got {config.examples!r}")
+    if config.over_prior and (config.examples == "heldout" or config.pool is not None):
+        raise ValueError("--over-prior is for the paper's examples or the served ones, with the pool --prior serves "
                          "(held-out examples are always validated over the prior; --pool is theirs)")
-    if config.evidence and config.examples != "heldout":
-        raise ValueError("prompt evidence needs held-out examples (--examples heldout): random negatives have no "
-                         "retriever ranks")
+    if config.examples == "served" and not (config.over_prior and config.val_users):
+        raise ValueError("served examples need --over-prior (the stage one they come from) and --val-users (the "
+                         "validation sample their users are kept out of)")
+    if config.evidence and config.examples == "random":
+        raise ValueError("prompt evidence needs the retriever's candidates (--examples heldout or served): random "
+                         "negatives have no retriever ranks")
     rng = random.Random(config.seed)
     if config.examples == "heldout" or config.over_prior:  # trained on (residual) or validated with the fitted prior
         saved = RankerArtefacts.load(config.prior)
@@ -266,15 +295,22 @@ def training_data(config: RankerTrainConfig, dataset) -> TrainingData:
         cowatch_config, prior_weights, counts = prior.cowatch, prior.weights, saved.counts
     else:
         cowatch_config, prior_weights, counts = CoWatchConfig(), FusionWeights(retriever=1.0, cowatch=0.0), None
-    if config.examples == "random":
-        if config.loss == "residual":
-            raise ValueError("the residual loss needs held-out examples (--examples heldout): random negatives have "
-                             "no retriever scores")
-        examples = make_examples(dataset, config.max_examples, config.seed)
-        validation = split_rows(dataset, "val", load_candidates(config.candidates or config.retriever)["val"], counts,
-                                config.val_users, config.seed, pool=saved.pool if config.over_prior else NUM_CANDIDATES,
-                                weights=prior_weights if config.over_prior else None)
-        return TrainingData(examples, None, None, validation, prior_weights, counts)
+    if config.examples in ("random", "served"):
+        if config.loss == "residual" and config.examples == "random":
+            raise ValueError("the residual loss needs the retriever's candidates (--examples heldout or served): "
+                             "random negatives have no retriever scores")
+        val_candidates = load_candidates(config.candidates or config.retriever)["val"]
+        pool = saved.pool if config.over_prior else NUM_CANDIDATES
+        weights = prior_weights if config.over_prior else None
+        validation = split_rows(dataset, "val", val_candidates, counts, config.val_users, config.seed, pool=pool,
+                                weights=weights)
+        if config.examples == "random":
+            return TrainingData(make_examples(dataset, config.max_examples, config.seed), None, None, validation,
+                                prior_weights, counts)
+        rows = served_examples(split_rows(dataset, "val", val_candidates, counts, pool=pool, weights=weights),
+                               validation, config.max_examples, rng)
+        priors = prior_scores(rows.retriever_scores, rows.cowatch, prior_weights) if config.loss == "residual" else None
+        return TrainingData(rows.ranking_examples(), priors, rows.cowatch, validation, prior_weights, counts)
     train_part, val_part = split_by_user(load_held_out(config.heldout_dir))
     pool = config.pool if config.pool is not None else saved.pool
     rows = pooled_heldout_rows(train_part, dataset, cowatch_config, prior_weights, pool)
@@ -396,7 +432,7 @@ def finalize(config: RankerTrainConfig, zero_shot: bool = False) -> dict:
     saved = RankerArtefacts.load(config.prior)
     # zero-shot beside a saved prior, or `over_prior` (an Amazon data set's): the served stage one, the LLM's weight
     # chosen on a seeded sample of `val_users` of the validation users' rows, which are then the "val" rows reported
-    served_prior = (zero_shot or config.over_prior) and config.examples == "random" and saved.prior is not None
+    served_prior = (zero_shot or config.over_prior) and config.examples != "heldout" and saved.prior is not None
     served_pool = saved.pool if config.examples == "heldout" or served_prior else NUM_CANDIDATES
     candidates = load_candidates(config.candidates or config.retriever)
     if served_prior:
@@ -463,7 +499,7 @@ def training_summary(output: Path) -> dict:
 def parse_args(argv=None) -> tuple[RankerTrainConfig, bool, bool]:
     """Flags: one per RankerTrainConfig field, plus --finalize-only."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_flags(parser, RankerTrainConfig, choices={"loss": LOSSES})
+    add_dataclass_flags(parser, RankerTrainConfig, choices={"loss": LOSSES, "examples": EXAMPLES})
     parser.add_argument("--finalize-only", action="store_true",
                         help="skip training: evaluate the adapter already saved in --output")
     parser.add_argument("--zero-shot", action="store_true",
