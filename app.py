@@ -148,9 +148,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset", default=os.environ.get("LLAMAREC_DATASET", "ml-latest-small"),
                         choices=APP_DATASETS,
                         help="what to recommend from: ml-latest-small (default; $LLAMAREC_DATASET; needs nothing but "
-                             "the repository), beauty or games (Amazon: their files are read from --data-dir, "
-                             "data/ or ../shared/data; python -m recsys.data.download NAME gets them)")
-    parser.add_argument("--data-dir", default=None, help="where the Amazon data set's files are")
+                             "the repository), beauty or games (Amazon: items.csv and sequences.csv, read from "
+                             "--data-dir, else $RECSYS_DATA_DIR, data/ or ../shared/data; python -m "
+                             "recsys.data.download NAME gets them)")
+    parser.add_argument("--data-dir", default=None, help="the folder holding the Amazon data set's files (or its "
+                                                         "parent); the only place looked in when given")
     parser.add_argument("--retriever", default=None, help="LRURec checkpoint folder (default: the data set's)")
     parser.add_argument("--quantization", default="auto", choices=list(QUANTIZATIONS),
                         help="ranker weights on CUDA: auto = 4-bit NF4 for models of about 1B parameters and more, "

@@ -13,7 +13,7 @@
    history's), its weight chosen on the same validation rows, the test users scored once
    (`recsys.ranker.title_weight`), written into the same two files.
 
-Each step prints the minutes it took (the LLM's: about 25 min for Games, 40 for Beauty, on 2 CPU cores; title
+Each step prints the minutes it took (the LLM's: about 30 min for Games, 40 for Beauty, on 2 CPU cores; title
 likelihood's about 60 for Beauty, its titles being long). MovieLens's
 own recipe goes further (held-out examples, the residual adapter: recsys/ranker/train.py's docstring); on Amazon no
 LLM ranker is trained yet. The records: `python bench/retriever_quality.py --dataset DATASET` and `python

@@ -38,6 +38,8 @@ def test_games_answers_a_recommend_for_a_test_user_in_its_own_words():
     # validation gave title likelihood a weight here: every Recommend computes it, in the served score form
     assert pipeline.fusion.titles > 0 and pipeline.llm.title_config.per_token and table[TITLES_COLUMN].notna().all()
     assert handlers.history.item_named("")[1] == "⚠️ Name a game: a title or an ASIN."
+    assert handlers.history.load_preset(session, "Sci-fi fan").notice.startswith(
+        "⚠️ This data set has no presets: load a test user or find games by title.")
     assert list(handlers.history.history_view(session).history.columns) == ["#", "Title"]  # no genres to show
 
 

@@ -197,6 +197,16 @@ def test_data_dir_takes_precedence(tmp_path):
     assert find_dataset_dir("ml-latest-small", tmp_path) == folder
 
 
+def test_a_given_data_dir_without_the_files_is_refused_never_replaced(tmp_path, monkeypatch):
+    found = _write_ml_small(tmp_path / "repo" / "data" / "ml-latest-small", "userId,movieId,rating,timestamp\n")
+    monkeypatch.setattr(sources, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.delenv(sources.ENV_VAR, raising=False)
+    assert find_dataset_dir("ml-latest-small") == found  # without one, the usual places
+    with pytest.raises(FileNotFoundError, match=r"(?s)looked in:\n  \S*typo\n  \S*typo/ml-latest-small\nPass the "
+                                                r"folder that holds them with --data-dir"):
+        find_dataset_dir("ml-latest-small", tmp_path / "typo")
+
+
 def _zip_bytes():
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zipped:

@@ -51,30 +51,34 @@ def _check_name(name: str) -> DatasetFiles:
 
 
 def candidate_dirs(name: str, data_dir: str | Path | None = None) -> list[Path]:
-    """Folders searched for `name`, in order: --data-dir, $RECSYS_DATA_DIR, data/<folder>, ../shared/data/<folder>.
+    """Folders searched for `name`: a given `data_dir` (--data-dir) alone, so that a mistyped one is never replaced
+    by files found elsewhere; else, in order, $RECSYS_DATA_DIR, data/<folder>, ../shared/data/<folder>.
 
     A given directory may be the dataset folder itself or its parent.
     """
     folder = _check_name(name).name
+    if data_dir:
+        return [Path(data_dir), Path(data_dir) / folder]
     dirs: list[Path] = []
-    for base in (data_dir, os.environ.get(ENV_VAR)):
-        if base:
-            dirs += [Path(base), Path(base) / folder]
-    dirs += [REPO_ROOT / "data" / folder, REPO_ROOT.parent / "shared" / "data" / folder]
-    return dirs
+    if base := os.environ.get(ENV_VAR):
+        dirs += [Path(base), Path(base) / folder]
+    return dirs + [REPO_ROOT / "data" / folder, REPO_ROOT.parent / "shared" / "data" / folder]
 
 
 def find_dataset_dir(name: str, data_dir: str | Path | None = None) -> Path:
-    """Return the first folder holding all raw files of `name`, or raise FileNotFoundError saying where it looked."""
+    """Return the first folder holding all raw files of `name` (`candidate_dirs`), or raise FileNotFoundError saying
+    where it looked and how to get them."""
     spec = _check_name(name)
     searched = candidate_dirs(name, data_dir)
     for folder in searched:
         if all((folder / f).is_file() for f in spec.required):
             return folder
     looked = "\n  ".join(str(d) for d in searched)
+    remedy = ("Pass the folder that holds them with --data-dir" if data_dir else
+              f"Pass their folder with --data-dir, set {ENV_VAR}")
     raise FileNotFoundError(
         f"the files of {name} ({', '.join(spec.required)}) are not found; looked in:\n  {looked}\n"
-        f"Pass --data-dir, set {ENV_VAR}, or run: python -m recsys.data.download {name}")
+        f"{remedy}, or run (with internet): python -m recsys.data.download {name}")
 
 
 def load_dataset(name: str = "ml-latest-small", data_dir: str | Path | None = None,

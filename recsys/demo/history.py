@@ -342,6 +342,9 @@ class HistoryHandlers:
 
     def load_preset(self, visit: Visit, name):
         """Replace the history with a preset named by taste."""
+        if not self.presets:
+            return self.history_view(visit, "⚠️ This data set has no presets: load a test user or find "
+                                            f"{words_for(self.catalog.dataset).items} by title.")
         if name not in self.presets:
             return self.history_view(visit, f"⚠️ Unknown preset {name!r}: pick one from the list.")
         return self.history_view(Visit(list(self.presets[name])), f"Loaded preset '{name}'.")

@@ -96,10 +96,11 @@ def history_panel(handlers: DemoHandlers, page: Page) -> Edits:
                 add = gr.Button("Add", variant="secondary", scale=1, min_width=100)
             matches = FreeRadio([], value=None, label=f"Matches: click the {words.item} you mean", visible=False,
                                 api_types=("string", "integer"), api_description=f"a title or {words.a_source_id}")
-            with gr.Row():
-                presets = history_handlers.presets
+            presets = history_handlers.presets
+            with gr.Row(visible=bool(presets)):  # presets are MovieLens films: other data sets have none
                 preset = FreeDropdown(list(presets), value=None, label="Preset history", scale=3,
-                                      api_description="a preset's name: " + ", ".join(presets))
+                                      api_description="a preset's name: " + (", ".join(presets) or
+                                                                             "none on this data set"))
                 load_preset = gr.Button("Load preset", scale=1, min_width=100)
             with gr.Row():
                 users = history_handlers.user_choices()
