@@ -69,41 +69,41 @@ EXAMPLES = ("random", "heldout", "served")
 class RankerTrainConfig:
     """Ranker training recipe (defaults: the paper's, with the SmolLM2 base)."""
 
-    base_model: str | None = None
+    base_model: str | None = None  # a hub name or local folder (None: SmolLM2-135M-Instruct, prepared locally)
     dataset: str = "ml-latest-small"  # what the retriever was trained on and the prompt's items are (its domain)
     retriever: str = str(DEFAULT_CHECKPOINT)
     candidates: str | None = None  # folder of the retriever's candidates.safetensors (None: the retriever's folder)
-    data_dir: str | None = None
-    output: str = str(DEFAULT_ADAPTER)
+    data_dir: str | None = None  # the data set's folder or its parent (None: $RECSYS_DATA_DIR, data/, ../shared/data)
+    output: str = str(DEFAULT_ADAPTER)  # where the best adapter, its log and its metrics are written
     examples: str = "random"  # "random": training prefixes, random negatives (paper); "heldout": held-out candidates
     # (MovieLens); "served": the served 20 at the validation position of validation users outside --val-users' sample
     heldout_dir: str = "runs/heldout"  # written by `python -m recsys.ranker.heldout`
-    # folder with prior.json, served_config.json and cowatch.safetensors (`recsys.ranker.prior --write`)
-    prior: str = str(DEFAULT_ADAPTER)
+    prior: str = str(DEFAULT_ADAPTER)  # folder with prior.json, served_config.json and cowatch.safetensors
+    # (`recsys.ranker.prior --write`)
     pool: int | None = None  # "heldout": the 20 the prior keeps of each row's top-`pool` (None: the served pool)
     shuffle: bool = False  # candidates in a random order in each prompt (the prior carries the retriever's order)
     val_examples: int = 400  # "heldout": validation rows scored at every validation (seeded sample)
     max_examples: int | None = None  # None = every example
     loss: str = "vocab"  # "vocab": letter + EOS over the vocabulary (paper); "letters": over the 20 letters;
     # "residual": over the 20 letters' logits plus the fixed prior of each film
-    max_history: int = 20
-    max_title_tokens: int = 32
-    max_prompt_tokens: int = 1536
+    max_history: int = 20  # the history's last N titles in the prompt
+    max_title_tokens: int = 32  # each title cut to this many tokens
+    max_prompt_tokens: int = 1536  # a longer prompt drops its oldest history titles until it fits
     years: bool = True  # titles keep their year in the prompt
     evidence: bool = False  # each candidate followed by its retriever rank and co-watch count (held-out examples)
     lora_top_layers: int | None = None  # LoRA on the last N decoder layers only (None: all)
     lora_targets: str = "q_proj,v_proj"  # comma-separated module names that get LoRA (paper: q_proj,v_proj)
-    lr: float = 1e-4
+    lr: float = 1e-4  # peak learning rate, after a linear warm-up (then a linear decay)
     batch_size: int = 16  # effective batch (gradient accumulation over single examples on CPU)
-    per_device_batch_size: int = 1
-    epochs: float = 1.0
-    warmup_steps: int = 100
+    per_device_batch_size: int = 1  # examples a forward pass; the rest of --batch-size accumulates
+    epochs: float = 1.0  # passes over the examples
+    warmup_steps: int = 100  # optimizer steps of linear warm-up
     eval_every: int = 100  # optimizer steps between validations
     val_users: int | None = None  # validate on a seeded sample of the valid-retrieval subset
-    # "random" examples validated, and the LLM's weight chosen, on top of --prior's served prior and pool (an Amazon
-    # data set's folder: what its app serves); without it the paper's way, on top of the retriever's top-20 alone
-    over_prior: bool = False
-    quantization: str = "auto"
+    over_prior: bool = False  # "random" examples validated, and the LLM's weight chosen, on top of --prior's served
+    # prior and pool (an Amazon data set's folder: what its app serves); without it the paper's way, on top of the
+    # retriever's top-20 alone
+    quantization: str = "auto"  # "auto": 4-bit NF4 (QLoRA) on CUDA, none on CPU; or "none", "4bit", "8bit"
     cpu_precision: str = "auto"  # base weights on CPU: bf16 where the CPU has it natively; LoRA weights stay fp32
     stop_at_step: int | None = None  # end this run at this optimizer step (schedule unchanged); continue with --resume
     resume: bool = False  # continue from the last validation of an interrupted run in --output
