@@ -34,14 +34,13 @@ from recsys.demo.handlers import DemoHandlers
 from recsys.demo.panels import ModelEvents, Page, history_panel, race_panel, results_panel
 from recsys.demo.words import words_for
 from recsys.demo.pages import BENCH_COMMANDS, benchmarks_markdown, facts_markdown, intro_markdown
+from recsys.folders import retriever_folder, served_folder
 from recsys.pipeline import MAX_BATCH, SHARED_RESULTS, Pipeline, PipelineConfig, ServingConfig
 from recsys.ranker.artefacts import default_adapter
 from recsys.machine import lower_priority, process_threads, usable_cores
 from recsys.ranker.base_model import cache_description, resolve_base_model
 from recsys.ranker.model import QUANTIZATIONS, RankerLoadConfig, parameter_count
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
-CHECKPOINTS = DEFAULT_CHECKPOINT.parent
 APP_DATASETS = ["ml-latest-small", "beauty", "games"]
 
 EFFICIENCY_FIGURE = Path(__file__).resolve().parent / "assets" / "efficiency.png"
@@ -183,7 +182,7 @@ def load_pipeline(args: argparse.Namespace) -> Pipeline:
     # pool, fusion weights) fits any: another base model ranks beside it, zero-shot.
     movielens = args.dataset == "ml-latest-small"
     if args.adapter is None:  # Amazon: the prior chosen on its validation users, served with the base model
-        adapter = default_adapter() if movielens else CHECKPOINTS / f"llamarec-{args.dataset}"
+        adapter = default_adapter() if movielens else served_folder(args.dataset)
     else:
         adapter = None if args.adapter == "none" else args.adapter
     adapter_weights = args.adapter is not None or args.base_model is None
@@ -194,7 +193,7 @@ def load_pipeline(args: argparse.Namespace) -> Pipeline:
         # on ZeroGPU "auto" would pick the GPU that `spaces` reports: the placement decides instead
         device = (zerogpu_device(parameter_count(str(resolve_base_model(args.base_model))), args.zerogpu)
                   if on_zerogpu(spaces) else "auto")
-        config = PipelineConfig(retriever=args.retriever or CHECKPOINTS / f"lrurec-{args.dataset}",
+        config = PipelineConfig(retriever=args.retriever or retriever_folder(args.dataset),
                                 dataset=args.dataset, data_dir=args.data_dir,
                                 # the title-likelihood adapter was trained on MovieLens titles
                                 catalog_adapter="auto" if movielens else None,

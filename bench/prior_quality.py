@@ -17,16 +17,16 @@ from __future__ import annotations
 
 
 import argparse
-from pathlib import Path
 
 from common import machine_summary
 from recsys import NUM_CANDIDATES, paper
 from recsys.data import load_dataset
+from recsys.folders import retriever_folder, served_folder
 from recsys.machine import machine_record
 from recsys.metrics import format_table, metrics_from_ranks, ndcg_at, paired_bootstrap
 from recsys.ranker.artefacts import RankerArtefacts
 from recsys.ranker.evaluate import all_user_ranks
-from recsys.ranker.model import DEFAULT_ADAPTER, cpu_dtype
+from recsys.ranker.model import cpu_dtype
 from recsys.ranker.rows import served_rows
 from recsys.ranker.title_scores import with_title_scores
 from recsys.results import write_json
@@ -34,7 +34,6 @@ from recsys.retriever.candidates import retrieve_split
 from recsys.retriever.checkpoint import load_model
 from recsys.retriever.evaluate import split_inputs, target_ranks
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 KEYS = ("M@5", "N@5", "R@5", "M@10", "N@10", "R@10")
 
 
@@ -66,8 +65,7 @@ def main(argv=None) -> dict:
                         "(default: SmolLM2-135M-Instruct)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    ranker = RankerArtefacts.load(args.prior or (DEFAULT_ADAPTER if args.dataset == "ml-latest-small"
-                                                 else CHECKPOINTS / f"llamarec-{args.dataset}"))
+    ranker = RankerArtefacts.load(args.prior or served_folder(args.dataset))
     if ranker.counts is None:
         raise SystemExit(f"{ranker.folder} holds no co-watch prior: python -m recsys.ranker.prior --dataset "
                          f"{args.dataset} --write")
@@ -76,7 +74,7 @@ def main(argv=None) -> dict:
                          "bench/ranker_quality.py scores those")
     machine = machine_record(f"LRURec float32, the LLM {cpu_dtype('auto')}" if ranker.fusion.titles else "float32")
     dataset = load_dataset(args.dataset, args.data_dir)
-    model = load_model(args.retriever or CHECKPOINTS / f"lrurec-{args.dataset}")
+    model = load_model(args.retriever or retriever_folder(args.dataset))
     weights = ranker.fusion.prior
     candidates = retrieve_split(model, dataset, "test", k=ranker.pool)
     rows = served_rows(dataset, "test", candidates, ranker, ranker.counts)

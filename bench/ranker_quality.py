@@ -33,10 +33,10 @@ from common import load_served_ranker, machine_summary
 from recsys import NUM_CANDIDATES, paper
 from recsys.data import load_dataset
 from recsys.data.sources import DATASETS
+from recsys.folders import run_folder, served_folder
 from recsys.metrics import format_table, ndcg_at, paired_bootstrap
 from recsys.ranker.cowatch import CoWatchCounts
 from recsys.ranker.evaluate import RETRIEVER, ablation, all_user_ranks, choose_weight, score_llm, subset_ndcgs
-from recsys.ranker.model import DEFAULT_ADAPTER
 from recsys.ranker.prior import training_counts
 from recsys.ranker.rows import pool_trade, served_rows, split_rows
 from recsys.ranker.title_scores import with_title_scores
@@ -44,8 +44,6 @@ from recsys.results import write_json
 from recsys.retriever.candidates import load_candidates
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
-RUNS = CHECKPOINTS.parent / "runs"
 PAPER = {name: {"subset": paper.TABLE_3[name], "overall": paper.TABLE_1[name]} for name in paper.TABLE_1}
 KEYS = ("M@5", "N@5", "R@5", "M@10", "N@10", "R@10")
 LABELS = {"retriever": "retriever (LRURec order)", "llm_alone": "LLM alone", "retriever+llm": "retriever + LLM",
@@ -102,8 +100,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     movies = DATASETS[args.dataset].domain == "movie"
-    args.adapter = args.adapter or str(DEFAULT_ADAPTER if movies else CHECKPOINTS / f"llamarec-{args.dataset}")
-    args.retriever = args.retriever or str(DEFAULT_CHECKPOINT if movies else RUNS / f"candidates-{args.dataset}")
+    args.adapter = args.adapter or str(served_folder(args.dataset))
+    args.retriever = args.retriever or str(DEFAULT_CHECKPOINT if movies else run_folder("candidates", args.dataset))
     ranker, model, tokenizer, machine = load_served_ranker(args.adapter, args.base_model, args.precision)
     dataset = load_dataset(args.dataset, args.data_dir)
     weights = ranker.fusion

@@ -12,19 +12,18 @@ both and counts the test users whose target or history the choice changes:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from recsys import NUM_CANDIDATES, paper
 from recsys.data import load_dataset
 from recsys.data.preprocess import TIE_ORDERS
 from recsys.data.sources import DATASETS
+from recsys.folders import retriever_folder
 from recsys.machine import machine_record
 from recsys.metrics import format_table, metrics_from_ranks, paired_bootstrap
 from recsys.results import write_json
 from recsys.retriever.checkpoint import load_config, load_model
 from recsys.retriever.evaluate import split_inputs, target_ranks
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 COLUMNS = list(paper.LRUREC_ALL_USERS)
 
 
@@ -62,7 +61,7 @@ def main(argv=None) -> dict:
                         help="order of equal timestamps: item (paper) and/or hash (neutral); default item")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    checkpoint = args.checkpoint or CHECKPOINTS / f"lrurec-{args.dataset}"
+    checkpoint = args.checkpoint or retriever_folder(args.dataset)
     model = load_model(checkpoint)
     machine = machine_record("float32")  # LRURec scores in fp32 on the CPU
     name = load_config(checkpoint).get("dataset", "ml-latest-small")

@@ -37,11 +37,11 @@ from recsys.ranker.fusion import LLM_ALONE, PROBABILITY_FLOOR, FusionWeights, fu
 from recsys.ranker.model import RankerLoadConfig, describe, load_adapter, load_ranker, pick_device
 from recsys.ranker.prompt import PromptConfig, RankingPrompt
 from recsys.ranker.title_likelihood import served_title_config
+from recsys.folders import CHECKPOINTS
 from recsys.retrieval import Candidate, RetrievalStage
 from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_catalog, load_model
 from recsys.shared_results import SharedResults
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 DEFAULT_CATALOG_ADAPTER = CHECKPOINTS / "catalog-lm-smollm2-135m-ml-latest-small"
 MAX_BATCH = 8  # Recommends that arrived while the model was busy share one padded pass, up to this many
 SHARED_RESULTS = 256  # recent Recommend results kept for anyone who asks the same (a preset, a shared link)

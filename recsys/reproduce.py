@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from recsys.data.amazon import SOURCES
+from recsys.folders import retriever_folder, run_folder, served_folder
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 LLM_VALIDATION_USERS = 1000  # enough rows to choose among six weights; the test users are all scored
 
 
@@ -61,12 +61,12 @@ def main(argv=None) -> None:
     from recsys.ranker.artefacts import RankerArtefacts
     from recsys.retriever import candidates, train
 
-    retriever, served = CHECKPOINTS / f"lrurec-{args.dataset}", CHECKPOINTS / f"llamarec-{args.dataset}"
+    retriever, served = retriever_folder(args.dataset), served_folder(args.dataset)
     data = ["--data-dir", args.data_dir] if args.data_dir else []
     recipe = [*data, *(["--max-steps", str(args.max_steps)] if args.max_steps else []),
               *(["--eval-every", str(args.eval_every)] if args.eval_every else []),
               *(["--batch-size", str(args.batch_size)] if args.batch_size else [])]
-    state = retriever.parent.parent / "runs" / f"lrurec-{args.dataset}"  # the training's resumable state
+    state = run_folder("lrurec", args.dataset)  # the training's resumable state
     def train_retriever() -> None:
         if trained(retriever) and not args.retrain:
             print(f"{retriever} holds a finished retriever: kept (pass --retrain to train it again)")
@@ -74,7 +74,7 @@ def main(argv=None) -> None:
         train.train(train.parse_args(["--dataset", args.dataset, "--output", str(retriever), "--state-dir",
                                       str(state), *([] if args.retrain else ["--resume"]), *recipe]))
 
-    pool = CHECKPOINTS.parent / "runs" / f"candidates-{args.dataset}"
+    pool = run_folder("candidates", args.dataset)
 
     def score_llm() -> None:
         config, _, _ = ranker_train.parse_args(

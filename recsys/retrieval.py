@@ -23,7 +23,7 @@ from recsys.ranker.cowatch import CoWatchCounts
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.pool import keep_best
 from recsys.ranker.prompt import LETTERS
-from recsys.retriever.checkpoint import TRAIN_COMMAND
+from recsys.retriever.checkpoint import train_command
 from recsys.retriever.model import LRURec
 
 MAX_INPUT_ITEMS = 5000  # longest history accepted at all (the longest ml-latest-small user has 2,131 test items)
@@ -63,9 +63,10 @@ class RetrievalStage:
         retriever was read from (for the pages). CheckpointError when the retriever and catalog come from different
         runs."""
         if retriever.config.num_items != len(catalog):
-            raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog has "
-                                  f"{len(catalog)}: they come from different runs. "
-                                  f"Re-create both with: {TRAIN_COMMAND}")
+            raise CheckpointError(f"the retriever scores {retriever.config.num_items} items but the catalog of "
+                                  f"{catalog.dataset} has {len(catalog)}: the retriever was trained on other data "
+                                  f"(is the data folder {catalog.dataset}'s?). Train one on this data with: "
+                                  f"{train_command(catalog.dataset)}")
         self.catalog = catalog
         self.retriever = retriever.eval()
         self.cowatch = cowatch

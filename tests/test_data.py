@@ -15,7 +15,7 @@ from recsys.data.errors import DataFileError
 from recsys.data.movielens import RawMovie, build_dataset, read_ml_latest_small
 from recsys.data.preprocess import Rating, k_core, tie_key
 from recsys.data import sources
-from recsys.data.sources import download, find_dataset_dir
+from recsys.data.sources import DATASETS, download, find_dataset_dir
 from recsys.data.titles import alternative_titles, clean_title, split_year
 from tests.helpers.data import needs_data
 
@@ -205,6 +205,19 @@ def test_a_given_data_dir_without_the_files_is_refused_never_replaced(tmp_path, 
     with pytest.raises(FileNotFoundError, match=r"(?s)looked in:\n  \S*typo\n  \S*typo/ml-latest-small\nPass the "
                                                 r"folder that holds them with --data-dir"):
         find_dataset_dir("ml-latest-small", tmp_path / "typo")
+
+
+def test_another_data_sets_folder_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.delenv(sources.ENV_VAR, raising=False)
+    for folder in ("amazon-games", "my-beauty"):  # Beauty's and Games' files have the same names
+        for name in DATASETS["beauty"].required:
+            (tmp_path / folder).mkdir(exist_ok=True)
+            (tmp_path / folder / name).write_text("")
+    with pytest.raises(FileNotFoundError, match=r"amazon-games is the folder of games, not of beauty: pass its "
+                                                r"parent, or beauty's own folder \(amazon-beauty\), with --data-dir"):
+        find_dataset_dir("beauty", tmp_path / "amazon-games")
+    assert find_dataset_dir("games", tmp_path / "amazon-games") == tmp_path / "amazon-games"
+    assert find_dataset_dir("beauty", tmp_path / "my-beauty") == tmp_path / "my-beauty"  # any other name is taken
 
 
 def _zip_bytes():

@@ -461,3 +461,18 @@ def test_served_examples_keep_the_validation_users_out_and_need_their_target():
     assert len(sample) == 2 and set(sample.users.tolist()) < {1, 4, 5}
     assert sample.users.tolist() == sorted(sample.users.tolist())
     assert sample.users.tolist() == served_examples(every, validation, 2, random.Random(0)).users.tolist()
+
+
+def test_a_ranker_training_reads_its_data_sets_folders_and_writes_none_of_the_committed_ones():
+    from pathlib import Path
+
+    from recsys.folders import CHECKPOINTS, RUNS
+    from recsys.ranker.train import RankerTrainConfig
+
+    for dataset in ("ml-latest-small", "beauty"):
+        config = RankerTrainConfig(dataset=dataset)
+        assert Path(config.retriever) == CHECKPOINTS / f"lrurec-{dataset}"
+        assert (Path(config.prior) / "served_config.json").is_file()  # the folder its app serves
+        assert Path(config.output) == RUNS / f"ranker-{dataset}"
+    assert Path(RankerTrainConfig(dataset="beauty").prior) == CHECKPOINTS / "llamarec-beauty"
+    assert RankerTrainConfig(dataset="beauty", output="mine").output == "mine"

@@ -70,8 +70,13 @@ def find_dataset_dir(name: str, data_dir: str | Path | None = None) -> Path:
     where it looked and how to get them."""
     spec = _check_name(name)
     searched = candidate_dirs(name, data_dir)
+    # Beauty's and Games' folders hold files of the same names: another data set's folder, named as it, is refused
+    others = {files.name: other for other, files in DATASETS.items() if files.name != spec.name}
     for folder in searched:
         if all((folder / f).is_file() for f in spec.required):
+            if folder.name in others:
+                raise FileNotFoundError(f"{folder} is the folder of {others[folder.name]}, not of {name}: pass its "
+                                        f"parent, or {name}'s own folder ({spec.name}), with --data-dir")
             return folder
     looked = "\n  ".join(str(d) for d in searched)
     remedy = ("Pass the folder that holds them with --data-dir" if data_dir else

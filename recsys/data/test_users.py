@@ -21,12 +21,13 @@ from recsys.data.catalog import Catalog
 from recsys.data.errors import one_line
 from recsys.data.preprocess import SequenceDataset
 from recsys.data.sources import load_dataset
-from recsys.data.sources import REPO_ROOT, find_dataset_dir
+from recsys.data.sources import find_dataset_dir
+from recsys.folders import retriever_folder
 
 TEST_USERS_FILE = "test_users.json"
 LICENSE_FILE = "DATA_LICENSE.txt"
 DATASET = "ml-latest-small"
-DEFAULT_FOLDER = REPO_ROOT / "checkpoints" / "lrurec-ml-latest-small"
+DEFAULT_FOLDER = retriever_folder(DATASET)
 COMMAND = "python -m recsys.data.test_users"
 ATTRIBUTION = ("Derived from the MovieLens ml-latest-small data set (GroupLens Research, University of "
                "Minnesota, https://grouplens.org/datasets/movielens/), preprocessed as in LlamaRec "

@@ -20,12 +20,13 @@ import torch
 
 from recsys.data.errors import one_line as _one_line
 from recsys.errors import CheckpointError
+from recsys.folders import MOVIELENS, served_folder
 from recsys.machine import native_cpu_bf16
 from recsys.ranker.attention import register as register_attention
 from recsys.ranker.base_model import resolve_base_model
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-DEFAULT_ADAPTER = REPOSITORY / "checkpoints" / "llamarec-smollm2-135m-ml-latest-small"
+DEFAULT_ADAPTER = served_folder(MOVIELENS)
 # Library notices that read like errors at every start but change nothing here: bitsandbytes' CPU backend looks
 # for an optional `kernels` package (only its 4-bit path, which CPUs do not use) and, offline, that package says
 # it skips a hub check for that same kernel; peft reads a transformers attribute deprecated in favour of another.

@@ -28,20 +28,20 @@ from recsys import NUM_CANDIDATES
 from recsys.data import SequenceDataset, load_dataset
 from recsys.data.amazon import SOURCES
 from recsys.data.sources import DATASETS
+from recsys.folders import retriever_folder, served_folder
 from recsys.ranker.cowatch import CoWatchConfig, CoWatchCounts
 from recsys.metrics import ndcg_at, paired_bootstrap
 from recsys.ranker.artefacts import PRIOR_FILE
 from recsys.ranker.evaluate import RETRIEVER, all_user_ranks, ndcg10
 from recsys.ranker.fusion import FusionWeights, retriever_opinion
 from recsys.ranker.heldout import HeldOutExamples, load_held_out, split_by_user, truncated_sequences
-from recsys.ranker.model import DEFAULT_ADAPTER
 from recsys.ranker.pool import MAX_POOL, keep_best
 from recsys.ranker.prompt import PromptConfig
 from recsys.ranker.rows import RankingRows, split_rows
 from recsys.ranker.served import SERVED_CONFIG_FILE, ServedConfig
 from recsys.results import write_json
 from recsys.retriever.candidates import retrieve_split
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, load_model
+from recsys.retriever.checkpoint import load_model
 from recsys.retriever.model import LRURec
 
 WINDOW_GRID = (1, 2, 3, 5, 10)
@@ -261,7 +261,7 @@ def main(argv=None) -> PriorChoice:
     parser.add_argument("--json", default=None, help="also write the choice and the grid here")
     args = parser.parse_args(argv)
     dataset = load_dataset(args.dataset, args.data_dir)
-    retriever = load_model(args.retriever or DEFAULT_CHECKPOINT.parent / f"lrurec-{args.dataset}")
+    retriever = load_model(args.retriever or retriever_folder(args.dataset))
     if args.dataset in SOURCES:  # Amazon: too short for held-out positions; fitted and chosen on validation users
         choice = choose_on_validation(retriever, dataset)
         counts = training_counts(dataset, choice.cowatch)
@@ -274,8 +274,7 @@ def main(argv=None) -> PriorChoice:
         print(f"pool {row['pool']:>3}: validation users' NDCG@10 {row['N@10']:.4f}, R@10 {row['R@10']:.4f}, "
               f"coverage@20 {row['coverage@20']:.4f} {row.get('ci95_diff_vs_20', '')}")
     print(f"chosen pool: {choice.pool}")
-    output = Path(args.output or (DEFAULT_ADAPTER if args.dataset == "ml-latest-small"
-                                  else DEFAULT_ADAPTER.parent / f"llamarec-{args.dataset}"))
+    output = Path(args.output or served_folder(args.dataset))
     if args.write:
         counts.save(output)
         (output / PRIOR_FILE).write_text(json.dumps(choice.to_json(), indent=2) + "\n")

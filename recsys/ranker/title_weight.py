@@ -40,6 +40,7 @@ import torch
 
 from recsys.data import load_dataset
 from recsys.data.sources import DATASETS
+from recsys.folders import run_folder, served_folder
 from recsys.machine import machine_record
 from recsys.ranker.artefacts import METRICS_FILE, TITLE_CONFIG_FILE, RankerArtefacts
 from recsys.ranker.base_model import resolve_base_model
@@ -50,10 +51,9 @@ from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.model import RankerLoadConfig, load_adapter, load_base_model, load_tokenizer, loaded_quantization
 from recsys.ranker.rows import RankingRows, split_rows
 from recsys.ranker.title_likelihood import TitleConfig, served_title_config, title_opinion
-from recsys.ranker.title_scores import RUNS, resumable_title_scores, title_scores_key, title_scores_path
+from recsys.ranker.title_scores import resumable_title_scores, title_scores_key, title_scores_path
 from recsys.retriever.candidates import load_candidates
 
-CHECKPOINTS = RUNS.parent / "checkpoints"
 VALIDATION_USERS = 1000  # as the zero-shot LLM's choice (`recsys.reproduce`)
 
 
@@ -115,7 +115,7 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
 
     ValueError when the folder serves another domain's items than the data set holds, or is a trained MovieLens
     folder (whose titles a catalog-pretrained adapter scores)."""
-    folder = Path(config.served or CHECKPOINTS / f"llamarec-{config.dataset}")
+    folder = Path(config.served or served_folder(config.dataset))
     ranker = RankerArtefacts.load(folder)
     if ranker.adapter is not None and ranker.prompt.domain == "movie":
         raise ValueError(f"{folder} is a trained MovieLens folder: its title weight is chosen with its "
@@ -124,7 +124,7 @@ def choose_title_weight(config: TitleWeightConfig) -> dict:
         raise ValueError(f"{folder} serves {ranker.prompt.domain}s, {config.dataset} holds "
                          f"{DATASETS[config.dataset].domain}s")
     dataset = load_dataset(config.dataset, config.data_dir)
-    candidates = load_candidates(config.candidates or RUNS / f"candidates-{config.dataset}")
+    candidates = load_candidates(config.candidates or run_folder("candidates", config.dataset))
     if config.val_users is not None:
         val_users: int | None = config.val_users
     else:  # the LLM's sample (None there: every row), or the default without a record

@@ -41,6 +41,7 @@ from recsys import NUM_CANDIDATES
 from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.data import load_dataset
 from recsys.data.sources import DATASETS
+from recsys.folders import retriever_folder, run_folder, served_folder
 from recsys.distributed import is_main_process, process_share
 from recsys.machine import machine_record
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
@@ -50,7 +51,7 @@ from recsys.ranker.evaluate import (WEIGHT_GRID, ablation, choose_weight, print_
 from recsys.ranker.examples import RankingExample, make_examples
 from recsys.ranker.fusion import FusionWeights, llm_opinion, prior_scores
 from recsys.ranker.heldout import load_held_out, split_by_user
-from recsys.ranker.model import (DEFAULT_ADAPTER, LoraSettings, RankerLoadConfig, add_lora, load_adapter,
+from recsys.ranker.model import (LoraSettings, RankerLoadConfig, add_lora, load_adapter,
                                  load_base_model, load_tokenizer, pick_device, use_4bit)
 from recsys.ranker.prior import pooled_heldout_rows
 from recsys.ranker.served import ServedConfig
@@ -58,7 +59,6 @@ from recsys.ranker.rows import RankingRows, pool_trade, split_rows
 from recsys.ranker.prompt import LETTERS, PromptConfig, evidence_notes, prompt_from_ids
 from recsys.ranker.verbalizer import encode_example, forward_letter_logits, letter_token_ids
 from recsys.retriever.candidates import load_candidates
-from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT
 
 TRAINING_LOG_FILE = "training_log.json"
 LOSSES = ("vocab", "letters", "residual")
@@ -71,15 +71,16 @@ class RankerTrainConfig:
 
     base_model: str | None = None  # a hub name or local folder (None: SmolLM2-135M-Instruct, prepared locally)
     dataset: str = "ml-latest-small"  # what the retriever was trained on and the prompt's items are (its domain)
-    retriever: str = str(DEFAULT_CHECKPOINT)
+    retriever: str = ""  # the LRURec checkpoint ("": the data set's committed one)
     candidates: str | None = None  # folder of the retriever's candidates.safetensors (None: the retriever's folder)
     data_dir: str | None = None  # the data set's folder or its parent (None: $RECSYS_DATA_DIR, data/, ../shared/data)
-    output: str = str(DEFAULT_ADAPTER)  # where the best adapter, its log and its metrics are written
+    output: str = ""  # where the best adapter, its log and its metrics go ("": runs/ranker-DATASET;
+    # a committed folder is replaced by hand, once validation favours the new one)
     examples: str = "random"  # "random": training prefixes, random negatives (paper); "heldout": held-out candidates
     # (MovieLens); "served": the served 20 at the validation position of validation users outside --val-users' sample
     heldout_dir: str = "runs/heldout"  # written by `python -m recsys.ranker.heldout`
-    prior: str = str(DEFAULT_ADAPTER)  # folder with prior.json, served_config.json and cowatch.safetensors
-    # (`recsys.ranker.prior --write`)
+    prior: str = ""  # folder with prior.json, served_config.json and cowatch.safetensors
+    # (`recsys.ranker.prior --write`; "": the data set's served folder)
     pool: int | None = None  # "heldout": the 20 the prior keeps of each row's top-`pool` (None: the served pool)
     shuffle: bool = False  # candidates in a random order in each prompt (the prior carries the retriever's order)
     val_examples: int = 400  # "heldout": validation rows scored at every validation (seeded sample)
@@ -108,6 +109,13 @@ class RankerTrainConfig:
     stop_at_step: int | None = None  # end this run at this optimizer step (schedule unchanged); continue with --resume
     resume: bool = False  # continue from the last validation of an interrupted run in --output
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        """The data set's own folders where none is given: its retriever and served prior, and a run folder that no
+        committed one is overwritten by."""
+        self.retriever = self.retriever or str(retriever_folder(self.dataset))
+        self.prior = self.prior or str(served_folder(self.dataset))
+        self.output = self.output or str(run_folder("ranker", self.dataset))
 
 
 def prompt_config_of(config: RankerTrainConfig) -> PromptConfig:

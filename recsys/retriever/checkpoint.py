@@ -12,10 +12,18 @@ from safetensors.torch import load_file, save_file
 from recsys.data.catalog import Catalog
 from recsys.data.errors import one_line
 from recsys.errors import CheckpointError, read_json_object
+from recsys.folders import MOVIELENS, retriever_folder
 from recsys.retriever.model import LRURec, LRURecConfig
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "lrurec-ml-latest-small"
-TRAIN_COMMAND = "python -m recsys.retriever.train --dataset ml-latest-small"
+DEFAULT_CHECKPOINT = retriever_folder(MOVIELENS)
+
+
+def train_command(dataset: str = MOVIELENS) -> str:
+    """The command that trains `dataset`'s retriever into its committed folder."""
+    return f"python -m recsys.retriever.train --dataset {dataset}"
+
+
+TRAIN_COMMAND = train_command()
 
 
 def save_checkpoint(model: LRURec, folder: str | Path, catalog: Catalog | None = None,

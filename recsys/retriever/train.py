@@ -17,13 +17,13 @@ from tqdm.auto import tqdm
 from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.data import SequenceDataset, load_dataset
 from recsys.data.sources import DATASETS
+from recsys.folders import retriever_folder, run_folder
 from recsys.machine import describe_machine, machine_record
 from recsys.paper import RETRIEVER_MAX_LEN
 from recsys.retriever.checkpoint import save_checkpoint
 from recsys.retriever.evaluate import evaluate_split
 from recsys.retriever.model import LRURec, LRURecConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -92,8 +92,8 @@ def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
     # a catalog of titles is saved only where the data's license allows it; elsewhere the app reads the data
     catalog = dataset.catalog if DATASETS[config.dataset].redistributable else None
     print(f"{config.dataset}: {dataset.statistics()}; {describe_machine(machine_record(torch.float32))}")
-    output = Path(config.output or REPO_ROOT / "checkpoints" / f"lrurec-{config.dataset}")
-    state_path = Path(config.state_dir or REPO_ROOT / "runs" / f"lrurec-{config.dataset}") / "train_state.pt"
+    output = Path(config.output or retriever_folder(config.dataset))
+    state_path = Path(config.state_dir or run_folder("lrurec", config.dataset)) / "train_state.pt"
     model = LRURec(LRURecConfig(num_items=dataset.num_items, dropout=config.dropout, max_len=config.max_len))
     optimizer = make_optimizer(model, config)
     windows = training_windows(dataset, config.max_len)
