@@ -42,8 +42,9 @@ def trained(folder: Path) -> bool:
 def main(argv=None) -> None:
     """Run the steps for one data set, printing each one's minutes."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, choices=sorted(SOURCES))
-    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--dataset", required=True, choices=sorted(SOURCES), help="the Amazon data set to reproduce")
+    parser.add_argument("--data-dir", default=None, help="its folder or their parent (default: $RECSYS_DATA_DIR, "
+                        "data/, ../shared/data)")
     parser.add_argument("--retrain", action="store_true", help="train the retriever again even where a finished one "
                         "is (the committed checkpoint is replaced)")
     parser.add_argument("--max-steps", type=int, default=None, help="end the retriever's training here (a quick "

@@ -87,7 +87,8 @@ class RetrievalStage:
         """
         item = DATASETS[self.catalog.dataset].domain if self.catalog.dataset in DATASETS else "item"
         if not item_ids:
-            raise HistoryError(f"The history is empty: add at least one {item}, load a preset or a test user.")
+            raise HistoryError(f"The history is empty: add at least one {item} or load a test user"
+                               + (" or a preset." if item == "movie" else "."))  # presets are MovieLens films
         if len(item_ids) > MAX_INPUT_ITEMS:
             raise HistoryError(f"The history has {len(item_ids)} items, over the limit of {MAX_INPUT_ITEMS}: "
                                "remove some or clear it.")

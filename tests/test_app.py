@@ -29,7 +29,7 @@ from recsys.demo.results import STALE, STALE_CHART, ResultsView
 from recsys.ranker.fusion import FusionWeights
 from recsys.ranker.generation import GenerationResult
 from recsys.ranker.model import TRAIN_COMMAND as RANKER_TRAIN_COMMAND
-from recsys.retriever.checkpoint import TRAIN_COMMAND
+from recsys.retriever.checkpoint import DEFAULT_CHECKPOINT, TRAIN_COMMAND
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +114,14 @@ def test_matches_follow_the_forgiving_search_as_you_type(typed_handlers):
     assert suggest("matrix, the")["choices"] == [("The Matrix (1999)", 1006)]  # no substring of "The Matrix (1999)"
     assert suggest("the boat")["choices"] == [("Das Boot (1981), also known as The Boat", 2003),  # exact first
                                          ("Lifeboat (1944)", 2002)]
-    assert suggest("the boat")["visible"] and not suggest("")["visible"] and not suggest("zzz")["visible"]
+    assert suggest("the boat")["visible"] and not suggest("")["visible"] and not suggest("  ")["visible"]
+    none = suggest("zzz")  # said in the list's label, not a list silently hidden
+    assert none["visible"] and none["choices"] == [] and none["label"] == ("No movie matches “zzz”: type less of it, "
+                                                                           "or other words")
     many = suggest("e")
     assert len(many["choices"]) == 10 and many["label"].startswith("Matches for “e” (10 of ")
     long = suggest("the   " + "x" * 100)  # one line, cut: the label stays short
-    assert not long["visible"] and long["label"].startswith("Matches for “the " + "x" * 35 + "…”")
+    assert long["choices"] == [] and long["label"].startswith("No movie matches “the " + "x" * 35 + "…”")
 
 
 @pytest.mark.parametrize("movie, message", [
@@ -215,6 +218,13 @@ def test_remove_and_clear(handlers):
     assert session.history == [1, 3]
     session, _, _, notice, _, _ = handlers.history.remove(session, source_id(handlers, 2))
     assert "pick a movie of the watch history to remove" in notice and session.history == [1, 3]
+    heat = handlers.pipeline.catalog[14].title
+    _, _, _, notice, _, _ = handlers.history.remove(Visit([14]), heat[:-3])  # a typo: only the history's are offered
+    assert f"Did you mean **{heat}**?" in notice
+    _, _, _, notice, _, _ = handlers.history.remove(Visit([1]), heat[:-3])
+    assert "Unknown title" in notice and "Did you mean" not in notice  # Heat is not in this history
+    _, _, _, notice, _, _ = handlers.history.remove(Visit(), "anything")
+    assert notice == "⚠️ The watch history is empty: nothing to remove."
     session, table, *_ = handlers.history.clear(replace(session, target=5, user=1))
     assert session == Visit() and len(table) == 0
 
@@ -250,6 +260,22 @@ def test_load_test_user_and_mark_the_held_out_movie_everywhere(handlers, tiny_pi
     assert streaming is False  # finished
     assert sum(HELD_OUT in v for v in comparison["Verbalizer"]) == 1
     assert comparison["Generation (parsed)"][4].endswith(HELD_OUT)  # generation kept the retriever's order
+
+
+def test_the_races_verbalizer_column_is_the_llms_own_order_when_the_final_ranking_gives_it_no_weight(
+        tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer, monkeypatch):
+    pipeline = make_pipeline(tiny_catalog, tiny_lrurec, tiny_llama, tiny_tokenizer,
+                             fusion=FusionWeights(retriever=1.0, llm=0.0))  # served as validation chose: LLM at 0
+    monkeypatch.setattr("recsys.opinions.generate_ranking",
+                        lambda model, tokenizer, prompt, n, on_token, prefix, run:
+                        GenerationResult(list(range(n)), "", 0, 1.0, 0.2, 0.8))
+    *_, comparison, streaming = last_of(DemoHandlers.of(pipeline).race.run(Visit([1, 2, 3])))
+    recommendation = pipeline.recommend([1, 2, 3])
+    letters = recommendation.opinions["llm"]
+    llm_order = sorted(range(20), key=lambda i: (-float(letters[i]), i))
+    assert recommendation.ranking == list(range(20)) != llm_order  # the final ranking is the retriever's
+    assert list(comparison["Verbalizer"]) == [f"({recommendation.candidates[i].letter}) "
+                                              f"{recommendation.candidates[i].title}" for i in llm_order]
 
 
 def test_held_out_movie_outside_the_candidates_is_said(handlers, tiny_pipeline):
@@ -443,10 +469,15 @@ def test_the_intro_says_which_llm_ranks(tiny_pipeline, monkeypatch):
                                                          folder=Path("checkpoints/llamarec-beauty")))
     monkeypatch.setattr(tiny_pipeline, "fusion", FusionWeights(retriever=0.5, cowatch=1.5, llm=0.0))
     assert tiny_pipeline.ranker.zero_shot
-    assert "ranks zero-shot, its opinion weighed 0 (the weight validation chose: it is shown, not ranked by)" in (
-        pages.intro_markdown(tiny_pipeline))
+    assert ("reads them zero-shot. At the weights validation chose, its letters (the verbalizer) weigh 0: shown, not "
+            "ranked by.") in pages.intro_markdown(tiny_pipeline)
+    monkeypatch.setattr(tiny_pipeline, "fusion", FusionWeights(retriever=0.5, cowatch=1.5, llm=0.0, titles=0.25))
+    intro, adapter = pages.intro_markdown(tiny_pipeline), pages.facts(tiny_pipeline)["adapter"]
+    assert ("its letters (the verbalizer) weigh 0: shown, not ranked by; its **title likelihood** (how likely each "
+            "candidate's title is as the history's next line) weighs 0.25.") in intro  # both of its opinions named
+    assert "letters are shown at weight 0" in adapter and "(its title likelihood: below)" in adapter
     monkeypatch.setattr(tiny_pipeline, "fusion", FusionWeights(retriever=0.5, cowatch=1.5, llm=0.25))
-    assert "its opinion weighed 0.25 (the weight validation chose)." in pages.intro_markdown(tiny_pipeline)
+    assert "its letters (the verbalizer) weigh 0.25." in pages.intro_markdown(tiny_pipeline)
     monkeypatch.setattr(tiny_pipeline.llm, "adapter", "some/adapter")
     assert "zero-shot" not in pages.intro_markdown(tiny_pipeline) and "⚠️" not in pages.intro_markdown(tiny_pipeline)
 
@@ -582,7 +613,7 @@ def test_the_benches_page_session_gets_what_gradio_client_gets(served):
         page.predict(api_name="/add")
 
 
-@pytest.mark.skipif(not (app.DEFAULT_CHECKPOINT / "model.safetensors").is_file(), reason="no retriever checkpoint")
+@pytest.mark.skipif(not (DEFAULT_CHECKPOINT / "model.safetensors").is_file(), reason="no retriever checkpoint")
 def test_default_models_recommend_a_preset():
     """The one test on the real default models (base model from the local cache, committed checkpoints)."""
     from recsys.ranker.base_model import converted_dir

@@ -225,7 +225,8 @@ def test_typed_titles_a_streamed_race_and_results_that_follow_the_history(served
         assert len(partial) >= 2 and all(final.startswith(text) for text in partial), samples
         clocks = [clock for clock, *_ in streaming]  # (seconds, tokens)
         assert clocks == sorted(clocks) and len(set(clocks)) >= 3 and clocks[-1][1] > 0, clocks
-        comparison = page.get_by_label("Verbalizer ranking beside the parsed generated ranking")
+        comparison = page.get_by_label("The verbalizer's own ranking (the LLM's letters alone) beside the parsed "
+                                       "generated one")
         expect(comparison).to_have_attribute("aria-rowcount", "21")  # the header and 20 positions
 
         slider = page.get_by_label("number input for LLM weight")

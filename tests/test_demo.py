@@ -347,3 +347,31 @@ def test_titles_and_typed_text_are_shown_literally_never_as_markup(tiny_pipeline
     assert plain("M*A*S*H (1970)") == r"M\*A\*S\*H (1970)" and plain("a\n# b") == r"a \# b"
     *_, notice, matches = handlers.history.add(Visit(), "The Matrix (1999)" + "x" * 10_000)
     assert len(notice) < 2 * MAX_TYPED + 200  # the rest of a huge paste is never read
+
+
+def asin_catalog() -> Catalog:
+    """Products named by ASINs, two of them with the same title (as Amazon's catalogs have)."""
+    return Catalog([Item(1, "The Thing", None, (), "B00002EQ9M"), Item(2, "The Thing", None, (), "B0000C8VDL"),
+                    Item(3, "Thing-a-ma-jig Shampoo", None, (), "B000WE52DE")], "games")
+
+
+def test_an_asin_finds_its_item_whatever_its_case_and_a_number_finds_no_movielens_id():
+    search = TitleSearch(asin_catalog())
+    for typed in ("B000WE52DE", " b000we52de "):
+        assert search.search(typed).exact == [asin_catalog()[3]]
+        assert search.label(asin_catalog()[3], typed) == "Thing-a-ma-jig Shampoo (B000WE52DE)"
+    assert search.find("1001") == [] and TitleSearch(make_catalog()).search("1001").exact == []  # 1001: a movieId
+
+
+def test_same_named_matches_are_told_apart_by_their_ids():
+    from types import SimpleNamespace
+
+    from recsys.demo.history import HistoryHandlers
+
+    handlers = HistoryHandlers(SimpleNamespace(catalog=asin_catalog()))  # the matches need only the catalog
+    matches = handlers.suggest("thing")
+    assert matches["choices"] == [("The Thing (ASIN B00002EQ9M)", "B00002EQ9M"),
+                                  ("The Thing (ASIN B0000C8VDL)", "B0000C8VDL"),
+                                  ("Thing-a-ma-jig Shampoo", "B000WE52DE")]
+    item, problem = handlers.item_named("b000we52de")  # as the API's /add and /pick take it
+    assert item is not None and item.item_id == 3 and problem == ""

@@ -161,7 +161,7 @@ class HistoryHandlers:
                 ids.append(item_id)
         ids = list(dict.fromkeys(reversed(ids)))[::-1]
         words = words_for(self.catalog.dataset)
-        notice = f"Loaded {len(ids)} {words.item if len(ids) == 1 else words.items} from {source}."
+        notice = f"Loaded {words.count(len(ids))} from {source}."
         if dropped:
             notice += f" ⚠️ {dropped} unknown {words.source_id}{'s were' if dropped != 1 else ' was'} left out."
         return ids, notice
@@ -178,8 +178,8 @@ class HistoryHandlers:
         users = self.pipeline.test_users
         if users is None:
             return []
-        items = words_for(self.catalog.dataset).items
-        return [(f"User {u} ({len(users[u].history)} {items})", str(u)) for u in users.ids()[:MAX_USER_CHOICES]]
+        words = words_for(self.catalog.dataset)
+        return [(f"User {u} ({words.count(len(users[u].history))})", str(u)) for u in users.ids()[:MAX_USER_CHOICES]]
 
     def matches_update(self, movies: list[Item], text: str = ""):
         """The matches list showing the first MAX_OFFERED of `movies` to pick from (hidden when there are none).
@@ -191,9 +191,16 @@ class HistoryHandlers:
         more = f" ({len(shown)} of {len(movies)}: type more of the title)" if len(movies) > len(shown) else ""
         shown_text = shown_query(text)
         query = f" for “{shown_text}”" if shown_text else ""
-        return gr.update(choices=[(self.search.label(m, text), m.source_id) for m in shown], value=None,
-                         visible=bool(shown),
-                         label=f"Matches{query}{more}: click the {words_for(self.catalog.dataset).item} you mean")
+        words = words_for(self.catalog.dataset)
+        labels = [self.search.label(m, text) for m in shown]
+        repeated = {label for label in labels if labels.count(label) > 1}  # same-named items: told apart by id
+        choices = [(f"{label} ({words.source_id} {m.source_id})" if label in repeated else label, m.source_id)
+                   for label, m in zip(labels, shown)]
+        if text.strip() and not shown:  # said, not a silently hidden list
+            return gr.update(choices=[], value=None, visible=True,
+                             label=f"No {words.item} matches “{shown_text}”: type less of it, or other words")
+        return gr.update(choices=choices, value=None, visible=bool(shown),
+                         label=f"Matches{query}{more}: click the {words.item} you mean")
 
     def suggest(self, text: str):
         """The matches list for the text typed so far, by the forgiving search: exact titles first, then partial."""
@@ -225,10 +232,11 @@ class HistoryHandlers:
         return HistoryView(visit, table, remove, "\n\n".join(notes), self.matches_update(list(offered), query),
                            self.source_ids(visit))
 
-    def item_named(self, value) -> tuple[Item | None, str]:
+    def item_named(self, value, within: Sequence[int] | None = None) -> tuple[Item | None, str]:
         """(the catalog item `value` names, "") or (None, why not): `value` is a source id (a MovieLens id as a number,
         an ASIN) or a title naming exactly one item as the search reads it (case, accents and articles aside); digits
-        sent as text are a title first ("300"), else a MovieLens id."""
+        sent as text are a title first ("300"), else a MovieLens id. A typo's "did you mean" offers only items
+        `within` these ids, when given (the history's, to remove one)."""
         words = words_for(self.catalog.dataset)
         if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
             return None, f"⚠️ Name a {words.item}: a title or {words.a_source_id}."
@@ -237,9 +245,7 @@ class HistoryHandlers:
                 return None, f"⚠️ Unknown {words.source_id} {plain(str(value))}: it is not in the catalog."
             return self.catalog[item_id], ""
         text = str(value)[:MAX_TYPED].strip()
-        if text in self.by_source_id:  # an ASIN
-            return self.catalog[self.by_source_id[text]], ""
-        found = self.search.search(text)
+        found = self.search.search(text)  # a title, or an ASIN
         if len(found.exact) == 1:
             return found.exact[0], ""
         if not found.exact and text.isdigit() and (item_id := self.item_of_source_id(text)) is not None:
@@ -249,11 +255,12 @@ class HistoryHandlers:
             return None, (f"⚠️ {named} names {len(found.exact)} {words.items}: "
                           + "; ".join(f"{plain(m.title)} ({words.source_id} {m.source_id})" for m in found.exact[:5])
                           + f". Name one by its {words.source_id}.")
-        return None, f"⚠️ Unknown title {named}: it is not in the catalog.{self.did_you_mean(text)}"
+        return None, f"⚠️ Unknown title {named}: it is not in the catalog.{self.did_you_mean(text, within)}"
 
-    def did_you_mean(self, text: str) -> str:
-        """" Did you mean …?" with the titles closest to a typo (`TitleSearch.similar`), or "" when none is close."""
-        close = self.search.similar(text)
+    def did_you_mean(self, text: str, within: Sequence[int] | None = None) -> str:
+        """" Did you mean …?" with the titles closest to a typo (`TitleSearch.similar`; only items `within` these ids
+        when given), or "" when none is close."""
+        close = [m for m in self.search.similar(text) if within is None or m.item_id in within]
         return f" Did you mean {' or '.join(f'**{plain(m.title)}**' for m in close)}?" if close else ""
 
     def add(self, visit: Visit, text):
@@ -274,7 +281,7 @@ class HistoryHandlers:
             return self.history_view(visit, f"⚠️ Unknown title '{plain(shown_query(text))}': it is not in the "
                                               f"catalog.{self.did_you_mean(text)} Type part of it and pick a "
                                               f"{words.item} from the matches.", self.search.similar(text), text)
-        count = f"1 {words.item} matches" if len(offered) == 1 else f"{len(offered)} {words.items} match"
+        count = f"{words.count(len(offered))} match{'es' if len(offered) == 1 else ''}"
         return self.history_view(visit, f"'{plain(shown_query(text))}' is not exactly one title; {count}. "
                                           "Click the one you mean under **Matches**: nothing was added.", offered, text)
 
@@ -314,7 +321,9 @@ class HistoryHandlers:
         """Remove one item of the history: the one picked in the list (its source id), or named by an API client (a
         title or source id)."""
         words = words_for(self.catalog.dataset)
-        found, problem = self.item_named(item)
+        if not visit.history:
+            return self.history_view(visit, f"⚠️ The {words.history} is empty: nothing to remove.")
+        found, problem = self.item_named(item, within=visit.history)
         if found is None:
             return self.history_view(visit, problem)
         if found.item_id not in visit.history:

@@ -38,15 +38,18 @@ def intro_markdown(pipeline: Pipeline) -> str:
     if pipeline.llm.adapter:
         ranker = ""
     elif pipeline.ranker.zero_shot:
-        ranker = (f"\n\nNo LLM ranker is trained for these {words.items}: the base model ranks zero-shot, its "
-                  f"opinion weighed {pipeline.fusion.llm:g} (the weight validation chose"
-                  + (": it is shown, not ranked by)." if not pipeline.fusion.llm else ")."))
+        letters = (f"its letters (the verbalizer) weigh {pipeline.fusion.llm:g}"
+                   + (": shown, not ranked by" if not pipeline.fusion.llm else ""))
+        titles = (f"; its **title likelihood** (how likely each candidate's title is as the history's next line) "
+                  f"weighs {pipeline.fusion.titles:g}" if pipeline.fusion.titles else "")
+        ranker = (f"\n\nNo LLM ranker is trained for these {words.items}: the base model reads them zero-shot. At the "
+                  f"weights validation chose, {letters}{titles}.")
     else:
         ranker = ("\n\n⚠️ **No ranker adapter found: the base model ranks alone**, so its probabilities are close to "
                   f"guesses. Train one with `{RANKER_TRAIN_COMMAND}`.")
     return ("# LlamaRec: retrieve with LRURec, rank with an LLM verbalizer\n"
             f"Build a {words.history} (oldest first), then **Recommend**: {stage_one}the language model scores them "
-            "in **one forward pass**, reading the probabilities of the letters A–T. The final ranking weighs three "
+            "in **one forward pass**, reading the probabilities of the letters A–T. The final ranking weighs the "
             f"opinions of each candidate: the retriever's, a **co-watch** prior (which {words.items} followed your "
             "latest ones in other people's histories) and the LLM's. **Race** also generates the ranked list as text, "
             f"the slow way.{ranker}")
@@ -69,8 +72,9 @@ def facts(pipeline: Pipeline) -> dict[str, str]:
                             f"(whose adapter fits another base model), at its fusion weights; train a ranker for "
                             f"this one with: {RANKER_TRAIN_COMMAND}")
     elif ranker.zero_shot and not pipeline.fusion.llm:
-        named["adapter"] = (f"none: no LLM ranker is trained for this data set yet; the base model's opinion is shown "
-                            f"at weight 0 beside the prior of {ranker.folder.name if ranker.folder else ''}")
+        named["adapter"] = (f"none: no LLM ranker is trained for this data set yet; the base model's letters are "
+                            f"shown at weight 0 beside the prior of {ranker.folder.name if ranker.folder else ''}"
+                            + (" (its title likelihood: below)" if pipeline.fusion.titles else ""))
     elif ranker.zero_shot:
         named["adapter"] = (f"none: the base model ranks zero-shot, at the weights chosen on validation "
                             f"({ranker.folder.name if ranker.folder else ''})")
@@ -268,9 +272,11 @@ def api_descriptions(words) -> dict[str, str]:
         "recommend": "Retrieve 20 candidates for the history and rank them: a summary, the ranked table with every "
                      "opinion, the chart, the exact prompt, what the verbalizer read, and a CSV of the table. The "
                      "weights are the fusion's (leave them out for the served ones); the three flags each add one "
-                     "forward pass (the base model, the reversed list, title likelihood).",
+                     "forward pass (the base model, the reversed list, title likelihood; where title likelihood "
+                     "is served, at a weight above 0, it is computed whatever its flag says).",
         "race": "Recommend, then let the same model write the ranked list as text and time both; streams the "
-                "generated text as it is written, then the timing chart and the two rankings side by side.",
+                "generated text as it is written, then the timing chart and the verbalizer's own ranking (the "
+                "LLM's letters alone) beside the generated one.",
         "share": f"A link to the app that opens with this {words.history}.",
         "explore_fusion": "Re-rank the last Recommend's candidates at other LLM and co-watch weights (no model call): "
                           "the table, the chart and the CSV.",

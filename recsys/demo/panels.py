@@ -89,8 +89,7 @@ def history_panel(handlers: DemoHandlers, page: Page) -> Edits:
             with gr.Row():
                 movie = gr.Textbox(label=f"Find a {words.item}", placeholder=words.search_example,
                                    max_length=MAX_TYPED,
-                                   info="Matches appear below as you type: accents, case, a moved article "
-                                        "('Misérables, Les') and alternative titles ('The Boat') don't matter. Click "
+                                   info=f"Matches appear below as you type: {words.search_forgives}. Click "
                                         f"one to add it; Add (or Enter) takes the typed text only when it names "
                                         f"exactly one {words.item}.", scale=4)
                 add = gr.Button("Add", variant="secondary", scale=1, min_width=100)
@@ -221,7 +220,8 @@ def race_panel(handlers: DemoHandlers, page: Page, model: ModelEvents, edits: Ed
         timing = gr.Plot(label="Time per stage")
         generated = gr.Textbox(label="Generated text", lines=10, max_lines=30, interactive=False)
     comparison = gr.Dataframe(pd.DataFrame(columns=COMPARISON_COLUMNS), interactive=False, wrap=True,
-                              label="Verbalizer ranking beside the parsed generated ranking",
+                              label="The verbalizer's own ranking (the LLM's letters alone) beside the parsed "
+                                    "generated one",
                               elem_classes="results-table")
     page.components.update(race_streaming=race_streaming, race_summary=race_summary, timing=timing,
                            generated=generated, comparison=comparison)

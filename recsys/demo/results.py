@@ -140,7 +140,7 @@ class ResultsHandlers:
                     "preset): no model call now"
                     if result.shared else "")
                  + (f" · **title likelihood** {result.titles_ms:,.0f} ms" if result.titles_ms is not None else "")
-                 + f" · history of {len(result.history)} {words_for(self.catalog.dataset).items}"
+                 + f" · history of {words_for(self.catalog.dataset).count(len(result.history))}"
                  + (f" (the prompt shows the last {len(result.prompt.history_titles)})" if result.prompt else "")]
         lines += [f"ℹ️ {plain(n)}" for n in result.notices]
         if target is not None:

@@ -53,14 +53,20 @@ class TitleSearch:
 
     def __init__(self, catalog: Catalog):
         self.entries = [_entry(movie) for movie in catalog.items]
+        # an ASIN names its product whatever its case; a MovieLens id is never typed (digits are a title: "300")
+        self.by_source_id = {item.source_id.casefold(): item for item in catalog.items
+                             if isinstance(item.source_id, str)}
         self._by_name: dict[str, list[Item]] | None = None  # every name's key -> its items, built on the first typo
 
     def search(self, text: str) -> SearchResult:
-        """The movies `text` names exactly and, apart from those, the movies whose names contain it."""
+        """The items `text` names exactly (by a title, or by its ASIN) and, apart from those, the items whose names
+        contain it."""
         query = search_key(text)
         if not query:
             return SearchResult([], [])
-        exact = [e.movie for e in self.entries if query in e.exact_keys]
+        named = self.by_source_id.get(text.strip().casefold())
+        exact = [named] if named else []
+        exact += [e.movie for e in self.entries if query in e.exact_keys and e.movie is not named]
         exact_ids = {m.item_id for m in exact}
         numbers_only = query.replace(" ", "").isdigit()  # "10" is part of a title ("10 Things..."), not of a year
         partial = [e for e in self.entries if e.movie.item_id not in exact_ids
@@ -73,6 +79,8 @@ class TitleSearch:
         """The movie as a list of matches for `text` shows it: its title, and the alternative title that `text`
         found when the title itself does not contain it ("The Postman (1994), also known as Il Postino")."""
         query = search_key(text)
+        if isinstance(movie.source_id, str) and text.strip().casefold() == movie.source_id.casefold():
+            return f"{movie.title} ({movie.source_id})"  # found by its ASIN
         bare_title, year = split_year(movie.title)
         if query and query not in search_key(bare_title):  # the title's year alone does not explain a match
             for alternative in movie.alternative_titles:

@@ -17,6 +17,11 @@ class Words:
     order: str  # what orders the history: "viewing order"
     search_example: str  # the search box's placeholder
     source_id: str  # what the raw id of an item is called (in links and the CSV)
+    search_forgives: str  # what a typed search may get wrong, or give instead of a title
+
+    def count(self, number: int) -> str:
+        """`number` items in words: "1 game", "3 games"."""
+        return f"{number} {self.item if number == 1 else self.items}"
 
     @property
     def a_source_id(self) -> str:
@@ -26,11 +31,13 @@ class Words:
 
 WORDS = {
     "movie": Words("movie", "movies", "watch history", "viewing order", "e.g. Amélie, Matrix, The, The Boat, 300",
-                   "MovieLens id"),
+                   "MovieLens id", "accents, case, a moved article ('Misérables, Les') and alternative titles ('The "
+                                   "Boat') don't matter"),
     "product": Words("product", "products", "purchase history", "review order",
-                     "e.g. shampoo, eyeshadow palette, nail polish", "ASIN"),
+                     "e.g. shampoo, eyeshadow palette, nail polish", "ASIN",
+                     "accents, case and punctuation don't matter, and an ASIN finds its product"),
     "game": Words("game", "games", "purchase history", "review order", "e.g. a game's title, a console, a controller",
-                  "ASIN"),
+                  "ASIN", "accents, case and punctuation don't matter, and an ASIN finds its game"),
 }
 
 

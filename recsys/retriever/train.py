@@ -30,13 +30,13 @@ from recsys.retriever.model import LRURec, LRURecConfig
 class TrainConfig:
     """Training recipe (defaults: the paper's; the history length follows the data set)."""
 
-    dataset: str = "ml-latest-small"
-    data_dir: str | None = None
+    dataset: str = "ml-latest-small"  # ml-latest-small, ml-100k, beauty or games
+    data_dir: str | None = None  # the data set's folder or its parent (None: $RECSYS_DATA_DIR, data/, ../shared/data)
     output: str | None = None  # default checkpoints/lrurec-<dataset>
     state_dir: str | None = None  # resumable training state; default runs/lrurec-<dataset>
     seed: int = 42
-    batch_size: int = 16
-    lr: float = 1e-3
+    batch_size: int = 16  # the paper's; the authors' code trains Amazon at 64
+    lr: float = 1e-3  # AdamW's, constant
     weight_decay: float = 0.01  # not applied to biases and LayerNorm
     dropout: float = 0.2
     max_len: int | None = None  # None: the paper's for the data set (recsys.paper.RETRIEVER_MAX_LEN)
@@ -46,7 +46,7 @@ class TrainConfig:
     max_steps: int = 200_000
     select_metric: str = "R@10"
     tie_order: str = "item"  # equal timestamps ordered by item id (the paper) or "hash" (neutral; recsys.data)
-    resume: bool = False
+    resume: bool = False  # continue from the state in --state-dir
 
 
 def training_windows(dataset: SequenceDataset, max_len: int) -> list[tuple[list[int], list[int]]]:
