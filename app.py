@@ -73,8 +73,10 @@ def build_demo(pipeline: Pipeline, warm_presets: bool = False) -> gr.Blocks:
             pipeline.runner.started.wait(timeout=WARM_AFTER_S)
             began = time.perf_counter()
             handlers.history.warm_presets()
-            print(f"{PRESETS_READY}: {len(handlers.history.presets)} presets' results computed in "
-                  f"{time.perf_counter() - began:.1f} s; a click on one is answered without the model.", flush=True)
+            count = len(handlers.history.presets)
+            print(f"{PRESETS_READY}: " + (f"{count} presets' results computed in {time.perf_counter() - began:.1f} "
+                                          "s; a click on one is answered without the model." if count else
+                                          "this data set has none."), flush=True)
 
         threading.Thread(target=warm, name="warm-presets", daemon=True).start()
     zerogpu = gpu_calls(pipeline)

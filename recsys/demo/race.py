@@ -19,11 +19,10 @@ from recsys.demo.visit import Visit
 from recsys.demo.results import (RESULT_COLUMNS, STALE, STALE_CHART, WAIT_SHOWN_MS, ResultsHandlers, ResultsView,
                                  ShownResults)
 from recsys.pipeline import RaceResult, Recommendation
-from recsys.ranker.fusion import FusionWeights
+from recsys.ranker.fusion import LLM_ALONE
 from recsys.retrieval import HistoryError
 
 COMPARISON_COLUMNS = ["Position", "Verbalizer", "Generation (parsed)"]
-LETTERS_ALONE = FusionWeights(retriever=0.0, cowatch=0.0, llm=1.0)  # the verbalizer's own order of the candidates
 
 STREAM_INTERVAL_S = 0.25  # how often the race redraws the generated text: often enough to watch, rare enough to be free
 
@@ -119,7 +118,7 @@ class RaceHandlers:
 
         names = [marked(f"({c.letter}) {c.title}", c.item_id, visit.target) for c in result.candidates]
         # the LLM's letters alone, as generation is the LLM alone: not the final ranking, which weighs other opinions
-        verbalizer = [names[i] for i in (result.fused_at(LETTERS_ALONE).order if "llm" in result.opinions else [])]
+        verbalizer = [names[i] for i in (result.fused_at(LLM_ALONE).order if "llm" in result.opinions else [])]
         generated = [names[i] for i in race.generated_ranking]
         size = max(len(verbalizer), len(generated))
         table = pd.DataFrame(zip(range(1, size + 1), verbalizer + [""] * (size - len(verbalizer)),

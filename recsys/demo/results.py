@@ -42,8 +42,9 @@ STALE_CHART = "The history changed: Recommend again."  # short enough for a narr
 
 NO_RESULTS = "Click Recommend first: there are no results to re-rank yet."
 
-ALONE = ("The LLM, Co-watch and Retriever columns show each opinion alone, as a probability over the 20; only Final "
-         "moves with the weights.")
+ALONE = ("The LLM, Co-watch and Retriever columns (and LLM, titles, when computed) show each opinion alone, as a "
+         "probability over the 20; only Final moves with the weights. Change counts places from the candidate's "
+         "letter (A = 1, the retriever's order of the 20), not from its Retriever rank among all items.")
 
 NOTHING_TO_DOWNLOAD = "Nothing to download yet: click Recommend first, then download its results."
 
