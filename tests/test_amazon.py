@@ -149,6 +149,7 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     from recsys.ranker.artefacts import RankerArtefacts
     from recsys.ranker.cowatch import CoWatchConfig
     from recsys.ranker.fusion import FusionWeights
+    from recsys import folders
     from recsys.ranker import title_scores, title_weight
     from recsys.ranker import train as ranker_train
     from recsys.ranker.model import RankerLoadConfig
@@ -158,7 +159,8 @@ def test_the_reproduce_steps_run_from_raw_files_to_a_folder_the_app_serves(tmp_p
     _chain_raw_files(tmp_path / "raw")
     data = tmp_path / "data" / "amazon-beauty"
     amazon.prepare_from_raw("beauty", tmp_path / "raw", data)
-    monkeypatch.setattr(reproduce, "CHECKPOINTS", tmp_path / "checkpoints")  # nothing written into the repository
+    monkeypatch.setattr(folders, "CHECKPOINTS", tmp_path / "checkpoints")  # nothing written into the repository
+    monkeypatch.setattr(folders, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(title_scores, "RUNS", tmp_path / "runs")  # nor over its saved title scores
     tokenizer = make_tokenizer()  # the LLM step scores a tiny random Llama, saved as a base model folder
     make_llama(tokenizer).save_pretrained(tmp_path / "tiny-llm")
