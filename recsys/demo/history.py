@@ -194,8 +194,10 @@ class HistoryHandlers:
         words = words_for(self.catalog.dataset)
         labels = [self.search.label(m, text) for m in shown]
         repeated = {label for label in labels if labels.count(label) > 1}  # same-named items: told apart by id
-        choices = [(f"{label} ({words.source_id} {m.source_id})" if label in repeated else label, m.source_id)
-                   for label, m in zip(labels, shown)]
+        by_id = text.strip().casefold()  # an ASIN typed: its item shows it
+        choices = [(f"{label} ({words.source_id} {m.source_id})"
+                    if label in repeated or (isinstance(m.source_id, str) and m.source_id.casefold() == by_id)
+                    else label, m.source_id) for label, m in zip(labels, shown)]
         if text.strip() and not shown:  # said, not a silently hidden list
             return gr.update(choices=[], value=None, visible=True,
                              label=f"No {words.item} matches “{shown_text}”: type less of it, or other words")

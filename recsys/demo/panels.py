@@ -153,7 +153,9 @@ def results_panel(handlers: DemoHandlers, page: Page, model: ModelEvents) -> Any
     recommend = gr.Button("Recommend", variant="primary", size="lg")
     with gr.Row():
         llm_weight = gr.Slider(0.0, MAX_WEIGHT, value=fusion.llm, step=WEIGHT_STEP, scale=3, label="LLM weight",
-                               info=f"0 = the prior alone. Served: {fusion.llm:g} (chosen on validation).")
+                               info="The weight of the LLM's letters (the verbalizer). 0 = the prior alone"
+                                    + (f", with title likelihood at its served {fusion.titles:g}" if fusion.titles
+                                       else "") + f". Served: {fusion.llm:g} (chosen on validation).")
         cowatch_weight = gr.Slider(0.0, MAX_WEIGHT, value=fusion.cowatch, step=WEIGHT_STEP, scale=3,
                                    label="Co-watch weight",
                                    info="0 = no co-watch in the ranking"

@@ -79,8 +79,6 @@ class TitleSearch:
         """The movie as a list of matches for `text` shows it: its title, and the alternative title that `text`
         found when the title itself does not contain it ("The Postman (1994), also known as Il Postino")."""
         query = search_key(text)
-        if isinstance(movie.source_id, str) and text.strip().casefold() == movie.source_id.casefold():
-            return f"{movie.title} ({movie.source_id})"  # found by its ASIN
         bare_title, year = split_year(movie.title)
         if query and query not in search_key(bare_title):  # the title's year alone does not explain a match
             for alternative in movie.alternative_titles:

@@ -41,7 +41,7 @@ from recsys import NUM_CANDIDATES
 from recsys.cli import add_dataclass_flags, dataclass_from_args
 from recsys.data import load_dataset
 from recsys.data.sources import DATASETS
-from recsys.folders import retriever_folder, run_folder, served_folder
+from recsys.folders import RUNS, retriever_folder, run_folder, served_folder
 from recsys.distributed import is_main_process, process_share
 from recsys.machine import machine_record
 from recsys.ranker.cowatch import COUNTS_FILE, CoWatchConfig, CoWatchCounts
@@ -78,7 +78,7 @@ class RankerTrainConfig:
     # a committed folder is replaced by hand, once validation favours the new one)
     examples: str = "random"  # "random": training prefixes, random negatives (paper); "heldout": held-out candidates
     # (MovieLens); "served": the served 20 at the validation position of validation users outside --val-users' sample
-    heldout_dir: str = "runs/heldout"  # written by `python -m recsys.ranker.heldout`
+    heldout_dir: str = str(RUNS / "heldout")  # written by `python -m recsys.ranker.heldout`
     prior: str = ""  # folder with prior.json, served_config.json and cowatch.safetensors
     # (`recsys.ranker.prior --write`; "": the data set's served folder)
     pool: int | None = None  # "heldout": the 20 the prior keeps of each row's top-`pool` (None: the served pool)
@@ -507,7 +507,8 @@ def training_summary(output: Path) -> dict:
 def parse_args(argv=None) -> tuple[RankerTrainConfig, bool, bool]:
     """Flags: one per RankerTrainConfig field, plus --finalize-only."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_flags(parser, RankerTrainConfig, choices={"loss": LOSSES, "examples": EXAMPLES})
+    add_dataclass_flags(parser, RankerTrainConfig,
+                        choices={"loss": LOSSES, "examples": EXAMPLES, "dataset": sorted(DATASETS)})
     parser.add_argument("--finalize-only", action="store_true",
                         help="skip training: evaluate the adapter already saved in --output")
     parser.add_argument("--zero-shot", action="store_true",

@@ -167,7 +167,7 @@ def train(config: TrainConfig, dataset: SequenceDataset | None = None) -> dict:
 def parse_args(argv=None) -> TrainConfig:
     """Flags: one per TrainConfig field."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_flags(parser, TrainConfig)
+    add_dataclass_flags(parser, TrainConfig, choices={"dataset": sorted(DATASETS)})
     return dataclass_from_args(TrainConfig, parser.parse_args(argv))
 
 
