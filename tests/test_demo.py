@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -51,9 +50,7 @@ def test_fusion_explorer_moves_the_llm_and_cowatch_weights_without_a_model_call(
         raise AssertionError("the sliders must not run the model")
 
     monkeypatch.setattr(adapted_pipeline.llm, "model", no_model)
-    start = time.perf_counter()
-    retriever_table = handlers.results.ranking_view(session, shown, 0.0, 0.0).table
-    elapsed = time.perf_counter() - start
+    retriever_table = handlers.results.ranking_view(session, shown, 0.0, 0.0).table  # no model call: `no_model`
     assert list(retriever_table["Retriever rank"]) == list(range(1, 21)) and set(retriever_table["Change"]) == {"="}
     prior_table = handlers.results.ranking_view(session, shown, 0.0, None).table  # retriever + co-watch
     opinions = result.opinions
@@ -71,7 +68,7 @@ def test_fusion_explorer_moves_the_llm_and_cowatch_weights_without_a_model_call(
     assert names == ["Final", "LLM", "Co-watch", "Retriever"]
     assert all(sum(bars.x) == pytest.approx(1.0, abs=1e-5) for bars in chart.data)  # each opinion a distribution
     assert served["Co-watch evidence"].str.startswith("followed").any()
-    assert prior.shape == (20,) and elapsed < 0.05
+    assert prior.shape == (20,)
     # each opinion's column is that opinion alone: the weights move Final and the order, never these
     moved = handlers.results.ranking_view(session, shown, 3.0, 0.5).table.set_index("Letter")
     still = served.set_index("Letter").loc[moved.index]
